@@ -1,0 +1,27 @@
+"""Where recserve keeps its state and finds its bundled data.
+
+The state directory (registry, artifacts, engine cache, local Ray) defaults to
+``.recserve`` in the working directory so that a demo never writes outside the checkout;
+``RECSERVE_HOME`` moves it, which tests use to isolate themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def state_dir(override: str | os.PathLike[str] | None = None) -> Path:
+    """The state directory, created on first use."""
+    chosen = override or os.environ.get("RECSERVE_HOME") or Path.cwd() / ".recserve"
+    path = Path(chosen).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def movielens_dir() -> Path:
+    """The MovieLens ml-latest-small copy shipped in the repository (``RECSERVE_DATA`` overrides)."""
+    env = os.environ.get("RECSERVE_DATA")
+    return Path(env) if env else _REPO_ROOT / "data" / "movielens-small"
