@@ -1,0 +1,1 @@
+"""The embedded default: a RecommenderModel served from a local Ray cluster, no Kubernetes."""

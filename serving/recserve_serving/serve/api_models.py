@@ -1,0 +1,28 @@
+"""Request and response bodies of the HTTP API (the OIP ones come from kserve)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RecommendRequest(BaseModel):
+    """``POST /v1/recommend``: a known user, or an anonymous history, and how many items."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: int | None = Field(None, ge=0)
+    history: list[int] | None = Field(None, description="Movie ids the user liked, most recent last.")
+    candidates: list[int] | None = Field(None, description="Rank only these movie ids (skips retrieval).")
+    k: int | None = None
+
+
+class RecommendedItem(BaseModel):
+    movie_id: int
+    title: str
+    score: float
+
+
+class RecommendResponse(BaseModel):
+    user_id: int | None
+    version: str
+    items: list[RecommendedItem]

@@ -1,0 +1,176 @@
+"""Ray Serve deployments: the router (HTTP ingress) and one ranker per model version.
+
+Built only from the application ``args`` (a ``ServeAppConfig``), so that ``recserve up``
+and KubeRay run the very same thing. The router owns the catalog and retrieval; the
+rankers own an engine and nothing else, which keeps the expensive replicas small and
+lets them scale on their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Response
+from kserve.protocol.rest.v2_datamodels import InferenceRequest
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from recserve_serving.errors import InvalidRequest, NotFound, RecserveError, Unavailable
+from recserve_serving.serve.api_models import RecommendRequest, RecommendResponse
+from recserve_serving.serve.catalog import Catalog
+from recserve_serving.serve.config import (
+    ROUTER_DEPLOYMENT,
+    RankerConfig,
+    RouterConfig,
+    ServeAppConfig,
+    TrafficConfig,
+    ranker_deployment_name,
+)
+from recserve_serving.serve.http_errors import install_error_handlers
+from recserve_serving.serve.oip import infer_pairs, infer_response, model_metadata
+from recserve_serving.serve.recommend import plan_recommendation
+from recserve_serving.serve.routing import choose_version
+
+log = logging.getLogger("recserve.serve")
+VERSION_HEADER = "X-Recserve-Version"
+
+http_app = FastAPI(title="recserve", docs_url=None, redoc_url=None)
+install_error_handlers(http_app)
+
+
+@serve.deployment
+class Ranker:
+    """Scores (user text, item text) pairs with one engine, batching concurrent requests."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        from recserve_serving.engine.runtime import load_engine
+
+        self.config = RankerConfig.model_validate(config)
+        self.engine = load_engine(self.config.engine_dir)
+        batching = self.config.batching
+        self._score_batch.set_max_batch_size(batching.max_batch_size)
+        self._score_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_ms / 1000)
+
+    def ready(self) -> str:
+        return self.config.label
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _score_batch(self, requests: list[tuple[list[str], list[str]]]) -> list[list[float]]:
+        users = [u for user_texts, _ in requests for u in user_texts]
+        items = [i for _, item_texts in requests for i in item_texts]
+        scores = await asyncio.to_thread(self.engine.score, users, items)
+        out, start = [], 0
+        for user_texts, _ in requests:
+            out.append(np.asarray(scores[start : start + len(user_texts)], dtype=float).tolist())
+            start += len(user_texts)
+        return out
+
+    async def score(self, user_texts: list[str], item_texts: list[str]) -> list[float]:
+        if len(user_texts) != len(item_texts):
+            raise InvalidRequest("user_texts and item_texts must have the same length")
+        if not user_texts:
+            return []
+        return await self._score_batch((user_texts, item_texts))
+
+
+@serve.deployment
+@serve.ingress(http_app)
+class Router:
+    """HTTP ingress: validation, retrieval, version choice, and the Open Inference Protocol."""
+
+    def __init__(self, config: dict[str, Any], rankers: dict[str, DeploymentHandle]) -> None:
+        self.config = RouterConfig.model_validate(config["router"])
+        self.labels = {name: cfg["label"] for name, cfg in config["rankers"].items()}
+        self.rankers = rankers
+        self.traffic = TrafficConfig()
+        self.catalog = Catalog.load(self.config.data_dir)
+        self.rng = random.Random()
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        traffic = TrafficConfig.model_validate(user_config)
+        if traffic.canary_weight and "canary" not in self.rankers:
+            raise ValueError("canaryWeight > 0 but no canary version is deployed")
+        self.traffic = traffic
+
+    async def _score(self, version: str, user_texts: list[str], item_texts: list[str]) -> list[float]:
+        try:
+            return await self.rankers[version].score.remote(user_texts, item_texts)
+        except RecserveError:
+            raise
+        except Exception as error:
+            cause = getattr(error, "cause", None)
+            if isinstance(cause, RecserveError):
+                raise cause from error
+            log.error("ranker %s failed: %r", self.labels[version], error)
+            raise Unavailable(f"model version {self.labels[version]} failed to score: {error!r}") from error
+
+    def _version_for(self, user_id: int | None) -> str:
+        return choose_version(user_id, self.traffic.canary_weight, self.rng)
+
+    @http_app.post("/v1/recommend", response_model=RecommendResponse)
+    async def recommend(self, body: RecommendRequest, response: Response) -> RecommendResponse:
+        plan = plan_recommendation(body, self.catalog, self.config)
+        version = self._version_for(body.user_id)
+        scores = await self._score(version, plan.user_texts, plan.item_texts)
+        response.headers[VERSION_HEADER] = self.labels[version]
+        return plan.respond(scores, self.labels[version])
+
+    @http_app.post("/v2/models/{name}/infer")
+    async def infer(self, name: str, body: InferenceRequest, response: Response) -> dict[str, Any]:
+        self._check_model(name)
+        pairs = infer_pairs(body, self.catalog, self.config.max_infer_pairs)
+        version = self._version_for(pairs.sticky_user)
+        scores = await self._score(version, pairs.user_texts, pairs.item_texts)
+        response.headers[VERSION_HEADER] = self.labels[version]
+        return infer_response(name, self.labels[version], body.id, scores)
+
+    @http_app.get("/v2/models/{name}")
+    async def metadata(self, name: str, response: Response) -> dict[str, Any]:
+        self._check_model(name)
+        response.headers[VERSION_HEADER] = self.labels["stable"]
+        return model_metadata(name, sorted(self.labels.values()))
+
+    @http_app.get("/v2/models/{name}/ready")
+    async def model_ready(self, name: str) -> dict[str, Any]:
+        self._check_model(name)
+        return {"name": name, "ready": await self._all_ready()}
+
+    @http_app.get("/v2/health/live")
+    async def live(self) -> dict[str, bool]:
+        return {"live": True}
+
+    @http_app.get("/v2/health/ready")
+    async def ready(self, response: Response) -> dict[str, bool]:
+        ready = await self._all_ready()
+        if not ready:
+            response.status_code = 503
+        return {"ready": ready}
+
+    async def _all_ready(self) -> bool:
+        try:
+            await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in self.rankers.values())), 5)
+        except Exception:
+            return False
+        return True
+
+    def _check_model(self, name: str) -> None:
+        if name != self.config.model_name:
+            raise NotFound(f"unknown model {name!r}; this server serves {self.config.model_name!r}")
+
+
+def build_app(args: dict[str, Any]) -> serve.Application:
+    """Ray Serve's application builder: ``import_path`` points here, ``args`` is a ServeAppConfig."""
+    config = ServeAppConfig.model_validate(args)
+    rankers = {
+        r.version: Ranker.options(name=ranker_deployment_name(r.version)).bind(r.to_dict())
+        for r in config.rankers()
+    }
+    router_args = {
+        "router": config.router.to_dict(),
+        "rankers": {r.version: {"label": r.label} for r in config.rankers()},
+    }
+    return Router.options(name=ROUTER_DEPLOYMENT).bind(router_args, rankers)

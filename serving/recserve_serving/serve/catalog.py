@@ -1,0 +1,80 @@
+"""What the router knows about users and items at serving time.
+
+Training texts come from the time split (so evaluation never sees the future); serving
+texts use everything a user has rated, because in production the whole past is known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from recserve_serving.data import POSITIVE_RATING, MovieLens, load_movielens
+from recserve_serving.errors import InvalidRequest, NotFound
+
+
+@dataclass
+class Catalog:
+    movielens: MovieLens
+    liked: dict[int, list[int]]
+
+    @classmethod
+    def load(cls, data_dir: str | Path) -> Catalog:
+        movielens = load_movielens(Path(data_dir))
+        ratings = movielens.ratings.sort_values("timestamp", kind="stable")
+        positives = ratings[ratings.rating >= POSITIVE_RATING]
+        liked = {int(u): [int(m) for m in frame.movieId] for u, frame in positives.groupby("userId")}
+        return cls(movielens, liked)
+
+    def knows_user(self, user_id: int) -> bool:
+        try:
+            self.movielens.rated_movie_ids(user_id)
+        except NotFound:
+            return False
+        return True
+
+    def seen(self, user_id: int) -> set[int]:
+        return self.movielens.rated_movie_ids(user_id)
+
+    def user_text(self, user_id: int | None, history: list[int] | None) -> str:
+        """The user's text from an explicit history, else from everything they liked."""
+        if history is not None:
+            self.check_items(history, "history")
+            return self.movielens.user_text(user_id if user_id in self.liked else None, history=history)
+        if user_id is None:
+            raise InvalidRequest("give a user_id or a history")
+        if not self.knows_user(user_id):
+            raise NotFound(
+                f"unknown user {user_id}: not in the catalog and no history given; "
+                "send a 'history' of liked movie ids for a new user"
+            )
+        return self.movielens.user_text(user_id, history=self.liked.get(user_id, []))
+
+    def item_text(self, movie_id: int) -> str:
+        return self.movielens.item_text(movie_id)
+
+    def title(self, movie_id: int) -> str:
+        return self.movielens.title(movie_id)
+
+    def check_items(self, movie_ids: list[int], field: str) -> None:
+        unknown = [m for m in movie_ids if not self._known_movie(m)]
+        if unknown:
+            shown = ", ".join(map(str, unknown[:5]))
+            raise InvalidRequest(f"{field}: unknown movie ids {shown}" + (" …" if len(unknown) > 5 else ""))
+
+    def _known_movie(self, movie_id: int) -> bool:
+        try:
+            self.movielens.title(movie_id)
+        except NotFound:
+            return False
+        return True
+
+    def popular_unseen(self, seen: set[int], n: int) -> list[int]:
+        """The ``n`` most popular movies outside ``seen``: the retrieval stage of this slice."""
+        picked: list[int] = []
+        for movie_id in self.movielens.popular_movie_ids():
+            if movie_id not in seen:
+                picked.append(movie_id)
+                if len(picked) == n:
+                    break
+        return picked

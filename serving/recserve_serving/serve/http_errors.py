@@ -1,0 +1,39 @@
+"""The one place where failures become HTTP answers.
+
+Domain errors carry their own status; FastAPI's request-validation errors (malformed
+JSON, wrong types) become 400 with the offending field path. Anything else is a bug and
+is logged, but the replica keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from recserve_serving.errors import RecserveError
+
+log = logging.getLogger("recserve.serve")
+
+
+def _field_path(location: tuple | list) -> str:
+    parts = [str(part) for part in location if part != "body"]
+    return ".".join(parts) or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RecserveError)
+    async def _domain(_: Request, error: RecserveError) -> JSONResponse:
+        return JSONResponse({"error": str(error)}, status_code=error.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        problems = [f"{_field_path(e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in error.errors()]
+        return JSONResponse({"error": "invalid request: " + "; ".join(problems)}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"error": f"internal error: {type(error).__name__}"}, status_code=500)

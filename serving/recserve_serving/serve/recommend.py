@@ -1,0 +1,71 @@
+"""From a recommend request to the texts the ranker scores, and back to a ranked answer.
+
+Kept free of Ray so that it is unit-tested directly; the router only adds version choice
+and the remote call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from recserve_serving.errors import InvalidRequest
+from recserve_serving.serve.api_models import RecommendedItem, RecommendRequest, RecommendResponse
+from recserve_serving.serve.catalog import Catalog
+from recserve_serving.serve.config import RouterConfig
+
+
+@dataclass(frozen=True)
+class RecommendationPlan:
+    user_id: int | None
+    movie_ids: list[int]
+    user_texts: list[str]
+    item_texts: list[str]
+    titles: list[str]
+    k: int
+
+    def respond(self, scores: list[float], version: str) -> RecommendResponse:
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])[: self.k]
+        items = [
+            RecommendedItem(movie_id=self.movie_ids[i], title=self.titles[i], score=scores[i]) for i in order
+        ]
+        return RecommendResponse(user_id=self.user_id, version=version, items=items)
+
+
+def _k(request: RecommendRequest, config: RouterConfig) -> int:
+    k = config.default_k if request.k is None else request.k
+    if not 1 <= k <= config.max_k:
+        raise InvalidRequest(f"k must be between 1 and {config.max_k}, got {k}")
+    return k
+
+
+def plan_recommendation(
+    request: RecommendRequest, catalog: Catalog, config: RouterConfig
+) -> RecommendationPlan:
+    k = _k(request, config)
+    history = request.history
+    if history is not None:
+        if not history:
+            raise InvalidRequest("history is empty; omit it to use the stored history of user_id")
+        # Documented behaviour: only the most recent max_history items are read.
+        history = history[-config.max_history :]
+    user_text = catalog.user_text(request.user_id, history)
+    seen = set(history or ())
+    if request.user_id is not None and catalog.knows_user(request.user_id):
+        seen |= catalog.seen(request.user_id)
+    if request.candidates is not None:
+        if not request.candidates:
+            raise InvalidRequest("candidates is empty; omit it to let retrieval choose")
+        if len(request.candidates) > config.candidates:
+            raise InvalidRequest(f"at most {config.candidates} candidates, got {len(request.candidates)}")
+        catalog.check_items(request.candidates, "candidates")
+        movie_ids = list(dict.fromkeys(request.candidates))
+    else:
+        movie_ids = catalog.popular_unseen(seen, config.candidates)
+    return RecommendationPlan(
+        user_id=request.user_id,
+        movie_ids=movie_ids,
+        user_texts=[user_text] * len(movie_ids),
+        item_texts=[catalog.item_text(m) for m in movie_ids],
+        titles=[catalog.title(m) for m in movie_ids],
+        k=min(k, len(movie_ids)),
+    )
