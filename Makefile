@@ -1,0 +1,37 @@
+# The two commands of the README: `make demo` and `make test`. Everything else is a helper.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export RAY_AUTH_MODE := disabled
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: env demo test lint unit integration e2e crd bench
+
+env:
+	@bash scripts/bootstrap.sh
+
+demo: env
+	$(VENV)/bin/recserve up manifests/examples/movielens-ranker.yaml
+
+test: env
+	@bash scripts/test.sh
+
+lint: env
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+unit: env
+	$(PY) -m pytest -m unit
+
+integration: env
+	$(PY) -m pytest -m integration
+
+e2e: env
+	bash e2e/cluster/build.sh
+	$(PY) -m pytest -m e2e e2e
+
+crd: env
+	$(PY) -m recserve_operator.api.crd --write

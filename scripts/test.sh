@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole suite: lint, types, then every test tier (unit, integration, e2e).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0
+
+start=$(date +%s)
+echo "== ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+echo "== mypy"
+.venv/bin/mypy
+if [ -x e2e/cluster/build.sh ] || [ -f e2e/cluster/build.sh ]; then
+  echo "== e2e control plane binaries"
+  bash e2e/cluster/build.sh
+fi
+echo "== pytest"
+set +e
+.venv/bin/python -m pytest "$@"
+code=$?
+set -e
+echo "== suite took $(( $(date +%s) - start ))s"
+if [ "$code" -eq 5 ]; then
+  echo "pytest collected no tests: that is a failure here" >&2
+  exit 1
+fi
+exit "$code"
