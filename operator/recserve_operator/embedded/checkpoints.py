@@ -33,7 +33,10 @@ def train_seed_model(registry: Registry, say: Callable[[str], None]) -> Resolved
         out = Path(scratch) / "checkpoint"
         metrics = train_ranker(load_movielens(), out)
         resolved = registry.register(SEED_MODEL, out, metrics)
-    say(f"registered {SEED_MODEL} v{resolved.version}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    say(
+        f"registered {SEED_MODEL} v{resolved.version}: "
+        + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+    )
     return resolved
 
 

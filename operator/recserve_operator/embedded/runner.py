@@ -57,7 +57,9 @@ class UpOptions:
 
 def _ray_cpus(config: ServeAppConfig) -> int:
     """Logical CPUs for Ray: what the deployments ask for at most, never below the machine's."""
-    wanted = 0.5 + sum(r.resources.cpus * r.autoscaling.max_replicas for r in config.rankers())
+    wanted = 0.5 + sum(
+        r.serving.resources.cpus * r.serving.autoscaling.max_replicas for r in config.rankers()
+    )
     return max(os.cpu_count() or 1, math.ceil(wanted))
 
 
@@ -78,7 +80,9 @@ class EmbeddedRun:
         """Everything that needs no running process: resolve, build, render."""
         registry = Registry(self.options.state)
         checkpoint = ensure_checkpoint(registry, model.spec.checkpoint.uri, self.say)
-        self.say(f"checkpoint {checkpoint.uri} -> {checkpoint.name} v{checkpoint.version} ({checkpoint.digest[:12]})")
+        self.say(
+            f"checkpoint {checkpoint.uri} -> {checkpoint.name} v{checkpoint.version} ({checkpoint.digest[:12]})"
+        )
         built = build_engine(checkpoint, model.spec.optimization, self.options.state / "engines")
         verb = "cached" if built.cache_hit else "built"
         self.say(f"engine {verb}: {built.path}")
@@ -112,7 +116,9 @@ class EmbeddedRun:
             return httpx.get(f"{endpoint}/v2/health/ready", timeout=10).status_code == 200
 
         try:
-            wait_for(ready, self.options.ready_timeout, interval=1.0, message=f"application {app} to be ready")
+            wait_for(
+                ready, self.options.ready_timeout, interval=1.0, message=f"application {app} to be ready"
+            )
         except WaitTimeout as error:
             if isinstance(error.__cause__, Unavailable):
                 raise error.__cause__ from None

@@ -9,7 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from recserve_operator.api.types import RecommenderModel
-from recserve_serving.serve.config import RankerConfig, RouterConfig, ServeAppConfig, TrafficConfig, VersionName
+from recserve_serving.serve.config import (
+    RankerConfig,
+    RouterConfig,
+    ServeAppConfig,
+    TrafficConfig,
+    VersionName,
+)
 
 
 @dataclass(frozen=True)
@@ -21,15 +27,8 @@ class EngineRef:
 
 
 def _ranker(model: RecommenderModel, version: VersionName, engine: EngineRef) -> RankerConfig:
-    serving = model.spec.serving
     return RankerConfig(
-        version=version,
-        label=engine.label,
-        engine_dir=engine.engine_dir,
-        autoscaling=serving.autoscaling,
-        batching=serving.batching,
-        resources=serving.resources,
-        parallelism=serving.parallelism,
+        version=version, label=engine.label, engine_dir=engine.engine_dir, serving=model.spec.serving
     )
 
 
@@ -43,7 +42,6 @@ def plan_serve_config(
     host: str = "0.0.0.0",
     port: int = 8000,
 ) -> ServeAppConfig:
-    retrieval = model.spec.serving.retrieval
     return ServeAppConfig(
         name=model.metadata.name,
         host=host,
@@ -51,9 +49,7 @@ def plan_serve_config(
         router=RouterConfig(
             model_name=model.metadata.name,
             data_dir=data_dir,
-            candidates=retrieval.candidates,
-            default_k=retrieval.k,
-            max_k=retrieval.max_k,
+            retrieval=model.spec.serving.retrieval,
         ),
         stable=_ranker(model, "stable", stable),
         canary=None if canary is None else _ranker(model, "canary", canary),

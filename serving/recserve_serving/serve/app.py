@@ -51,7 +51,7 @@ class Ranker:
 
         self.config = RankerConfig.model_validate(config)
         self.engine = load_engine(self.config.engine_dir)
-        batching = self.config.batching
+        batching = self.config.serving.batching
         self._score_batch.set_max_batch_size(batching.max_batch_size)
         self._score_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_ms / 1000)
 

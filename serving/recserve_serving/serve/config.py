@@ -9,13 +9,12 @@ live in the per-deployment overrides, where Ray applies them without a restart.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from recserve_serving.schema import CamelModel
-from recserve_serving.serving_spec import AutoscalingSpec, BatchingSpec, ParallelismSpec, ResourcesSpec
+from recserve_serving.serving_spec import AutoscalingSpec, RetrievalSpec, ServingSpec
 
 APP_IMPORT_PATH = "recserve_serving.serve.app:build_app"
 ROUTER_DEPLOYMENT = "Router"
@@ -32,10 +31,7 @@ class RankerConfig(CamelModel):
     version: VersionName
     label: str = Field(..., min_length=1, description="Shown in X-Recserve-Version, e.g. movielens-ranker/3.")
     engine_dir: str = Field(..., min_length=1)
-    autoscaling: AutoscalingSpec = AutoscalingSpec()
-    batching: BatchingSpec = BatchingSpec()
-    resources: ResourcesSpec = ResourcesSpec()
-    parallelism: ParallelismSpec = ParallelismSpec()
+    serving: ServingSpec = ServingSpec()
 
 
 class RouterConfig(CamelModel):
@@ -45,19 +41,9 @@ class RouterConfig(CamelModel):
     data_dir: str = Field(
         ..., min_length=1, description="The MovieLens folder used for histories and titles."
     )
-    candidates: int = Field(100, ge=1, le=10_000, description="How many items retrieval hands to the ranker.")
-    default_k: int = Field(10, ge=1, le=1_000)
-    max_k: int = Field(100, ge=1, le=1_000)
+    retrieval: RetrievalSpec = RetrievalSpec()
     max_history: int = Field(50, ge=1, le=10_000, description="Longer client histories are truncated.")
     max_infer_pairs: int = Field(4_096, ge=1, le=1_000_000, description="Largest OIP infer request.")
-
-    @model_validator(mode="after")
-    def _k_bounds(self) -> RouterConfig:
-        if self.default_k > self.max_k:
-            raise ValueError(f"defaultK ({self.default_k}) must be <= maxK ({self.max_k})")
-        if self.max_k > self.candidates:
-            raise ValueError(f"maxK ({self.max_k}) must be <= candidates ({self.candidates})")
-        return self
 
 
 class TrafficConfig(CamelModel):
@@ -94,26 +80,29 @@ class ServeAppConfig(CamelModel):
 
 
 def _ray_autoscaling(spec: AutoscalingSpec) -> dict[str, Any]:
-    return {
+    rendered: dict[str, Any] = {
         "min_replicas": spec.min_replicas,
         "max_replicas": spec.max_replicas,
         "target_ongoing_requests": spec.target_ongoing_requests,
         "upscale_delay_s": spec.upscale_delay_seconds,
         "downscale_delay_s": spec.downscale_delay_seconds,
     }
-
-
-def _max_ongoing_requests(spec: AutoscalingSpec) -> int:
-    # Ray needs headroom above the target, or the autoscaler never sees queueing to react to.
-    return spec.max_ongoing_requests or max(1, math.ceil(spec.target_ongoing_requests * 2))
+    if spec.initial_replicas is not None:
+        rendered["initial_replicas"] = spec.initial_replicas
+    return rendered
 
 
 def _ranker_deployment(ranker: RankerConfig) -> dict[str, Any]:
+    serving = ranker.serving
     deployment: dict[str, Any] = {
         "name": ranker_deployment_name(ranker.version),
-        "autoscaling_config": _ray_autoscaling(ranker.autoscaling),
-        "max_ongoing_requests": _max_ongoing_requests(ranker.autoscaling),
-        "ray_actor_options": {"num_cpus": ranker.resources.cpus, "num_gpus": ranker.resources.gpus},
+        "autoscaling_config": _ray_autoscaling(serving.autoscaling),
+        "max_ongoing_requests": serving.max_ongoing_requests,
+        "ray_actor_options": {
+            "num_cpus": serving.resources.cpus,
+            "num_gpus": serving.resources.gpus,
+            "memory": serving.resources.memory_bytes,
+        },
     }
     return deployment
 

@@ -32,9 +32,9 @@ class RecommendationPlan:
 
 
 def _k(request: RecommendRequest, config: RouterConfig) -> int:
-    k = config.default_k if request.k is None else request.k
-    if not 1 <= k <= config.max_k:
-        raise InvalidRequest(f"k must be between 1 and {config.max_k}, got {k}")
+    k = config.retrieval.default_k if request.k is None else request.k
+    if not 1 <= k <= config.retrieval.max_k:
+        raise InvalidRequest(f"k must be between 1 and {config.retrieval.max_k}, got {k}")
     return k
 
 
@@ -55,12 +55,14 @@ def plan_recommendation(
     if request.candidates is not None:
         if not request.candidates:
             raise InvalidRequest("candidates is empty; omit it to let retrieval choose")
-        if len(request.candidates) > config.candidates:
-            raise InvalidRequest(f"at most {config.candidates} candidates, got {len(request.candidates)}")
+        if len(request.candidates) > config.retrieval.candidates:
+            raise InvalidRequest(
+                f"at most {config.retrieval.candidates} candidates, got {len(request.candidates)}"
+            )
         catalog.check_items(request.candidates, "candidates")
         movie_ids = list(dict.fromkeys(request.candidates))
     else:
-        movie_ids = catalog.popular_unseen(seen, config.candidates)
+        movie_ids = catalog.popular_unseen(seen, config.retrieval.candidates)
     return RecommendationPlan(
         user_id=request.user_id,
         movie_ids=movie_ids,
