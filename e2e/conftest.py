@@ -1,0 +1,102 @@
+"""e2e fixtures: one real control plane per pytest session, one namespace per test.
+
+The session builds the binaries first (``e2e/cluster/build.sh``; instant when warm). A failed
+build or a control plane that will not start fails every e2e test loudly; nothing is skipped.
+``RECSERVE_E2E_KEEP=1`` leaves the cluster running after the session and prints its kubeconfig.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2e.cluster.controlplane import KEEP_ENV, Binaries, BuildError, ControlPlane
+from e2e.waiting import wait_for
+
+E2E_DIR = Path(__file__).resolve().parent
+_PLANE_KEY = pytest.StashKey[ControlPlane]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything under e2e/ is in the e2e tier, marked or not."""
+    for item in items:
+        if E2E_DIR in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    plane = config.stash.get(_PLANE_KEY, None)
+    if plane is not None and plane.keep:
+        tr = terminalreporter
+        tr.section("e2e control plane kept running (RECSERVE_E2E_KEEP=1)")
+        tr.write_line(f"export KUBECONFIG={plane.kubeconfig}")
+        tr.write_line(f"kubectl: {plane.binaries.kubectl}")
+        tr.write_line(f"logs:    {plane.logs}")
+        tr.write_line(f"stop:    .venv/bin/python -m e2e.cluster.controlplane down {plane.workdir}")
+
+
+def keep_cluster() -> bool:
+    return os.environ.get(KEEP_ENV, "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def e2e_binaries(tmp_path_factory: pytest.TempPathFactory) -> Binaries:
+    """Every binary built from its pinned module; a build failure fails the tier."""
+    log = tmp_path_factory.mktemp("e2e-build") / "build.log"
+    try:
+        return Binaries.ensure_built(log=log)
+    except BuildError as exc:
+        pytest.fail(f"E2E BUILD FAILED (see {log}):\n{exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def control_plane(e2e_binaries: Binaries, request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
+    keep = keep_cluster()
+    plane = ControlPlane(e2e_binaries, keep=keep)
+    try:
+        plane.start()
+    except Exception as exc:
+        pytest.fail(f"e2e control plane failed to start: {exc}", pytrace=False)
+    request.config.stash[_PLANE_KEY] = plane
+    yield plane
+    if not keep:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def kube(control_plane: ControlPlane) -> Any:
+    """A kubernetes.client.ApiClient as the cluster admin."""
+    return control_plane.api_client()
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test (its default ServiceAccount already created), deleted
+    afterwards unless the cluster is kept for debugging."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    core = client.CoreV1Api(control_plane.api_client())
+    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{base}-{uuid.uuid4().hex[:5]}"
+    core.create_namespace({"metadata": {"name": name, "labels": {"recserve.dev/e2e": "true"}}})
+
+    def has_default_sa() -> bool:
+        try:
+            core.read_namespaced_service_account("default", name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    wait_for(has_default_sa, 60, message=f"default ServiceAccount in {name}")
+    yield name
+    if not control_plane.keep:
+        core.delete_namespace(name)
