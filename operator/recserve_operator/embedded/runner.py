@@ -19,7 +19,6 @@ from types import FrameType
 
 import httpx
 
-from recserve_operator.api.manifest import load_recommender_model
 from recserve_operator.api.types import RecommenderModel
 from recserve_operator.embedded.checkpoints import ensure_checkpoint
 from recserve_operator.embedded.local_ray import (
@@ -31,9 +30,10 @@ from recserve_operator.embedded.local_ray import (
 )
 from recserve_operator.embedded.runs import RunRecord
 from recserve_operator.planners.serve_config import EngineRef, plan_serve_config
+from recserve_operator.validate import load_model
 from recserve_operator.rollout.serve_rest import ServeRestTarget
 from recserve_serving.engine.build import build_engine
-from recserve_serving.errors import Unavailable
+from recserve_serving.errors import InvalidRequest, Unavailable
 from recserve_serving.paths import movielens_dir
 from recserve_serving.registry import Registry
 from recserve_serving.serve.config import ServeAppConfig, render_serve_config
@@ -61,6 +61,12 @@ def _ray_cpus(config: ServeAppConfig) -> int:
         r.serving.resources.cpus * r.serving.autoscaling.max_replicas for r in config.rankers()
     )
     return max(os.cpu_count() or 1, math.ceil(wanted))
+
+
+def model_name(model: RecommenderModel) -> str:
+    if not model.metadata.name:
+        raise InvalidRequest("metadata.name: required by `recserve up` (generateName needs an API server)")
+    return model.metadata.name
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -141,8 +147,9 @@ def up(options: UpOptions, say: Say = say_flushed) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     run = EmbeddedRun(options, say)
     try:
-        model = load_recommender_model(options.manifest)
-        record = RunRecord(options.state, model.name).acquire()
+        model = load_model(options.manifest)
+        name = model_name(model)
+        record = RunRecord(options.state, name).acquire()
         try:
             config = run.prepare(model)
             endpoint = run.serve(config, record)
@@ -151,10 +158,10 @@ def up(options: UpOptions, say: Say = say_flushed) -> int:
                 f"try: curl -s -X POST {endpoint}/v1/recommend "
                 "-H 'Content-Type: application/json' -d '{\"user_id\": 42, \"k\": 10}'"
             )
-            say(f"READY {model.name} serving at {endpoint} (Ctrl-C or `recserve down {model.name}` stops it)")
+            say(f"READY {name} serving at {endpoint} (Ctrl-C or `recserve down {name}` stops it)")
             run.block()
         except KeyboardInterrupt:
-            say(f"stopping {model.name}")
+            say(f"stopping {name}")
         finally:
             run.shutdown()
             record.release()

@@ -42,12 +42,13 @@ def plan_serve_config(
     host: str = "0.0.0.0",
     port: int = 8000,
 ) -> ServeAppConfig:
+    name = model.metadata.name or ""
     return ServeAppConfig(
-        name=model.metadata.name,
+        name=name,
         host=host,
         port=port,
         router=RouterConfig(
-            model_name=model.metadata.name,
+            model_name=name,
             data_dir=data_dir,
             retrieval=model.spec.serving.retrieval,
         ),
