@@ -19,10 +19,14 @@ Precision = Literal["fp32", "fp16", "int8"]
 class PruneSpec(CamelModel):
     """Structured pruning: whole attention heads and FFN neurons are removed, not zeroed."""
 
-    heads: float = Field(0.0, ge=0.0, le=0.9, description="Fraction of attention heads removed per layer.")
-    ffn: float = Field(0.0, ge=0.0, le=0.9, description="Fraction of FFN intermediate neurons removed.")
+    heads: float = Field(
+        default=0.0, ge=0.0, le=0.9, description="Fraction of attention heads removed per layer."
+    )
+    ffn: float = Field(
+        default=0.0, ge=0.0, le=0.9, description="Fraction of FFN intermediate neurons removed."
+    )
     recovery_steps: int = Field(
-        100, ge=0, le=100_000, description="Fine-tuning steps after pruning to recover quality."
+        default=100, ge=0, le=100_000, description="Fine-tuning steps after pruning to recover quality."
     )
 
 
@@ -30,10 +34,10 @@ class DistillSpec(CamelModel):
     """Knowledge distillation into a shallower student initialised from the teacher's layers."""
 
     layers: int = Field(..., ge=1, le=48, description="Encoder layers of the student.")
-    steps: int = Field(300, ge=1, le=1_000_000, description="Distillation training steps.")
-    temperature: float = Field(2.0, gt=0.0, le=20.0, description="Softening of teacher scores.")
+    steps: int = Field(default=300, ge=1, le=1_000_000, description="Distillation training steps.")
+    temperature: float = Field(default=2.0, gt=0.0, le=20.0, description="Softening of teacher scores.")
     alpha: float = Field(
-        0.5, ge=0.0, le=1.0, description="Weight of the teacher-score loss against the label loss."
+        default=0.5, ge=0.0, le=1.0, description="Weight of the teacher-score loss against the label loss."
     )
 
 
@@ -42,16 +46,16 @@ class QuantizationSpec(CamelModel):
 
     mode: Literal["dynamic", "static"] = "dynamic"
     per_channel: bool = True
-    calibration_samples: int = Field(256, ge=8, le=100_000)
+    calibration_samples: int = Field(default=256, ge=8, le=100_000)
 
 
 class QualityGate(CamelModel):
     """The largest quality loss, and the slowest latency, a build may ship with."""
 
     metric: Literal["ndcg@10", "auc", "hitrate@10"] = "ndcg@10"
-    max_drop: float = Field(0.01, ge=0.0, le=1.0, description="Largest allowed absolute metric drop.")
+    max_drop: float = Field(default=0.01, ge=0.0, le=1.0, description="Largest allowed absolute metric drop.")
     max_p99_latency_ms: float | None = Field(
-        None, gt=0, description="Largest allowed p99 latency at maxBatchSize, in milliseconds."
+        default=None, gt=0, description="Largest allowed p99 latency at maxBatchSize, in milliseconds."
     )
 
 
@@ -63,8 +67,8 @@ class OptimizationRecipe(CamelModel):
     quantization: QuantizationSpec = QuantizationSpec()
     prune: PruneSpec | None = None
     distill: DistillSpec | None = None
-    max_batch_size: int = Field(64, ge=1, le=4096)
-    max_sequence_length: int = Field(128, ge=8, le=512)
+    max_batch_size: int = Field(default=64, ge=1, le=4096)
+    max_sequence_length: int = Field(default=128, ge=8, le=512)
     quality_gate: QualityGate = QualityGate()
 
     @model_validator(mode="after")

@@ -1,0 +1,119 @@
+"""The status the operator writes: what runs, how healthy it is, and how far a rollout got.
+
+It follows kstatus conventions (``observedGeneration`` plus ``Ready``/``Reconciling``/
+``Stalled`` conditions) so Argo CD, Flux and ``kubectl wait`` read health without knowing
+recserve. Everything a restarted operator needs to resume a canary (weight, step, when the
+step began) is here, because status is the only memory the operator keeps.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from recserve_serving.schema import CamelModel
+
+Phase = Literal["Pending", "Building", "Deploying", "Progressing", "Ready", "Degraded", "Failed"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+ResolvedBackend = Literal["onnxruntime", "torch", "tensorrt"]
+
+READY = "Ready"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+ENGINE_READY = "EngineReady"
+CANARY_HEALTHY = "CanaryHealthy"
+CONDITION_TYPES = (READY, RECONCILING, STALLED, ENGINE_READY, CANARY_HEALTHY)
+
+CONDITION_TYPE_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+
+
+class Condition(CamelModel):
+    """A kstatus condition, shaped like metav1.Condition so generic tools read it."""
+
+    type: str = Field(..., max_length=316, pattern=CONDITION_TYPE_PATTERN)
+    status: ConditionStatus
+    reason: str = Field(..., min_length=1, max_length=1024, pattern=REASON_PATTERN)
+    message: str = Field(default="", max_length=32_768)
+    last_transition_time: datetime
+    observed_generation: int | None = Field(default=None, ge=0)
+
+
+class EngineStatus(CamelModel):
+    """The engine a version runs: its cache key and what the build gate measured."""
+
+    key: str = Field(
+        default=..., description="Content-addressed engine key (checkpoint digest, recipe, backend, GPU)."
+    )
+    backend: ResolvedBackend
+    precision: Literal["fp32", "fp16", "int8"]
+    size_bytes: int | None = Field(default=None, ge=0)
+    quality: dict[str, float] = Field(
+        default_factory=dict, description="Gate metrics of the engine, e.g. ndcg@10 and its drop."
+    )
+    p50_ms: float | None = Field(default=None, ge=0)
+    p99_ms: float | None = Field(default=None, ge=0)
+
+
+class VersionStatus(CamelModel):
+    """One served version: the checkpoint as written in spec, what it resolved to, its engine."""
+
+    checkpoint: str = Field(..., description="The checkpoint URI as written in spec.")
+    version: str | None = Field(
+        default=None, description="Registry version the URI resolved to (an alias moves)."
+    )
+    digest: str | None = Field(default=None, description="Content digest of the resolved checkpoint.")
+    engine: EngineStatus | None = None
+
+
+class AnalysisResult(CamelModel):
+    """The last canary analysis over the current step's window."""
+
+    verdict: Literal["Pass", "Fail", "Inconclusive"]
+    requests: int = Field(default=0, ge=0)
+    error_rate: float | None = Field(default=None, ge=0, le=1)
+    p99_latency_ms: float | None = Field(default=None, ge=0)
+    score_shift: float | None = Field(default=None, ge=0, le=1)
+    message: str = Field(default="", max_length=4096)
+    checked_at: datetime | None = None
+
+
+class CanaryStatus(VersionStatus):
+    """Where a rollout stands; enough to resume after an operator restart without resetting weights."""
+
+    weight: int = Field(default=0, ge=0, le=100, description="Percent of traffic the canary gets now.")
+    step: int = Field(
+        default=0, ge=0, description="Index into spec.rollout.canary.steps of the current step."
+    )
+    step_started_at: datetime | None = Field(default=None, description="When the current step's pause began.")
+    analysis: AnalysisResult | None = None
+
+
+class RecommenderModelStatus(CamelModel):
+    """Written only by the operator; never tracked in git."""
+
+    observed_generation: int | None = Field(default=None, ge=0)
+    phase: Phase | None = None
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=32,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    stable: VersionStatus | None = None
+    canary: CanaryStatus | None = None
+    endpoint: str | None = Field(default=None, max_length=2048, description="URL of the serving endpoint.")
+
+    @field_validator("conditions")
+    @classmethod
+    def _unique_types(cls, conditions: list[Condition]) -> list[Condition]:
+        seen: set[str] = set()
+        for condition in conditions:
+            if condition.type in seen:
+                raise ValueError(f"condition type {condition.type!r} appears twice; types are unique")
+            seen.add(condition.type)
+        return conditions
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)

@@ -1,0 +1,325 @@
+"""How an engine is served: replicas, batching, resources, model parallelism, retrieval depth.
+
+This is the ``spec.serving`` block of a RecommenderModel. It lives in the serving package
+because the Ray Serve config is rendered from these same models; the operator imports
+them, never the other way round. Bounds follow Ray Serve's own (``AutoscalingConfig``,
+``@serve.batch``, Ray resource rules), so a spec that validates here deploys there.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from pydantic import ConfigDict, Field, model_validator
+
+from recserve_serving.schema import CamelModel
+from recserve_serving.spec_rules import (
+    CelRule,
+    Problem,
+    cel_rules,
+    hinted_pattern,
+    raise_if_any,
+    whole_if_above_one,
+)
+
+QUANTITY_PATTERN = hinted_pattern(
+    r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$",
+    "a Kubernetes memory quantity such as 512Mi, 8Gi or 1G",
+)
+LABEL_VALUE_PATTERN = hinted_pattern(
+    r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
+    "a Kubernetes label value (the node's nvidia.com/gpu.product), e.g. NVIDIA-H100-80GB-HBM3",
+)
+
+_QUANTITY_SUFFIXES = {
+    "": 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
+
+
+def quantity_bytes(quantity: str) -> int:
+    """Bytes of a memory quantity; Ray takes bytes while Kubernetes takes the quantity string."""
+    match = re.fullmatch(QUANTITY_PATTERN[1:-1], quantity)
+    if match is None:
+        raise ValueError(f"not a memory quantity: {quantity!r}")
+    number = quantity[: len(quantity) - len(match.group(2) or "")]
+    return math.ceil(float(number) * _QUANTITY_SUFFIXES[match.group(2) or ""])
+
+
+class AutoscalingSpec(CamelModel):
+    """Ray Serve request-based autoscaling of the ranker replicas."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            CelRule(
+                "self.minReplicas <= self.maxReplicas",
+                "minReplicas must be <= maxReplicas",
+                ".minReplicas",
+            ),
+            CelRule(
+                "!has(self.initialReplicas) || "
+                "(self.initialReplicas >= self.minReplicas && self.initialReplicas <= self.maxReplicas)",
+                "initialReplicas must be within minReplicas..maxReplicas",
+                ".initialReplicas",
+            ),
+            CelRule(
+                "!has(self.maxOngoingRequests) || self.targetOngoingRequests <= double(self.maxOngoingRequests)",
+                "targetOngoingRequests must be <= maxOngoingRequests",
+                ".targetOngoingRequests",
+            ),
+        )
+    )
+
+    min_replicas: int = Field(
+        default=1, ge=0, le=1000, description="Replicas kept at all times; 0 scales to zero (cold starts)."
+    )
+    max_replicas: int = Field(
+        default=1, ge=1, le=1000, description="Upper bound; the cluster autoscaler adds nodes to reach it."
+    )
+    initial_replicas: int | None = Field(
+        default=None, ge=0, le=1000, description="Replicas at first deploy; minReplicas when unset."
+    )
+    target_ongoing_requests: float = Field(
+        default=2.0,
+        gt=0,
+        le=10_000,
+        description="Requests in flight per replica that autoscaling steers to; lower trades cost for latency.",
+    )
+    max_ongoing_requests: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Hard cap of requests a replica holds; unset means max(batching.maxBatchSize, "
+        "2 × targetOngoingRequests) so that a replica can always fill a batch.",
+    )
+    upscale_delay_seconds: float = Field(
+        default=30.0, ge=0, le=86_400, description="Sustained overload needed before adding replicas."
+    )
+    downscale_delay_seconds: float = Field(
+        default=600.0, ge=0, le=86_400, description="Sustained underload needed before removing replicas."
+    )
+
+    @model_validator(mode="after")
+    def _replica_bounds(self) -> AutoscalingSpec:
+        problems = []
+        if self.min_replicas > self.max_replicas:
+            problems.append(
+                Problem(
+                    ("minReplicas",),
+                    f"must be <= maxReplicas (got {self.min_replicas} > {self.max_replicas})",
+                )
+            )
+        initial = self.initial_replicas
+        if initial is not None and not self.min_replicas <= initial <= self.max_replicas:
+            problems.append(
+                Problem(
+                    ("initialReplicas",),
+                    f"must be within minReplicas..maxReplicas "
+                    f"({self.min_replicas}..{self.max_replicas}, got {initial})",
+                )
+            )
+        cap = self.max_ongoing_requests
+        if cap is not None and self.target_ongoing_requests > cap:
+            problems.append(
+                Problem(
+                    ("targetOngoingRequests",),
+                    f"must be <= maxOngoingRequests (got {self.target_ongoing_requests:g} > {cap}); "
+                    "a replica never holds more than its cap, so autoscaling would always scale up",
+                )
+            )
+        raise_if_any(problems)
+        return self
+
+
+class BatchingSpec(CamelModel):
+    """Dynamic batching in each replica (Ray Serve ``@serve.batch``)."""
+
+    max_batch_size: int = Field(
+        default=32,
+        ge=1,
+        le=4096,
+        description="Largest batch a replica runs; at most optimization.maxBatchSize, the engine's shape.",
+    )
+    batch_wait_timeout_ms: float = Field(
+        default=5.0,
+        ge=0,
+        le=10_000,
+        description="How long a partial batch waits for more requests; latency traded for throughput.",
+    )
+
+    @property
+    def batch_wait_timeout_s(self) -> float:
+        return self.batch_wait_timeout_ms / 1000.0
+
+
+class ResourcesSpec(CamelModel):
+    """Resources of one model shard (one placement-group bundle); a replica has pipeline × tensor shards."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            CelRule(
+                "!has(self.gpuProduct) || self.gpus > 0.0",
+                "gpuProduct needs gpus > 0",
+                ".gpuProduct",
+            ),
+            CelRule(
+                "self.gpus <= 1.0 || self.gpus == double(int(self.gpus))",
+                "gpus must be a fraction <= 1 or a whole number",
+                ".gpus",
+            ),
+            CelRule(
+                "self.cpus <= 1.0 || self.cpus == double(int(self.cpus))",
+                "cpus must be a fraction <= 1 or a whole number",
+                ".cpus",
+            ),
+        )
+    )
+
+    gpus: float = Field(
+        default=0.0,
+        ge=0,
+        le=16,
+        description="GPUs per shard; a fraction below 1 packs several replicas on one GPU.",
+    )
+    gpu_product: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=LABEL_VALUE_PATTERN,
+        description="The nvidia.com/gpu.product node label to schedule on; any GPU when unset.",
+    )
+    cpus: float = Field(default=1.0, gt=0, le=256, description="CPU cores per shard (Ray num_cpus).")
+    memory: str = Field(
+        default="2Gi",
+        max_length=32,
+        pattern=QUANTITY_PATTERN,
+        description="Memory per shard as a Kubernetes quantity; the container limit and Ray's memory.",
+    )
+
+    @model_validator(mode="after")
+    def _ray_resource_rules(self) -> ResourcesSpec:
+        problems = [
+            whole_if_above_one(self.gpus, ("gpus",)),
+            whole_if_above_one(self.cpus, ("cpus",)),
+        ]
+        if self.gpu_product is not None and self.gpus == 0:
+            problems.append(Problem(("gpuProduct",), "needs gpus > 0 (got gpus 0)"))
+        raise_if_any(p for p in problems if p is not None)
+        return self
+
+    @property
+    def memory_bytes(self) -> int:
+        return quantity_bytes(self.memory)
+
+
+class ParallelismSpec(CamelModel):
+    """Model parallelism of one replica; more than one shard becomes a STRICT_PACK placement group."""
+
+    pipeline: int = Field(default=1, ge=1, le=16, description="Pipeline stages (consecutive layer groups).")
+    tensor: int = Field(default=1, ge=1, le=8, description="Tensor-parallel shards of each stage.")
+
+    @property
+    def shards(self) -> int:
+        return self.pipeline * self.tensor
+
+
+class RetrievalSpec(CamelModel):
+    """The two-stage shape: a cheap retriever proposes candidates, the BERT ranker scores them."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            CelRule("self.defaultK <= self.maxK", "defaultK must be <= maxK", ".defaultK"),
+            CelRule("self.maxK <= self.candidates", "maxK must be <= candidates", ".maxK"),
+        )
+    )
+
+    candidates: int = Field(
+        default=200,
+        ge=1,
+        le=10_000,
+        description="Candidates scored by the ranker per request; ranking cost grows linearly with it.",
+    )
+    default_k: int = Field(
+        default=10, ge=1, le=1000, description="Results returned when a request gives no k."
+    )
+    max_k: int = Field(default=100, ge=1, le=1000, description="Largest k a request may ask for.")
+
+    @model_validator(mode="after")
+    def _k_within_candidates(self) -> RetrievalSpec:
+        problems = []
+        if self.default_k > self.max_k:
+            problems.append(Problem(("defaultK",), f"must be <= maxK (got {self.default_k} > {self.max_k})"))
+        if self.max_k > self.candidates:
+            problems.append(
+                Problem(("maxK",), f"must be <= candidates (got {self.max_k} > {self.candidates})")
+            )
+        raise_if_any(problems)
+        return self
+
+
+class ServingSpec(CamelModel):
+    """Everything about running an engine that does not change the engine itself."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            CelRule(
+                "self.parallelism.pipeline * self.parallelism.tensor == 1 || self.resources.gpus >= 1.0",
+                "parallelism with more than one shard needs resources.gpus >= 1",
+                ".parallelism",
+            ),
+            CelRule(
+                "!has(self.autoscaling.maxOngoingRequests) || "
+                "self.autoscaling.maxOngoingRequests >= self.batching.maxBatchSize",
+                "autoscaling.maxOngoingRequests must be >= batching.maxBatchSize",
+                ".autoscaling.maxOngoingRequests",
+            ),
+        )
+    )
+
+    autoscaling: AutoscalingSpec = AutoscalingSpec()
+    batching: BatchingSpec = BatchingSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    parallelism: ParallelismSpec = ParallelismSpec()
+    retrieval: RetrievalSpec = RetrievalSpec()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServingSpec:
+        problems = []
+        if self.parallelism.shards > 1 and self.resources.gpus < 1:
+            problems.append(
+                Problem(
+                    ("parallelism",),
+                    f"pipeline × tensor = {self.parallelism.shards} shards need resources.gpus >= 1, "
+                    f"one whole GPU per shard (got gpus {self.resources.gpus:g})",
+                )
+            )
+        cap = self.autoscaling.max_ongoing_requests
+        if cap is not None and cap < self.batching.max_batch_size:
+            problems.append(
+                Problem(
+                    ("autoscaling", "maxOngoingRequests"),
+                    f"must be >= batching.maxBatchSize (got {cap} < {self.batching.max_batch_size}); "
+                    "a replica that holds fewer requests never fills a batch",
+                )
+            )
+        raise_if_any(problems)
+        return self
+
+    @property
+    def max_ongoing_requests(self) -> int:
+        """Ray's per-replica cap: explicit, or large enough to fill a batch and reach the target."""
+        explicit = self.autoscaling.max_ongoing_requests
+        if explicit is not None:
+            return explicit
+        return max(self.batching.max_batch_size, math.ceil(2 * self.autoscaling.target_ongoing_requests))
