@@ -11,10 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import PlainTextResponse
 from kserve.protocol.rest.v2_datamodels import InferenceRequest
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -31,6 +35,7 @@ from recserve_serving.serve.config import (
     ranker_deployment_name,
 )
 from recserve_serving.serve.http_errors import install_error_handlers
+from recserve_serving.serve.metrics import ServingMetrics
 from recserve_serving.serve.oip import infer_pairs, infer_response, model_metadata
 from recserve_serving.serve.recommend import plan_recommendation
 from recserve_serving.serve.routing import choose_version
@@ -40,6 +45,30 @@ VERSION_HEADER = "X-Recserve-Version"
 
 http_app = FastAPI(title="recserve", docs_url=None, redoc_url=None)
 install_error_handlers(http_app)
+UNROUTED = "none"
+
+
+@http_app.middleware("http")
+async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """Count and time every answer, by the version that served it (from the version header)."""
+    start = time.perf_counter()
+    response = await call_next(request)
+    metrics: ServingMetrics | None = getattr(request.app.state, "metrics", None)
+    route = request.scope.get("route")
+    endpoint = getattr(route, "path", "unmatched")
+    if metrics is not None and endpoint not in {"/metrics", "/v2/health/live", "/v2/health/ready"}:
+        labels = (request.app.state.model_name, response.headers.get(VERSION_HEADER, UNROUTED))
+        metrics.requests.labels(*labels, endpoint, str(response.status_code)).inc()
+        metrics.latency.labels(*labels, endpoint).observe(time.perf_counter() - start)
+    return response
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A ranker's answer: the scores, and how many requests shared the engine call."""
+
+    scores: list[float]
+    batch_size: int
 
 
 @serve.deployment
@@ -59,21 +88,22 @@ class Ranker:
         return self.config.label
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _score_batch(self, requests: list[tuple[list[str], list[str]]]) -> list[list[float]]:
+    async def _score_batch(self, requests: list[tuple[list[str], list[str]]]) -> list[Scored]:
         users = [u for user_texts, _ in requests for u in user_texts]
         items = [i for _, item_texts in requests for i in item_texts]
         scores = await asyncio.to_thread(self.engine.score, users, items)
         out, start = [], 0
         for user_texts, _ in requests:
-            out.append(np.asarray(scores[start : start + len(user_texts)], dtype=float).tolist())
+            part = np.asarray(scores[start : start + len(user_texts)], dtype=float).tolist()
+            out.append(Scored(part, batch_size=len(requests)))
             start += len(user_texts)
         return out
 
-    async def score(self, user_texts: list[str], item_texts: list[str]) -> list[float]:
+    async def score(self, user_texts: list[str], item_texts: list[str]) -> Scored:
         if len(user_texts) != len(item_texts):
             raise InvalidRequest("user_texts and item_texts must have the same length")
         if not user_texts:
-            return []
+            return Scored([], batch_size=0)
         return await self._score_batch((user_texts, item_texts))
 
 
@@ -89,6 +119,10 @@ class Router:
         self.traffic = TrafficConfig()
         self.catalog = Catalog.load(self.config.data_dir)
         self.rng = random.Random()
+        self.metrics = ServingMetrics()
+        http_app.state.metrics = self.metrics
+        http_app.state.model_name = self.config.model_name
+        self._background: set[asyncio.Task[None]] = set()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         traffic = TrafficConfig.model_validate(user_config)
@@ -97,8 +131,11 @@ class Router:
         self.traffic = traffic
 
     async def _score(self, version: str, user_texts: list[str], item_texts: list[str]) -> list[float]:
+        labels = (self.config.model_name, self.labels[version])
+        queue = self.metrics.queue_length.labels(*labels)
+        queue.inc()
         try:
-            return await self.rankers[version].score.remote(user_texts, item_texts)
+            scored: Scored = await self.rankers[version].score.remote(user_texts, item_texts)
         except RecserveError:
             raise
         except Exception as error:
@@ -107,6 +144,38 @@ class Router:
                 raise cause from error
             log.error("ranker %s failed: %r", self.labels[version], error)
             raise Unavailable(f"model version {self.labels[version]} failed to score: {error!r}") from error
+        finally:
+            queue.dec()
+        self.metrics.batch_size.labels(*labels).observe(scored.batch_size)
+        histogram = self.metrics.scores.labels(*labels)
+        for value in scored.scores:
+            histogram.observe(value)
+        return scored.scores
+
+    async def _scored(
+        self, user_id: int | None, user_texts: list[str], item_texts: list[str]
+    ) -> tuple[str, list[float]]:
+        """Score with the version this user is routed to, mirroring to the canary when asked."""
+        version = self._version_for(user_id)
+        scores = await self._score(version, user_texts, item_texts)
+        if (
+            version == "stable"
+            and "canary" in self.rankers
+            and self.rng.random() * 100 < self.traffic.shadow_percent
+        ):
+            task = asyncio.create_task(self._shadow(user_texts, item_texts, scores))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return version, scores
+
+    async def _shadow(self, user_texts: list[str], item_texts: list[str], stable_scores: list[float]) -> None:
+        try:
+            canary_scores = await self._score("canary", user_texts, item_texts)
+        except Exception as error:  # a shadow failure never reaches the client, only the log and metrics
+            log.warning("shadow request to canary failed: %r", error)
+            return
+        diff = float(np.mean(np.abs(np.asarray(canary_scores) - np.asarray(stable_scores))))
+        self.metrics.shadow_diff.labels(self.config.model_name).observe(diff)
 
     def _version_for(self, user_id: int | None) -> str:
         return choose_version(user_id, self.traffic.canary_weight, self.rng)
@@ -114,8 +183,7 @@ class Router:
     @http_app.post("/v1/recommend", response_model=RecommendResponse)
     async def recommend(self, body: RecommendRequest, response: Response) -> RecommendResponse:
         plan = plan_recommendation(body, self.catalog, self.config)
-        version = self._version_for(body.user_id)
-        scores = await self._score(version, plan.user_texts, plan.item_texts)
+        version, scores = await self._scored(body.user_id, plan.user_texts, plan.item_texts)
         response.headers[VERSION_HEADER] = self.labels[version]
         return plan.respond(scores, self.labels[version])
 
@@ -123,8 +191,7 @@ class Router:
     async def infer(self, name: str, body: InferenceRequest, response: Response) -> dict[str, Any]:
         self._check_model(name)
         pairs = infer_pairs(body, self.catalog, self.config.max_infer_pairs)
-        version = self._version_for(pairs.sticky_user)
-        scores = await self._score(version, pairs.user_texts, pairs.item_texts)
+        version, scores = await self._scored(pairs.sticky_user, pairs.user_texts, pairs.item_texts)
         response.headers[VERSION_HEADER] = self.labels[version]
         return infer_response(name, self.labels[version], body.id, scores)
 
@@ -138,6 +205,10 @@ class Router:
     async def model_ready(self, name: str) -> dict[str, Any]:
         self._check_model(name)
         return {"name": name, "ready": await self._all_ready()}
+
+    @http_app.get("/metrics")
+    async def prometheus(self) -> PlainTextResponse:
+        return PlainTextResponse(self.metrics.exposition(), media_type="text/plain; version=0.0.4")
 
     @http_app.get("/v2/health/live")
     async def live(self) -> dict[str, bool]:

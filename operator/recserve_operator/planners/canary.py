@@ -1,0 +1,153 @@
+"""The canary state machine: (status, spec, analysis verdict, controls, clock) → next status.
+
+Pure and level-based: the same inputs give the same answer, so a restarted operator
+resumes from status alone, without resetting weights. Rules, in order:
+
+1. no canary in spec → no canary;
+2. a canary whose identity (checkpoint + digest) differs from status → start at step 0;
+3. a finished canary (Promoted, RolledBack, Aborted) stays finished until spec changes;
+4. ``abort`` → weight 0, Aborted; ``promote`` → Promoted (the canary becomes stable);
+5. a failing analysis → rollback to 0 at once, even mid-step;
+6. a step whose pause has elapsed advances on Pass, holds on Inconclusive (too little
+   traffic) or when no analysis could be made (metrics unreachable), and the last step
+   passing promotes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from recserve_operator.api.status import AnalysisResult, CanaryState, CanaryStatus
+from recserve_operator.api.types import CanarySpec
+
+EventType = Literal["Normal", "Warning"]
+FINISHED: frozenset[CanaryState] = frozenset({"Promoted", "RolledBack", "Aborted"})
+
+
+@dataclass(frozen=True)
+class CanaryIdentity:
+    """Which canary the spec asks for, once resolved: a moved alias is a new canary."""
+
+    checkpoint: str
+    version: str | None
+    digest: str
+
+
+@dataclass(frozen=True)
+class Controls:
+    """Manual overrides from annotations, each naming the canary digest it applies to."""
+
+    promote: bool = False
+    abort: bool = False
+
+
+@dataclass(frozen=True)
+class Event:
+    type: EventType
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class CanaryDecision:
+    status: CanaryStatus | None
+    event: Event | None = None
+    requeue_after: float | None = None
+
+    @property
+    def weight(self) -> int:
+        return 0 if self.status is None else self.status.weight
+
+    @property
+    def promoted(self) -> bool:
+        return self.status is not None and self.status.state == "Promoted"
+
+
+def _started(spec: CanarySpec, identity: CanaryIdentity, now: datetime) -> CanaryDecision:
+    first = spec.steps[0]
+    status = CanaryStatus(
+        checkpoint=identity.checkpoint,
+        version=identity.version,
+        digest=identity.digest,
+        state="Progressing",
+        weight=first.weight,
+        step=0,
+        step_started_at=now,
+    )
+    message = f"canary {identity.checkpoint} started at {first.weight}% (step 1/{len(spec.steps)})"
+    return CanaryDecision(status, Event("Normal", "CanaryStarted", message), requeue_after=first.pause_seconds)
+
+
+def _finish(current: CanaryStatus, state: CanaryState, event: Event, now: datetime) -> CanaryDecision:
+    weight = 100 if state == "Promoted" else 0
+    status = current.model_copy(update={"state": state, "weight": weight, "step_started_at": now})
+    return CanaryDecision(status, event)
+
+
+def _same_canary(current: CanaryStatus, identity: CanaryIdentity) -> bool:
+    return current.checkpoint == identity.checkpoint and current.digest == identity.digest
+
+
+def _with_analysis(current: CanaryStatus, analysis: AnalysisResult | None) -> CanaryStatus:
+    return current if analysis is None else current.model_copy(update={"analysis": analysis})
+
+
+def next_canary(
+    spec: CanarySpec | None,
+    identity: CanaryIdentity | None,
+    current: CanaryStatus | None,
+    analysis: AnalysisResult | None,
+    controls: Controls,
+    now: datetime,
+) -> CanaryDecision:
+    """The next canary status; ``analysis`` is None when no metrics could be read."""
+    if spec is None or identity is None:
+        return CanaryDecision(None)
+    if current is None or not _same_canary(current, identity):
+        return _started(spec, identity, now)
+    if current.state in FINISHED:
+        return CanaryDecision(current)
+    if controls.abort:
+        event = Event("Warning", "CanaryAborted", f"canary {identity.checkpoint} aborted by request; weight 0%")
+        return _finish(current, "Aborted", event, now)
+    if controls.promote:
+        event = Event("Normal", "CanaryPromoted", f"canary {identity.checkpoint} promoted by request")
+        return _finish(current, "Promoted", event, now)
+
+    current = _with_analysis(current, analysis)
+    if analysis is not None and analysis.verdict == "Fail":
+        event = Event(
+            "Warning",
+            "CanaryRolledBack",
+            f"canary {identity.checkpoint} failed analysis at {current.weight}%: {analysis.message}; weight 0%",
+        )
+        return _finish(current, "RolledBack", event, now)
+
+    step = spec.steps[min(current.step, len(spec.steps) - 1)]
+    started = current.step_started_at or now
+    remaining = (started + timedelta(seconds=step.pause_seconds) - now).total_seconds()
+    if remaining > 0:
+        return CanaryDecision(current.model_copy(update={"state": "Progressing"}), requeue_after=remaining)
+    if analysis is None or analysis.verdict == "Inconclusive":
+        why = "no metrics could be read" if analysis is None else analysis.message
+        paused = current.model_copy(update={"state": "Paused"})
+        event = None
+        if current.state != "Paused":
+            event = Event("Normal", "CanaryPaused", f"canary held at {current.weight}%: {why}")
+        return CanaryDecision(paused, event, requeue_after=min(30.0, max(step.pause_seconds, 1)))
+
+    if current.step + 1 >= len(spec.steps):
+        event = Event(
+            "Normal",
+            "CanaryPromoted",
+            f"canary {identity.checkpoint} passed all {len(spec.steps)} steps and is now stable",
+        )
+        return _finish(current, "Promoted", event, now)
+    nxt = spec.steps[current.step + 1]
+    advanced = current.model_copy(
+        update={"state": "Progressing", "step": current.step + 1, "weight": nxt.weight, "step_started_at": now}
+    )
+    message = f"canary {identity.checkpoint} at {nxt.weight}% (step {current.step + 2}/{len(spec.steps)})"
+    return CanaryDecision(advanced, Event("Normal", "CanaryStepAdvanced", message), requeue_after=nxt.pause_seconds)
