@@ -51,7 +51,7 @@ _QUANTITY_SUFFIXES = {
 
 def quantity_bytes(quantity: str) -> int:
     """Bytes of a memory quantity; Ray takes bytes while Kubernetes takes the quantity string."""
-    match = re.fullmatch(QUANTITY_PATTERN[1:-1], quantity)
+    match = re.fullmatch(QUANTITY_PATTERN, quantity)
     if match is None:
         raise ValueError(f"not a memory quantity: {quantity!r}")
     number = quantity[: len(quantity) - len(match.group(2) or "")]
@@ -144,7 +144,7 @@ class AutoscalingSpec(CamelModel):
 
 
 class BatchingSpec(CamelModel):
-    """Dynamic batching in each replica (Ray Serve ``@serve.batch``)."""
+    """Dynamic batching in each replica (Ray Serve @serve.batch)."""
 
     max_batch_size: int = Field(
         default=32,

@@ -195,6 +195,7 @@ def openapi_schema() -> dict[str, Any]:
                 "properties": {
                     "name": {
                         "type": "string",
+                        "description": types.NAME_DESCRIPTION,
                         "maxLength": types.MAX_NAME_LENGTH,
                         "pattern": types.NAME_PATTERN,
                     }

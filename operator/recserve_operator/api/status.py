@@ -95,7 +95,11 @@ class RecommenderModelStatus(CamelModel):
     """Written only by the operator; never tracked in git."""
 
     observed_generation: int | None = Field(default=None, ge=0)
-    phase: Phase | None = None
+    phase: Phase | None = Field(
+        default=None,
+        description="Pending, Building (engines), Deploying, Progressing (canary steps), Ready, "
+        "Degraded (serving stable after a rollback or with a failed dependency), Failed (Stalled).",
+    )
     conditions: list[Condition] = Field(
         default_factory=list,
         max_length=32,

@@ -29,6 +29,10 @@ SINGULAR = "recommendermodel"
 SHORT_NAMES = ("recmodel", "rm")
 
 MAX_NAME_LENGTH = 40
+NAME_DESCRIPTION = (
+    "At most 40 characters, a DNS-1035 label: the RayService, its Services and Jobs are named "
+    "after the model, and KubeRay allows a RayService name of at most 47."
+)
 NAME_PATTERN = hinted_pattern(
     r"^[a-z]([-a-z0-9]*[a-z0-9])?$",
     "a DNS-1035 label: lowercase letters, digits and '-', starting with a letter",
@@ -62,7 +66,9 @@ def duration_seconds(text: str) -> int:
 class ObjectMeta(CamelModel):
     """The metav1.ObjectMeta fields, so that typos in a manifest's metadata are caught too."""
 
-    name: str | None = Field(default=None, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN)
+    name: str | None = Field(
+        default=None, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN, description=NAME_DESCRIPTION
+    )
     generate_name: str | None = Field(
         default=None, max_length=MAX_NAME_LENGTH - 5, pattern=r"^[a-z][-a-z0-9]*$"
     )
@@ -108,12 +114,15 @@ class CheckpointRef(CamelModel):
 
 
 class CanaryStep(CamelModel):
-    """Send ``weight`` percent to the canary, then analyse for ``pause`` before the next step."""
+    """Send weight percent of traffic to the canary, then analyse for pause before the next step."""
 
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
             CelRule(
-                f"duration(self.pause) <= duration('{MAX_PAUSE_SECONDS // 3600}h')", "pause must be <= 24h"
+                f"!self.pause.matches('{DURATION_PATTERN}') || "
+                f"duration(self.pause) <= duration('{MAX_PAUSE_SECONDS // 3600}h')",
+                "pause must be <= 24h",
+                ".pause",
             )
         )
     )
