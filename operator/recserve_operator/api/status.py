@@ -17,6 +17,7 @@ from recserve_serving.schema import CamelModel
 
 Phase = Literal["Pending", "Building", "Deploying", "Progressing", "Ready", "Degraded", "Failed"]
 ConditionStatus = Literal["True", "False", "Unknown"]
+CanaryState = Literal["Progressing", "Paused", "Promoted", "RolledBack", "Aborted"]
 ResolvedBackend = Literal["onnxruntime", "torch", "tensorrt"]
 
 READY = "Ready"
@@ -75,7 +76,7 @@ class AnalysisResult(CamelModel):
     requests: int = Field(default=0, ge=0)
     error_rate: float | None = Field(default=None, ge=0, le=1)
     p99_latency_ms: float | None = Field(default=None, ge=0)
-    score_shift: float | None = Field(default=None, ge=0, le=1)
+    score_shift: float | None = Field(default=None, ge=0)
     message: str = Field(default="", max_length=4096)
     checked_at: datetime | None = None
 
@@ -83,6 +84,11 @@ class AnalysisResult(CamelModel):
 class CanaryStatus(VersionStatus):
     """Where a rollout stands; enough to resume after an operator restart without resetting weights."""
 
+    state: CanaryState = Field(
+        default="Progressing",
+        description="Progressing or Paused (too little traffic, or no metrics) while steps run; "
+        "Promoted, RolledBack or Aborted once finished, until spec names another canary.",
+    )
     weight: int = Field(default=0, ge=0, le=100, description="Percent of traffic the canary gets now.")
     step: int = Field(
         default=0, ge=0, description="Index into spec.rollout.canary.steps of the current step."
