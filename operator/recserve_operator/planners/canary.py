@@ -133,10 +133,10 @@ def next_canary(
     if analysis is None or analysis.verdict == "Inconclusive":
         why = "no metrics could be read" if analysis is None else analysis.message
         paused = current.model_copy(update={"state": "Paused"})
-        event = None
+        held = None
         if current.state != "Paused":
-            event = Event("Normal", "CanaryPaused", f"canary held at {current.weight}%: {why}")
-        return CanaryDecision(paused, event, requeue_after=min(30.0, max(step.pause_seconds, 1)))
+            held = Event("Normal", "CanaryPaused", f"canary held at {current.weight}%: {why}")
+        return CanaryDecision(paused, held, requeue_after=min(30.0, max(step.pause_seconds, 1)))
 
     if current.step + 1 >= len(spec.steps):
         event = Event(

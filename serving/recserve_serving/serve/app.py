@@ -71,7 +71,6 @@ class Scored:
     batch_size: int
 
 
-@serve.deployment
 class Ranker:
     """Scores (user text, item text) pairs with one engine, batching concurrent requests."""
 
@@ -81,8 +80,9 @@ class Ranker:
         self.config = RankerConfig.model_validate(config)
         self.engine = load_engine(self.config.engine_dir)
         batching = self.config.serving.batching
-        self._score_batch.set_max_batch_size(batching.max_batch_size)
-        self._score_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_ms / 1000)
+        batcher: Any = self._score_batch  # serve.batch adds setters that its type does not declare
+        batcher.set_max_batch_size(batching.max_batch_size)
+        batcher.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
 
     def ready(self) -> str:
         return self.config.label
@@ -107,8 +107,6 @@ class Ranker:
         return await self._score_batch((user_texts, item_texts))
 
 
-@serve.deployment
-@serve.ingress(http_app)
 class Router:
     """HTTP ingress: validation, retrieval, version choice, and the Open Inference Protocol."""
 
@@ -233,15 +231,19 @@ class Router:
             raise NotFound(f"unknown model {name!r}; this server serves {self.config.model_name!r}")
 
 
+RankerDeployment = serve.deployment()(Ranker)
+RouterDeployment = serve.deployment()(serve.ingress(http_app)(Router))
+
+
 def build_app(args: dict[str, Any]) -> serve.Application:
     """Ray Serve's application builder: ``import_path`` points here, ``args`` is a ServeAppConfig."""
     config = ServeAppConfig.model_validate(args)
     rankers = {
-        r.version: Ranker.options(name=ranker_deployment_name(r.version)).bind(r.to_dict())
+        r.version: RankerDeployment.options(name=ranker_deployment_name(r.version)).bind(r.to_dict())
         for r in config.rankers()
     }
     router_args = {
         "router": config.router.to_dict(),
         "rankers": {r.version: {"label": r.label} for r in config.rankers()},
     }
-    return Router.options(name=ROUTER_DEPLOYMENT).bind(router_args, rankers)
+    return RouterDeployment.options(name=ROUTER_DEPLOYMENT).bind(router_args, rankers)
