@@ -30,7 +30,7 @@ def wait_for(
     while True:
         try:
             value = predicate()
-        except Exception as error:  # noqa: BLE001 - "not ready yet" takes many shapes
+        except Exception as error:  # "not ready yet" takes many shapes
             last_error = error
             value = None
         if value:

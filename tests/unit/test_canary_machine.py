@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -36,7 +36,7 @@ class Tick:
     weight: int
     state: str
     event: str | None = None
-    controls: Controls = Controls()
+    controls: Controls = field(default_factory=Controls)
     identity: CanaryIdentity = CANARY
 
 
@@ -76,12 +76,21 @@ SCENARIOS = {
         Tick(0, None, 5, "Progressing", "CanaryStarted"),
         Tick(1, PASS, 25, "Progressing", "CanaryStepAdvanced"),
         Tick(1.5, PASS, 5, "Progressing", "CanaryStarted", identity=CanaryIdentity("models:/m/3", "3", "d3")),
-        Tick(2.5, PASS, 25, "Progressing", "CanaryStepAdvanced", identity=CanaryIdentity("models:/m/3", "3", "d3")),
+        Tick(
+            2.5,
+            PASS,
+            25,
+            "Progressing",
+            "CanaryStepAdvanced",
+            identity=CanaryIdentity("models:/m/3", "3", "d3"),
+        ),
     ],
     "alias moved to a new digest restarts": [
         Tick(0, None, 5, "Progressing", "CanaryStarted"),
         Tick(1, PASS, 25, "Progressing", "CanaryStepAdvanced"),
-        Tick(1.1, PASS, 5, "Progressing", "CanaryStarted", identity=CanaryIdentity("models:/m/2", "2", "d2b")),
+        Tick(
+            1.1, PASS, 5, "Progressing", "CanaryStarted", identity=CanaryIdentity("models:/m/2", "2", "d2b")
+        ),
     ],
 }
 
@@ -105,7 +114,9 @@ def test_no_canary_in_spec_means_no_canary():
 def test_restart_resumes_from_status_without_resetting_weight():
     status = None
     for minute, analysis in ((0, None), (1, PASS)):
-        status = next_canary(SPEC, CANARY, status, analysis, Controls(), T0 + timedelta(minutes=minute)).status
+        status = next_canary(
+            SPEC, CANARY, status, analysis, Controls(), T0 + timedelta(minutes=minute)
+        ).status
     assert status is not None and status.weight == 25
     revived = CanaryStatus.model_validate(status.to_dict())
     decision = next_canary(SPEC, CANARY, revived, PASS, Controls(), T0 + timedelta(minutes=1, seconds=10))

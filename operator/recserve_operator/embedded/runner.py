@@ -30,8 +30,8 @@ from recserve_operator.embedded.local_ray import (
 )
 from recserve_operator.embedded.runs import RunRecord
 from recserve_operator.planners.serve_config import EngineRef, plan_serve_config
-from recserve_operator.validate import load_model
 from recserve_operator.rollout.serve_rest import ServeRestTarget
+from recserve_operator.validate import load_model
 from recserve_serving.engine.build import build_engine
 from recserve_serving.errors import InvalidRequest, Unavailable
 from recserve_serving.paths import movielens_dir

@@ -26,7 +26,9 @@ class WindowMetrics:
     score_shift: float | None
 
 
-def ks_statistic(bucket_bounds: Sequence[float], canary: Sequence[float], stable: Sequence[float]) -> float | None:
+def ks_statistic(
+    bucket_bounds: Sequence[float], canary: Sequence[float], stable: Sequence[float]
+) -> float | None:
     """Two-sample Kolmogorov-Smirnov distance of two histograms with the same buckets.
 
     ``canary`` and ``stable`` are cumulative counts per upper bound (Prometheus ``le``

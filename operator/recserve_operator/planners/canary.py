@@ -77,7 +77,9 @@ def _started(spec: CanarySpec, identity: CanaryIdentity, now: datetime) -> Canar
         step_started_at=now,
     )
     message = f"canary {identity.checkpoint} started at {first.weight}% (step 1/{len(spec.steps)})"
-    return CanaryDecision(status, Event("Normal", "CanaryStarted", message), requeue_after=first.pause_seconds)
+    return CanaryDecision(
+        status, Event("Normal", "CanaryStarted", message), requeue_after=first.pause_seconds
+    )
 
 
 def _finish(current: CanaryStatus, state: CanaryState, event: Event, now: datetime) -> CanaryDecision:
@@ -110,7 +112,9 @@ def next_canary(
     if current.state in FINISHED:
         return CanaryDecision(current)
     if controls.abort:
-        event = Event("Warning", "CanaryAborted", f"canary {identity.checkpoint} aborted by request; weight 0%")
+        event = Event(
+            "Warning", "CanaryAborted", f"canary {identity.checkpoint} aborted by request; weight 0%"
+        )
         return _finish(current, "Aborted", event, now)
     if controls.promote:
         event = Event("Normal", "CanaryPromoted", f"canary {identity.checkpoint} promoted by request")
@@ -147,7 +151,14 @@ def next_canary(
         return _finish(current, "Promoted", event, now)
     nxt = spec.steps[current.step + 1]
     advanced = current.model_copy(
-        update={"state": "Progressing", "step": current.step + 1, "weight": nxt.weight, "step_started_at": now}
+        update={
+            "state": "Progressing",
+            "step": current.step + 1,
+            "weight": nxt.weight,
+            "step_started_at": now,
+        }
     )
     message = f"canary {identity.checkpoint} at {nxt.weight}% (step {current.step + 2}/{len(spec.steps)})"
-    return CanaryDecision(advanced, Event("Normal", "CanaryStepAdvanced", message), requeue_after=nxt.pause_seconds)
+    return CanaryDecision(
+        advanced, Event("Normal", "CanaryStepAdvanced", message), requeue_after=nxt.pause_seconds
+    )
