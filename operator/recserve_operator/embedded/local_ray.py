@@ -33,7 +33,8 @@ class RayClusterInfo:
 
 
 def _temp_dir(state: Path) -> Path:
-    preferred = state / "ray"
+    """``RECSERVE_RAY_TMP``, else ``<state>/ray`` when short enough, else a fresh dir in /tmp."""
+    preferred = Path(os.environ.get("RECSERVE_RAY_TMP") or state / "ray")
     if len(str(preferred)) <= _MAX_TEMP_DIR:
         preferred.mkdir(parents=True, exist_ok=True)
         return preferred

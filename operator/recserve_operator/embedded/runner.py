@@ -20,7 +20,6 @@ from types import FrameType
 import httpx
 
 from recserve_operator.api.types import RecommenderModel
-from recserve_operator.embedded.checkpoints import ensure_checkpoint
 from recserve_operator.embedded.local_ray import (
     RayClusterInfo,
     is_running,
@@ -32,10 +31,8 @@ from recserve_operator.embedded.runs import RunRecord
 from recserve_operator.planners.serve_config import EngineRef, plan_serve_config
 from recserve_operator.rollout.serve_rest import ServeRestTarget
 from recserve_operator.validate import load_model
-from recserve_serving.engine.build import build_engine
 from recserve_serving.errors import InvalidRequest, Unavailable
 from recserve_serving.paths import movielens_dir
-from recserve_serving.registry import Registry
 from recserve_serving.serve.config import ServeAppConfig, render_serve_config
 from recserve_serving.waiting import WaitTimeout, wait_for
 
@@ -83,7 +80,15 @@ class EmbeddedRun:
         self.config: ServeAppConfig | None = None
 
     def prepare(self, model: RecommenderModel) -> ServeAppConfig:
-        """Everything that needs no running process: resolve, build, render."""
+        """Everything that needs no running process: resolve, build, render.
+
+        The registry and builder pull in MLflow and torch, so they are imported here, after
+        the cheap checks, to keep a typo in a manifest a sub-second error.
+        """
+        from recserve_operator.embedded.checkpoints import ensure_checkpoint
+        from recserve_serving.engine.build import build_engine
+        from recserve_serving.registry import Registry
+
         registry = Registry(self.options.state)
         checkpoint = ensure_checkpoint(registry, model.spec.checkpoint.uri, self.say)
         self.say(

@@ -1,0 +1,190 @@
+"""`recserve up` on the MovieLens example, end to end over HTTP, then `down` leaves nothing.
+
+The registry and engine cache live in ``.recserve-test/`` at the repository root, so the
+seed model is trained once per machine (minutes, cold) and reused; Ray's temp dir is in
+the test's tmp path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from recserve_operator.embedded.processes import free_port, process_tree
+from recserve_serving.data import load_movielens
+from recserve_serving.waiting import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "manifests/examples/movielens-ranker.yaml"
+RECSERVE = [sys.executable, "-m", "recserve_operator.cli"]
+
+
+class Up:
+    """A running `recserve up` whose output is collected line by line."""
+
+    def __init__(self, env: dict[str, str], port: int) -> None:
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [*RECSERVE, "up", str(EXAMPLE), "--port", str(port)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip())
+
+    def ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError("recserve up exited early:\n" + "\n".join(self.lines[-40:]))
+        return any(line.startswith("READY ") for line in self.lines)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    state = REPO / ".recserve-test"
+    state.mkdir(exist_ok=True)
+    values = dict(os.environ)
+    values.update(RECSERVE_HOME=str(state), RECSERVE_RAY_TMP=str(tmp_path_factory.mktemp("r")))
+    return values
+
+
+@pytest.fixture(scope="module")
+def served(env):
+    port = free_port()
+    up = Up(env, port)
+    try:
+        wait_for(up.ready, timeout=1500, interval=1.0, message="recserve up to print READY")
+        tree = process_tree([up.process.pid])
+        yield up, f"http://127.0.0.1:{port}", tree
+    finally:
+        if up.process.poll() is None:
+            subprocess.run([*RECSERVE, "down"], env=env, timeout=120, check=False)
+            up.process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def movielens():
+    return load_movielens()
+
+
+def test_recommend_returns_ten_unseen_titles(served, movielens):
+    _, url, _ = served
+    response = httpx.post(f"{url}/v1/recommend", json={"user_id": 42, "k": 10}, timeout=60)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert response.headers["X-Recserve-Version"] == "movielens-ranker/1"
+    items = body["items"]
+    assert len(items) == 10
+    seen = movielens.rated_movie_ids(42)
+    assert not {item["movie_id"] for item in items} & seen
+    assert all(item["title"] == movielens.title(item["movie_id"]) for item in items)
+    scores = [item["score"] for item in items]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_printed_curl_works(served):
+    up, _, _ = served
+    curl = next(line for line in up.lines if line.startswith("try: curl"))
+    completed = subprocess.run(
+        curl.removeprefix("try: "), shell=True, capture_output=True, text=True, timeout=60
+    )
+    assert len(json.loads(completed.stdout)["items"]) == 10
+
+
+def test_open_inference_protocol_scores_pairs(served):
+    _, url, _ = served
+    body = {
+        "id": "r1",
+        "inputs": [
+            {"name": "user_id", "shape": [3], "datatype": "INT64", "data": [42, 42, 42]},
+            {"name": "movie_id", "shape": [3], "datatype": "INT64", "data": [1, 2, 3]},
+        ],
+    }
+    response = httpx.post(f"{url}/v2/models/movielens-ranker/infer", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    out = response.json()
+    assert out["id"] == "r1" and out["model_name"] == "movielens-ranker"
+    assert out["outputs"][0]["shape"] == [3] and len(out["outputs"][0]["data"]) == 3
+    assert httpx.get(f"{url}/v2/health/ready", timeout=30).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "payload", "status", "says"),
+    [
+        ("post", "/v1/recommend", b"{not json", 400, "invalid request"),
+        ("post", "/v1/recommend", {"user_id": 999999, "k": 10}, 404, "unknown user 999999"),
+        ("post", "/v1/recommend", {"user_id": 42, "k": 0}, 400, "k must be between 1 and"),
+        ("post", "/v1/recommend", {"user_id": 42, "k": 100000}, 400, "k must be between 1 and"),
+        ("post", "/v1/recommend", {"user_id": 42, "candidates": []}, 400, "candidates is empty"),
+        ("post", "/v2/models/movielens-ranker/infer", {"inputs": []}, 400, "inputs must be"),
+        (
+            "post",
+            "/v2/models/movielens-ranker/infer",
+            {
+                "inputs": [
+                    {"name": "user_id", "shape": [1], "datatype": "FP32", "data": [1.0]},
+                    {"name": "movie_id", "shape": [1], "datatype": "INT64", "data": [1]},
+                ]
+            },
+            400,
+            "datatype must be one of",
+        ),
+        ("get", "/v2/models/nope", None, 404, "unknown model 'nope'"),
+    ],
+)
+def test_bad_requests_get_4xx_and_replica_keeps_serving(served, method, path, payload, status, says):
+    _, url, _ = served
+    if isinstance(payload, bytes):
+        response = httpx.post(
+            url + path, content=payload, headers={"Content-Type": "application/json"}, timeout=30
+        )
+    elif method == "post":
+        response = httpx.post(url + path, json=payload, timeout=30)
+    else:
+        response = httpx.get(url + path, timeout=30)
+    assert response.status_code == status, response.text
+    assert says in response.json()["error"]
+    again = httpx.post(f"{url}/v1/recommend", json={"user_id": 1, "k": 3}, timeout=60)
+    assert again.status_code == 200
+
+
+def test_second_up_of_the_same_model_is_refused(served, env):
+    completed = subprocess.run(
+        [*RECSERVE, "up", str(EXAMPLE), "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 2
+    assert "movielens-ranker is already running" in completed.stderr
+    assert len(completed.stderr.strip().splitlines()) == 1
+
+
+def test_down_stops_every_process(served, env):
+    up, url, tree = served
+    assert len(tree) > 5, "expected the Ray head, raylet, GCS and workers in the tree"
+    completed = subprocess.run([*RECSERVE, "down"], env=env, capture_output=True, text=True, timeout=180)
+    assert completed.returncode == 0, completed.stderr
+    up.process.wait(timeout=60)
+    survivors = [p.pid for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert survivors == []
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/v2/health/live", timeout=5)
