@@ -1,0 +1,96 @@
+{{/* Names, labels and the values every template derives from. */}}
+
+{{- define "recserve.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "recserve.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "recserve.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "recserve.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "recserve.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "recserve.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: recserve
+{{- end -}}
+
+{{- define "recserve.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "recserve.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Namespaces the operator watches in `namespaces` scope (a list; the release namespace by default). */}}
+{{- define "recserve.watchedNamespaces" -}}
+{{- $ns := .Values.watch.namespaces | default (list .Release.Namespace) -}}
+{{- toJson (uniq $ns) -}}
+{{- end -}}
+
+{{- define "recserve.clusterScope" -}}
+{{- if eq .Values.watch.scope "cluster" -}}true{{- end -}}
+{{- end -}}
+
+{{- define "recserve.peeringName" -}}
+{{- default (include "recserve.fullname" .) .Values.peering.name -}}
+{{- end -}}
+
+{{/* repository:tag or repository@digest; the tag defaults to the chart's appVersion. */}}
+{{- define "recserve.image" -}}
+{{- $img := index . 0 -}}
+{{- $root := index . 1 -}}
+{{- if $img.digest -}}
+{{- printf "%s@%s" $img.repository $img.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $img.repository (default $root.Chart.AppVersion $img.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Names of cluster-scoped objects carry the release namespace, so two releases never collide. */}}
+{{- define "recserve.clusterObjectName" -}}
+{{- printf "%s-%s" .Release.Namespace (include "recserve.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "recserve.webhookConfigurationName" -}}
+{{- default (printf "%s.recserve.dev" (include "recserve.clusterObjectName" .)) .Values.webhook.configurationName -}}
+{{- end -}}
+
+{{- define "recserve.webhookServiceName" -}}
+{{- printf "%s-webhook" (include "recserve.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "recserve.webhookSecretName" -}}
+{{- if eq .Values.webhook.certificate.source "secret" -}}
+{{- required "webhook.certificate.secretName is required when webhook.certificate.source is secret" .Values.webhook.certificate.secretName -}}
+{{- else -}}
+{{- printf "%s-webhook-tls" (include "recserve.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Values that cannot be expressed in values.schema.json. */}}
+{{- define "recserve.validate" -}}
+{{- if and (gt (int .Values.operator.replicas) 1) (not .Values.peering.enabled) -}}
+{{- fail "operator.replicas > 1 needs peering.enabled: without peering every replica would reconcile" -}}
+{{- end -}}
+{{- if and (eq .Values.watch.scope "cluster") .Values.watch.namespaces -}}
+{{- fail "watch.namespaces is only used with watch.scope=namespaces; clear it for the cluster scope" -}}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,375 @@
+"""The Helm chart, rendered by the real helm binary under several value sets and checked in Python.
+
+Runs helm from the e2e tool cache (integration tier: it executes binaries). The expected RBAC
+below is written out independently of values.yaml on purpose: widening the operator's
+permissions in the chart has to change this table too.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import padding
+from k8s_tools import (
+    CHART,
+    Doc,
+    by_kind,
+    crds_of,
+    helm_template,
+    helm_template_error,
+    kubeconform,
+    one,
+    run,
+    tool,
+    write_core_schemas,
+    write_crd_schemas,
+)
+
+pytestmark = pytest.mark.integration
+
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+NS = "recserve-system"
+
+# (apiGroup, resource) -> verbs: what the operator does in a watched namespace (issue 5).
+NAMESPACED = {
+    ("recserve.dev", "recommendermodels"): {"get", "list", "watch", "patch"},
+    ("recserve.dev", "recommendermodels/status"): {"get", "patch", "update"},
+    ("recserve.dev", "recommendermodels/finalizers"): {"update"},
+    ("", "events"): {"create", "patch"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+    ("batch", "jobs"): {"get", "list", "watch", "create", "delete", "patch"},
+    ("", "pods"): {"get", "list", "watch"},
+    ("", "pods/log"): {"get"},
+    ("ray.io", "rayservices"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("ray.io", "rayclusters"): {"get", "list", "watch"},
+}
+NAMESPACED_PEERING = {("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"}}
+CLUSTER_ALWAYS = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
+CLUSTER_SCOPE_ONLY = {
+    ("", "namespaces"): {"list", "watch"},
+    ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
+}
+WEBHOOK = {("admissionregistration.k8s.io", "validatingwebhookconfigurations"): {"get", "patch"}}
+
+
+def grants(role: Doc) -> dict[tuple[str, str], set[str]]:
+    """A role's rules as (group, resource) -> verbs, refusing wildcards and duplicate entries."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                assert "*" not in (group, resource, *rule["verbs"]), f"wildcard in {role['metadata']}"
+                key = (group, resource)
+                assert key not in out, f"{key} granted twice in {role['metadata']['name']}"
+                out[key] = set(rule["verbs"])
+    return out
+
+
+def deployment(docs: list[Doc]) -> Doc:
+    return one(docs, "Deployment")
+
+
+def container(docs: list[Doc]) -> Doc:
+    (c,) = deployment(docs)["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def env_of(docs: list[Doc]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(docs)["env"]}
+
+
+@pytest.fixture(scope="module")
+def schema_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("schemas")
+    assert write_core_schemas(path) > 300
+    write_crd_schemas(path, crds_of(sorted((CHART / "crds").glob("*.yaml"))))
+    return path
+
+
+@pytest.mark.parametrize("values", [None, *CI_VALUES], ids=lambda v: v.name if v else "defaults")
+def test_helm_lint_strict(values: Path | None) -> None:
+    args: list[str | Path] = [tool("helm"), "lint", CHART, "--strict", "--kube-version", "1.37.0"]
+    if values:
+        args += ["--values", values]
+    out = run(args).stdout
+    assert "1 chart(s) linted, 0 chart(s) failed" in out
+
+
+@pytest.mark.parametrize("values", [None, *CI_VALUES], ids=lambda v: v.name if v else "defaults")
+def test_every_value_set_renders_schema_valid_manifests(
+    values: Path | None, schema_dir: Path, tmp_path
+) -> None:
+    docs = helm_template(
+        yaml.safe_load(values.read_text()) if values else None, tmp_path=tmp_path, include_crds=True
+    )
+    summary = kubeconform(docs, schema_dir)
+    assert "Invalid: 0, Errors: 0" in summary
+    for doc in docs:
+        labels = doc["metadata"].get("labels", {})
+        if doc["kind"] != "CustomResourceDefinition":
+            assert labels.get("app.kubernetes.io/part-of") == "recserve", doc["metadata"]["name"]
+
+
+def test_defaults_watch_the_release_namespace_with_namespaced_rbac(tmp_path) -> None:
+    docs = helm_template()
+    kinds = sorted(d["kind"] for d in docs)
+    expected = ["Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
+    expected += ["Service", "PodDisruptionBudget", "KopfPeering"]
+    assert kinds == sorted(expected)
+    args = container(docs)["args"]
+    assert args == [
+        f"--namespace={NS}",
+        "--peering=rs-recserve",
+        "--liveness=http://0.0.0.0:8081/healthz",
+        "--metrics-port=8080",
+    ]
+    assert container(docs)["command"] == ["recserve", "operator"]
+    role = one(docs, "Role")
+    assert role["metadata"]["namespace"] == NS
+    assert grants(role) == NAMESPACED | NAMESPACED_PEERING
+    assert grants(one(docs, "ClusterRole")) == CLUSTER_ALWAYS
+    binding = one(docs, "RoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "rs-recserve",
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rs-recserve", "namespace": NS}]
+    peering = one(docs, "KopfPeering")
+    assert (peering["metadata"]["name"], peering["metadata"]["namespace"]) == ("rs-recserve", NS)
+
+
+def test_pod_is_hardened_and_probed() -> None:
+    docs = helm_template()
+    pod = deployment(docs)["spec"]["template"]["spec"]
+    c = container(docs)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    # A read-only root needs a writable /tmp, and HOME must point into it.
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    assert mounts["/tmp"] == "tmp"
+    assert env_of(docs)["HOME"] == "/tmp"
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"metrics": 8080, "health": 8081}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+    # kopf identifies each replica in the peering object by its pod name.
+    assert env_of(docs)["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert deployment(docs)["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert one(docs, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+
+
+def test_cluster_scope_uses_one_cluster_role(tmp_path) -> None:
+    docs = helm_template({"watch": {"scope": "cluster"}}, tmp_path=tmp_path)
+    assert not by_kind(docs, "Role") and not by_kind(docs, "RoleBinding") and not by_kind(docs, "KopfPeering")
+    assert grants(one(docs, "ClusterRole")) == CLUSTER_ALWAYS | NAMESPACED | CLUSTER_SCOPE_ONLY
+    assert "--all-namespaces" in container(docs)["args"]
+    assert not any(a.startswith("--namespace") for a in container(docs)["args"])
+    assert one(docs, "ClusterKopfPeering")["metadata"]["name"] == "rs-recserve"
+    binding = one(docs, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == one(docs, "ClusterRole")["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rs-recserve", "namespace": NS}]
+
+
+def test_listed_namespaces_get_a_role_and_a_peering_each(tmp_path) -> None:
+    docs = helm_template({"watch": {"namespaces": ["team-a", "team-b"]}}, tmp_path=tmp_path)
+    assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "Role")) == ["team-a", "team-b"]
+    assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "RoleBinding")) == ["team-a", "team-b"]
+    assert sorted(p["metadata"]["namespace"] for p in by_kind(docs, "KopfPeering")) == ["team-a", "team-b"]
+    for binding in by_kind(docs, "RoleBinding"):
+        assert binding["subjects"][0]["namespace"] == NS  # the ServiceAccount lives with the operator
+    args = container(docs)["args"]
+    assert [a for a in args if a.startswith("--namespace")] == ["--namespace=team-a", "--namespace=team-b"]
+
+
+def test_config_and_images_become_the_operator_environment(tmp_path) -> None:
+    values = yaml.safe_load((CHART / "ci" / "production-values.yaml").read_text())
+    docs = helm_template(values, tmp_path=tmp_path)
+    env = env_of(docs)
+    assert env["RECSERVE_MLFLOW_TRACKING_URI"] == "http://mlflow.mlops.svc:5000"
+    assert env["RECSERVE_PROMETHEUS_URL"] == "http://prometheus-operated.monitoring.svc:9090"
+    assert env["RECSERVE_ARTIFACT_STORE"] == "s3://recserve-engines/prod"
+    assert env["RECSERVE_DEFAULT_GPU_PRODUCT"] == "NVIDIA-H100-80GB-HBM3"
+    assert env["RECSERVE_SERVING_IMAGE"] == "ghcr.io/recserve/recserve-serving:0.1.0-cuda12"
+    assert env["RECSERVE_BUILDER_IMAGE"] == "ghcr.io/recserve/recserve-serving:0.1.0-cuda12"
+    assert (
+        container(docs)["image"]
+        == f"ghcr.io/recserve/recserve-operator@{values['operator']['image']['digest']}"
+    )
+    assert container(docs)["envFrom"] == [{"secretRef": {"name": "recserve-s3-credentials"}}]
+    assert deployment(docs)["spec"]["replicas"] == 3
+
+
+def test_unset_config_leaves_the_operator_defaults() -> None:
+    env = env_of(helm_template())
+    assert "RECSERVE_MLFLOW_TRACKING_URI" not in env and "RECSERVE_PROMETHEUS_URL" not in env
+    assert env["RECSERVE_SERVING_IMAGE"] == "ghcr.io/recserve/recserve-serving:0.1.0"  # appVersion
+
+
+def test_service_monitor_scrapes_the_metrics_service(tmp_path) -> None:
+    values = yaml.safe_load((CHART / "ci" / "production-values.yaml").read_text())
+    docs = helm_template(values, tmp_path=tmp_path)
+    monitor = one(docs, "ServiceMonitor")
+    service = one(docs, "Service", "rs-recserve-metrics")
+    labels = service["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in monitor["spec"]["selector"]["matchLabels"].items())
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+    target = service["spec"]["ports"][0]["targetPort"]
+    assert target in {p["name"] for p in container(docs)["ports"]}
+    # The Service selects exactly the operator pods.
+    pod_labels = deployment(docs)["spec"]["template"]["metadata"]["labels"]
+    assert all(pod_labels.get(k) == v for k, v in service["spec"]["selector"].items())
+
+
+def _webhook_wiring(docs: list[Doc]) -> tuple[Doc, Doc]:
+    """Checks shared by every certificate source; returns (configuration, service)."""
+    config = one(docs, "ValidatingWebhookConfiguration")
+    (hook,) = config["webhooks"]
+    ref = hook["clientConfig"]["service"]
+    service = one(docs, "Service", ref["name"])
+    assert ref["namespace"] == NS and ref["path"] == "/validate-recommendermodel"
+    (port,) = [p for p in service["spec"]["ports"] if p["port"] == ref["port"]]
+    c = container(docs)
+    assert {p["name"]: p["containerPort"] for p in c["ports"]}[port["targetPort"]] == 9443
+    assert "--webhook-port=9443" in c["args"]
+    assert "--webhook-cert-dir=/etc/recserve/webhook-certs" in c["args"]
+    mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/etc/recserve/webhook-certs")
+    assert mount["readOnly"] is True
+    assert hook["rules"] == [
+        {
+            "apiGroups": ["recserve.dev"],
+            "apiVersions": ["v1alpha1"],
+            "operations": ["CREATE", "UPDATE"],
+            "resources": ["recommendermodels"],
+            "scope": "Namespaced",
+        }
+    ]
+    assert hook["sideEffects"] == "None" and hook["admissionReviewVersions"] == ["v1"]
+    # The operator may touch its own configuration only.
+    (rule,) = [
+        r for r in one(docs, "ClusterRole")["rules"] if r["apiGroups"] == ["admissionregistration.k8s.io"]
+    ]
+    assert rule["resourceNames"] == [config["metadata"]["name"]]
+    assert set(rule["verbs"]) == WEBHOOK[("admissionregistration.k8s.io", "validatingwebhookconfigurations")]
+    return config, service
+
+
+def test_webhook_with_generated_certificate(tmp_path) -> None:
+    docs = helm_template({"webhook": {"enabled": True}}, tmp_path=tmp_path)
+    config, service = _webhook_wiring(docs)
+    secret = one(docs, "Secret")
+    volume = next(
+        v for v in deployment(docs)["spec"]["template"]["spec"]["volumes"] if v["name"] == "webhook-certs"
+    )
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    ca_pem = base64.b64decode(config["webhooks"][0]["clientConfig"]["caBundle"])
+    assert ca_pem == base64.b64decode(secret["data"]["ca.crt"])
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    # The serving certificate is really signed by the CA the API server will trust...
+    ca.public_key().verify(
+        cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), cert.signature_hash_algorithm
+    )
+    # ...and names the Service the API server calls.
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName
+    )
+    assert f"{service['metadata']['name']}.{NS}.svc" in names
+    # In namespaces scope only the watched namespaces are validated.
+    selector = config["webhooks"][0]["namespaceSelector"]["matchExpressions"]
+    assert selector == [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": [NS]}]
+
+
+def test_webhook_with_cert_manager(tmp_path) -> None:
+    values = yaml.safe_load((CHART / "ci" / "webhook-certmanager-values.yaml").read_text())
+    docs = helm_template(values, tmp_path=tmp_path)
+    config, service = _webhook_wiring(docs)
+    certificate = one(docs, "Certificate")
+    issuer = one(docs, "Issuer")
+    assert certificate["spec"]["issuerRef"] == {"kind": "Issuer", "name": issuer["metadata"]["name"]}
+    assert f"{service['metadata']['name']}.{NS}.svc" in certificate["spec"]["dnsNames"]
+    volume = next(
+        v for v in deployment(docs)["spec"]["template"]["spec"]["volumes"] if v["name"] == "webhook-certs"
+    )
+    assert volume["secret"]["secretName"] == certificate["spec"]["secretName"]
+    annotation = config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+    assert annotation == f"{NS}/{certificate['metadata']['name']}"
+    assert "caBundle" not in config["webhooks"][0]["clientConfig"]  # cainjector writes it
+    assert config["webhooks"][0]["failurePolicy"] == "Ignore"
+    assert "namespaceSelector" not in config["webhooks"][0]  # cluster scope: every namespace
+    assert not by_kind(docs, "Secret")
+
+
+def test_webhook_with_own_secret(tmp_path) -> None:
+    ca = base64.b64encode(b"-----BEGIN CERTIFICATE-----\n...\n").decode()
+    values = {
+        "webhook": {
+            "enabled": True,
+            "certificate": {"source": "secret", "secretName": "my-tls", "caBundle": ca},
+        }
+    }
+    docs = helm_template(values, tmp_path=tmp_path)
+    config, _ = _webhook_wiring(docs)
+    assert config["webhooks"][0]["clientConfig"]["caBundle"] == ca
+    assert not by_kind(docs, "Secret") and not by_kind(docs, "Certificate")
+
+
+def test_webhook_off_grants_nothing_on_admission(tmp_path) -> None:
+    for values in (None, {"watch": {"scope": "cluster"}}):
+        docs = helm_template(values, tmp_path=tmp_path)
+        assert not by_kind(docs, "ValidatingWebhookConfiguration")
+        for role in by_kind(docs, "ClusterRole") + by_kind(docs, "Role"):
+            assert not any("admissionregistration.k8s.io" in r["apiGroups"] for r in role["rules"])
+        assert not any(a.startswith("--webhook") for a in container(docs)["args"])
+
+
+def test_single_replica_without_peering(tmp_path) -> None:
+    docs = helm_template({"operator": {"replicas": 1}, "peering": {"enabled": False}}, tmp_path=tmp_path)
+    assert not any(a.startswith("--peering") for a in container(docs)["args"])
+    assert not by_kind(docs, "KopfPeering") and not by_kind(docs, "PodDisruptionBudget")
+
+
+def test_two_releases_do_not_collide_on_cluster_objects(tmp_path) -> None:
+    a = helm_template(
+        {"watch": {"scope": "cluster"}, "webhook": {"enabled": True}}, namespace="ns-a", tmp_path=tmp_path
+    )
+    b = helm_template(
+        {"watch": {"scope": "cluster"}, "webhook": {"enabled": True}}, namespace="ns-b", tmp_path=tmp_path
+    )
+    cluster_kinds = ("ClusterRole", "ClusterRoleBinding", "ValidatingWebhookConfiguration")
+    names_a = {(d["kind"], d["metadata"]["name"]) for d in a if d["kind"] in cluster_kinds}
+    names_b = {(d["kind"], d["metadata"]["name"]) for d in b if d["kind"] in cluster_kinds}
+    assert len(names_a) == 3 and not names_a & names_b
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"watch": {"scope": "everything"}}, "scope"),
+        ({"peering": {"enabled": False}}, "peering.enabled"),
+        ({"watch": {"scope": "cluster", "namespaces": ["a"]}}, "watch.namespaces"),
+        ({"config": {"artifactStore": "gs://bucket"}}, "artifactStore"),
+        ({"config": {"mlflowTrackingURI": "http://x"}}, "mlflowTrackingURI"),
+        ({"webhook": {"enabled": True, "certificate": {"source": "secret"}}}, "secretName"),
+        ({"webhook": {"enabled": True, "certificate": {"source": "vault"}}}, "source"),
+        ({"operator": {"image": {"digest": "latest"}}}, "digest"),
+        ({"serviceAccount": {"create": False}}, "serviceAccount.name"),
+    ],
+    ids=lambda v: str(v)[:40],
+)
+def test_bad_values_are_refused(values: dict, message: str, tmp_path) -> None:
+    assert message in helm_template_error(values, tmp_path)
