@@ -1,0 +1,143 @@
+"""The engine build as a ``batch/v1`` Job running ``recserve build`` in the builder image.
+
+The operator cannot see a node's CPU flags or measure its GPU, so it keys a build request
+by what it does know: checkpoint digest, recipe, and the target hardware class (a GPU
+product, or ``cpu``). The builder computes the exact engine key on the node and reports
+it, with the engine's metrics, through the container's termination message, which the
+operator reads from the pod status without any storage access of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from recserve_operator.api.types import RecommenderModel
+from recserve_operator.planners.k8s_common import (
+    GPU_PRODUCT_LABEL,
+    GPU_RESOURCE,
+    artifact_volume,
+    common_env,
+    gpu_tolerations,
+    metadata,
+)
+from recserve_operator.settings import OperatorSettings
+from recserve_serving.recipe import OptimizationRecipe
+
+TERMINATION_LOG = "/dev/termination-log"
+BUILD_COMPONENT = "engine-build"
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """One engine to build: which version it is for, from what, with which recipe, for what hardware."""
+
+    version: str
+    checkpoint_uri: str
+    checkpoint_digest: str
+    recipe: OptimizationRecipe
+    gpu_product: str | None
+
+    @property
+    def hardware_class(self) -> str:
+        return f"gpu:{self.gpu_product}" if self.gpu_product else "cpu"
+
+    @property
+    def key(self) -> str:
+        payload = json.dumps(
+            {
+                "digest": self.checkpoint_digest,
+                "recipe": self.recipe.to_dict(),
+                "hardware": self.hardware_class,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def needs_gpu(recipe: OptimizationRecipe, gpus: float) -> bool:
+    """TensorRT engines are specific to a GPU architecture, so they build where they will run."""
+    return recipe.backend == "tensorrt" or (recipe.backend in {"auto", "torch"} and gpus > 0)
+
+
+def build_request(
+    model: RecommenderModel,
+    version: str,
+    checkpoint_uri: str,
+    digest: str,
+    recipe: OptimizationRecipe,
+    settings: OperatorSettings,
+) -> BuildRequest:
+    resources = model.spec.serving.resources
+    product = None
+    if needs_gpu(recipe, resources.gpus):
+        product = resources.gpu_product or settings.default_gpu_product
+    return BuildRequest(version, checkpoint_uri, digest, recipe, product)
+
+
+def job_name(model: RecommenderModel, request: BuildRequest) -> str:
+    return f"{model.metadata.name}-build-{request.key[:10]}"
+
+
+def plan_build_job(
+    model: RecommenderModel, request: BuildRequest, settings: OperatorSettings
+) -> dict[str, Any]:
+    volumes, mounts, store_env = artifact_volume(settings)
+    resources = model.spec.serving.resources
+    limits: dict[str, Any] = {"cpu": str(max(2, int(resources.cpus))), "memory": "8Gi"}
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000},
+        "containers": [
+            {
+                "name": "build",
+                "image": settings.builder_image,
+                "args": [
+                    "build",
+                    "--checkpoint",
+                    request.checkpoint_uri,
+                    "--expect-digest",
+                    request.checkpoint_digest,
+                    "--recipe-json",
+                    json.dumps(request.recipe.to_dict(), sort_keys=True),
+                    "--cache",
+                    settings.engine_root,
+                    "--termination-log",
+                    TERMINATION_LOG,
+                ],
+                "env": [*common_env(settings), *store_env],
+                "resources": {"requests": dict(limits), "limits": limits},
+                "volumeMounts": mounts,
+                "terminationMessagePath": TERMINATION_LOG,
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+            }
+        ],
+        "volumes": [*volumes, {"name": "tmp", "emptyDir": {}}],
+    }
+    pod_spec["containers"][0]["volumeMounts"] = [*mounts, {"name": "tmp", "mountPath": "/tmp"}]
+    if request.gpu_product is not None:
+        limits[GPU_RESOURCE] = "1"
+        pod_spec["containers"][0]["resources"] = {"requests": dict(limits), "limits": limits}
+        pod_spec["nodeSelector"] = {GPU_PRODUCT_LABEL: request.gpu_product}
+        pod_spec["tolerations"] = gpu_tolerations()
+    meta = metadata(model, job_name(model, request), BUILD_COMPONENT)
+    meta["labels"]["recserve.dev/build-key"] = request.key[:63]
+    meta["labels"]["recserve.dev/version"] = request.version
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": {
+            "backoffLimit": settings.build_backoff_limit,
+            "activeDeadlineSeconds": settings.build_deadline_seconds,
+            "ttlSecondsAfterFinished": 7 * 24 * 3600,
+            "template": {"metadata": {"labels": dict(meta["labels"])}, "spec": pod_spec},
+        },
+    }

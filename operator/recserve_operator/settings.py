@@ -1,0 +1,41 @@
+"""Operator-wide settings, read once from the environment (the Helm chart's values set them)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    serving_image: str = "ghcr.io/recserve/serving:0.1.0"
+    builder_image: str = "ghcr.io/recserve/serving:0.1.0"
+    mlflow_tracking_uri: str | None = None
+    prometheus_url: str | None = None
+    artifact_store: str = "pvc://recserve-artifacts"
+    artifact_mount: str = "/artifacts"
+    default_gpu_product: str | None = None
+    build_deadline_seconds: int = 3600
+    build_backoff_limit: int = 2
+    ray_version: str = "2.60.0"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
+        env = dict(os.environ if env is None else env)
+        base = cls()
+        return cls(
+            serving_image=env.get("RECSERVE_SERVING_IMAGE", base.serving_image),
+            builder_image=env.get(
+                "RECSERVE_BUILDER_IMAGE", env.get("RECSERVE_SERVING_IMAGE", base.builder_image)
+            ),
+            mlflow_tracking_uri=env.get("RECSERVE_MLFLOW_TRACKING_URI") or None,
+            prometheus_url=env.get("RECSERVE_PROMETHEUS_URL") or None,
+            artifact_store=env.get("RECSERVE_ARTIFACT_STORE", base.artifact_store),
+            default_gpu_product=env.get("RECSERVE_DEFAULT_GPU_PRODUCT") or None,
+        )
+
+    @property
+    def engine_root(self) -> str:
+        """Where engines live inside every pod that mounts the artifact store."""
+        return f"{self.artifact_mount}/engines"
