@@ -1,9 +1,11 @@
-"""``recserve up``: one RecommenderModel from spec to served recommendations, on local Ray.
+"""``recserve up``: the operator's reconcile loop, run in-process against a local Ray cluster.
 
-The steps are the operator's, run in-process: resolve the checkpoint in the registry
-(training the MovieLens seed model on first use), build or fetch the engine, render the
-serve config, and roll it out through the Ray Serve REST target. Everything started is
-owned by this process and stopped when it ends, however it ends.
+Everything the cluster does happens here too, through the same ``reconcile`` core: the
+checkpoint is resolved (training the MovieLens seed model on first use), engines are built
+or fetched from the cache, the serve config is rolled out through the Ray Serve REST API,
+and a canary in the spec steps through its weights gated by analysis of scraped metrics.
+Resolution and builds run before Ray starts, so a bad checkpoint or recipe fails with
+nothing to clean up; everything started afterwards is stopped however ``up`` ends.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-import httpx
-
 from recserve_operator.api.types import RecommenderModel
+from recserve_operator.embedded.controls import clear, read_controls
 from recserve_operator.embedded.local_ray import (
     RayClusterInfo,
     is_running,
@@ -28,15 +30,12 @@ from recserve_operator.embedded.local_ray import (
     to_dict,
 )
 from recserve_operator.embedded.runs import RunRecord
-from recserve_operator.planners.serve_config import EngineRef, plan_serve_config
-from recserve_operator.rollout.serve_rest import ServeRestTarget
 from recserve_operator.validate import load_model
 from recserve_serving.errors import InvalidRequest, Unavailable
 from recserve_serving.paths import movielens_dir
-from recserve_serving.serve.config import ServeAppConfig, render_serve_config
-from recserve_serving.waiting import WaitTimeout, wait_for
 
 Say = Callable[[str], None]
+MAX_TICK_SECONDS = 5.0
 
 
 def say_flushed(line: str) -> None:
@@ -52,18 +51,18 @@ class UpOptions:
     ready_timeout: float = 600.0
 
 
-def _ray_cpus(config: ServeAppConfig) -> int:
-    """Logical CPUs for Ray: what the deployments ask for at most, never below the machine's."""
-    wanted = 0.5 + sum(
-        r.serving.resources.cpus * r.serving.autoscaling.max_replicas for r in config.rankers()
-    )
-    return max(os.cpu_count() or 1, math.ceil(wanted))
-
-
 def model_name(model: RecommenderModel) -> str:
     if not model.metadata.name:
         raise InvalidRequest("metadata.name: required by `recserve up` (generateName needs an API server)")
     return model.metadata.name
+
+
+def _ray_cpus(model: RecommenderModel) -> int:
+    """Logical CPUs for Ray: what two versions' replicas ask for at most, never below the machine's."""
+    serving = model.spec.serving
+    versions = 2 if model.spec.rollout.canary else 1
+    wanted = 1 + versions * serving.resources.cpus * serving.autoscaling.max_replicas
+    return max(os.cpu_count() or 1, math.ceil(wanted))
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -71,106 +70,108 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 class EmbeddedRun:
-    """One ``up``: prepare (no processes), then serve until interrupted, then clean up."""
+    def __init__(self, options: UpOptions, model: RecommenderModel, say: Say) -> None:
+        from recserve_operator.embedded.platform import EmbeddedPlatform
 
-    def __init__(self, options: UpOptions, say: Say = say_flushed) -> None:
         self.options = options
+        self.model = model
+        self.name = model_name(model)
         self.say = say
+        self.platform = EmbeddedPlatform(options.state, str(movielens_dir()), options.host, options.port, say)
         self.ray: RayClusterInfo | None = None
-        self.config: ServeAppConfig | None = None
 
-    def prepare(self, model: RecommenderModel) -> ServeAppConfig:
-        """Everything that needs no running process: resolve, build, render.
+    def prepare(self) -> None:
+        """Resolve and build every version the spec names, before any process starts."""
+        spec = self.model.spec
+        stable = self.platform.resolve(spec.checkpoint.uri)
+        self.say(f"stable checkpoint {stable.uri} -> {stable.name} v{stable.version} ({stable.digest[:12]})")
+        self.platform.ensure_engine(self.model, "stable", stable, spec.optimization)
+        if spec.rollout.canary is not None and spec.canary_recipe is not None:
+            canary = self.platform.resolve(spec.rollout.canary.checkpoint.uri)
+            self.say(
+                f"canary checkpoint {canary.uri} -> {canary.name} v{canary.version} ({canary.digest[:12]})"
+            )
+            self.platform.ensure_engine(self.model, "canary", canary, spec.canary_recipe)
 
-        The registry and builder pull in MLflow and torch, so they are imported here, after
-        the cheap checks, to keep a typo in a manifest a sub-second error.
-        """
-        from recserve_operator.embedded.checkpoints import ensure_checkpoint
-        from recserve_serving.engine.build import build_engine
-        from recserve_serving.registry import Registry
+    def start(self, record: RunRecord) -> None:
+        from recserve_operator.rollout.serve_rest import ServeRestTarget
 
-        registry = Registry(self.options.state)
-        checkpoint = ensure_checkpoint(registry, model.spec.checkpoint.uri, self.say)
-        self.say(
-            f"checkpoint {checkpoint.uri} -> {checkpoint.name} v{checkpoint.version} ({checkpoint.digest[:12]})"
-        )
-        built = build_engine(checkpoint, model.spec.optimization, self.options.state / "engines")
-        verb = "cached" if built.cache_hit else "built"
-        self.say(f"engine {verb}: {built.path}")
-        stable = EngineRef(label=f"{checkpoint.name}/{checkpoint.version}", engine_dir=str(built.path))
-        return plan_serve_config(
-            model,
-            stable=stable,
-            data_dir=str(movielens_dir()),
-            host=self.options.host,
-            port=self.options.port,
-        )
-
-    def serve(self, config: ServeAppConfig, record: RunRecord) -> str:
-        self.ray = start_local_ray(self.options.state, num_cpus=_ray_cpus(config))
+        self.ray = start_local_ray(self.options.state, num_cpus=_ray_cpus(self.model))
         record.update(ray=to_dict(self.ray), phase="deploying")
         self.say(f"local Ray cluster up (pid {self.ray.pid}, dashboard {self.ray.dashboard_url})")
-        target = ServeRestTarget(self.ray.dashboard_url)
-        target.apply(render_serve_config(config))
-        endpoint = f"http://{config.host}:{config.port}"
-        self._wait_ready(target, config.name, endpoint)
-        record.update(phase="ready", endpoint=endpoint)
-        return endpoint
+        self.platform.target = ServeRestTarget(self.ray.dashboard_url)
 
-    def _wait_ready(self, target: ServeRestTarget, app: str, endpoint: str) -> None:
-        def ready() -> bool:
-            status, message = target.application_status(app)
-            if status in {"DEPLOY_FAILED", "UNHEALTHY"}:
-                raise Unavailable(f"Ray Serve application {app} is {status}: {message.strip()[:2000]}")
-            if status != "RUNNING":
-                return False
-            return httpx.get(f"{endpoint}/v2/health/ready", timeout=10).status_code == 200
+    def loop(self, record: RunRecord, on_ready: Callable[[str], None]) -> None:
+        """Reconcile until interrupted; fail if the first rollout never becomes ready."""
+        from recserve_operator.reconcile import reconcile
 
-        try:
-            wait_for(
-                ready, self.options.ready_timeout, interval=1.0, message=f"application {app} to be ready"
-            )
-        except WaitTimeout as error:
-            if isinstance(error.__cause__, Unavailable):
-                raise error.__cause__ from None
-            raise Unavailable(str(error)) from error
-
-    def block(self) -> None:
-        """Serve until SIGINT/SIGTERM; fail if the Ray cluster dies under us."""
-        stopped = threading.Event()
-        while not stopped.wait(1.0):
+        started = datetime.now(UTC)
+        ready_once = False
+        phase = None
+        stop = threading.Event()
+        while True:
             if self.ray is not None and not is_running(self.ray):
                 raise Unavailable(f"the local Ray cluster exited; see {self.ray.log_file}")
+            now = datetime.now(UTC)
+            canary = self.model.status.canary if self.model.status else None
+            controls = read_controls(self.options.state, self.name, canary.digest if canary else None)
+            outcome = reconcile(self.model, self.platform, now, controls)
+            self.model = self.model.model_copy(update={"status": outcome.status})
+            for event in outcome.events:
+                self.say(f"[{event.type}] {event.reason}: {event.message}")
+            if outcome.status.phase != phase:
+                phase = outcome.status.phase
+                self.say(f"phase {phase}")
+                record.update(phase=phase, status=outcome.status.to_dict())
+            if outcome.stalled_reason and not ready_once:
+                raise Unavailable(outcome.stalled_reason)
+            if outcome.status.endpoint and not ready_once:
+                ready_once = True
+                record.update(endpoint=outcome.status.endpoint)
+                on_ready(outcome.status.endpoint)
+            if not ready_once and (now - started).total_seconds() > self.options.ready_timeout:
+                detail = outcome.retry_reason or outcome.status.phase
+                raise Unavailable(f"{self.name} not ready after {self.options.ready_timeout:.0f}s: {detail}")
+            stop.wait(min(outcome.requeue_after or MAX_TICK_SECONDS, MAX_TICK_SECONDS))
 
     def shutdown(self) -> None:
         if self.ray is not None:
             stop_local_ray(self.ray)
             self.ray = None
+        clear(self.options.state, self.name)
+
+
+def _announce(name: str, say: Say) -> Callable[[str], None]:
+    def announce(endpoint: str) -> None:
+        say(f"endpoint: {endpoint}")
+        say(
+            f"try: curl -s -X POST {endpoint}/v1/recommend "
+            "-H 'Content-Type: application/json' -d '{\"user_id\": 42, \"k\": 10}'"
+        )
+        say(f"READY {name} serving at {endpoint} (Ctrl-C or `recserve down {name}` stops it)")
+
+    return announce
 
 
 def up(options: UpOptions, say: Say = say_flushed) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    run = EmbeddedRun(options, say)
     try:
         model = load_model(options.manifest)
         name = model_name(model)
         record = RunRecord(options.state, name).acquire()
+        run: EmbeddedRun | None = None
         try:
-            config = run.prepare(model)
-            endpoint = run.serve(config, record)
-            say(f"endpoint: {endpoint}")
-            say(
-                f"try: curl -s -X POST {endpoint}/v1/recommend "
-                "-H 'Content-Type: application/json' -d '{\"user_id\": 42, \"k\": 10}'"
-            )
-            say(f"READY {name} serving at {endpoint} (Ctrl-C or `recserve down {name}` stops it)")
-            run.block()
+            run = EmbeddedRun(options, model, say)
+            run.prepare()
+            run.start(record)
+            run.loop(record, _announce(name, say))
         except KeyboardInterrupt:
             say(f"stopping {name}")
         finally:
-            run.shutdown()
+            if run is not None and run.ray is not None:
+                run.shutdown()
+                say(f"stopped {name}")
             record.release()
     finally:
         signal.signal(signal.SIGTERM, previous)
-    say("stopped")
     return 0

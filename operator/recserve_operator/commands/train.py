@@ -1,0 +1,56 @@
+"""``recserve train``: fine-tune the MovieLens ranker, register it, make it the champion."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from recserve_serving.train import DEFAULT_BATCH, DEFAULT_MAX_LEN, DEFAULT_STEPS
+
+    parser.add_argument("--name", default="movielens-ranker", help="registered model name")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="optimizer steps")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
+    parser.add_argument("--max-len", type=int, default=DEFAULT_MAX_LEN, help="tokens per (user, item) pair")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--adversarial",
+        type=float,
+        default=None,
+        metavar="EPSILON",
+        help="FGM adversarial training on the embeddings with this epsilon",
+    )
+    parser.add_argument(
+        "--state", default=None, help="state directory (default $RECSERVE_HOME or ./.recserve)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from recserve_serving.data import load_movielens
+    from recserve_serving.paths import state_dir
+    from recserve_serving.registry import Registry
+    from recserve_serving.train import train_ranker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    state = state_dir(args.state)
+    data = load_movielens()
+    with tempfile.TemporaryDirectory(prefix="recserve-train-", dir=state) as scratch:
+        metrics = train_ranker(
+            data,
+            Path(scratch) / "checkpoint",
+            steps=args.steps,
+            batch_size=args.batch_size,
+            max_len=args.max_len,
+            seed=args.seed,
+            adversarial=args.adversarial,
+        )
+        resolved = Registry(state).register(args.name, Path(scratch) / "checkpoint", metrics)
+    print(f"registered models:/{resolved.name}/{resolved.version} (@champion) digest {resolved.digest}")
+    for key in ("ndcg@10", "most_popular_ndcg@10", "hitrate@10", "auc", "coverage", "wall_seconds"):
+        if key in metrics:
+            print(f"  {key:<22} {metrics[key]:.4f}")
+    return 0

@@ -1,0 +1,136 @@
+"""The embedded default as a ``Platform``: in-process builds, a local Ray cluster, scraped metrics.
+
+Resolution and builds are memoised per pass inputs: an engine directory never changes
+once published, and re-hashing a checkpoint every few seconds would only burn the CPU the
+replicas need.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from recserve_operator.analysis.scrape import ScrapeProvider
+from recserve_operator.api.status import EngineStatus
+from recserve_operator.api.types import RecommenderModel
+from recserve_operator.planners.analysis import WindowMetrics
+from recserve_operator.planners.serve_config import EngineRef, plan_serve_config
+from recserve_operator.platform import CheckpointInfo, DeployOutcome, DeployPlan, EngineOutcome
+from recserve_operator.rollout.serve_rest import ServeRestTarget
+from recserve_serving.errors import Unavailable
+from recserve_serving.recipe import OptimizationRecipe
+from recserve_serving.serve.config import render_serve_config
+
+RESOLVE_TTL_SECONDS = 30.0
+_GATE_METRICS = ("ndcg@10", "auc", "ndcg@10_drop", "auc_drop")
+
+
+def engine_status(manifest: Any) -> EngineStatus:
+    """Status detail of a built engine, from its manifest (the operator's view of an engine)."""
+    metrics: dict[str, float] = dict(manifest.metrics)
+    size = metrics.get("size_bytes")
+    return EngineStatus(
+        key=manifest.key,
+        backend=manifest.backend,
+        precision=manifest.precision,
+        size_bytes=int(size) if size is not None else None,
+        quality={k: v for k, v in metrics.items() if k in _GATE_METRICS},
+        p50_ms=metrics.get("p50_ms_max_batch") or metrics.get("p50_ms"),
+        p99_ms=metrics.get("p99_ms_max_batch") or metrics.get("p99_ms"),
+    )
+
+
+class EmbeddedPlatform:
+    def __init__(
+        self,
+        state: Path,
+        data_dir: str,
+        host: str,
+        port: int,
+        say: Callable[[str], None],
+    ) -> None:
+        from recserve_serving.registry import Registry
+
+        self.state = state
+        self.data_dir = data_dir
+        self.host = host
+        self.port = port
+        self.say = say
+        self.registry = Registry(state)
+        self.target: ServeRestTarget | None = None
+        self.metrics = ScrapeProvider()
+        self._resolved: dict[str, tuple[float, Any]] = {}
+        self._engines: dict[tuple[str, str], EngineOutcome] = {}
+        self._applied: dict[str, Any] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _resolve_local(self, uri: str) -> Any:
+        from recserve_operator.embedded.checkpoints import ensure_checkpoint
+
+        cached = self._resolved.get(uri)
+        if cached is not None and time.monotonic() - cached[0] < RESOLVE_TTL_SECONDS:
+            return cached[1]
+        resolved = ensure_checkpoint(self.registry, uri, self.say)
+        self._resolved[uri] = (time.monotonic(), resolved)
+        return resolved
+
+    def resolve(self, uri: str) -> CheckpointInfo:
+        resolved = self._resolve_local(uri)
+        return CheckpointInfo(uri=uri, name=resolved.name, version=resolved.version, digest=resolved.digest)
+
+    def ensure_engine(
+        self, model: RecommenderModel, version: str, checkpoint: CheckpointInfo, recipe: OptimizationRecipe
+    ) -> EngineOutcome:
+        from recserve_serving.engine.build import build_engine
+
+        memo = (checkpoint.digest, recipe.model_dump_json())
+        if memo in self._engines:
+            return self._engines[memo]
+        resolved = self._resolve_local(checkpoint.uri)
+        self.say(f"{version}: building engine for {checkpoint.uri} ({recipe.backend}, {recipe.precision})")
+        built = build_engine(resolved, recipe, self.state / "engines")
+        self.say(f"{version}: engine {'cached' if built.cache_hit else 'built'}: {built.path}")
+        outcome = EngineOutcome("Ready", engine_dir=str(built.path), status=engine_status(built.manifest))
+        self._engines[memo] = outcome
+        return outcome
+
+    def deploy(self, model: RecommenderModel, plan: DeployPlan) -> DeployOutcome:
+        if self.target is None:
+            raise Unavailable("the local Ray cluster is not running")
+        config = plan_serve_config(
+            model,
+            stable=EngineRef(plan.stable.label, plan.stable.engine_dir),
+            canary=None if plan.canary is None else EngineRef(plan.canary.label, plan.canary.engine_dir),
+            traffic=plan.traffic,
+            data_dir=self.data_dir,
+            host=self.host,
+            port=self.port,
+        )
+        rendered = render_serve_config(config)
+        if rendered != self._applied:
+            self.target.apply(rendered)
+            self._applied = rendered
+        status, message = self.target.application_status(config.name)
+        if status in {"DEPLOY_FAILED", "UNHEALTHY"}:
+            raise Unavailable(f"Ray Serve application {config.name} is {status}: {message.strip()[:2000]}")
+        if status != "RUNNING":
+            return DeployOutcome(False, None, f"application {config.name} is {status}")
+        try:
+            ready = httpx.get(f"{self.endpoint}/v2/health/ready", timeout=10).status_code == 200
+        except httpx.HTTPError as error:
+            return DeployOutcome(False, None, f"router not answering yet: {error}")
+        return DeployOutcome(ready, self.endpoint if ready else None, "" if ready else "rankers not ready")
+
+    def canary_metrics(
+        self, model: RecommenderModel, stable: str, canary: str, since: datetime
+    ) -> WindowMetrics | None:
+        name = model.metadata.name or ""
+        return self.metrics.canary_window(self.endpoint, name, stable, canary, since)
