@@ -1,38 +1,61 @@
 #!/usr/bin/env bash
-# Build the manifest checkers the chart/kustomize tests need, from the pinned Go module in
-# scripts/tools/kubeconform, into the e2e tool cache (e2e/.cache/bin/kubeconform-<version>/),
-# the same layout and stamp scheme as e2e/cluster/build.sh, which builds helm and kubectl.
-# Idempotent: a warm run checks the stamp and builds nothing. Any failure exits non-zero.
-# Usage: bash scripts/build-manifest-tools.sh          build what is missing, print the bin dir
-#        bash scripts/build-manifest-tools.sh --print  only print it
+# Build the checkers the chart, kustomize and observability tests need, each from a pinned Go
+# module in scripts/tools/<name>/ (its go.mod `tool` line names the command), into the e2e tool
+# cache as e2e/.cache/bin/<name>-<module version>/<name>: the layout and stamp scheme of
+# e2e/cluster/build.sh, which builds helm and kubectl.
+#   kubeconform  github.com/yannh/kubeconform       schema validation of rendered manifests
+#   promtool     github.com/prometheus/prometheus   `promtool check rules` / `promtool test rules`
+# Idempotent: a warm run checks stamps and builds nothing. Any failure exits non-zero.
+# Usage: bash scripts/build-manifest-tools.sh          build what is missing, print the bin dirs
+#        bash scripts/build-manifest-tools.sh --print  only print them
 set -Eeuo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-MOD="$ROOT/scripts/tools/kubeconform"
 CACHE="${RECSERVE_E2E_CACHE:-$ROOT/e2e/.cache}"
-VERSION="$(sed -n 's#^\s*github.com/yannh/kubeconform \(v[^ ]*\).*#\1#p' "$MOD/go.mod")"
-DIR="$CACHE/bin/kubeconform-$VERSION"
-trap 'echo "# MANIFEST TOOLS BUILD FAILED (kubeconform $VERSION); chart/kustomize tests cannot run" >&2' ERR
+CURRENT="(setup)"
+trap 'echo "# MANIFEST TOOLS BUILD FAILED: $CURRENT; the chart/kustomize/observability tests cannot run" >&2' ERR
+
+# name -> "module path of the command's module|package of the command"
+declare -A TOOLS=(
+  [kubeconform]="github.com/yannh/kubeconform|github.com/yannh/kubeconform/cmd/kubeconform"
+  [promtool]="github.com/prometheus/prometheus|github.com/prometheus/prometheus/cmd/promtool"
+)
+
+dir_of() {
+  local mod="${TOOLS[$1]%%|*}" version
+  version="$(sed -n "s#^\s*${mod} \(v[^ ]*\).*#\1#p" "$ROOT/scripts/tools/$1/go.mod")"
+  [[ -n "$version" ]]
+  echo "$CACHE/bin/$1-$version"
+}
 
 if [[ "${1:-}" == "--print" ]]; then
-  echo "kubeconform=$DIR"
+  for name in "${!TOOLS[@]}"; do echo "$name=$(dir_of "$name")"; done
   exit 0
 fi
-command -v go >/dev/null
+
+command -v go >/dev/null || { CURRENT="go toolchain (go not on PATH)"; false; }
 if [[ "${CI:-}" == "true" ]]; then PAR="$(nproc)"; else PAR=1; fi
 export GOFLAGS="${GOFLAGS:-} -p=$PAR -mod=readonly" GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
-stamp="$( { go version; cat "$MOD/go.mod" "$MOD/go.sum"; } | sha256sum | cut -d' ' -f1)"
 mkdir -p "$CACHE/bin"
 exec 9>"$CACHE/bin/.manifest-tools.lock"
 flock 9
-if [[ -x "$DIR/kubeconform" && -f "$DIR/.stamp" && "$(cat "$DIR/.stamp")" == "$stamp" ]]; then
-  echo "[manifest tools] kubeconform $VERSION: cached ($DIR)"
-else
-  echo "[manifest tools] kubeconform $VERSION: building ..."
-  tmp="$DIR.tmp.$$"
+
+for name in kubeconform promtool; do
+  CURRENT="$name"
+  mod_dir="$ROOT/scripts/tools/$name"
+  dir="$(dir_of "$name")"
+  stamp="$( { go version; cat "$mod_dir/go.mod" "$mod_dir/go.sum"; } | sha256sum | cut -d' ' -f1)"
+  if [[ -x "$dir/$name" && -f "$dir/.stamp" && "$(cat "$dir/.stamp")" == "$stamp" ]]; then
+    echo "[manifest tools] $name: cached ($dir)"
+    continue
+  fi
+  echo "[manifest tools] $name: building $(basename "$dir") with go build -p=$PAR ..."
+  start=$(date +%s)
+  tmp="$dir.tmp.$$"
   rm -rf "$tmp" && mkdir -p "$tmp"
-  (cd "$MOD" && go mod download && nice -n 19 go build -trimpath -ldflags "-s -w" \
-    -o "$tmp/kubeconform" github.com/yannh/kubeconform/cmd/kubeconform)
+  (cd "$mod_dir" && go mod download && nice -n 19 go build -trimpath -ldflags "-s -w" \
+    -o "$tmp/$name" "${TOOLS[$name]#*|}")
   echo "$stamp" >"$tmp/.stamp"
-  rm -rf "$DIR" && mv "$tmp" "$DIR"
-fi
-echo "kubeconform=$DIR"
+  rm -rf "$dir" && mv "$tmp" "$dir"
+  echo "[manifest tools] $name: built in $(($(date +%s) - start))s"
+done
+for name in kubeconform promtool; do echo "$name=$(dir_of "$name")"; done

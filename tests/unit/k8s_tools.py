@@ -1,7 +1,7 @@
 """Helpers of the chart, kustomize and GitOps tests: real helm, kubectl and kubeconform binaries.
 
 The binaries come from the e2e tool cache: ``e2e/cluster/build.sh`` builds helm and kubectl
-from pinned Go modules, ``scripts/build-manifest-tools.sh`` builds kubeconform. A missing binary
+from pinned Go modules, ``scripts/build-manifest-tools.sh`` builds kubeconform and promtool. A missing binary
 fails the test with the command that builds it; nothing is skipped.
 
 Schemas for kubeconform are generated offline: the Kubernetes API's OpenAPI v2 document
@@ -42,10 +42,10 @@ def _print_dirs(command: list[str]) -> dict[str, Path]:
 
 @functools.cache
 def tool(name: str) -> Path:
-    """Path of helm, kubectl or kubeconform from the e2e tool cache; fails loudly when missing."""
-    if name == "kubeconform":
+    """Path of helm, kubectl, kubeconform or promtool from the e2e tool cache; fails loudly if missing."""
+    if name in ("kubeconform", "promtool"):
         builder = ["bash", "scripts/build-manifest-tools.sh"]
-        path = _print_dirs([*builder, "--print"])["kubeconform"] / "kubeconform"
+        path = _print_dirs([*builder, "--print"])[name] / name
     else:
         builder = ["bash", "e2e/cluster/build.sh"]
         dirs = _print_dirs([*builder, "--print"])

@@ -228,6 +228,7 @@ def test_service_monitor_scrapes_the_metrics_service(tmp_path) -> None:
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert endpoint["path"] == "/metrics"
+    assert endpoint["honorLabels"] is True  # recserve_canary_weight{namespace=<model's namespace>}
     target = service["spec"]["ports"][0]["targetPort"]
     assert target in {p["name"] for p in container(docs)["ports"]}
     # The Service selects exactly the operator pods.
