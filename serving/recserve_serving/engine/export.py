@@ -1,0 +1,59 @@
+"""Export a checkpoint's ranker (encoder + head) to ONNX, then fuse it with ORT's BERT optimizer.
+
+The whole ranker is exported, not only the encoder, so an engine is one graph from token
+ids to scores. ``dynamo=False`` (TorchScript export) because the dynamo exporter does not
+keep MiniLM's batch and sequence axes symbolic as reliably; eager attention is what it
+traces cleanly. Opset 17 is the newest the ORT transformer fusions are tested against.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from recserve_serving.errors import EngineError
+from recserve_serving.model import Checkpoint
+
+OPSET = 17
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+OUTPUT_NAME = "scores"
+
+
+def export_onnx(checkpoint: Checkpoint, path: Path) -> Path:
+    model = checkpoint.model.eval()
+    dummy = tuple(torch.ones(2, 16, dtype=torch.int64) for _ in INPUT_NAMES)
+    axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+    axes[OUTPUT_NAME] = {0: "batch"}
+    with torch.inference_mode():
+        torch.onnx.export(
+            model,
+            dummy,
+            str(path),
+            input_names=list(INPUT_NAMES),
+            output_names=[OUTPUT_NAME],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return path
+
+
+def fuse(source: Path, target: Path, *, num_heads: int, hidden_size: int) -> Path:
+    """ORT transformer fusions (attention, skip-layernorm, bias-gelu) into ``target``.
+
+    ``num_heads=0`` lets the optimizer read head counts from the graph, which a structurally
+    pruned encoder needs because its layers keep different numbers of heads.
+    """
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.WARNING)
+    try:
+        optimized = optimize_model(
+            str(source), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=1
+        )
+    except Exception as error:  # the optimizer raises assorted errors on graphs it cannot parse
+        raise EngineError(f"ONNX Runtime graph fusion failed on {source.name}: {error}") from error
+    optimized.save_model_to_file(str(target))
+    return target

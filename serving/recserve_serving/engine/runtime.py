@@ -1,0 +1,124 @@
+"""The one runtime interface: ``load_engine(dir).score(user_texts, item_texts)``.
+
+Every backend (ONNX Runtime, torch, TensorRT) sits behind ``Engine``, so the serving app
+never knows which one it runs. Loading verifies every file against the manifest first: an
+engine whose bytes differ from what was built and gated is refused, not served.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from pathlib import Path
+
+import numpy as np
+
+from recserve_serving.engine.digests import file_digests
+from recserve_serving.engine.manifest import MANIFEST_FILE, EngineManifest
+from recserve_serving.errors import CheckpointError, EngineError, InvalidRequest
+from recserve_serving.model import encode, load_tokenizer
+
+THREADS = 2
+
+
+class Engine(abc.ABC):
+    """Scores (user text, item text) pairs; higher means more likely to be liked."""
+
+    def __init__(self, directory: Path, manifest: EngineManifest) -> None:
+        self.directory = directory
+        self.manifest = manifest
+        try:
+            self.tokenizer = load_tokenizer(directory)
+        except CheckpointError as error:
+            raise EngineError(str(error)) from None
+
+    @property
+    def name(self) -> str:
+        m = self.manifest
+        version = f"/{m.checkpoint.version}" if m.checkpoint.version else ""
+        return f"{m.checkpoint.name}{version}:{m.backend}-{m.precision}:{m.key[:12]}"
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.manifest.recipe.max_batch_size
+
+    def score(self, user_texts: list[str], item_texts: list[str]) -> np.ndarray:
+        """float32 scores, one per pair; batches above maxBatchSize are split, not refused."""
+        if len(user_texts) != len(item_texts):
+            raise InvalidRequest(f"{len(user_texts)} user texts but {len(item_texts)} item texts")
+        if not user_texts:
+            return np.zeros(0, dtype=np.float32)
+        step = self.max_batch_size
+        parts = []
+        for start in range(0, len(user_texts), step):
+            encoded = encode(
+                self.tokenizer,
+                list(user_texts[start : start + step]),
+                list(item_texts[start : start + step]),
+                self.manifest.max_sequence_length,
+            )
+            parts.append(np.asarray(self._run(encoded), dtype=np.float32).reshape(-1))
+        return np.concatenate(parts)
+
+    @abc.abstractmethod
+    def _run(self, encoded: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+class OrtEngine(Engine):
+    """ONNX Runtime on CPU: 2 intra-op threads that sleep between calls instead of spinning."""
+
+    def __init__(self, directory: Path, manifest: EngineManifest) -> None:
+        super().__init__(directory, manifest)
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = THREADS
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(
+                str(directory / manifest.model_file), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:  # ORT raises its own Fail/InvalidGraph types
+            raise EngineError(
+                f"ONNX Runtime cannot load {directory / manifest.model_file}: {error}"
+            ) from None
+        self._inputs = [i.name for i in self.session.get_inputs()]
+
+    def _run(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
+        feeds = {name: np.asarray(encoded[name], dtype=np.int64) for name in self._inputs}
+        return self.session.run(None, feeds)[0]
+
+
+def verify(directory: Path, manifest: EngineManifest) -> None:
+    """Refuse an engine whose files differ from the manifest (changed, missing or added)."""
+    actual = file_digests(directory, exclude=frozenset({MANIFEST_FILE}))
+    changed = sorted(p for p in manifest.files if p in actual and actual[p] != manifest.files[p])
+    missing = sorted(set(manifest.files) - set(actual))
+    added = sorted(set(actual) - set(manifest.files))
+    if changed or missing or added:
+        details = "; ".join(
+            f"{label}: {', '.join(paths)}"
+            for label, paths in (("changed", changed), ("missing", missing), ("unexpected", added))
+            if paths
+        )
+        raise EngineError(f"engine {directory} does not match its manifest ({details}); rebuild it")
+
+
+def _backends() -> dict[str, type[Engine]]:
+    backends: dict[str, type[Engine]] = {"onnxruntime": OrtEngine}
+    return backends
+
+
+def load_engine(directory: str | os.PathLike[str]) -> Engine:
+    """Open a built engine directory after checking every file's digest."""
+    path = Path(directory)
+    if not path.is_dir():
+        raise EngineError(f"engine directory {path} does not exist")
+    manifest = EngineManifest.read(path)
+    verify(path, manifest)
+    backend = _backends().get(manifest.backend)
+    if backend is None:
+        raise EngineError(f"engine {path} needs backend {manifest.backend!r}, not available here")
+    return backend(path, manifest)

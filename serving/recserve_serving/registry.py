@@ -1,0 +1,192 @@
+"""Checkpoint registry and URI resolution: MLflow's model registry on sqlite, embedded.
+
+``models:/name/3`` and ``models:/name@alias`` go through MLflow; ``file://`` and ``pvc://``
+point at directories directly. Every resolution ends in a local directory plus its
+sha256 digest, and registry entries are verified against the digest recorded when they
+were registered, so a swapped or damaged artifact is caught before any build uses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from recserve_serving.engine.digests import directory_digest
+from recserve_serving.errors import CheckpointError
+
+CHAMPION = "champion"
+DIGEST_TAG = "recserve.digest"
+EXPERIMENT = "recserve-training"
+ARTIFACT_PATH = "checkpoint"
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w.-]+))/?$")
+
+
+@dataclass(frozen=True)
+class ResolvedCheckpoint:
+    """A checkpoint that exists locally and whose files match ``digest``."""
+
+    uri: str
+    name: str
+    version: str | None
+    path: Path
+    digest: str
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """MLflow and alembic log and print on first use; none of that belongs on our stdout."""
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+class Registry:
+    """The embedded MLflow registry under ``state`` (``mlflow.db`` and ``mlartifacts/``)."""
+
+    def __init__(self, state: Path) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.state = Path(state)
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.artifacts = self.state / "mlartifacts"
+        self.tracking_uri = f"sqlite:///{self.state / 'mlflow.db'}"
+        with _quiet():
+            self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def _experiment_id(self) -> str:
+        found = self.client.get_experiment_by_name(EXPERIMENT)
+        if found is not None:
+            return str(found.experiment_id)
+        return str(self.client.create_experiment(EXPERIMENT, artifact_location=self.artifacts.as_uri()))
+
+    def model_names(self) -> list[str]:
+        with _quiet():
+            return sorted(m.name for m in self.client.search_registered_models())
+
+    def has_model(self, name: str) -> bool:
+        return name in self.model_names()
+
+    def register(self, name: str, checkpoint_dir: Path, metrics: dict[str, float]) -> ResolvedCheckpoint:
+        """Log ``checkpoint_dir`` as a run's artifacts, make it the newest version, alias it champion."""
+        from mlflow.exceptions import MlflowException
+
+        checkpoint_dir = Path(checkpoint_dir)
+        if not checkpoint_dir.is_dir():
+            raise CheckpointError(f"cannot register {checkpoint_dir}: not a directory")
+        digest = directory_digest(checkpoint_dir)
+        with _quiet():
+            run = self.client.create_run(self._experiment_id(), run_name=f"train-{name}")
+            run_id = run.info.run_id
+            for key, value in metrics.items():
+                self.client.log_metric(run_id, re.sub(r"[^\w./ -]", "_", key), float(value))
+            self.client.set_tag(run_id, DIGEST_TAG, digest)
+            self.client.log_artifacts(run_id, str(checkpoint_dir), artifact_path=ARTIFACT_PATH)
+            self.client.set_terminated(run_id)
+            try:
+                self.client.get_registered_model(name)
+            except MlflowException:
+                self.client.create_registered_model(name)
+            source = f"{run.info.artifact_uri}/{ARTIFACT_PATH}"
+            version = self.client.create_model_version(name, source, run_id=run_id, tags={DIGEST_TAG: digest})
+            self.client.set_registered_model_alias(name, CHAMPION, version.version)
+        return self.resolve(f"models:/{name}/{version.version}")
+
+    def resolve(self, uri: str) -> ResolvedCheckpoint:
+        """A local, digest-verified checkpoint for any supported URI."""
+        scheme = urlparse(uri).scheme
+        if scheme == "models":
+            return self._resolve_models(uri)
+        if scheme == "file":
+            return _resolve_path(uri, Path(unquote(urlparse(uri).path)))
+        if scheme == "pvc":
+            return _resolve_path(uri, _pvc_path(uri))
+        if scheme == "s3":
+            raise CheckpointError(
+                f"{uri}: s3:// checkpoints are not supported in embedded mode; "
+                "register the checkpoint (models:/...) or mount it and use file:// or pvc://"
+            )
+        raise CheckpointError(
+            f"unsupported checkpoint URI {uri!r}: use models:/name/version, models:/name@alias, "
+            "file:///abs/path, pvc://claim/path or s3://bucket/key"
+        )
+
+    def _resolve_models(self, uri: str) -> ResolvedCheckpoint:
+        from mlflow.exceptions import MlflowException
+
+        match = _MODELS_URI.match(uri)
+        if not match:
+            raise CheckpointError(
+                f"malformed model URI {uri!r}: expected models:/name/version or models:/name@alias"
+            )
+        name, version, alias = match["name"], match["version"], match["alias"]
+        with _quiet():
+            try:
+                model = self.client.get_registered_model(name)
+            except MlflowException:
+                known = ", ".join(self.model_names()) or "none"
+                raise CheckpointError(f"{uri}: no registered model {name!r} (registered: {known})") from None
+            versions = sorted(
+                (str(v.version) for v in self.client.search_model_versions(f"name='{name}'")), key=int
+            )
+            if alias is not None and alias not in (model.aliases or {}):
+                known = ", ".join(f"@{a}" for a in sorted(model.aliases or {})) or "none"
+                raise CheckpointError(f"{uri}: model {name!r} has no alias @{alias} (aliases: {known})")
+            if version is not None and version not in versions:
+                raise CheckpointError(
+                    f"{uri}: model {name!r} has no version {version} (versions: {', '.join(versions) or 'none'})"
+                )
+            entry = (
+                self.client.get_model_version_by_alias(name, alias)
+                if alias is not None
+                else self.client.get_model_version(name, str(version))
+            )
+        expected = (entry.tags or {}).get(DIGEST_TAG)
+        if not expected:
+            raise CheckpointError(
+                f"{uri}: version {entry.version} carries no {DIGEST_TAG} tag; re-register it"
+            )
+        path = self._local_path(uri, str(entry.source))
+        actual = directory_digest(path)
+        if actual != expected:
+            raise CheckpointError(
+                f"{uri}: checkpoint files at {path} have digest {actual}, "
+                f"the registry recorded {expected}: they were changed after registration"
+            )
+        return ResolvedCheckpoint(uri, name, str(entry.version), path, actual)
+
+    def _local_path(self, uri: str, source: str) -> Path:
+        parsed = urlparse(source)
+        if parsed.scheme in ("", "file"):
+            path = Path(unquote(parsed.path))
+        else:
+            import mlflow.artifacts
+
+            with _quiet():
+                path = Path(
+                    mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=self.tracking_uri)
+                )
+        if not path.is_dir():
+            raise CheckpointError(f"{uri}: the registered artifacts at {source} are missing")
+        return path
+
+
+def _pvc_path(uri: str) -> Path:
+    root = os.environ.get("RECSERVE_PVC_ROOT")
+    if not root:
+        raise CheckpointError(f"{uri}: set RECSERVE_PVC_ROOT to where persistent volume claims are mounted")
+    parsed = urlparse(uri)
+    return Path(root) / parsed.netloc / unquote(parsed.path).lstrip("/")
+
+
+def _resolve_path(uri: str, path: Path) -> ResolvedCheckpoint:
+    if not path.is_dir():
+        raise CheckpointError(f"{uri}: checkpoint directory {path} does not exist")
+    return ResolvedCheckpoint(uri, path.name, None, path.resolve(), directory_digest(path))
