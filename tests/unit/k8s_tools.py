@@ -217,6 +217,8 @@ def write_crd_schemas(schema_dir: Path, crds: Iterable[Doc]) -> list[str]:
             props.setdefault("apiVersion", {"type": "string"})
             props.setdefault("kind", {"type": "string"})
             props.setdefault("metadata", {"type": "object"})
+            # The API server validates metadata as ObjectMeta; a CRD may only narrow name.
+            props["metadata"].pop("additionalProperties", None)
             schema["additionalProperties"] = False
             _write(schema_dir, spec["names"]["kind"], spec["group"], version["name"], schema)
             written.append(f"{spec['names']['kind']} {spec['group']}/{version['name']}")
