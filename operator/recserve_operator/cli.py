@@ -24,6 +24,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "build": ("recserve_operator.commands.build", "build (or fetch from cache) an optimized engine"),
     "up": ("recserve_operator.commands.up", "serve a RecommenderModel on a local Ray cluster"),
     "down": ("recserve_operator.commands.down", "stop what `recserve up` started"),
+    "promote": ("recserve_operator.commands.promote", "promote the live canary of a model now"),
+    "abort": ("recserve_operator.commands.abort", "roll the live canary of a model back to 0%"),
+    "operator": ("recserve_operator.commands.operator", "run the Kubernetes operator (kopf)"),
 }
 
 

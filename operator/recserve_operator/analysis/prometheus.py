@@ -1,0 +1,65 @@
+"""Canary metrics from a Prometheus server, over a step's window, with PromQL.
+
+Uses ``increase(...[window])`` so the window is exactly the step's age; score shift is
+computed from both versions' ``recserve_score`` bucket increases with the same KS
+distance the scrape provider uses, so both providers judge alike.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+import httpx
+
+from recserve_operator.planners.analysis import WindowMetrics, histogram_quantile, ks_statistic
+from recserve_serving.errors import Unavailable
+
+
+class PrometheusProvider:
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def query(self, promql: str) -> list[dict]:
+        try:
+            response = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=self.timeout)
+            response.raise_for_status()
+            body = response.json()
+        except (httpx.HTTPError, ValueError) as error:
+            raise Unavailable(f"Prometheus at {self.url} unreachable: {error}") from error
+        if body.get("status") != "success":
+            raise Unavailable(f"Prometheus query failed: {body.get('error', body)}")
+        return list(body["data"]["result"])
+
+    def scalar(self, promql: str) -> float:
+        result = self.query(promql)
+        return float(result[0]["value"][1]) if result else 0.0
+
+    def buckets(self, metric: str, selector: str, window: str) -> tuple[list[float], list[float]]:
+        rows = self.query(f"sum by (le) (increase({metric}_bucket{{{selector}}}[{window}]))")
+        pairs = sorted((float(r["metric"]["le"]), float(r["value"][1])) for r in rows)
+        return [b for b, _ in pairs], [c for _, c in pairs]
+
+    def canary_window(
+        self, model: str, stable: str, canary: str, since: datetime, now: datetime
+    ) -> WindowMetrics:
+        window = f"{max(1, math.ceil((now - since).total_seconds()))}s"
+        selector = f'model="{model}",version="{canary}"'
+        requests = self.scalar(f"sum(increase(recserve_requests_total{{{selector}}}[{window}]))")
+        errors = self.scalar(f'sum(increase(recserve_requests_total{{{selector},code=~"5.."}}[{window}]))')
+        bounds, latency = self.buckets("recserve_request_duration_seconds", selector, window)
+        p99 = histogram_quantile(0.99, bounds, latency) if bounds else None
+        score_bounds, canary_scores = self.buckets("recserve_score", selector, window)
+        stable_bounds, stable_scores = self.buckets(
+            "recserve_score", f'model="{model}",version="{stable}"', window
+        )
+        shift = None
+        if score_bounds and score_bounds == stable_bounds:
+            shift = ks_statistic(score_bounds, canary_scores, stable_scores)
+        return WindowMetrics(
+            requests=round(requests),
+            errors=round(errors),
+            p99_latency_ms=None if p99 is None else p99 * 1000,
+            score_shift=shift,
+        )

@@ -1,0 +1,1 @@
+"""The cluster side: the Kubernetes platform, kopf handlers and admission."""

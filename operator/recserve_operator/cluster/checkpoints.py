@@ -1,0 +1,51 @@
+"""Checkpoint identity in a cluster, without downloading anything.
+
+The operator only needs to know *which* checkpoint a URI means: for the MLflow registry,
+the version an alias points to and the digest tagged on it at registration; for storage
+URIs (pvc://, s3://, file://) the URI itself is the identity and the builder verifies the
+files. Downloads happen in the build Job, next to the data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from recserve_operator.platform import CheckpointInfo
+from recserve_serving.errors import CheckpointError, Unavailable
+
+DIGEST_TAG = "recserve.digest"
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w.-]+))/?$")
+
+
+def describe(uri: str, tracking_uri: str | None) -> CheckpointInfo:
+    match = _MODELS_URI.match(uri)
+    if match is None:
+        name = uri.rstrip("/").rsplit("/", 1)[-1] or uri
+        return CheckpointInfo(uri, name, None, "uri:" + hashlib.sha256(uri.encode()).hexdigest())
+    if not tracking_uri:
+        raise CheckpointError(f"{uri}: set the operator's MLflow tracking URI (RECSERVE_MLFLOW_TRACKING_URI)")
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    name, version, alias = match["name"], match["version"], match["alias"]
+    try:
+        entry = (
+            client.get_model_version_by_alias(name, alias)
+            if alias
+            else client.get_model_version(name, version)
+        )
+    except MlflowException as error:
+        code = getattr(error, "error_code", "")
+        if code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+            raise CheckpointError(f"{uri}: not in the registry at {tracking_uri}: {error.message}") from error
+        raise Unavailable(f"MLflow registry at {tracking_uri}: {error}") from error
+    except OSError as error:
+        raise Unavailable(f"MLflow registry at {tracking_uri} unreachable: {error}") from error
+    digest = (entry.tags or {}).get(DIGEST_TAG)
+    if not digest:
+        raise CheckpointError(
+            f"{uri}: version {entry.version} carries no {DIGEST_TAG} tag; register it with recserve"
+        )
+    return CheckpointInfo(uri, name, str(entry.version), digest)

@@ -1,0 +1,132 @@
+"""kopf handlers: thin glue from watch events to the reconcile core and back to the API.
+
+Every handler parses the object, runs one ``reconcile`` pass through the cluster
+platform, emits the pass's events, and patches status only when it changed. Invalid
+specs (possible when the webhook is off) become ``Stalled`` with an event and a
+``PermanentError``; passing failures become ``TemporaryError`` with a delay.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from recserve_operator import kube
+from recserve_operator.api.status import READY, RECONCILING, STALLED, RecommenderModelStatus
+from recserve_operator.api.types import GROUP, PLURAL, VERSION
+from recserve_operator.cluster.platform import ClusterPlatform
+from recserve_operator.planners.canary import Controls
+from recserve_operator.planners.conditions import ConditionSpec, merge_conditions
+from recserve_operator.reconcile import reconcile
+from recserve_operator.settings import OperatorSettings
+from recserve_operator.validate import check_document
+
+log = logging.getLogger("recserve.operator")
+RESOURCE = (GROUP, VERSION, PLURAL)
+TICK_SECONDS = 10.0
+_platform: ClusterPlatform | None = None
+
+
+def platform() -> ClusterPlatform:
+    global _platform
+    if _platform is None:
+        _platform = ClusterPlatform(OperatorSettings.from_env())
+    return _platform
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Handler progress and diff bases live in annotations: status is for users and GitOps tools only.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="recserve.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="recserve.dev")
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+
+
+def controls(body: kopf.Body) -> Controls:
+    annotations = body.metadata.annotations
+    digest = ((body.get("status") or {}).get("canary") or {}).get("digest")
+    return Controls(
+        promote=bool(digest) and annotations.get(kube.CONTROL_ANNOTATION.format(action="promote")) == digest,
+        abort=bool(digest) and annotations.get(kube.CONTROL_ANNOTATION.format(action="abort")) == digest,
+    )
+
+
+def _write_status(body: kopf.Body, patch: kopf.Patch, status: RecommenderModelStatus) -> None:
+    wanted = status.to_dict()
+    current = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
+    if wanted != current:
+        patch.status.update(wanted)
+        for key in set(current) - set(wanted):
+            patch.status[key] = None
+
+
+def _reject(body: kopf.Body, patch: kopf.Patch, problems: list[str]) -> None:
+    message = "; ".join(problems)[:4000]
+    previous = RecommenderModelStatus.model_validate(
+        {k: v for k, v in (body.get("status") or {}).items() if k in {"conditions"}}
+    )
+    now = datetime.now(UTC)
+    generation = body.metadata.get("generation")
+    conditions = merge_conditions(
+        previous.conditions,
+        [
+            ConditionSpec(READY, "False", "InvalidSpec", message),
+            ConditionSpec(RECONCILING, "False", "InvalidSpec", message),
+            ConditionSpec(STALLED, "True", "InvalidSpec", message),
+        ],
+        generation,
+        now,
+    )
+    status = RecommenderModelStatus(observed_generation=generation, phase="Failed", conditions=conditions)
+    _write_status(body, patch, status)
+    kopf.warn(body, reason="InvalidSpec", message=message)
+    raise kopf.PermanentError(f"invalid spec: {message}")
+
+
+def reconcile_object(body: kopf.Body, patch: kopf.Patch) -> None:
+    status = body.get("status")
+    document: dict[str, Any] = {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {k: v for k, v in dict(body.metadata).items() if k != "managedFields"},
+        "spec": body.get("spec"),
+    }
+    if isinstance(status, dict):
+        document["status"] = {k: v for k, v in status.items() if k != "kopf"}
+    model, problems = check_document(document)
+    if model is None:
+        _reject(body, patch, [str(p) for p in problems])
+        return
+    outcome = reconcile(model, platform(), datetime.now(UTC), controls(body))
+    for event in outcome.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    _write_status(body, patch, outcome.status)
+    if outcome.stalled_reason:
+        log.warning("%s/%s stalled: %s", body.metadata.namespace, body.metadata.name, outcome.stalled_reason)
+    elif outcome.retry_reason:
+        raise kopf.TemporaryError(outcome.retry_reason, delay=outcome.requeue_after or 30)
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE)
+def on_change(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    reconcile_object(body, patch)
+
+
+@kopf.timer(*RESOURCE, interval=TICK_SECONDS, initial_delay=TICK_SECONDS)
+def on_tick(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """Level-based resync: canary steps, build completion and deleted children are noticed here."""
+    reconcile_object(body, patch)
+
+
+@kopf.on.delete(*RESOURCE)
+def on_delete(body: kopf.Body, **_: Any) -> None:
+    """Owner references let Kubernetes delete the RayService and Jobs; engines age out by TTL."""
+    log.info(
+        "RecommenderModel %s/%s deleted; children go with it", body.metadata.namespace, body.metadata.name
+    )

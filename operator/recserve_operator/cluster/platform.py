@@ -1,0 +1,131 @@
+"""The cluster as a ``Platform``: build Jobs, a KubeRay RayService, Prometheus (or a scrape).
+
+Every method reads the world and, at most, creates or patches one object; it never waits.
+Waiting is the reconcile loop's job: a Building or not-ready answer comes back with a
+requeue, so the operator stays responsive with many models.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+
+from recserve_operator import kube
+from recserve_operator.analysis.prometheus import PrometheusProvider
+from recserve_operator.analysis.scrape import ScrapeProvider
+from recserve_operator.api.status import EngineStatus
+from recserve_operator.api.types import RecommenderModel
+from recserve_operator.cluster.checkpoints import describe
+from recserve_operator.planners.analysis import WindowMetrics
+from recserve_operator.planners.build_job import build_request, job_name, plan_build_job
+from recserve_operator.planners.rayservice import SERVE_PORT, plan_rayservice
+from recserve_operator.planners.serve_config import EngineRef, plan_serve_config
+from recserve_operator.platform import CheckpointInfo, DeployOutcome, DeployPlan, EngineOutcome
+from recserve_operator.settings import OperatorSettings
+from recserve_serving.recipe import OptimizationRecipe
+
+DATA_DIR = "/opt/recserve/data/movielens-small"
+
+
+def _job_state(job: dict[str, Any]) -> str:
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("status") == "True" and condition.get("type") in {"Complete", "Failed"}:
+            return str(condition["type"])
+    return "Running"
+
+
+def _rayservice_ready(service: dict[str, Any]) -> tuple[bool, str]:
+    status = service.get("status") or {}
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return condition.get("status") == "True", str(condition.get("message", ""))
+    running = status.get("serviceStatus") == "Running"
+    return running, str(status.get("serviceStatus", "waiting for KubeRay"))
+
+
+class ClusterPlatform:
+    def __init__(self, settings: OperatorSettings) -> None:
+        self.settings = settings
+        self.scrape = ScrapeProvider()
+
+    def resolve(self, uri: str) -> CheckpointInfo:
+        return describe(uri, self.settings.mlflow_tracking_uri)
+
+    def ensure_engine(
+        self, model: RecommenderModel, version: str, checkpoint: CheckpointInfo, recipe: OptimizationRecipe
+    ) -> EngineOutcome:
+        request = build_request(model, version, checkpoint.uri, checkpoint.digest, recipe, self.settings)
+        namespace, name = model.metadata.namespace or "default", job_name(model, request)
+        job = kube.get_job(namespace, name)
+        if job is None:
+            kube.create_job(plan_build_job(model, request, self.settings))
+            return EngineOutcome("Building", message=f"build Job {name} created")
+        state = _job_state(job)
+        if state == "Running":
+            return EngineOutcome("Building", message=f"build Job {name} running")
+        message, logs = kube.job_pod_outputs(namespace, name)
+        if state == "Failed":
+            return EngineOutcome("Failed", message=f"build Job {name} failed: {logs.strip()[-2000:]}")
+        result = kube.termination_json(message)
+        if result is None:
+            return EngineOutcome("Failed", message=f"build Job {name} succeeded without a result message")
+        return EngineOutcome(
+            "Ready",
+            engine_dir=str(result["engineDir"]),
+            status=EngineStatus.model_validate(result["engine"]),
+        )
+
+    def endpoint(self, model: RecommenderModel) -> str:
+        return f"http://{model.metadata.name}-serve-svc.{model.metadata.namespace}.svc:{SERVE_PORT}"
+
+    def deploy(self, model: RecommenderModel, plan: DeployPlan) -> DeployOutcome:
+        config = plan_serve_config(
+            model,
+            stable=EngineRef(plan.stable.label, plan.stable.engine_dir),
+            canary=None if plan.canary is None else EngineRef(plan.canary.label, plan.canary.engine_dir),
+            traffic=plan.traffic,
+            data_dir=DATA_DIR,
+            host="0.0.0.0",
+            port=SERVE_PORT,
+        )
+        wanted = plan_rayservice(model, config, self.settings)
+        namespace, name = wanted["metadata"]["namespace"], wanted["metadata"]["name"]
+        current = kube.get_rayservice(namespace, name)
+        if current is None:
+            kube.create_rayservice(wanted)
+            return DeployOutcome(False, None, f"RayService {name} created")
+        if _differs(current["spec"], wanted["spec"]):
+            kube.patch_rayservice_spec(namespace, name, wanted["spec"])
+        ready, message = _rayservice_ready(current)
+        return DeployOutcome(ready, self.endpoint(model) if ready else None, message)
+
+    def canary_metrics(
+        self, model: RecommenderModel, stable: str, canary: str, since: datetime
+    ) -> WindowMetrics | None:
+        name = model.metadata.name or ""
+        if self.settings.prometheus_url:
+            provider = PrometheusProvider(self.settings.prometheus_url)
+            return provider.canary_window(name, stable, canary, since, datetime.now(UTC))
+        return self.scrape.canary_window(self.endpoint(model), name, stable, canary, since)
+
+
+def _differs(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether the parts of the spec we own differ; serveConfigV2 is compared as data, not text."""
+    if yaml.safe_load(current.get("serveConfigV2") or "{}") != yaml.safe_load(wanted["serveConfigV2"]):
+        return True
+    return _subset_differs(wanted["rayClusterConfig"], current.get("rayClusterConfig") or {})
+
+
+def _subset_differs(wanted: Any, current: Any) -> bool:
+    """True when ``wanted`` is not contained in ``current`` (the API server adds defaults)."""
+    if isinstance(wanted, dict):
+        if not isinstance(current, dict):
+            return True
+        return any(_subset_differs(v, current.get(k)) for k, v in wanted.items())
+    if isinstance(wanted, list):
+        if not isinstance(current, list) or len(wanted) != len(current):
+            return True
+        return any(_subset_differs(w, c) for w, c in zip(wanted, current, strict=True))
+    return bool(wanted != current)
