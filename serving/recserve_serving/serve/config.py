@@ -124,7 +124,9 @@ def render_serve_config(config: ServeAppConfig) -> dict[str, Any]:
                 "name": config.name,
                 "route_prefix": config.route_prefix,
                 "import_path": APP_IMPORT_PATH,
-                "args": config.to_dict(),
+                # Traffic is left out of args on purpose: args changes redeploy every replica,
+                # while the router's user_config below is applied in place.
+                "args": {k: v for k, v in config.to_dict().items() if k != "traffic"},
                 "deployments": [router, *(_ranker_deployment(r) for r in config.rankers())],
             }
         ],

@@ -1,0 +1,162 @@
+"""Pure planners: spec + context in, manifests/config out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from recserve_operator.planners.build_job import build_request, job_name, plan_build_job
+from recserve_operator.planners.rayservice import plan_rayservice, worker_group_name
+from recserve_operator.planners.serve_config import EngineRef, plan_serve_config
+from recserve_operator.settings import OperatorSettings
+from recserve_operator.validate import load_model
+from recserve_serving.serve.config import TrafficConfig, render_serve_config
+
+pytestmark = pytest.mark.unit
+EXAMPLES = Path(__file__).resolve().parents[2] / "manifests/examples"
+SETTINGS = OperatorSettings(serving_image="reg/serving:1", builder_image="reg/builder:1")
+
+
+def model(name: str, **meta):
+    loaded = load_model(EXAMPLES / name)
+    metadata = loaded.metadata.model_copy(update={"namespace": "ml", "uid": "u-1", **meta})
+    return loaded.model_copy(update={"metadata": metadata})
+
+
+CPU = model("movielens-ranker.yaml")
+GPU = model("movielens-ranker-gpu.yaml")
+CANARY = model("movielens-ranker-canary.yaml")
+
+
+def test_cpu_build_job_has_no_gpu_and_is_owned():
+    request = build_request(
+        CPU, "stable", "models:/movielens-ranker/1", "d1", CPU.spec.optimization, SETTINGS
+    )
+    job = plan_build_job(CPU, request, SETTINGS)
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert job["metadata"]["ownerReferences"][0] == {
+        "apiVersion": "recserve.dev/v1alpha1",
+        "kind": "RecommenderModel",
+        "name": "movielens-ranker",
+        "uid": "u-1",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    assert "nodeSelector" not in pod and "tolerations" not in pod
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    assert container["args"][:3] == ["build", "--checkpoint", "models:/movielens-ranker/1"]
+    assert job["spec"]["backoffLimit"] == SETTINGS.build_backoff_limit
+    assert job["spec"]["activeDeadlineSeconds"] == SETTINGS.build_deadline_seconds
+    assert {"name": "artifacts", "persistentVolumeClaim": {"claimName": "recserve-artifacts"}} in pod[
+        "volumes"
+    ]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert len(job["metadata"]["name"]) <= 63
+
+
+def test_gpu_build_job_selects_the_product_and_tolerates_the_taint():
+    request = build_request(GPU, "stable", "models:/m@champion", "d1", GPU.spec.optimization, SETTINGS)
+    pod = plan_build_job(GPU, request, SETTINGS)["spec"]["template"]["spec"]
+    product = GPU.spec.serving.resources.gpu_product
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": product}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+def test_same_inputs_same_job_and_any_change_a_new_one():
+    recipe = CPU.spec.optimization
+    a = build_request(CPU, "stable", "models:/m/1", "d1", recipe, SETTINGS)
+    assert job_name(CPU, a) == job_name(
+        CPU, build_request(CPU, "stable", "models:/m/1", "d1", recipe, SETTINGS)
+    )
+    assert a.key != build_request(CPU, "stable", "models:/m/1", "d2", recipe, SETTINGS).key
+    int8_to_fp32 = recipe.model_copy(update={"precision": "fp32"})
+    assert a.key != build_request(CPU, "stable", "models:/m/1", "d1", int8_to_fp32, SETTINGS).key
+
+
+def test_s3_artifact_store_uses_secret_env():
+    settings = OperatorSettings(artifact_store="s3://bucket/engines")
+    request = build_request(CPU, "stable", "models:/m/1", "d1", CPU.spec.optimization, settings)
+    env = {
+        e["name"]
+        for e in plan_build_job(CPU, request, settings)["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert {"RECSERVE_ARTIFACT_STORE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= env
+
+
+def _serve(model_, canary=False, weight=0):
+    return plan_serve_config(
+        model_,
+        stable=EngineRef("m/1", "/artifacts/engines/a"),
+        canary=EngineRef("m/2", "/artifacts/engines/b") if canary else None,
+        traffic=TrafficConfig(canary_weight=weight),
+        data_dir="/data",
+    )
+
+
+def test_serve_config_maps_autoscaling_and_batching_from_the_spec():
+    rendered = render_serve_config(_serve(CPU))
+    app = rendered["applications"][0]
+    assert app["import_path"] == "recserve_serving.serve.app:build_app"
+    ranker = next(d for d in app["deployments"] if d["name"] == "Ranker-stable")
+    spec = CPU.spec.serving
+    assert ranker["autoscaling_config"] == {
+        "min_replicas": spec.autoscaling.min_replicas,
+        "max_replicas": spec.autoscaling.max_replicas,
+        "target_ongoing_requests": spec.autoscaling.target_ongoing_requests,
+        "upscale_delay_s": spec.autoscaling.upscale_delay_seconds,
+        "downscale_delay_s": spec.autoscaling.downscale_delay_seconds,
+    }
+    assert ranker["max_ongoing_requests"] >= spec.batching.max_batch_size
+    assert app["args"]["stable"]["serving"]["batching"]["maxBatchSize"] == spec.batching.max_batch_size
+
+
+def test_weights_live_only_in_the_router_user_config():
+    at5, at25 = (render_serve_config(_serve(CANARY, canary=True, weight=w)) for w in (5, 25))
+    router5, router25 = (
+        next(d for d in r["applications"][0]["deployments"] if d["name"] == "Router") for r in (at5, at25)
+    )
+    assert router5["user_config"]["canaryWeight"] == 5 and router25["user_config"]["canaryWeight"] == 25
+    strip = [
+        {
+            **r,
+            "applications": [
+                {
+                    **r["applications"][0],
+                    "deployments": [d for d in r["applications"][0]["deployments"] if d["name"] != "Router"],
+                }
+            ],
+        }
+        for r in (at5, at25)
+    ]
+    assert strip[0] == strip[1], "a weight change must not touch anything but the router's user_config"
+
+
+def test_rayservice_head_has_no_gpu_and_workers_fit_a_placement_group():
+    service = plan_rayservice(GPU, _serve(GPU), SETTINGS)
+    cluster = service["spec"]["rayClusterConfig"]
+    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert "nvidia.com/gpu" not in head["resources"]["limits"]
+    (group,) = cluster["workerGroupSpecs"]
+    spec = GPU.spec.serving
+    shards = spec.parallelism.pipeline * spec.parallelism.tensor
+    worker = group["template"]["spec"]
+    assert worker["nodeSelector"] == {"nvidia.com/gpu.product": spec.resources.gpu_product}
+    assert (
+        int(worker["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]) == shards * spec.resources.gpus
+    )
+    assert group["rayStartParams"]["num-gpus"] == str(int(shards * spec.resources.gpus))
+    assert (group["minReplicas"], group["maxReplicas"]) == (
+        spec.autoscaling.min_replicas,
+        spec.autoscaling.max_replicas,
+    )
+    assert cluster["enableInTreeAutoscaling"] is True
+    assert yaml.safe_load(service["spec"]["serveConfigV2"]) == render_serve_config(_serve(GPU))
+
+
+def test_worker_group_names_are_dns_safe():
+    assert worker_group_name("NVIDIA-H100-80GB-HBM3", 1) == "gpu-nvidia-h100-80gb-hbm3"
+    assert worker_group_name(None, 0) == "cpu"
