@@ -27,6 +27,7 @@ from recserve_operator.settings import OperatorSettings
 from recserve_serving.recipe import OptimizationRecipe
 
 DATA_DIR = "/opt/recserve/data/movielens-small"
+INDEX_DIR = "/artifacts/retrieval"
 
 
 def _job_state(job: dict[str, Any]) -> str:
@@ -87,6 +88,7 @@ class ClusterPlatform:
             canary=None if plan.canary is None else EngineRef(plan.canary.label, plan.canary.engine_dir),
             traffic=plan.traffic,
             data_dir=DATA_DIR,
+            index_dir=INDEX_DIR,
             host="0.0.0.0",
             port=SERVE_PORT,
         )

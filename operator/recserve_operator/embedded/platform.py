@@ -69,6 +69,10 @@ class EmbeddedPlatform:
         self._applied: dict[str, Any] | None = None
 
     @property
+    def index_dir(self) -> str:
+        return str(self.state / "retrieval")
+
+    @property
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.port}"
 
@@ -111,6 +115,7 @@ class EmbeddedPlatform:
             canary=None if plan.canary is None else EngineRef(plan.canary.label, plan.canary.engine_dir),
             traffic=plan.traffic,
             data_dir=self.data_dir,
+            index_dir=self.index_dir,
             host=self.host,
             port=self.port,
         )

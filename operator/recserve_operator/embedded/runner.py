@@ -81,7 +81,9 @@ class EmbeddedRun:
         self.ray: RayClusterInfo | None = None
 
     def prepare(self) -> None:
-        """Resolve and build every version the spec names, before any process starts."""
+        """Resolve and build every version the spec names, and the retrieval index, before any process starts."""
+        from recserve_serving.serve.catalog import Catalog
+
         spec = self.model.spec
         stable = self.platform.resolve(spec.checkpoint.uri)
         self.say(f"stable checkpoint {stable.uri} -> {stable.name} v{stable.version} ({stable.digest[:12]})")
@@ -92,6 +94,8 @@ class EmbeddedRun:
                 f"canary checkpoint {canary.uri} -> {canary.name} v{canary.version} ({canary.digest[:12]})"
             )
             self.platform.ensure_engine(self.model, "canary", canary, spec.canary_recipe)
+        self.say("retrieval index: loading (built once per catalog, about a minute on 2 cores)")
+        Catalog.load(self.platform.data_dir, self.platform.index_dir)
 
     def start(self, record: RunRecord) -> None:
         from recserve_operator.rollout.serve_rest import ServeRestTarget

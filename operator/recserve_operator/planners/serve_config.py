@@ -37,6 +37,7 @@ def plan_serve_config(
     *,
     stable: EngineRef,
     data_dir: str,
+    index_dir: str,
     canary: EngineRef | None = None,
     traffic: TrafficConfig | None = None,
     host: str = "0.0.0.0",
@@ -50,6 +51,7 @@ def plan_serve_config(
         router=RouterConfig(
             model_name=name,
             data_dir=data_dir,
+            index_dir=index_dir,
             retrieval=model.spec.serving.retrieval,
         ),
         stable=_ranker(model, "stable", stable),

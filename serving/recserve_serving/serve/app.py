@@ -115,7 +115,7 @@ class Router:
         self.labels = {name: cfg["label"] for name, cfg in config["rankers"].items()}
         self.rankers = rankers
         self.traffic = TrafficConfig()
-        self.catalog = Catalog.load(self.config.data_dir)
+        self.catalog = Catalog.load(self.config.data_dir, self.config.index_dir)
         self.rng = random.Random()
         self.metrics = ServingMetrics()
         http_app.state.metrics = self.metrics

@@ -11,20 +11,23 @@ from pathlib import Path
 
 from recserve_serving.data import POSITIVE_RATING, MovieLens, load_movielens
 from recserve_serving.errors import InvalidRequest, NotFound
+from recserve_serving.retrieval import ItemIndex, load_or_build_index
 
 
 @dataclass
 class Catalog:
     movielens: MovieLens
     liked: dict[int, list[int]]
+    index: ItemIndex
 
     @classmethod
-    def load(cls, data_dir: str | Path) -> Catalog:
+    def load(cls, data_dir: str | Path, index_dir: str | Path) -> Catalog:
         movielens = load_movielens(Path(data_dir))
         ratings = movielens.ratings.sort_values("timestamp", kind="stable")
         positives = ratings[ratings.rating >= POSITIVE_RATING]
         liked = {int(u): [int(m) for m in frame.movieId] for u, frame in positives.groupby("userId")}
-        return cls(movielens, liked)
+        texts = {int(m): movielens.item_text(int(m)) for m in movielens.movie_ids}
+        return cls(movielens, liked, load_or_build_index(Path(index_dir), Path(data_dir), texts))
 
     def knows_user(self, user_id: int) -> bool:
         try:
@@ -69,12 +72,20 @@ class Catalog:
             return False
         return True
 
-    def popular_unseen(self, seen: set[int], n: int) -> list[int]:
-        """The ``n`` most popular movies outside ``seen``: the retrieval stage of this slice."""
-        picked: list[int] = []
-        for movie_id in self.movielens.popular_movie_ids():
-            if movie_id not in seen:
-                picked.append(movie_id)
-                if len(picked) == n:
-                    break
+    def history(self, user_id: int | None, history: list[int] | None) -> list[int]:
+        """Liked movie ids, oldest first: the request's own, else the stored ones."""
+        if history is not None:
+            return history
+        return self.liked.get(user_id, []) if user_id is not None else []
+
+    def candidates(self, history: list[int], seen: set[int], n: int) -> list[int]:
+        """Nearest items to the user's history, topped up with popular ones for thin histories."""
+        picked = self.index.search(history, seen, n)
+        if len(picked) < n:
+            taken = seen | set(picked)
+            for movie_id in self.movielens.popular_movie_ids():
+                if movie_id not in taken:
+                    picked.append(movie_id)
+                    if len(picked) == n:
+                        break
         return picked

@@ -41,6 +41,7 @@ class RouterConfig(CamelModel):
     data_dir: str = Field(
         ..., min_length=1, description="The MovieLens folder used for histories and titles."
     )
+    index_dir: str = Field(..., min_length=1, description="Where the item-embedding index is cached.")
     retrieval: RetrievalSpec = RetrievalSpec()
     max_history: int = Field(50, ge=1, le=10_000, description="Longer client histories are truncated.")
     max_infer_pairs: int = Field(4_096, ge=1, le=1_000_000, description="Largest OIP infer request.")

@@ -62,7 +62,8 @@ def plan_recommendation(
         catalog.check_items(request.candidates, "candidates")
         movie_ids = list(dict.fromkeys(request.candidates))
     else:
-        movie_ids = catalog.popular_unseen(seen, config.retrieval.candidates)
+        liked = catalog.history(request.user_id, history)
+        movie_ids = catalog.candidates(liked, seen, config.retrieval.candidates)
     return RecommendationPlan(
         user_id=request.user_id,
         movie_ids=movie_ids,

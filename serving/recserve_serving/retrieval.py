@@ -1,0 +1,117 @@
+"""The retrieval stage: cheap candidates so the cross-encoder never scores the whole catalog.
+
+Items are embedded once with the bundled all-MiniLM-L6-v2 sentence encoder (mean pooling,
+normalised), which is what that model was trained for; a user is the mean of the
+embeddings of what they liked, most recent first weighted higher, so a request costs one
+small matrix product and no encoder call. The index is cached on disk, keyed by the
+catalog files and the encoder, and reused by every replica and restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+INDEX_FORMAT = 1
+_ENCODE_BATCH = 64
+_ENCODE_MAX_LEN = 48
+RECENCY_DECAY = 0.9
+
+
+def index_key(data_dir: Path) -> str:
+    digest = hashlib.sha256(f"recserve-retrieval-v{INDEX_FORMAT}".encode())
+    for name in ("movies.csv", "tags.csv"):
+        digest.update((Path(data_dir) / name).read_bytes())
+    from recserve_serving.model import base_model_path
+
+    digest.update((base_model_path() / "model.safetensors").read_bytes()[: 1 << 20])
+    return digest.hexdigest()
+
+
+def embed_texts(texts: Sequence[str]) -> np.ndarray:
+    """Normalised mean-pooled MiniLM sentence embeddings (float32, [n, 384])."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from recserve_serving.model import base_model_path
+
+    path = base_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    encoder = AutoModel.from_pretrained(path).eval()
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), _ENCODE_BATCH):
+            batch = tokenizer(
+                list(texts[start : start + _ENCODE_BATCH]),
+                truncation=True,
+                max_length=_ENCODE_MAX_LEN,
+                padding=True,
+                return_tensors="pt",
+            )
+            hidden = encoder(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-6)
+            chunks.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
+    return np.concatenate(chunks).astype(np.float32)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class ItemIndex:
+    """Item ids and their embeddings, with inner-product search for a user's history."""
+
+    def __init__(self, movie_ids: np.ndarray, vectors: np.ndarray) -> None:
+        self.movie_ids = movie_ids
+        self.vectors = vectors
+        self.row = {int(m): i for i, m in enumerate(movie_ids)}
+
+    def user_vector(self, history: Sequence[int]) -> np.ndarray | None:
+        """Recency-weighted mean of the liked items' vectors (history is oldest first)."""
+        rows = [self.row[m] for m in history if m in self.row]
+        if not rows:
+            return None
+        weights = RECENCY_DECAY ** np.arange(len(rows))[::-1]
+        vector = (self.vectors[rows] * weights[:, None]).sum(0)
+        norm = float(np.linalg.norm(vector))
+        return vector / norm if norm else None
+
+    def search(self, history: Sequence[int], exclude: set[int], n: int) -> list[int]:
+        """The ``n`` items closest to the user's history, never one in ``exclude``."""
+        vector = self.user_vector(history)
+        if vector is None:
+            return []
+        scores = self.vectors @ vector
+        take = min(len(scores), n + len(exclude))
+        top = np.argpartition(-scores, take - 1)[:take]
+        ordered = top[np.argsort(-scores[top])]
+        picked = [int(self.movie_ids[i]) for i in ordered if int(self.movie_ids[i]) not in exclude]
+        return picked[:n]
+
+
+def load_or_build_index(cache_dir: Path, data_dir: Path, item_texts: dict[int, str]) -> ItemIndex:
+    """The cached index for this catalog, built (under a file lock) on first use."""
+    path = Path(cache_dir) / f"items-{index_key(data_dir)[:32]}.npz"
+    with _locked(path):
+        if not path.exists():
+            ids = np.array(sorted(item_texts), dtype=np.int64)
+            vectors = embed_texts([item_texts[int(i)] for i in ids])
+            temp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+            np.savez(temp, movie_ids=ids, vectors=vectors)
+            os.replace(temp, path)
+    with np.load(path) as stored:
+        return ItemIndex(stored["movie_ids"], stored["vectors"])
