@@ -94,6 +94,7 @@ def _serve(model_, canary=False, weight=0):
         canary=EngineRef("m/2", "/artifacts/engines/b") if canary else None,
         traffic=TrafficConfig(canary_weight=weight),
         data_dir="/data",
+        index_dir="/index",
     )
 
 
@@ -160,3 +161,22 @@ def test_rayservice_head_has_no_gpu_and_workers_fit_a_placement_group():
 def test_worker_group_names_are_dns_safe():
     assert worker_group_name("NVIDIA-H100-80GB-HBM3", 1) == "gpu-nvidia-h100-80gb-hbm3"
     assert worker_group_name(None, 0) == "cpu"
+
+
+def test_rendered_configs_pass_ray_serves_own_validation():
+    from recserve_serving.serve.config import check_with_ray
+
+    for m, canary in ((CPU, False), (GPU, False), (CANARY, True)):
+        check_with_ray(render_serve_config(_serve(m, canary=canary, weight=5 if canary else 0)))
+
+
+def test_ray_validation_rejects_what_ray_would():
+    from recserve_serving.errors import InvalidRequest
+    from recserve_serving.serve.config import check_with_ray
+
+    rendered = render_serve_config(_serve(CPU))
+    ranker = next(d for d in rendered["applications"][0]["deployments"] if d["name"] == "Ranker-stable")
+    ranker["autoscaling_config"]["min_replicas"] = 5
+    ranker["autoscaling_config"]["max_replicas"] = 2
+    with pytest.raises(InvalidRequest, match="max_replicas"):
+        check_with_ray(rendered)

@@ -25,6 +25,7 @@ from recserve_operator.planners.serve_config import EngineRef, plan_serve_config
 from recserve_operator.platform import CheckpointInfo, DeployOutcome, DeployPlan, EngineOutcome
 from recserve_operator.settings import OperatorSettings
 from recserve_serving.recipe import OptimizationRecipe
+from recserve_serving.serve.config import check_with_ray, render_serve_config
 
 DATA_DIR = "/opt/recserve/data/movielens-small"
 INDEX_DIR = "/artifacts/retrieval"
@@ -92,6 +93,7 @@ class ClusterPlatform:
             host="0.0.0.0",
             port=SERVE_PORT,
         )
+        check_with_ray(render_serve_config(config))
         wanted = plan_rayservice(model, config, self.settings)
         namespace, name = wanted["metadata"]["namespace"], wanted["metadata"]["name"]
         current = kube.get_rayservice(namespace, name)

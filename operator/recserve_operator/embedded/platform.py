@@ -24,7 +24,7 @@ from recserve_operator.platform import CheckpointInfo, DeployOutcome, DeployPlan
 from recserve_operator.rollout.serve_rest import ServeRestTarget
 from recserve_serving.errors import Unavailable
 from recserve_serving.recipe import OptimizationRecipe
-from recserve_serving.serve.config import render_serve_config
+from recserve_serving.serve.config import check_with_ray, render_serve_config
 
 RESOLVE_TTL_SECONDS = 30.0
 _GATE_METRICS = ("ndcg@10", "auc", "ndcg@10_drop", "auc_drop")
@@ -121,6 +121,7 @@ class EmbeddedPlatform:
         )
         rendered = render_serve_config(config)
         if rendered != self._applied:
+            check_with_ray(rendered)
             self.target.apply(rendered)
             self._applied = rendered
         status, message = self.target.application_status(config.name)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from recserve_serving.errors import InvalidRequest
 from recserve_serving.schema import CamelModel
 from recserve_serving.serving_spec import AutoscalingSpec, RetrievalSpec, ServingSpec
 
@@ -106,6 +107,27 @@ def _ranker_deployment(ranker: RankerConfig) -> dict[str, Any]:
         },
     }
     return deployment
+
+
+def check_with_ray(rendered: dict[str, Any]) -> None:
+    """Validate a rendered config with Ray Serve's own schema and autoscaling rules.
+
+    Our models mirror Ray's bounds, but Ray is the authority: this catches any drift
+    between the two before a config reaches a cluster, where it would fail asynchronously.
+    """
+    from pydantic import ValidationError
+    from ray.serve.config import AutoscalingConfig
+    from ray.serve.schema import ServeDeploySchema
+
+    try:
+        schema = ServeDeploySchema.model_validate(rendered)
+        for app in schema.applications:
+            for deployment in app.deployments:
+                autoscaling = getattr(deployment, "autoscaling_config", None)
+                if isinstance(autoscaling, dict):
+                    AutoscalingConfig.model_validate(autoscaling)
+    except ValidationError as error:
+        raise InvalidRequest(f"Ray Serve rejects the rendered serve config: {error}") from error
 
 
 def render_serve_config(config: ServeAppConfig) -> dict[str, Any]:
