@@ -167,7 +167,12 @@ class _Pass:
             if canary_engine.state == "Failed":
                 return self.stalled("CanaryBuildFailed", canary_engine.message, engine_ready=True)
             if canary_engine.state == "Ready" and canary_engine.engine_dir:
-                identity = CanaryIdentity(canary_ckpt.uri, canary_ckpt.version, canary_ckpt.digest)
+                identity = CanaryIdentity(
+                    canary_ckpt.uri,
+                    canary_ckpt.version,
+                    canary_ckpt.digest,
+                    canary_engine.status.key if canary_engine.status else None,
+                )
                 canary_served = ServedVersion(_label(canary_ckpt), canary_engine.engine_dir)
                 decision = self.canary_step(identity, stable.label, canary_served.label)
                 if decision.status is not None:

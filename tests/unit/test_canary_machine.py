@@ -129,3 +129,18 @@ def test_missing_metrics_never_roll_back():
     for minute in range(1, 30):
         status = next_canary(SPEC, CANARY, status, None, Controls(), T0 + timedelta(minutes=minute)).status
         assert status is not None and status.weight == 5 and status.state in {"Progressing", "Paused"}
+
+
+def test_same_checkpoint_with_a_new_recipe_is_a_new_canary():
+    from recserve_operator.api.status import EngineStatus
+
+    status = next_canary(SPEC, CANARY, None, None, Controls(), T0).status
+    assert status is not None
+    status = status.model_copy(
+        update={"engine": EngineStatus(key="k-int8", backend="onnxruntime", precision="int8")}
+    )
+    status = next_canary(SPEC, CANARY, status, PASS, Controls(), T0 + timedelta(minutes=1)).status
+    assert status is not None and status.weight == 25
+    fp32 = CanaryIdentity(CANARY.checkpoint, CANARY.version, CANARY.digest, engine_key="k-fp32")
+    decision = next_canary(SPEC, fp32, status, PASS, Controls(), T0 + timedelta(minutes=1, seconds=5))
+    assert decision.weight == 5 and decision.event is not None and decision.event.reason == "CanaryStarted"

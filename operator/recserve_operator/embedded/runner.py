@@ -31,7 +31,7 @@ from recserve_operator.embedded.local_ray import (
 )
 from recserve_operator.embedded.runs import RunRecord
 from recserve_operator.validate import load_model
-from recserve_serving.errors import InvalidRequest, Unavailable
+from recserve_serving.errors import InvalidRequest, RecserveError, Unavailable
 from recserve_serving.paths import movielens_dir
 
 Say = Callable[[str], None]
@@ -79,6 +79,34 @@ class EmbeddedRun:
         self.say = say
         self.platform = EmbeddedPlatform(options.state, str(movielens_dir()), options.host, options.port, say)
         self.ray: RayClusterInfo | None = None
+        self.generation = 1
+        self.model = self._with_generation(model)
+        self.manifest_mtime = options.manifest.stat().st_mtime
+
+    def _with_generation(self, model: RecommenderModel) -> RecommenderModel:
+        metadata = model.metadata.model_copy(update={"generation": self.generation})
+        return model.model_copy(update={"metadata": metadata})
+
+    def reload_if_changed(self) -> None:
+        """Edits to the manifest are new generations, as ``kubectl apply`` would make them."""
+        try:
+            mtime = self.options.manifest.stat().st_mtime
+        except OSError:
+            return
+        if mtime == self.manifest_mtime:
+            return
+        self.manifest_mtime = mtime
+        try:
+            changed = load_model(self.options.manifest)
+        except RecserveError as error:
+            self.say(f"[Warning] InvalidSpec: {error}; still serving generation {self.generation}")
+            return
+        if changed.metadata.name != self.name:
+            self.say(f"[Warning] InvalidSpec: metadata.name changed to {changed.metadata.name}; ignored")
+            return
+        self.generation += 1
+        self.model = self._with_generation(changed).model_copy(update={"status": self.model.status})
+        self.say(f"manifest changed: generation {self.generation}")
 
     def prepare(self) -> None:
         """Resolve and build every version the spec names, and the retrieval index, before any process starts."""
@@ -114,6 +142,7 @@ class EmbeddedRun:
         phase = None
         stop = threading.Event()
         while True:
+            self.reload_if_changed()
             if self.ray is not None and not is_running(self.ray):
                 raise Unavailable(f"the local Ray cluster exited; see {self.ray.log_file}")
             now = datetime.now(UTC)

@@ -28,11 +28,12 @@ FINISHED: frozenset[CanaryState] = frozenset({"Promoted", "RolledBack", "Aborted
 
 @dataclass(frozen=True)
 class CanaryIdentity:
-    """Which canary the spec asks for, once resolved: a moved alias is a new canary."""
+    """Which canary the spec asks for, once resolved: a moved alias or a new recipe is a new canary."""
 
     checkpoint: str
     version: str | None
     digest: str
+    engine_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,10 @@ def _finish(current: CanaryStatus, state: CanaryState, event: Event, now: dateti
 
 
 def _same_canary(current: CanaryStatus, identity: CanaryIdentity) -> bool:
-    return current.checkpoint == identity.checkpoint and current.digest == identity.digest
+    same_engine = (
+        identity.engine_key is None or current.engine is None or current.engine.key == identity.engine_key
+    )
+    return current.checkpoint == identity.checkpoint and current.digest == identity.digest and same_engine
 
 
 def _with_analysis(current: CanaryStatus, analysis: AnalysisResult | None) -> CanaryStatus:
