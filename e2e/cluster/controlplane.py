@@ -44,6 +44,7 @@ from e2e.waiting import wait_for
 HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE / "build.sh"
 KEEP_ENV = "RECSERVE_E2E_KEEP"
+WORKDIR_PREFIX = "recserve-e2e-"
 # Every address in this cluster is loopback, data included: Service ClusterIPs, pod IPs (kwok
 # hands them out) and node IPs. Nothing routes them anywhere but this machine, so a component
 # that tries to reach a simulated pod (KubeRay probing a Ray head, say) only ever touches
@@ -179,7 +180,10 @@ class ControlPlane:
         start_timeout: float = 240.0,
     ) -> None:
         self.binaries = binaries
-        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="recserve-e2e-"))
+        if workdir is None:
+            sweep_stale_workdirs()
+            workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+        self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.fleet = list(default_fleet() if fleet is None else fleet)
         self.keep = keep
@@ -388,6 +392,9 @@ class ControlPlane:
             server=True,
         )
         self.sa_key = pki.service_account_key()
+        # The aggregation layer's front proxy identity (requestheader authentication), so the
+        # controller-manager's and scheduler's delegated authentication is complete.
+        self.front_proxy = pki.issue("front-proxy-client", "front-proxy-client", client=True)
         self.admin = pki.issue("admin", "recserve-e2e-admin", orgs=("system:masters",), client=True)
         self.kcm_client = pki.issue("controller-manager", "system:kube-controller-manager", client=True)
         self.scheduler_client = pki.issue("scheduler", "system:kube-scheduler", client=True)
@@ -459,11 +466,21 @@ class ControlPlane:
             f"--etcd-keyfile={self.etcd_client.key}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
+            # The `kubernetes` Service's endpoints would be the advertise address, and endpoints
+            # may not be loopback; nothing here reaches the API through that Service anyway.
+            "--endpoint-reconciler-type=none",
             f"--secure-port={self.ports['apiserver']}",
             f"--cert-dir={self.workdir / 'apiserver-certs'}",
             f"--tls-cert-file={self.apiserver_cert.cert}",
             f"--tls-private-key-file={self.apiserver_cert.key}",
             f"--client-ca-file={self.pki.ca.cert}",
+            f"--requestheader-client-ca-file={self.pki.ca.cert}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={self.front_proxy.cert}",
+            f"--proxy-client-key-file={self.front_proxy.key}",
             f"--service-account-issuer={SA_ISSUER}",
             f"--service-account-key-file={self.sa_key.cert}",
             f"--service-account-signing-key-file={self.sa_key.key}",
@@ -636,6 +653,22 @@ class ControlPlane:
             "ports": self.ports,
         }
         (self.workdir / "state.json").write_text(json.dumps(state, indent=2))
+
+
+def sweep_stale_workdirs(root: Path | None = None, min_age_s: float = 600.0) -> list[Path]:
+    """Remove workdirs that a killed session left behind (its components died with it, see
+    process._die_with_parent): older than ``min_age_s`` and used by no live process. A kept
+    cluster's workdir is in use, so it stays."""
+    removed = []
+    for path in Path(root or tempfile.gettempdir()).glob(WORKDIR_PREFIX + "*"):
+        try:
+            age = time.time() - path.stat().st_mtime
+        except OSError:
+            continue
+        if path.is_dir() and age > min_age_s and not processes_using(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def down(workdir: Path, timeout: float = 20.0) -> list[str]:

@@ -16,10 +16,12 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Ask the kernel to SIGTERM the child if the process that started it dies, so that a
-    killed pytest leaves no component running behind it."""
+    """Ask the kernel to SIGKILL the child if the process that started it dies, so that a
+    killed pytest leaves no component running behind it. SIGKILL, not SIGTERM: the parent's
+    death gives no teardown order, and an API server whose etcd is already gone hangs in its
+    graceful shutdown."""
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def pid_alive(pid: int) -> bool:
