@@ -6,6 +6,7 @@ from __future__ import annotations
 import ssl
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,6 +44,61 @@ def test_api_server_answers_over_tls_with_authentication(control_plane: ControlP
 
     out = control_plane.kubectl("get", "--raw", "/readyz?verbose").stdout
     assert "readyz check passed" in out
+
+
+def test_service_account_token_authenticates_and_rbac_denies(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """A bound ServiceAccount token (TokenRequest, signed by the API server's key) is accepted,
+    and RBAC refuses what the account was not granted."""
+    control_plane.kubectl("create", "serviceaccount", "probe", "-n", namespace)
+    token = control_plane.kubectl(
+        "create", "token", "probe", "-n", namespace, "--duration=10m"
+    ).stdout.strip()
+    kubeconfig = control_plane.kubeconfig_for_token(tmp_path / "probe.kubeconfig", token)
+    as_probe = ["--kubeconfig", str(kubeconfig)]
+
+    whoami = control_plane.kubectl("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}", *as_probe)
+    assert whoami.stdout == f"system:serviceaccount:{namespace}:probe"
+    denied = control_plane.kubectl("get", "pods", "-n", namespace, *as_probe, check=False)
+    assert denied.returncode != 0
+    assert "forbidden" in denied.stderr.lower()
+
+    control_plane.kubectl("create", "role", "pod-reader", "--verb=list", "--resource=pods", "-n", namespace)
+    control_plane.kubectl(
+        "create",
+        "rolebinding",
+        "probe-reads",
+        "--role=pod-reader",
+        f"--serviceaccount={namespace}:probe",
+        "-n",
+        namespace,
+    )
+    allowed = control_plane.kubectl("get", "pods", "-n", namespace, *as_probe)
+    assert allowed.returncode == 0
+
+
+def test_helm_installs_and_uninstalls_a_chart(
+    control_plane: ControlPlane, kube: Any, namespace: str, tmp_path: Path
+) -> None:
+    chart = tmp_path / "probe"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\n")
+    (chart / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cm\n"
+        "data:\n  value: {{ .Values.value | quote }}\n"
+    )
+    (chart / "values.yaml").write_text("value: hello\n")
+    control_plane.helm("install", "probe", str(chart), "-n", namespace, "--set", "value=e2e", "--wait")
+    cm = client.CoreV1Api(kube).read_namespaced_config_map("probe-cm", namespace)
+    assert cm.data == {"value": "e2e"}
+    assert "probe" in control_plane.helm("list", "-n", namespace, "-q").stdout.split()
+    control_plane.helm("uninstall", "probe", "-n", namespace, "--wait")
+    assert (
+        not client.CoreV1Api(kube)
+        .list_namespaced_config_map(namespace, field_selector="metadata.name=probe-cm")
+        .items
+    )
 
 
 def test_fleet_nodes_are_ready_with_gpu_capacity_labels_and_taints(

@@ -29,8 +29,10 @@ KUBERAY_VERSION=v1.5.0
 HELM_VERSION=v3.22.0
 
 CURRENT="(setup)"
+PARTIAL=""
 fail() {
   local rc=$?
+  [[ -n "$PARTIAL" ]] && rm -rf "$PARTIAL"
   {
     echo
     echo "################################################################"
@@ -96,20 +98,21 @@ build() {
   local start tmp
   start=$(date +%s)
   tmp="$dir.tmp.$$"
+  PARTIAL="$tmp"
   rm -rf "$tmp"
   mkdir -p "$tmp"
-  (
-    cd "$TOOLS/$mod"
-    go mod download
-    local i
-    for i in "${!names[@]}"; do
-      CURRENT="$comp $version: ${names[$i]} (${pkgs[$i]})"
-      nice -n 19 go build -trimpath -ldflags "-s -w $ldflags" -o "$tmp/${names[$i]}" "${pkgs[$i]}"
-    done
-  )
+  pushd "$TOOLS/$mod" >/dev/null
+  go mod download
+  local i
+  for i in "${!names[@]}"; do
+    CURRENT="$comp $version: ${names[$i]} (${pkgs[$i]})"
+    nice -n 19 go build -trimpath -ldflags "-s -w $ldflags" -o "$tmp/${names[$i]}" "${pkgs[$i]}"
+  done
+  popd >/dev/null
   echo "$stamp" >"$tmp/.stamp"
   rm -rf "$dir"
   mv "$tmp" "$dir"
+  PARTIAL=""
   echo "[e2e build] $comp $version: built in $(($(date +%s) - start))s"
 }
 
