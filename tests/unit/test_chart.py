@@ -7,7 +7,9 @@ permissions in the chart has to change this table too.
 
 from __future__ import annotations
 
+import argparse
 import base64
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,8 @@ from k8s_tools import (
     write_core_schemas,
     write_crd_schemas,
 )
+
+from recserve_operator.cli import SUBCOMMANDS
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +58,6 @@ CLUSTER_SCOPE_ONLY = {
     ("", "namespaces"): {"list", "watch"},
     ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
 }
-WEBHOOK = {("admissionregistration.k8s.io", "validatingwebhookconfigurations"): {"get", "patch"}}
 
 
 def grants(role: Doc) -> dict[tuple[str, str], set[str]]:
@@ -113,6 +116,29 @@ def test_every_value_set_renders_schema_valid_manifests(
         labels = doc["metadata"].get("labels", {})
         if doc["kind"] != "CustomResourceDefinition":
             assert labels.get("app.kubernetes.io/part-of") == "recserve", doc["metadata"]["name"]
+
+
+@pytest.mark.parametrize("values", [None, *CI_VALUES], ids=lambda v: v.name if v else "defaults")
+def test_the_operator_accepts_the_rendered_command(values: Path | None, tmp_path) -> None:
+    """The contract, checked against the real CLI: `recserve operator` parses what the chart passes."""
+    docs = helm_template(yaml.safe_load(values.read_text()) if values else None, tmp_path=tmp_path)
+    c = container(docs)
+    program, subcommand = c["command"]
+    assert program == "recserve"
+    module = importlib.import_module(SUBCOMMANDS[subcommand][0])
+    parser = argparse.ArgumentParser(prog=f"recserve {subcommand}", exit_on_error=False)
+    module.add_arguments(parser)
+    args, unknown = parser.parse_known_args(c["args"])
+    assert not unknown, f"recserve {subcommand} does not accept {unknown}"
+    rendered = {
+        kind: [d for d in docs if d["kind"] == kind] for kind in ("KopfPeering", "ClusterKopfPeering")
+    }
+    if args.all_namespaces:
+        assert not args.namespace and rendered["ClusterKopfPeering"]
+    else:
+        assert args.namespace == sorted({r["metadata"]["namespace"] for r in by_kind(docs, "Role")})
+    if args.peering:
+        assert {p["metadata"]["name"] for kind in rendered.values() for p in kind} == {args.peering}
 
 
 def test_defaults_watch_the_release_namespace_with_namespaced_rbac(tmp_path) -> None:
@@ -237,95 +263,90 @@ def test_service_monitor_scrapes_the_metrics_service(tmp_path) -> None:
 
 
 def _webhook_wiring(docs: list[Doc]) -> tuple[Doc, Doc]:
-    """Checks shared by every certificate source; returns (configuration, service)."""
+    """Checks shared by every certificate source; returns (configuration, service).
+
+    The operator (kopf) writes the webhook entries itself, with the URL
+    https://SERVICE.NAMESPACE.svc:PORT/HANDLER: the Service must be reachable under that name
+    and port, and the certificate must be valid for that host.
+    """
     config = one(docs, "ValidatingWebhookConfiguration")
-    (hook,) = config["webhooks"]
-    ref = hook["clientConfig"]["service"]
-    service = one(docs, "Service", ref["name"])
-    assert ref["namespace"] == NS and ref["path"] == "/validate-recommendermodel"
-    (port,) = [p for p in service["spec"]["ports"] if p["port"] == ref["port"]]
+    assert config["metadata"]["name"] == "recserve.dev"  # kopf's settings.admission.managed
+    assert "webhooks" not in config  # an upgrade's three-way merge never touches the operator's entries
     c = container(docs)
+    flags = dict(a.split("=", 1) for a in c["args"] if a.startswith("--webhook"))
+    assert flags["--webhook-port"] == "9443" and flags["--webhook-cert-dir"] == "/etc/recserve/webhook-certs"
+    svc_name, svc_namespace = flags["--webhook-service"].split(".")
+    assert svc_namespace == NS
+    service = one(docs, "Service", svc_name)
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == 9443  # the port is part of the URL kopf registers
     assert {p["name"]: p["containerPort"] for p in c["ports"]}[port["targetPort"]] == 9443
-    assert "--webhook-port=9443" in c["args"]
-    assert "--webhook-cert-dir=/etc/recserve/webhook-certs" in c["args"]
+    pod_labels = deployment(docs)["spec"]["template"]["metadata"]["labels"]
+    assert all(pod_labels.get(k) == v for k, v in service["spec"]["selector"].items())
     mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/etc/recserve/webhook-certs")
     assert mount["readOnly"] is True
-    assert hook["rules"] == [
-        {
-            "apiGroups": ["recserve.dev"],
-            "apiVersions": ["v1alpha1"],
-            "operations": ["CREATE", "UPDATE"],
-            "resources": ["recommendermodels"],
-            "scope": "Namespaced",
-        }
-    ]
-    assert hook["sideEffects"] == "None" and hook["admissionReviewVersions"] == ["v1"]
-    # The operator may touch its own configuration only.
-    (rule,) = [
+    # kopf creates the configuration when it is missing (create cannot be limited by name), and
+    # may read and patch only its own.
+    rules = [
         r for r in one(docs, "ClusterRole")["rules"] if r["apiGroups"] == ["admissionregistration.k8s.io"]
     ]
-    assert rule["resourceNames"] == [config["metadata"]["name"]]
-    assert set(rule["verbs"]) == WEBHOOK[("admissionregistration.k8s.io", "validatingwebhookconfigurations")]
+    assert rules == [
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingwebhookconfigurations"],
+            "verbs": ["create"],
+        },
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingwebhookconfigurations"],
+            "verbs": ["get", "patch"],
+            "resourceNames": ["recserve.dev"],
+        },
+    ]
     return config, service
+
+
+def _mounted_secret(docs: list[Doc]) -> str:
+    volumes = deployment(docs)["spec"]["template"]["spec"]["volumes"]
+    return next(v for v in volumes if v["name"] == "webhook-certs")["secret"]["secretName"]
 
 
 def test_webhook_with_generated_certificate(tmp_path) -> None:
     docs = helm_template({"webhook": {"enabled": True}}, tmp_path=tmp_path)
-    config, service = _webhook_wiring(docs)
+    _, service = _webhook_wiring(docs)
     secret = one(docs, "Secret")
-    volume = next(
-        v for v in deployment(docs)["spec"]["template"]["spec"]["volumes"] if v["name"] == "webhook-certs"
-    )
-    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
-    ca_pem = base64.b64decode(config["webhooks"][0]["clientConfig"]["caBundle"])
-    assert ca_pem == base64.b64decode(secret["data"]["ca.crt"])
-    ca = x509.load_pem_x509_certificate(ca_pem)
+    assert _mounted_secret(docs) == secret["metadata"]["name"]
+    assert set(secret["data"]) == {"ca.crt", "tls.crt", "tls.key"}  # kopf reads ca.crt for the caBundle
+    ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.crt"]))
     cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
     # The serving certificate is really signed by the CA the API server will trust...
     ca.public_key().verify(
         cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), cert.signature_hash_algorithm
     )
-    # ...and names the Service the API server calls.
+    # ...and names the host of the URL the operator registers.
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
         x509.DNSName
     )
     assert f"{service['metadata']['name']}.{NS}.svc" in names
-    # In namespaces scope only the watched namespaces are validated.
-    selector = config["webhooks"][0]["namespaceSelector"]["matchExpressions"]
-    assert selector == [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": [NS]}]
 
 
 def test_webhook_with_cert_manager(tmp_path) -> None:
     values = yaml.safe_load((CHART / "ci" / "webhook-certmanager-values.yaml").read_text())
     docs = helm_template(values, tmp_path=tmp_path)
-    config, service = _webhook_wiring(docs)
+    _, service = _webhook_wiring(docs)
     certificate = one(docs, "Certificate")
     issuer = one(docs, "Issuer")
     assert certificate["spec"]["issuerRef"] == {"kind": "Issuer", "name": issuer["metadata"]["name"]}
     assert f"{service['metadata']['name']}.{NS}.svc" in certificate["spec"]["dnsNames"]
-    volume = next(
-        v for v in deployment(docs)["spec"]["template"]["spec"]["volumes"] if v["name"] == "webhook-certs"
-    )
-    assert volume["secret"]["secretName"] == certificate["spec"]["secretName"]
-    annotation = config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
-    assert annotation == f"{NS}/{certificate['metadata']['name']}"
-    assert "caBundle" not in config["webhooks"][0]["clientConfig"]  # cainjector writes it
-    assert config["webhooks"][0]["failurePolicy"] == "Ignore"
-    assert "namespaceSelector" not in config["webhooks"][0]  # cluster scope: every namespace
+    assert _mounted_secret(docs) == certificate["spec"]["secretName"]
     assert not by_kind(docs, "Secret")
 
 
 def test_webhook_with_own_secret(tmp_path) -> None:
-    ca = base64.b64encode(b"-----BEGIN CERTIFICATE-----\n...\n").decode()
-    values = {
-        "webhook": {
-            "enabled": True,
-            "certificate": {"source": "secret", "secretName": "my-tls", "caBundle": ca},
-        }
-    }
+    values = {"webhook": {"enabled": True, "certificate": {"source": "secret", "secretName": "my-tls"}}}
     docs = helm_template(values, tmp_path=tmp_path)
-    config, _ = _webhook_wiring(docs)
-    assert config["webhooks"][0]["clientConfig"]["caBundle"] == ca
+    _webhook_wiring(docs)
+    assert _mounted_secret(docs) == "my-tls"
     assert not by_kind(docs, "Secret") and not by_kind(docs, "Certificate")
 
 
@@ -345,16 +366,14 @@ def test_single_replica_without_peering(tmp_path) -> None:
 
 
 def test_two_releases_do_not_collide_on_cluster_objects(tmp_path) -> None:
-    a = helm_template(
-        {"watch": {"scope": "cluster"}, "webhook": {"enabled": True}}, namespace="ns-a", tmp_path=tmp_path
-    )
-    b = helm_template(
-        {"watch": {"scope": "cluster"}, "webhook": {"enabled": True}}, namespace="ns-b", tmp_path=tmp_path
-    )
-    cluster_kinds = ("ClusterRole", "ClusterRoleBinding", "ValidatingWebhookConfiguration")
+    """Cluster-scoped names carry the release namespace. (The webhook configuration's name is
+    fixed by the operator, so only one release per cluster may enable the webhook.)"""
+    a = helm_template({"watch": {"scope": "cluster"}}, namespace="ns-a", tmp_path=tmp_path)
+    b = helm_template({"watch": {"scope": "cluster"}}, namespace="ns-b", tmp_path=tmp_path)
+    cluster_kinds = ("ClusterRole", "ClusterRoleBinding")
     names_a = {(d["kind"], d["metadata"]["name"]) for d in a if d["kind"] in cluster_kinds}
     names_b = {(d["kind"], d["metadata"]["name"]) for d in b if d["kind"] in cluster_kinds}
-    assert len(names_a) == 3 and not names_a & names_b
+    assert len(names_a) == 2 and not names_a & names_b
 
 
 @pytest.mark.parametrize(

@@ -70,7 +70,7 @@ app.kubernetes.io/part-of: recserve
 {{- end -}}
 
 {{- define "recserve.webhookConfigurationName" -}}
-{{- default (printf "%s.recserve.dev" (include "recserve.clusterObjectName" .)) .Values.webhook.configurationName -}}
+{{- .Values.contract.webhookConfigurationName -}}
 {{- end -}}
 
 {{- define "recserve.webhookServiceName" -}}
