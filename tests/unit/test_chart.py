@@ -303,6 +303,8 @@ def _webhook_wiring(docs: list[Doc]) -> tuple[Doc, Doc]:
             "resourceNames": ["recserve.dev"],
         },
     ]
+    # The webhook rejects parallelism that no node type's GPUs can hold: it lists nodes.
+    assert {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]} in one(docs, "ClusterRole")["rules"]
     return config, service
 
 
@@ -356,6 +358,7 @@ def test_webhook_off_grants_nothing_on_admission(tmp_path) -> None:
         assert not by_kind(docs, "ValidatingWebhookConfiguration")
         for role in by_kind(docs, "ClusterRole") + by_kind(docs, "Role"):
             assert not any("admissionregistration.k8s.io" in r["apiGroups"] for r in role["rules"])
+            assert not any("nodes" in r["resources"] for r in role["rules"])
         assert not any(a.startswith("--webhook") for a in container(docs)["args"])
 
 
