@@ -10,10 +10,10 @@ echo "== ruff"
 .venv/bin/ruff format --check .
 echo "== mypy"
 .venv/bin/mypy
-if [ -x e2e/cluster/build.sh ] || [ -f e2e/cluster/build.sh ]; then
-  echo "== e2e control plane binaries"
-  bash e2e/cluster/build.sh
-fi
+echo "== e2e control plane binaries (cached in e2e/.cache after the first build)"
+bash e2e/cluster/build.sh
+echo "== manifest tools (kubeconform, promtool)"
+bash scripts/build-manifest-tools.sh
 echo "== pytest"
 set +e
 .venv/bin/python -m pytest "$@"

@@ -149,7 +149,15 @@ class _Pass:
             )
         stable = ServedVersion(_label(stable_ckpt), stable_engine.engine_dir)
         stable_status = _version_status(stable_ckpt, stable_engine)
+        self.note_new_engine(stable.label, stable_status)
         return self.rollout(stable, stable_status)
+
+    def note_new_engine(self, label: str, version: VersionStatus) -> None:
+        engine = version.engine
+        before = self.previous.stable.engine if self.previous.stable else None
+        if engine is not None and (before is None or before.key != engine.key):
+            message = f"engine {engine.key[:12]} for {label} ready ({engine.backend}, {engine.precision})"
+            self.events.append(Event("Normal", "EngineBuilt", message))
 
     def rollout(self, stable: ServedVersion, stable_status: VersionStatus) -> Outcome:
         canary_spec = self.model.spec.rollout.canary

@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 
-from recserve_operator import kube
+from recserve_operator import kube, metrics
 from recserve_operator.api.status import READY, RECONCILING, STALLED, RecommenderModelStatus
 from recserve_operator.api.types import GROUP, PLURAL, VERSION
 from recserve_operator.cluster.platform import ClusterPlatform
@@ -102,12 +102,14 @@ def reconcile_object(body: kopf.Body, patch: kopf.Patch) -> None:
         _reject(body, patch, [str(p) for p in problems])
         return
     outcome = reconcile(model, platform(), datetime.now(UTC), controls(body))
+    metrics.observe(body.metadata.name or "", body.metadata.namespace or "", outcome.status, outcome.events)
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     _write_status(body, patch, outcome.status)
     if outcome.stalled_reason:
         log.warning("%s/%s stalled: %s", body.metadata.namespace, body.metadata.name, outcome.stalled_reason)
     elif outcome.retry_reason:
+        metrics.RECONCILE_ERRORS.inc()
         raise kopf.TemporaryError(outcome.retry_reason, delay=outcome.requeue_after or 30)
 
 

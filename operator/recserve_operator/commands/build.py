@@ -67,9 +67,10 @@ def run(args: argparse.Namespace) -> int:
         ("precision", manifest.precision),
         ("hardware", manifest.hardware),
         ("cache", "hit" if built.cache_hit else "built"),
-        *((name, f"{value:.4g}") for name, value in sorted(manifest.metrics.items())),
     ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
+    if built.report is not None:
+        print(built.report.table())
     return 0

@@ -21,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz"
     )
+    parser.add_argument("--metrics-port", type=int, default=None, help="serve operator metrics on this port")
     parser.add_argument(
         "--webhook-port", type=int, default=None, help="serve the admission webhook on this port"
     )
@@ -42,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
         import recserve_operator.cluster.admission  # noqa: F401 - registers the webhook
 
         _configure_webhook(args)
+    if args.metrics_port is not None:
+        from recserve_operator import metrics
+
+        metrics.serve(args.metrics_port)
     kopf.configure(verbose=False)
     kopf.run(
         clusterwide=args.all_namespaces,

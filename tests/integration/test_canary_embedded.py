@@ -1,0 +1,146 @@
+"""The canary demo on the embedded default: promotion under traffic, then an automatic rollback.
+
+One `recserve up` serves the MovieLens ranker; its manifest names a canary (the same
+checkpoint built as an fp32 engine against the int8 stable), which steps 5% → 25% → 50%
+→ 100% under generated traffic with no failed request. Then the manifest is edited, as a
+GitOps commit would, to a deliberately bad canary (a ranker trained for one step, whose
+scores are nothing like stable's), and analysis rolls it back on its own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from recserve_operator.embedded.processes import free_port, process_tree
+from recserve_operator.loadgen import LoadResult, generate
+from recserve_serving.waiting import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+RECSERVE = [sys.executable, "-m", "recserve_operator.cli"]
+BAD_MODEL = "movielens-ranker-bad"
+
+
+def manifest(canary_uri: str, canary_optimization: dict | None) -> dict:
+    spec = yaml.safe_load((REPO / "manifests/examples/movielens-ranker.yaml").read_text())
+    canary: dict = {
+        "checkpoint": {"uri": canary_uri},
+        "steps": [
+            {"weight": 5, "pause": "15s"},
+            {"weight": 25, "pause": "15s"},
+            {"weight": 50, "pause": "15s"},
+        ],
+        "stickyBy": "user_id",
+        "analysis": {"maxErrorRate": 0.01, "maxScoreShift": 0.6, "minRequests": 10},
+    }
+    if canary_optimization is not None:
+        canary["optimization"] = canary_optimization
+    spec["spec"]["rollout"] = {"canary": canary}
+    return spec
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    state = REPO / ".recserve-test"
+    state.mkdir(exist_ok=True)
+    return dict(os.environ, RECSERVE_HOME=str(state), RECSERVE_RAY_TMP=str(tmp_path_factory.mktemp("r")))
+
+
+@pytest.fixture(scope="module")
+def bad_model(env):
+    """A ranker trained for one step: it serves without errors, but its scores are noise."""
+    from recserve_serving.registry import Registry
+
+    registry = Registry(Path(env["RECSERVE_HOME"]))
+    if not registry.has_model(BAD_MODEL):
+        code = (
+            "import sys, tempfile; from pathlib import Path\n"
+            "from recserve_serving.data import load_movielens\n"
+            "from recserve_serving.registry import Registry\n"
+            "from recserve_serving.train import train_ranker\n"
+            "state = Path(sys.argv[1])\n"
+            "with tempfile.TemporaryDirectory(dir=state) as d:\n"
+            "    m = train_ranker(load_movielens(), Path(d) / 'c', steps=1, eval_users=10, eval_candidates=10)\n"
+            f"    Registry(state).register({BAD_MODEL!r}, Path(d) / 'c', m)\n"
+        )
+        subprocess.run([sys.executable, "-c", code, env["RECSERVE_HOME"]], env=env, check=True, timeout=900)
+    return f"models:/{BAD_MODEL}/1"
+
+
+class Traffic:
+    """Generated recommend traffic in the background, in bounded rounds, until stopped."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.stop = threading.Event()
+        self.rounds: list[LoadResult] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            self.rounds.append(generate(self.url, concurrency=4, requests=200, seconds=10))
+
+    def finish(self) -> list[LoadResult]:
+        self.stop.set()
+        self.thread.join(timeout=120)
+        return self.rounds
+
+
+def test_canary_promotes_under_traffic_then_a_bad_canary_rolls_back(tmp_path, env, bad_model):
+    path = tmp_path / "model.yaml"
+    fp32 = {"backend": "onnxruntime", "precision": "fp32", "maxBatchSize": 64, "maxSequenceLength": 128}
+    path.write_text(yaml.safe_dump(manifest("models:/movielens-ranker/1", fp32)))
+    port = free_port()
+    lines: list[str] = []
+    up = subprocess.Popen(
+        [*RECSERVE, "up", str(path), "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    reader = threading.Thread(target=lambda: lines.extend(line.rstrip() for line in up.stdout), daemon=True)
+    reader.start()
+
+    def printed(pattern: str) -> bool:
+        if up.poll() is not None:
+            raise AssertionError("recserve up exited:\n" + "\n".join(lines[-40:]))
+        return any(re.search(pattern, line) for line in lines)
+
+    traffic: Traffic | None = None
+    tree = []
+    try:
+        wait_for(lambda: printed(r"^READY "), 1500, interval=1.0, message="READY")
+        tree = process_tree([up.pid])
+        traffic = Traffic(f"http://127.0.0.1:{port}")
+        wait_for(lambda: printed(r"CanaryPromoted"), 400, interval=1.0, message="the canary to be promoted")
+        steps = [int(m.group(1)) for line in lines for m in [re.search(r"at (\d+)% \(step", line)] if m]
+        assert steps[:3] == [5, 25, 50], lines
+
+        path.write_text(yaml.safe_dump(manifest(bad_model, None)))
+        wait_for(
+            lambda: printed(r"CanaryRolledBack"), 400, interval=1.0, message="the bad canary to roll back"
+        )
+        rounds = traffic.finish()
+        traffic = None
+        served = sum(r.requests for r in rounds)
+        assert served > 100
+        assert sum(r.errors for r in rounds) == 0, [r.failures[:3] for r in rounds]
+        assert any("score shift" in line for line in lines if "CanaryRolledBack" in line)
+    finally:
+        if traffic is not None:
+            traffic.finish()
+        subprocess.run([*RECSERVE, "down"], env=env, timeout=180, check=False)
+        up.wait(timeout=120)
+    assert [p.pid for p in tree if p.is_running()] == []

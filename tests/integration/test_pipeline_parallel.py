@@ -1,0 +1,78 @@
+"""Two pipeline stages as Ray actors in a STRICT_PACK placement group score like one device."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recserve_serving.engine.pipeline import PipelineEngine, stage_ranges
+from recserve_serving.errors import EngineError
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def torch_engine(tmp_path_factory):
+    from recserve_serving.engine.build import build_engine
+    from recserve_serving.engine.digests import directory_digest
+    from recserve_serving.model import new_ranker, save_checkpoint
+    from recserve_serving.recipe import OptimizationRecipe
+    from recserve_serving.registry import ResolvedCheckpoint
+
+    root = tmp_path_factory.mktemp("pp")
+    checkpoint = root / "ckpt"
+    save_checkpoint(new_ranker(max_len=64), checkpoint)
+    resolved = ResolvedCheckpoint(checkpoint.as_uri(), "ckpt", None, checkpoint, directory_digest(checkpoint))
+    recipe = OptimizationRecipe(backend="torch", precision="fp32", max_sequence_length=64)
+    return build_engine(resolved, recipe, root / "engines")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    import ray
+
+    ray.init(
+        num_cpus=3,
+        include_dashboard=False,
+        _temp_dir=str(tmp_path_factory.mktemp("r")),
+        _node_ip_address="127.0.0.1",
+        configure_logging=False,
+    )
+    yield ray
+    ray.shutdown()
+
+
+def test_stage_ranges_cover_every_layer_once():
+    assert stage_ranges(6, 2) == [range(0, 3), range(3, 6)]
+    assert stage_ranges(7, 3) == [range(0, 3), range(3, 5), range(5, 7)]
+    with pytest.raises(EngineError, match="cannot split 2 encoder layers into 3"):
+        stage_ranges(2, 3)
+
+
+def test_two_stage_scores_match_single_device(torch_engine, ray_cluster):
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from recserve_serving.engine.runtime import load_engine
+
+    users = [f"likes: Toy Story (1995) | genres: Comedy, user {i}" for i in range(12)]
+    items = [f"Movie {i} ({1990 + i}) | Drama | {'hit' if i % 2 else 'niche'}" for i in range(12)]
+    single = load_engine(torch_engine.path).score(users, items)
+
+    group = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="STRICT_PACK")
+    ray_cluster.get(group.ready(), timeout=60)
+    try:
+        pipeline = PipelineEngine(torch_engine.path, torch_engine.manifest, stages=2, placement_group=group)
+        staged = pipeline.score(users, items)
+        nodes = {ray_cluster.get(s.__ray_ready__.remote()) is None for s in pipeline.stages}
+        pipeline.close()
+    finally:
+        remove_placement_group(group)
+    assert nodes == {True}
+    np.testing.assert_allclose(staged, single, atol=1e-4)
+    assert np.std(single) > 0, "scores should differ between pairs"
+
+
+def test_pipeline_refuses_non_torch_engines(tmp_path, torch_engine):
+    bad = torch_engine.manifest.model_copy(update={"backend": "onnxruntime"})
+    with pytest.raises(EngineError, match="pipeline parallelism runs torch engines"):
+        PipelineEngine(torch_engine.path, bad, stages=2)
