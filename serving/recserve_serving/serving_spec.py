@@ -227,7 +227,12 @@ class ParallelismSpec(CamelModel):
     """Model parallelism of one replica; more than one shard becomes a STRICT_PACK placement group."""
 
     pipeline: int = Field(default=1, ge=1, le=16, description="Pipeline stages (consecutive layer groups).")
-    tensor: int = Field(default=1, ge=1, le=8, description="Tensor-parallel shards of each stage.")
+    tensor: int = Field(
+        default=1,
+        ge=1,
+        le=1,
+        description="Tensor-parallel shards of each stage; only 1 until tensor parallelism is implemented.",
+    )
 
     @property
     def shards(self) -> int:
@@ -274,8 +279,9 @@ class ServingSpec(CamelModel):
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
             CelRule(
-                "self.parallelism.pipeline * self.parallelism.tensor == 1 || self.resources.gpus >= 1.0",
-                "parallelism with more than one shard needs resources.gpus >= 1",
+                "self.parallelism.pipeline * self.parallelism.tensor == 1 || self.resources.gpus == 0.0"
+                " || self.resources.gpus >= 1.0",
+                "parallelism with more than one shard needs whole GPUs per shard (gpus 0 or >= 1)",
                 ".parallelism",
             ),
             CelRule(
@@ -296,12 +302,12 @@ class ServingSpec(CamelModel):
     @model_validator(mode="after")
     def _consistent(self) -> ServingSpec:
         problems = []
-        if self.parallelism.shards > 1 and self.resources.gpus < 1:
+        if self.parallelism.shards > 1 and 0 < self.resources.gpus < 1:
             problems.append(
                 Problem(
                     ("parallelism",),
-                    f"pipeline × tensor = {self.parallelism.shards} shards need resources.gpus >= 1, "
-                    f"one whole GPU per shard (got gpus {self.resources.gpus:g})",
+                    f"pipeline × tensor = {self.parallelism.shards} shards need whole GPUs per shard "
+                    f"(resources.gpus 0 for CPU stages, or >= 1; got {self.resources.gpus:g})",
                 )
             )
         cap = self.autoscaling.max_ongoing_requests

@@ -193,9 +193,9 @@ def canary(**changes: Any) -> dict[str, Any]:
             "needs gpus > 0",
         ),
         (
-            {"serving": {"parallelism": {"pipeline": 2}}},
+            {"serving": {"parallelism": {"pipeline": 2}, "resources": {"gpus": 0.5}}},
             "spec.serving.parallelism",
-            "need resources.gpus >= 1",
+            "need whole GPUs per shard",
         ),
         (
             {"serving": {"retrieval": {"defaultK": 50, "maxK": 20}}},

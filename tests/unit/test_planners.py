@@ -180,3 +180,21 @@ def test_ray_validation_rejects_what_ray_would():
     ranker["autoscaling_config"]["max_replicas"] = 2
     with pytest.raises(InvalidRequest, match="max_replicas"):
         check_with_ray(rendered)
+
+
+def test_pipeline_parallel_ranker_reserves_a_strict_pack_placement_group():
+    serving = CPU.spec.serving.model_copy(
+        update={"parallelism": CPU.spec.serving.parallelism.model_copy(update={"pipeline": 2})}
+    )
+    two_stage = CPU.model_copy(update={"spec": CPU.spec.model_copy(update={"serving": serving})})
+    rendered = render_serve_config(_serve(two_stage))
+    ranker = next(d for d in rendered["applications"][0]["deployments"] if d["name"] == "Ranker-stable")
+    assert ranker["placement_group_strategy"] == "STRICT_PACK"
+    assert ranker["placement_group_bundles"] == [{"CPU": 0.1}, {"CPU": 1.0}, {"CPU": 1.0}]
+    assert ranker["ray_actor_options"]["num_cpus"] == 0.1
+    gpu_ranker = next(
+        d
+        for d in render_serve_config(_serve(GPU))["applications"][0]["deployments"]
+        if d["name"] == "Ranker-stable"
+    )
+    assert all(bundle.get("GPU") == 1 for bundle in gpu_ranker["placement_group_bundles"][1:])

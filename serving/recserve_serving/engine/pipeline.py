@@ -42,14 +42,14 @@ class Stage:
 
         torch.set_num_threads(THREADS)
         model = load_checkpoint(Path(checkpoint_dir)).model.eval()
-        bert = model.encoder
+        bert: Any = model.encoder
         layers = bert.encoder.layer
         self.span = stage_ranges(len(layers), stages)[stage]
         self.first, self.last = stage == 0, stage == stages - 1
         self.config = bert.config
-        self.embeddings = bert.embeddings if self.first else None
-        self.layers = [layers[i] for i in self.span]
-        self.head = model.head if self.last else None
+        self.embeddings: Any = bert.embeddings if self.first else None
+        self.layers: list[Any] = [layers[i] for i in self.span]
+        self.head: Any = model.head if self.last else None
 
     def forward(self, inputs: dict[str, np.ndarray] | np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         import torch
@@ -92,8 +92,8 @@ class PipelineEngine(Engine):
                 f"pipeline parallelism runs torch engines; {directory} is a {manifest.backend} engine"
             )
         group = placement_group or ray.util.get_current_placement_group()
-        remote = ray.remote(num_cpus=1)(Stage)
-        self.stages = []
+        remote: Any = ray.remote(num_cpus=1)(Stage)
+        self.stages: list[Any] = []
         for stage in range(stages):
             options: dict[str, Any] = {}
             if group is not None:

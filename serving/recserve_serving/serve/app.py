@@ -23,6 +23,7 @@ from kserve.protocol.rest.v2_datamodels import InferenceRequest
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from recserve_serving.engine.runtime import Engine
 from recserve_serving.errors import InvalidRequest, NotFound, RecserveError, Unavailable
 from recserve_serving.serve.api_models import RecommendRequest, RecommendResponse
 from recserve_serving.serve.catalog import Catalog
@@ -78,7 +79,14 @@ class Ranker:
         from recserve_serving.engine.runtime import load_engine
 
         self.config = RankerConfig.model_validate(config)
-        self.engine = load_engine(self.config.engine_dir)
+        stages = self.config.serving.parallelism.pipeline
+        if stages > 1:
+            from recserve_serving.engine.pipeline import PipelineEngine
+
+            single = load_engine(self.config.engine_dir)
+            self.engine: Engine = PipelineEngine(single.directory, single.manifest, stages)
+        else:
+            self.engine = load_engine(self.config.engine_dir)
         batching = self.config.serving.batching
         batcher: Any = self._score_batch  # serve.batch adds setters that its type does not declare
         batcher.set_max_batch_size(batching.max_batch_size)

@@ -106,6 +106,16 @@ def _ranker_deployment(ranker: RankerConfig) -> dict[str, Any]:
             "memory": serving.resources.memory_bytes,
         },
     }
+    if serving.parallelism.pipeline > 1:
+        # The replica itself is a light coordinator in bundle 0; each stage actor gets a bundle.
+        stage: dict[str, float] = {"CPU": serving.resources.cpus}
+        if serving.resources.gpus:
+            stage["GPU"] = serving.resources.gpus
+        deployment["ray_actor_options"] = {"num_cpus": 0.1, "num_gpus": 0}
+        deployment["placement_group_bundles"] = [{"CPU": 0.1}] + [
+            dict(stage) for _ in range(serving.parallelism.pipeline)
+        ]
+        deployment["placement_group_strategy"] = "STRICT_PACK"
     return deployment
 
 
