@@ -51,13 +51,14 @@ def _quiet() -> Iterator[None]:
 class Registry:
     """The embedded MLflow registry under ``state`` (``mlflow.db`` and ``mlartifacts/``)."""
 
-    def __init__(self, state: Path) -> None:
+    def __init__(self, state: Path, tracking_uri: str | None = None) -> None:
+        """The embedded registry under ``state``, or a shared MLflow server at ``tracking_uri``."""
         from mlflow.tracking import MlflowClient
 
         self.state = Path(state)
         self.state.mkdir(parents=True, exist_ok=True)
         self.artifacts = self.state / "mlartifacts"
-        self.tracking_uri = f"sqlite:///{self.state / 'mlflow.db'}"
+        self.tracking_uri = tracking_uri or f"sqlite:///{self.state / 'mlflow.db'}"
         with _quiet():
             self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +20,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--state", default=None, help="state directory (default $RECSERVE_HOME or ./.recserve)"
     )
+    parser.add_argument(
+        "--recipe-json", default=None, help="the recipe as one JSON object (build Jobs use it)"
+    )
+    parser.add_argument("--expect-digest", default=None, help="refuse a checkpoint whose digest differs")
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="engine cache root (default <state>/engines)"
+    )
+    parser.add_argument(
+        "--termination-log",
+        type=Path,
+        default=None,
+        help="write {engineDir, engine} JSON here (a Job's terminationMessagePath)",
+    )
 
 
 def load_recipe(args: argparse.Namespace):  # -> OptimizationRecipe
@@ -29,7 +44,14 @@ def load_recipe(args: argparse.Namespace):  # -> OptimizationRecipe
     from recserve_serving.recipe import OptimizationRecipe
 
     raw: dict = {}
-    if args.recipe is not None:
+    if args.recipe_json is not None:
+        import json
+
+        try:
+            raw = json.loads(args.recipe_json)
+        except ValueError as error:
+            raise RecipeError(f"--recipe-json is not JSON: {error}") from None
+    elif args.recipe is not None:
         try:
             raw = yaml.safe_load(args.recipe.read_text()) or {}
         except (OSError, yaml.YAMLError) as error:
@@ -49,15 +71,42 @@ def load_recipe(args: argparse.Namespace):  # -> OptimizationRecipe
         raise RecipeError(f"invalid recipe: {error}") from None
 
 
+def write_result(path: Path, built: Any) -> None:
+    """The operator reads this from the build pod's status (4 KiB limit, so metrics only)."""
+    import json
+
+    manifest = built.manifest
+    metrics = dict(manifest.metrics)
+    engine = {
+        "key": manifest.key,
+        "backend": manifest.backend,
+        "precision": manifest.precision,
+        "sizeBytes": int(metrics["size_bytes"]) if "size_bytes" in metrics else None,
+        "quality": {k: v for k, v in metrics.items() if k in ("ndcg@10", "auc", "ndcg@10_drop", "auc_drop")},
+    }
+    path.write_text(json.dumps({"engineDir": str(built.path), "engine": engine}))
+
+
 def run(args: argparse.Namespace) -> int:
     from recserve_serving.engine.build import build_engine
+    from recserve_serving.errors import CheckpointError
     from recserve_serving.paths import state_dir
     from recserve_serving.registry import Registry
 
     recipe = load_recipe(args)
     state = state_dir(args.state)
-    resolved = Registry(state).resolve(args.checkpoint)
-    built = build_engine(resolved, recipe, state / "engines")
+    resolved = Registry(state, os.environ.get("MLFLOW_TRACKING_URI")).resolve(args.checkpoint)
+    if (
+        args.expect_digest
+        and not args.expect_digest.startswith("uri:")
+        and resolved.digest != args.expect_digest
+    ):
+        raise CheckpointError(
+            f"{args.checkpoint}: digest {resolved.digest} differs from the expected {args.expect_digest}"
+        )
+    built = build_engine(resolved, recipe, args.cache or state / "engines")
+    if args.termination_log is not None:
+        write_result(args.termination_log, built)
     manifest = built.manifest
     print(built.path)
     rows = [
