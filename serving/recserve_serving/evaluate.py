@@ -24,6 +24,19 @@ K = 10
 
 
 @dataclass(frozen=True)
+class EvalSettings:
+    """How big an evaluation is; part of a gate report so two reports can be compared."""
+
+    users: int = 100
+    candidates: int = 50
+    seed: int = 0
+    latency_repeats: int = 10
+
+    def describe(self) -> str:
+        return f"users={self.users},candidates={self.candidates},seed={self.seed}"
+
+
+@dataclass(frozen=True)
 class EvalCase:
     user_id: int
     user_text: str
@@ -51,7 +64,13 @@ class EvalSet:
 
 
 def eval_set(
-    data: MovieLens, *, users: int = 100, candidates: int = 50, seed: int = 0, max_relevant: int = 10
+    data: MovieLens,
+    *,
+    users: int = 100,
+    candidates: int = 50,
+    seed: int = 0,
+    max_relevant: int = 10,
+    popular_negatives: bool = True,
 ) -> EvalSet:
     """Sample users with held-out likes and a liked training history, and their candidate lists."""
     rng = np.random.default_rng(seed)
@@ -60,7 +79,7 @@ def eval_set(
     cases = []
     for user_id in chosen:
         relevant = data.held_out_likes(user_id)[:max_relevant]
-        negatives = data.negatives(user_id, candidates - len(relevant), rng)
+        negatives = data.negatives(user_id, candidates - len(relevant), rng, popular=popular_negatives)
         pool = np.array(relevant + negatives)
         rng.shuffle(pool)
         cases.append(

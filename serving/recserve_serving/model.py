@@ -78,6 +78,59 @@ class Ranker(nn.Module):
         return self.head(pooled).squeeze(-1)
 
 
+def _slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
+    """A smaller Linear keeping output rows (dim 0) or input columns (dim 1) in ``index``."""
+    weight = linear.weight.detach().index_select(dim, index).clone()
+    bias = linear.bias.detach().clone() if linear.bias is not None else None
+    if dim == 0 and bias is not None:
+        bias = bias.index_select(0, index).clone()
+    out_features, in_features = weight.shape
+    new = nn.Linear(in_features, out_features, bias=bias is not None)
+    new.weight = nn.Parameter(weight, requires_grad=linear.weight.requires_grad)
+    if bias is not None:
+        new.bias = nn.Parameter(bias, requires_grad=linear.weight.requires_grad)
+    return new
+
+
+def prune_layer(layer: nn.Module, keep_heads: list[int], keep_neurons: list[int]) -> None:
+    """Physically remove attention heads and FFN neurons from one BERT layer.
+
+    The Q/K/V projections lose the rows of dropped heads, the attention output projection
+    the matching columns; the FFN's first Linear loses rows and the second columns. The
+    matrices get smaller, so every backend does less work, not just multiplies by zero.
+    """
+    attention: Any = layer.attention
+    ffn_in: Any = layer.intermediate
+    ffn_out: Any = layer.output
+    size = attention.self.attention_head_size
+    heads = sorted(keep_heads)
+    if not heads or not keep_neurons:
+        raise ValueError("a layer must keep at least one head and one FFN neuron")
+    rows = torch.cat([torch.arange(h * size, (h + 1) * size) for h in heads])
+    for name in ("query", "key", "value"):
+        setattr(attention.self, name, _slice_linear(getattr(attention.self, name), rows, 0))
+    attention.output.dense = _slice_linear(attention.output.dense, rows, 1)
+    attention.self.num_attention_heads = len(heads)
+    attention.self.all_head_size = len(heads) * size
+    neurons = torch.tensor(sorted(keep_neurons))
+    ffn_in.dense = _slice_linear(ffn_in.dense, neurons, 0)
+    ffn_out.dense = _slice_linear(ffn_out.dense, neurons, 1)
+
+
+def reshape_encoder(encoder: PreTrainedModel, heads: dict[str, int], neurons: dict[str, int]) -> None:
+    """Give a freshly built encoder the shapes of a pruned one, before its weights are loaded."""
+    layers: Any = encoder.encoder.layer  # type: ignore[union-attr]
+    for index in sorted(set(heads) | set(neurons), key=int):
+        layer = layers[int(index)]
+        n_heads = heads.get(index, layer.attention.self.num_attention_heads)
+        n_neurons = neurons.get(index, layer.intermediate.dense.out_features)
+        prune_layer(layer, list(range(n_heads)), list(range(n_neurons)))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
 @dataclass
 class Checkpoint:
     model: Ranker
@@ -160,6 +213,12 @@ def _load_encoder(directory: Path, meta: CheckpointMeta) -> PreTrainedModel:
     except (OSError, ValueError) as error:
         raise CheckpointError(f"checkpoint {directory}: {CONFIG_FILE} is corrupt ({error})") from None
     encoder = AutoModel.from_config(config, attn_implementation="eager", add_pooling_layer=False)
+    try:
+        reshape_encoder(encoder, meta.heads_per_layer, meta.ffn_per_layer)
+    except (IndexError, KeyError, ValueError) as error:
+        raise CheckpointError(
+            f"checkpoint {directory}: {META_FILE} describes an impossible pruning ({error})"
+        ) from None
     try:
         state = load_file(str(directory / WEIGHTS_FILE))
     except (SafetensorError, OSError) as error:

@@ -122,8 +122,8 @@ def fit(
 ) -> dict[str, float]:
     """Train ``checkpoint.model`` in place on freshly sampled pairs; distillation passes ``loss_for``.
 
-    ``loss_for(logits, labels, batch)`` replaces the default binary cross-entropy so the same
-    loop (threads, schedule, FGM, seeding) serves fine-tuning, pruning recovery and distillation.
+    ``loss_for(logits, labels, inputs)`` replaces the default listwise loss so the same loop
+    (threads, schedule, FGM, seeding) serves fine-tuning, pruning recovery and distillation.
     """
     torch.set_num_threads(2)
     seed_everything(settings.seed)
@@ -159,11 +159,9 @@ def fit(
         inputs = torch_inputs(encoded)
         labels = torch.tensor([p.label for p in batch], dtype=torch.float32)
 
-        def compute(
-            inputs: dict = inputs, labels: torch.Tensor = labels, batch: list = batch
-        ) -> torch.Tensor:
+        def compute(inputs: dict = inputs, labels: torch.Tensor = labels) -> torch.Tensor:
             logits = model(**inputs)
-            return loss_for(logits, labels, batch) if loss_for else criterion(logits, labels)
+            return loss_for(logits, labels, inputs) if loss_for else criterion(logits, labels)
 
         loss = compute()
         loss.backward()

@@ -19,7 +19,7 @@ from recserve_serving.recipe import OptimizationRecipe
 from recserve_serving.registry import Registry
 from recserve_serving.train import train_ranker
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -1,30 +1,40 @@
-"""Turn a resolved checkpoint and a recipe into a cached engine directory.
+"""Turn a resolved checkpoint and a recipe into a gated, cached engine directory.
 
-Order matters for "bad input leaves the cache untouched": the checkpoint digest and the
-recipe are checked, and the checkpoint is loaded, before anything is written to the cache;
-the build then happens in a private temp directory that is published atomically only after
-the manifest (written last) is in place.
+Order matters for "bad input leaves the cache untouched": the recipe is checked against
+this machine, the checkpoint digest is re-verified and the checkpoint loaded (which names
+any missing or corrupt file), and the recipe is checked against the checkpoint, all before
+anything is written to the cache. The build then happens in a private temp directory:
+optimize (distill, prune) → backend build → quality and latency gate → report and manifest
+(written last) → atomic publish. A failed gate discards the temp directory and keeps only
+its report under ``reports/``.
 """
 
 from __future__ import annotations
 
 import shutil
-import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from recserve_serving.data import MovieLens, load_movielens
 from recserve_serving.engine import cache
 from recserve_serving.engine.digests import directory_digest, file_digests
-from recserve_serving.engine.export import export_onnx, fuse
+from recserve_serving.engine.distill import distill, encoder_layers
+from recserve_serving.engine.gate import REPORT_FILE, GateReport, engine_metrics, judge, reference_metrics
 from recserve_serving.engine.manifest import MANIFEST_FILE, CheckpointRef, EngineManifest
-from recserve_serving.engine.quantize import quantize_dynamic_int8
+from recserve_serving.engine.prune import prune
+from recserve_serving.engine.quantize import calibration_batches
 from recserve_serving.engine.runtime import load_engine, verify
-from recserve_serving.errors import CheckpointError, RecipeError
-from recserve_serving.model import TOKENIZER_FILES, Checkpoint, load_checkpoint
+from recserve_serving.errors import CheckpointError, QualityGateFailed, RecipeError
+from recserve_serving.evaluate import EvalSettings, eval_set
+from recserve_serving.model import TOKENIZER_FILES, Checkpoint, count_parameters, load_checkpoint
 from recserve_serving.recipe import OptimizationRecipe
 from recserve_serving.registry import ResolvedCheckpoint
 
-MODEL_FILE = "model.onnx"
+REPORTS = "reports"
+REFERENCES = "references"
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,7 @@ class BuiltEngine:
     path: Path
     manifest: EngineManifest
     cache_hit: bool
+    report: GateReport | None = None
 
 
 def tensorrt_available() -> bool:
@@ -39,6 +50,10 @@ def tensorrt_available() -> bool:
         import tensorrt  # noqa: F401
     except ImportError:
         return False
+    return cache.gpu_capability() is not None
+
+
+def cuda_available() -> bool:
     return cache.gpu_capability() is not None
 
 
@@ -58,60 +73,127 @@ def backend_version(backend: str) -> str:
         import torch
 
         return f"torch-{torch.__version__}"
-    if backend == "tensorrt":
-        try:
-            import tensorrt
-        except ImportError:
-            raise RecipeError(
-                "backend tensorrt requested but the tensorrt package is not installed"
-            ) from None
-        return f"tensorrt-{tensorrt.__version__}"
-    raise RecipeError(f"unknown backend {backend!r}")
+    import tensorrt
+
+    return f"tensorrt-{tensorrt.__version__}"
 
 
 def check_recipe(recipe: OptimizationRecipe, backend: str) -> None:
-    """Contradictions the pydantic model cannot see because they depend on this machine."""
-    if backend == "onnxruntime" and recipe.precision == "fp16":
-        raise RecipeError("precision fp16 needs a GPU backend; onnxruntime here runs on CPU (fp32 or int8)")
+    """Contradictions that depend on this machine, which the pydantic model cannot see."""
     if backend == "tensorrt" and not tensorrt_available():
         raise RecipeError(
-            "backend tensorrt needs the tensorrt package and a CUDA GPU; neither is usable here"
+            "backend tensorrt needs the tensorrt package and a CUDA GPU; this machine lacks one"
         )
-    if backend == "onnxruntime" and recipe.quantization.mode == "static" and recipe.precision == "int8":
-        raise RecipeError("static int8 quantization is not built yet for onnxruntime; use mode: dynamic")
-    if backend in ("torch", "tensorrt"):
-        raise RecipeError(f"backend {backend} engines are not built yet; use backend onnxruntime")
+    if backend == "onnxruntime" and recipe.precision == "fp16":
+        raise RecipeError("precision fp16 needs a GPU backend; onnxruntime here runs on CPU (fp32 or int8)")
+    if backend == "torch" and recipe.precision == "fp16" and not cuda_available():
+        raise RecipeError("precision fp16 with backend torch needs a CUDA GPU; use fp32 or int8 on CPU")
+    if backend == "torch" and recipe.precision == "int8" and cuda_available():
+        raise RecipeError(
+            "backend torch runs int8 on CPU only, and this machine has a GPU; use tensorrt for int8 or fp16"
+        )
 
 
-def _build_onnxruntime(checkpoint: Checkpoint, recipe: OptimizationRecipe, target: Path) -> None:
-    with tempfile.TemporaryDirectory(prefix="recserve-export-") as scratch:
-        raw = export_onnx(checkpoint, Path(scratch) / "raw.onnx")
-        config = checkpoint.model.encoder.config
-        fused = fuse(
-            raw,
-            Path(scratch) / "fused.onnx",
-            num_heads=config.num_attention_heads,
-            hidden_size=config.hidden_size,
+def check_against_checkpoint(recipe: OptimizationRecipe, checkpoint: Checkpoint) -> None:
+    layers = encoder_layers(checkpoint)
+    if recipe.distill is not None and recipe.distill.layers >= layers:
+        raise RecipeError(
+            f"distill.layers {recipe.distill.layers} is not fewer than the teacher's {layers} layers; "
+            f"a student must be shallower (1..{layers - 1})"
         )
-        if recipe.precision == "int8":
-            quantize_dynamic_int8(fused, target / MODEL_FILE, per_channel=recipe.quantization.per_channel)
-        else:
-            shutil.copyfile(fused, target / MODEL_FILE)
+
+
+def optimize(
+    checkpoint: Checkpoint, recipe: OptimizationRecipe, data: MovieLens, seed: int
+) -> tuple[Checkpoint, dict[str, float]]:
+    """Distil, then prune (recovering against the distilled model): each step shrinks compute."""
+    metrics: dict[str, float] = {}
+    model = checkpoint
+    if recipe.distill is not None:
+        model, found = distill(model, data, recipe.distill, seed=seed)
+        metrics.update(found)
+    if recipe.prune is not None and (recipe.prune.heads > 0 or recipe.prune.ffn > 0):
+        model, found = prune(model, data, recipe.prune, seed=seed)
+        metrics.update(found)
+    metrics["params"] = float(count_parameters(model.model))
+    return model, metrics
+
+
+def _backend_build(
+    backend: str,
+    model: Checkpoint,
+    recipe: OptimizationRecipe,
+    target: Path,
+    calibration: Callable[[], Iterator[dict[str, np.ndarray]]],
+) -> str:
+    if backend == "onnxruntime":
+        from recserve_serving.engine import ort
+
+        return ort.build(model, recipe, target, calibration)
+    if backend == "torch":
+        from recserve_serving.engine import torch_backend
+
+        return torch_backend.build(model, recipe, target)
+    from recserve_serving.engine import tensorrt
+
+    return tensorrt.build(model, recipe, target, calibration)
 
 
 def _cache_hit(final: Path) -> BuiltEngine:
     manifest = EngineManifest.read(final)
     verify(final, manifest)
-    return BuiltEngine(final, manifest, cache_hit=True)
+    return BuiltEngine(final, manifest, cache_hit=True, report=GateReport.read(final / REPORT_FILE))
 
 
-def build_engine(resolved: ResolvedCheckpoint, recipe: OptimizationRecipe, cache_root: Path) -> BuiltEngine:
-    """Build (or fetch from the cache) the engine for ``resolved`` under ``recipe``."""
+def _manifest(
+    key: str,
+    resolved: ResolvedCheckpoint,
+    recipe: OptimizationRecipe,
+    version: str,
+    hardware_id: str,
+    max_len: int,
+    model_file: str,
+    metrics: dict[str, float],
+    directory: Path,
+) -> EngineManifest:
+    return EngineManifest(
+        key=key,
+        checkpoint=CheckpointRef(
+            uri=resolved.uri, digest=resolved.digest, name=resolved.name, version=resolved.version
+        ),
+        recipe=recipe,
+        backend=recipe.backend,
+        backend_version=version,
+        precision=recipe.precision,
+        hardware=hardware_id,
+        max_sequence_length=max_len,
+        model_file=model_file,
+        metrics=metrics,
+        files=file_digests(directory, exclude=frozenset({MANIFEST_FILE})),
+    )
+
+
+def build_engine(
+    resolved: ResolvedCheckpoint,
+    recipe: OptimizationRecipe,
+    cache_root: Path,
+    *,
+    data: MovieLens | None = None,
+    evaluation: EvalSettings | None = None,
+    seed: int = 0,
+) -> BuiltEngine:
+    """Build (or fetch from the cache) the engine for ``resolved`` under ``recipe``.
+
+    Raises RecipeError / CheckpointError for bad input (cache untouched) and
+    QualityGateFailed when the optimized engine loses too much quality or time.
+    """
     backend = concrete_backend(recipe)
     check_recipe(recipe, backend)
     concrete = recipe.model_copy(update={"backend": backend})
     version = backend_version(backend)
-    hardware_id = cache.hardware(backend)
+    hardware_id = cache.hardware(
+        backend, device="cuda" if backend != "onnxruntime" and cuda_available() else "cpu"
+    )
     key = cache.engine_key(resolved.digest, concrete, version, hardware_id)
     cache_root = Path(cache_root)
     final = cache_root / key
@@ -123,37 +205,52 @@ def build_engine(resolved: ResolvedCheckpoint, recipe: OptimizationRecipe, cache
             f"{resolved.uri}: files at {resolved.path} have digest {actual}, expected {resolved.digest}"
         )
     checkpoint = load_checkpoint(resolved.path)
+    check_against_checkpoint(concrete, checkpoint)
+    data = data if data is not None else load_movielens()
+    settings = evaluation or EvalSettings()
+    max_len = min(concrete.max_sequence_length, checkpoint.meta.max_len)
     with cache.key_lock(cache_root, key):
         if cache.finished(final):
             return _cache_hit(final)
         cache.sweep(cache_root)
+        evals = eval_set(data, users=settings.users, candidates=settings.candidates, seed=settings.seed)
+        reference = reference_metrics(
+            checkpoint, resolved.digest, data, evals, settings, cache_root / REFERENCES
+        )
         temp = cache.new_temp(cache_root, key)
         try:
-            _build_onnxruntime(checkpoint, concrete, temp)
+            model, metrics = optimize(checkpoint, concrete, data, seed)
+            samples = concrete.quantization.calibration_samples
+            model_file = _backend_build(
+                backend,
+                model,
+                concrete,
+                temp,
+                lambda: calibration_batches(model, data, samples=samples, max_len=max_len, seed=seed),
+            )
             for name in TOKENIZER_FILES:
                 shutil.copyfile(resolved.path / name, temp / name)
-            files = file_digests(temp, exclude=frozenset({MANIFEST_FILE}))
-            manifest = EngineManifest(
-                key=key,
-                checkpoint=CheckpointRef(
-                    uri=resolved.uri, digest=resolved.digest, name=resolved.name, version=resolved.version
-                ),
-                recipe=concrete,
-                backend=backend,
-                backend_version=version,
-                precision=concrete.precision,
-                hardware=hardware_id,
-                max_sequence_length=min(concrete.max_sequence_length, checkpoint.meta.max_len),
-                model_file=MODEL_FILE,
-                metrics={"size_bytes": float((temp / MODEL_FILE).stat().st_size)},
-                files=files,
-            )
+            metrics["size_bytes"] = float((temp / model_file).stat().st_size)
+            args = (key, resolved, concrete, version, hardware_id, max_len, model_file)
+            _manifest(*args, metrics, temp).write(temp)
+            engine = load_engine(temp)
+            metrics.update(engine_metrics(engine, data, evals, settings))
+            del engine
+            report = judge(concrete.quality_gate, reference, metrics, settings.describe())
+            report.write(cache_root / REPORTS / f"{key}.json")
+            if not report.passed:
+                raise QualityGateFailed(
+                    f"engine for {resolved.uri} failed its gate (report: {cache_root / REPORTS / f'{key}.json'})\n"
+                    + report.table()
+                )
+            report.write(temp / REPORT_FILE)
+            manifest = _manifest(*args, metrics, temp)
             manifest.write(temp)
-            load_engine(temp)
+            verify(temp, manifest)
             published = cache.publish(temp, final)
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
             raise
     if not published:
         return _cache_hit(final)
-    return BuiltEngine(final, manifest, cache_hit=False)
+    return BuiltEngine(final, manifest, cache_hit=False, report=report)

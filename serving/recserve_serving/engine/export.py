@@ -8,7 +8,9 @@ traces cleanly. Opset 17 is the newest the ORT transformer fusions are tested ag
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -40,19 +42,37 @@ def export_onnx(checkpoint: Checkpoint, path: Path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def quiet_onnxruntime_tools() -> Iterator[None]:
+    """ORT's optimizer and quantizer log every step at INFO, partly on the root logger."""
+    loggers = [
+        logging.getLogger(),
+        *(logging.getLogger(n) for n in ("onnxruntime", "fusion_base", "onnx_model")),
+    ]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def fuse(source: Path, target: Path, *, num_heads: int, hidden_size: int) -> Path:
     """ORT transformer fusions (attention, skip-layernorm, bias-gelu) into ``target``.
 
-    ``num_heads=0`` lets the optimizer read head counts from the graph, which a structurally
-    pruned encoder needs because its layers keep different numbers of heads.
+    ``hidden_size`` is the attention width (heads x head size), which differs from the
+    model width after head pruning; the optimizer cannot infer it because HF reshapes with
+    -1, so it is passed explicitly (pruning keeps the same head count in every layer).
     """
     from onnxruntime.transformers.optimizer import optimize_model
 
-    logging.getLogger("onnxruntime.transformers").setLevel(logging.WARNING)
     try:
-        optimized = optimize_model(
-            str(source), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=1
-        )
+        with quiet_onnxruntime_tools():
+            optimized = optimize_model(
+                str(source), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=1
+            )
     except Exception as error:  # the optimizer raises assorted errors on graphs it cannot parse
         raise EngineError(f"ONNX Runtime graph fusion failed on {source.name}: {error}") from error
     optimized.save_model_to_file(str(target))

@@ -64,33 +64,6 @@ class Engine(abc.ABC):
     def _run(self, encoded: dict[str, np.ndarray]) -> np.ndarray: ...
 
 
-class OrtEngine(Engine):
-    """ONNX Runtime on CPU: 2 intra-op threads that sleep between calls instead of spinning."""
-
-    def __init__(self, directory: Path, manifest: EngineManifest) -> None:
-        super().__init__(directory, manifest)
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = THREADS
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self.session = ort.InferenceSession(
-                str(directory / manifest.model_file), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as error:  # ORT raises its own Fail/InvalidGraph types
-            raise EngineError(
-                f"ONNX Runtime cannot load {directory / manifest.model_file}: {error}"
-            ) from None
-        self._inputs = [i.name for i in self.session.get_inputs()]
-
-    def _run(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
-        feeds = {name: np.asarray(encoded[name], dtype=np.int64) for name in self._inputs}
-        return self.session.run(None, feeds)[0]
-
-
 def verify(directory: Path, manifest: EngineManifest) -> None:
     """Refuse an engine whose files differ from the manifest (changed, missing or added)."""
     actual = file_digests(directory, exclude=frozenset({MANIFEST_FILE}))
@@ -106,9 +79,21 @@ def verify(directory: Path, manifest: EngineManifest) -> None:
         raise EngineError(f"engine {directory} does not match its manifest ({details}); rebuild it")
 
 
-def _backends() -> dict[str, type[Engine]]:
-    backends: dict[str, type[Engine]] = {"onnxruntime": OrtEngine}
-    return backends
+def _backend(name: str) -> type[Engine] | None:
+    """The runtime class of a backend, imported only when an engine of it is loaded."""
+    if name == "onnxruntime":
+        from recserve_serving.engine.ort import OrtEngine
+
+        return OrtEngine
+    if name == "torch":
+        from recserve_serving.engine.torch_backend import TorchEngine
+
+        return TorchEngine
+    if name == "tensorrt":
+        from recserve_serving.engine.tensorrt import TensorRTEngine
+
+        return TensorRTEngine
+    return None
 
 
 def load_engine(directory: str | os.PathLike[str]) -> Engine:
@@ -118,7 +103,7 @@ def load_engine(directory: str | os.PathLike[str]) -> Engine:
         raise EngineError(f"engine directory {path} does not exist")
     manifest = EngineManifest.read(path)
     verify(path, manifest)
-    backend = _backends().get(manifest.backend)
+    backend = _backend(manifest.backend)
     if backend is None:
         raise EngineError(f"engine {path} needs backend {manifest.backend!r}, not available here")
     return backend(path, manifest)

@@ -1,0 +1,60 @@
+"""The torch backend: the (distilled/pruned) checkpoint itself, run eagerly.
+
+It needs no export step, so it is the reference every other backend is measured against
+and the fallback for models ONNX cannot express. On a CUDA machine it runs on the GPU
+(fp32 or fp16); on CPU it offers fp32 and dynamic INT8 of the Linear layers, applied at
+load time from the stored fp32 weights (so the files on disk stay plain HF weights).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from recserve_serving.engine.manifest import EngineManifest
+from recserve_serving.engine.runtime import THREADS, Engine
+from recserve_serving.errors import CheckpointError, EngineError
+from recserve_serving.model import WEIGHTS_FILE, Checkpoint, load_checkpoint, save_checkpoint, torch_inputs
+from recserve_serving.recipe import OptimizationRecipe
+
+
+def device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def build(checkpoint: Checkpoint, recipe: OptimizationRecipe, target: Path) -> str:
+    save_checkpoint(checkpoint, target)
+    return WEIGHTS_FILE
+
+
+def quantize_linear_int8(model: nn.Module) -> nn.Module:
+    from torch.ao.quantization import quantize_dynamic
+
+    return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+
+
+class TorchEngine(Engine):
+    def __init__(self, directory: Path, manifest: EngineManifest) -> None:
+        super().__init__(directory, manifest)
+        torch.set_num_threads(THREADS)
+        try:
+            model: nn.Module = load_checkpoint(directory).model.eval()
+        except CheckpointError as error:
+            raise EngineError(f"torch engine {directory}: {error}") from None
+        self.device = device()
+        if manifest.precision == "int8":
+            if self.device != "cpu":
+                raise EngineError(f"torch engine {directory} is INT8, which torch runs on CPU only")
+            model = quantize_linear_int8(model)
+        elif manifest.precision == "fp16":
+            if self.device != "cuda":
+                raise EngineError(f"torch engine {directory} is fp16, which needs a CUDA GPU")
+            model = model.half()
+        self.model = model.to(self.device)
+
+    @torch.inference_mode()
+    def _run(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
+        return self.model(**torch_inputs(encoded, self.device)).float().cpu().numpy()
