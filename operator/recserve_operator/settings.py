@@ -18,6 +18,9 @@ class OperatorSettings:
     build_deadline_seconds: int = 3600
     build_backoff_limit: int = 2
     ray_version: str = "2.60.0"
+    serve_rest_url: str | None = None
+    serve_port: int = 8000
+    local_state: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -33,6 +36,9 @@ class OperatorSettings:
             prometheus_url=env.get("RECSERVE_PROMETHEUS_URL") or None,
             artifact_store=env.get("RECSERVE_ARTIFACT_STORE", base.artifact_store),
             default_gpu_product=env.get("RECSERVE_DEFAULT_GPU_PRODUCT") or None,
+            serve_rest_url=env.get("RECSERVE_SERVE_REST_URL") or None,
+            serve_port=int(env.get("RECSERVE_SERVE_PORT", "8000")),
+            local_state=env.get("RECSERVE_HOME") or None,
         )
 
     @property

@@ -38,10 +38,13 @@ def embed_texts(texts: Sequence[str]) -> np.ndarray:
     """Normalised mean-pooled MiniLM sentence embeddings (float32, [n, 384])."""
     import torch
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     from recserve_serving.model import base_model_path
 
     path = base_model_path()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # the base checkpoint's unused pooler is expected, not news
     tokenizer = AutoTokenizer.from_pretrained(path)
     encoder = AutoModel.from_pretrained(path).eval()
     chunks = []

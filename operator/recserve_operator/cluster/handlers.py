@@ -20,6 +20,7 @@ from recserve_operator.api.types import GROUP, PLURAL, VERSION
 from recserve_operator.cluster.platform import ClusterPlatform
 from recserve_operator.planners.canary import Controls
 from recserve_operator.planners.conditions import ConditionSpec, merge_conditions
+from recserve_operator.platform import Platform
 from recserve_operator.reconcile import reconcile
 from recserve_operator.settings import OperatorSettings
 from recserve_operator.validate import check_document
@@ -27,13 +28,34 @@ from recserve_operator.validate import check_document
 log = logging.getLogger("recserve.operator")
 RESOURCE = (GROUP, VERSION, PLURAL)
 TICK_SECONDS = 10.0
-_platform: ClusterPlatform | None = None
+_platform: Platform | None = None
 
 
-def platform() -> ClusterPlatform:
+def platform() -> Platform:
+    """KubeRay and build Jobs by default; a running Ray cluster's Serve REST API when configured.
+
+    The REST target (``--serve-rest URL``) builds engines in the operator's process and rolls
+    out to an existing Ray cluster: the embedded default's platform, driven by the API server.
+    """
     global _platform
     if _platform is None:
-        _platform = ClusterPlatform(OperatorSettings.from_env())
+        settings = OperatorSettings.from_env()
+        if settings.serve_rest_url:
+            from recserve_operator.embedded.platform import EmbeddedPlatform
+            from recserve_operator.rollout.serve_rest import ServeRestTarget
+            from recserve_serving.paths import movielens_dir, state_dir
+
+            embedded = EmbeddedPlatform(
+                state_dir(settings.local_state),
+                str(movielens_dir()),
+                "127.0.0.1",
+                settings.serve_port,
+                log.info,
+            )
+            embedded.target = ServeRestTarget(settings.serve_rest_url)
+            _platform = embedded
+        else:
+            _platform = ClusterPlatform(settings)
     return _platform
 
 

@@ -88,12 +88,13 @@ def write_result(path: Path, built: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args)  # before the heavy imports: a bad recipe fails in a blink
+
     from recserve_serving.engine.build import build_engine
     from recserve_serving.errors import CheckpointError
     from recserve_serving.paths import state_dir
     from recserve_serving.registry import Registry
 
-    recipe = load_recipe(args)
     state = state_dir(args.state)
     resolved = Registry(state, os.environ.get("MLFLOW_TRACKING_URI")).resolve(args.checkpoint)
     if (

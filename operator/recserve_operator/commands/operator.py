@@ -8,6 +8,7 @@ Peering (``--peering``) lets several replicas run with one active; ``--namespace
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -20,6 +21,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peering", default=None, help="kopf peering name: one active replica among several")
     parser.add_argument(
         "--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz"
+    )
+    parser.add_argument(
+        "--serve-rest",
+        default=None,
+        metavar="DASHBOARD_URL",
+        help="roll out to this Ray cluster's Serve REST API and build engines in-process (instead of KubeRay)",
+    )
+    parser.add_argument(
+        "--serve-port", type=int, default=8000, help="HTTP port of the Serve app with --serve-rest"
     )
     parser.add_argument("--metrics-port", type=int, default=None, help="serve operator metrics on this port")
     parser.add_argument(
@@ -43,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
         import recserve_operator.cluster.admission  # noqa: F401 - registers the webhook
 
         _configure_webhook(args)
+    if args.serve_rest:
+        os.environ["RECSERVE_SERVE_REST_URL"] = args.serve_rest
+        os.environ["RECSERVE_SERVE_PORT"] = str(args.serve_port)
     if args.metrics_port is not None:
         from recserve_operator import metrics
 
