@@ -33,14 +33,14 @@ ROWS: list[tuple[str, dict]] = [
     ("ORT INT8", {"backend": "onnxruntime", "precision": "int8"}),
     (
         "distilled(3L) + INT8",
-        {"backend": "onnxruntime", "precision": "int8", "distill": {"layers": 3, "steps": 200}},
+        {"backend": "onnxruntime", "precision": "int8", "distill": {"layers": 3, "steps": 150}},
     ),
     (
         "pruned(h.25,f.5) + INT8",
         {
             "backend": "onnxruntime",
             "precision": "int8",
-            "prune": {"heads": 0.25, "ffn": 0.5, "recoverySteps": 100},
+            "prune": {"heads": 0.25, "ffn": 0.5, "recoverySteps": 60},
         },
     ),
     (
@@ -48,8 +48,8 @@ ROWS: list[tuple[str, dict]] = [
         {
             "backend": "onnxruntime",
             "precision": "int8",
-            "distill": {"layers": 3, "steps": 200},
-            "prune": {"heads": 0.25, "ffn": 0.5, "recoverySteps": 100},
+            "distill": {"layers": 3, "steps": 150},
+            "prune": {"heads": 0.25, "ffn": 0.5, "recoverySteps": 60},
         },
     ),
 ]

@@ -87,3 +87,28 @@ def test_report_round_trips_through_json(tmp_path) -> None:
     report.write(tmp_path / "report.json")
     again = GateReport.read(tmp_path / "report.json")
     assert again.to_dict() == report.to_dict()
+
+
+def test_fgm_perturbs_embeddings_uphill_and_then_removes_itself() -> None:
+    import torch
+    from torch import nn
+
+    from recserve_serving.train import _FGM
+
+    torch.manual_seed(0)
+    embeddings, head = nn.Embedding(10, 4), nn.Linear(4, 1)
+    embeddings.weight.requires_grad_(False)  # training freezes them; FGM must still work
+    tokens, target = torch.tensor([[1, 2, 3]]), torch.tensor([1.0])
+
+    def loss() -> torch.Tensor:
+        return nn.functional.binary_cross_entropy_with_logits(
+            head(embeddings(tokens).mean(1)).squeeze(-1), target
+        )
+
+    fgm = _FGM(embeddings, epsilon=0.5)
+    clean = loss()
+    clean.backward()
+    adversarial = fgm.adversarial_loss(loss)
+    assert adversarial is not None and float(adversarial) > float(clean)
+    fgm.handle.remove()
+    assert float(loss()) == pytest.approx(float(clean))

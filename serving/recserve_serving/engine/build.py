@@ -236,6 +236,9 @@ def build_engine(
             engine = load_engine(temp)
             metrics.update(engine_metrics(engine, data, evals, settings))
             del engine
+            metrics.update(
+                {f"{name}_drop": reference[name] - metrics[name] for name in ("ndcg@10", "hitrate@10", "auc")}
+            )
             report = judge(concrete.quality_gate, reference, metrics, settings.describe())
             report.write(cache_root / REPORTS / f"{key}.json")
             if not report.passed:
