@@ -30,7 +30,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
-        problems = [f"{_field_path(e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in error.errors()]
+        problems = [
+            f"body is not valid JSON: {e.get('ctx', {}).get('error', 'decode error')}"
+            if e.get("type") == "json_invalid"
+            else f"{_field_path(e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+            for e in error.errors()
+        ]
         return JSONResponse({"error": "invalid request: " + "; ".join(problems)}, status_code=400)
 
     @app.exception_handler(Exception)
