@@ -181,7 +181,11 @@ class _Pass:
                     canary_ckpt.digest,
                     canary_engine.status.key if canary_engine.status else None,
                 )
-                canary_served = ServedVersion(_label(canary_ckpt), canary_engine.engine_dir)
+                label = _label(canary_ckpt)
+                if label == stable.label and canary_engine.status is not None:
+                    # Same checkpoint, new recipe: metrics and the version header must still tell them apart.
+                    label = f"{label}+{canary_engine.status.precision}-{canary_engine.status.key[:7]}"
+                canary_served = ServedVersion(label, canary_engine.engine_dir)
                 decision = self.canary_step(identity, stable.label, canary_served.label)
                 if decision.status is not None:
                     decision = CanaryDecision(

@@ -169,3 +169,20 @@ def test_abort_annotation_sends_traffic_back():
     model, _ = step(canary_model(), w, T0)
     _, outcome = step(model, w, T0 + timedelta(seconds=5), Controls(abort=True))
     assert outcome.status.canary.state == "Aborted" and w.deployed[-1].traffic.canary_weight == 0
+
+
+def test_a_canary_of_the_same_checkpoint_gets_its_own_version_label():
+    w = world()
+    m = load_model(EXAMPLES / "movielens-ranker.yaml")
+    canary = {
+        "checkpoint": {"uri": "models:/movielens-ranker/1"},
+        "optimization": {"backend": "onnxruntime", "precision": "fp32"},
+        "steps": [{"weight": 10, "pause": "1m"}],
+        "analysis": {"maxErrorRate": 0.01},
+    }
+    spec = m.spec.model_validate({**m.spec.to_dict(), "rollout": {"canary": canary}})
+    model = m.model_copy(update={"spec": spec})
+    step(model, w, T0)
+    plan = w.deployed[-1]
+    assert plan.canary is not None and plan.canary.label != plan.stable.label
+    assert plan.canary.label.startswith("movielens-ranker/1+fp32-")

@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="FGM adversarial training on the embeddings with this epsilon",
     )
     parser.add_argument(
+        "--eval-users", type=int, default=100, help="held-out users in the post-training evaluation"
+    )
+    parser.add_argument(
         "--state", default=None, help="state directory (default $RECSERVE_HOME or ./.recserve)"
     )
 
@@ -47,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
             max_len=args.max_len,
             seed=args.seed,
             adversarial=args.adversarial,
+            eval_users=args.eval_users,
         )
         resolved = Registry(state).register(args.name, Path(scratch) / "checkpoint", metrics)
     print(f"registered models:/{resolved.name}/{resolved.version} (@champion) digest {resolved.digest}")

@@ -57,7 +57,7 @@ def ray_environment() -> dict[str, str]:
 def start_local_ray(state: Path, *, num_cpus: int, timeout: float = 120.0) -> RayClusterInfo:
     """Start the head node and wait until its dashboard (and Serve REST API) answers."""
     temp_dir = _temp_dir(state)
-    log_file = state / "ray-head.log"
+    log_file = temp_dir / "ray-head.log"
     gcs_port, dashboard_port = free_port(), free_port()
     ray = str(Path(sys.executable).with_name("ray"))
     command = [
