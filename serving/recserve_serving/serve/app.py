@@ -47,6 +47,9 @@ VERSION_HEADER = "X-Recserve-Version"
 http_app = FastAPI(title="recserve", docs_url=None, redoc_url=None)
 install_error_handlers(http_app)
 UNROUTED = "none"
+# Serve pickles the ingress app into each replica, so ``request.app`` is a copy; the replica's
+# Router and this middleware share the module instead.
+_OBSERVED: dict[str, Any] = {}
 
 
 @http_app.middleware("http")
@@ -54,11 +57,11 @@ async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Re
     """Count and time every answer, by the version that served it (from the version header)."""
     start = time.perf_counter()
     response = await call_next(request)
-    metrics: ServingMetrics | None = getattr(request.app.state, "metrics", None)
+    metrics: ServingMetrics | None = _OBSERVED.get("metrics")
     route = request.scope.get("route")
     endpoint = getattr(route, "path", "unmatched")
     if metrics is not None and endpoint not in {"/metrics", "/v2/health/live", "/v2/health/ready"}:
-        labels = (request.app.state.model_name, response.headers.get(VERSION_HEADER, UNROUTED))
+        labels = (_OBSERVED["model"], response.headers.get(VERSION_HEADER, UNROUTED))
         metrics.requests.labels(*labels, endpoint, str(response.status_code)).inc()
         metrics.latency.labels(*labels, endpoint).observe(time.perf_counter() - start)
     return response
@@ -126,8 +129,7 @@ class Router:
         self.catalog = Catalog.load(self.config.data_dir, self.config.index_dir)
         self.rng = random.Random()
         self.metrics = ServingMetrics()
-        http_app.state.metrics = self.metrics
-        http_app.state.model_name = self.config.model_name
+        _OBSERVED.update(metrics=self.metrics, model=self.config.model_name)
         self._background: set[asyncio.Task[None]] = set()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
