@@ -100,7 +100,8 @@ class _Pass:
         )
 
     def stalled(self, reason: str, message: str, *, engine_ready: bool = False) -> Outcome:
-        self.events.append(Event("Warning", reason, message))
+        if not already_stalled(self.previous, reason, message, self.generation):
+            self.events.append(Event("Warning", reason, message))  # once per stall, not per resync
         conditions = [
             ConditionSpec(READY, "False", reason, message),
             ConditionSpec(RECONCILING, "False", reason, message),
@@ -309,6 +310,20 @@ class _Pass:
         if analysis is None or analysis.verdict == "Inconclusive":
             return ConditionSpec(CANARY_HEALTHY, "Unknown", "AnalysisPending", detail)
         return ConditionSpec(CANARY_HEALTHY, "True", f"Canary{canary.state}", detail)
+
+
+def already_stalled(
+    status: RecommenderModelStatus, reason: str, message: str, generation: int | None
+) -> bool:
+    """Whether ``status`` already reports this stall for this generation (its event was sent)."""
+    stalled = next((c for c in status.conditions if c.type == STALLED), None)
+    return (
+        stalled is not None
+        and stalled.status == "True"
+        and stalled.reason == reason
+        and stalled.message == message[:32_000]
+        and stalled.observed_generation == generation
+    )
 
 
 def reconcile(

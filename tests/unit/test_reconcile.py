@@ -96,6 +96,15 @@ def test_unknown_checkpoint_stalls_with_an_event_and_deploys_nothing():
     assert w.deployed == []
 
 
+def test_a_stall_is_announced_once_not_on_every_resync():
+    w = World()
+    model, first = step(stable_model(), w, T0)
+    _, again = step(model, w, T0 + timedelta(seconds=10))
+    assert [e.reason for e in first.events] == ["CheckpointNotFound"]
+    assert again.events == [] and again.status == first.status
+    assert conditions(again)["Stalled"] == "True"
+
+
 def test_building_then_ready():
     w = world()
     w.building.add("d1")

@@ -21,7 +21,7 @@ from recserve_operator.cluster.platform import ClusterPlatform
 from recserve_operator.planners.canary import Controls
 from recserve_operator.planners.conditions import ConditionSpec, merge_conditions
 from recserve_operator.platform import Platform
-from recserve_operator.reconcile import reconcile
+from recserve_operator.reconcile import already_stalled, reconcile
 from recserve_operator.settings import OperatorSettings
 from recserve_operator.validate import check_document
 
@@ -105,7 +105,8 @@ def _reject(body: kopf.Body, patch: kopf.Patch, problems: list[str]) -> None:
     )
     status = RecommenderModelStatus(observed_generation=generation, phase="Failed", conditions=conditions)
     _write_status(body, patch, status)
-    kopf.warn(body, reason="InvalidSpec", message=message)
+    if not already_stalled(previous, "InvalidSpec", message, generation):
+        kopf.warn(body, reason="InvalidSpec", message=message)
     raise kopf.PermanentError(f"invalid spec: {message}")
 
 
