@@ -290,19 +290,20 @@ def _webhook_wiring(docs: list[Doc]) -> tuple[Doc, Doc]:
     rules = [
         r for r in one(docs, "ClusterRole")["rules"] if r["apiGroups"] == ["admissionregistration.k8s.io"]
     ]
+    # kopf manages the mutating configuration of the same name too (empty: no mutating handler)
+    # and exits when it may not create it (found by the e2e webhook scenario).
+    kinds = ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"]
     assert rules == [
+        {"apiGroups": ["admissionregistration.k8s.io"], "resources": kinds, "verbs": ["create"]},
         {
             "apiGroups": ["admissionregistration.k8s.io"],
-            "resources": ["validatingwebhookconfigurations"],
-            "verbs": ["create"],
-        },
-        {
-            "apiGroups": ["admissionregistration.k8s.io"],
-            "resources": ["validatingwebhookconfigurations"],
+            "resources": kinds,
             "verbs": ["get", "patch"],
             "resourceNames": ["recserve.dev"],
         },
     ]
+    mutating = one(docs, "MutatingWebhookConfiguration")
+    assert mutating["metadata"]["name"] == "recserve.dev" and "webhooks" not in mutating
     # The webhook rejects parallelism that no node type's GPUs can hold: it lists nodes.
     assert {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]} in one(docs, "ClusterRole")["rules"]
     return config, service
