@@ -99,6 +99,22 @@ def test_recommend_returns_ten_unseen_titles(served, movielens):
     assert scores == sorted(scores, reverse=True)
 
 
+def test_metrics_count_requests_by_version(served):
+    _, url, _ = served
+    httpx.post(f"{url}/v1/recommend", json={"user_id": 7, "k": 5}, timeout=60)
+    metrics = httpx.get(f"{url}/metrics", timeout=30).text
+    counted = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("recserve_requests_total{")
+        and 'version="movielens-ranker/1"' in line
+        and 'endpoint="/v1/recommend"' in line
+        and 'code="200"' in line
+    ]
+    assert counted and float(counted[0].rsplit(" ", 1)[1]) >= 1
+    assert "recserve_request_duration_seconds_bucket{" in metrics
+
+
 def test_printed_curl_works(served):
     up, _, _ = served
     curl = next(line for line in up.lines if line.startswith("try: curl"))
