@@ -124,13 +124,13 @@ def test_canary_promotes_under_traffic_then_a_bad_canary_rolls_back(tmp_path, en
         wait_for(lambda: printed(r"^READY "), 1500, interval=1.0, message="READY")
         tree = process_tree([up.pid])
         traffic = Traffic(f"http://127.0.0.1:{port}")
-        wait_for(lambda: printed(r"CanaryPromoted"), 400, interval=1.0, message="the canary to be promoted")
+        wait_for(lambda: printed(r"CanaryPromoted"), 900, interval=1.0, message="the canary to be promoted")
         steps = [int(m.group(1)) for line in lines for m in [re.search(r"at (\d+)% \(step", line)] if m]
         assert steps[:3] == [5, 25, 50], lines
 
         path.write_text(yaml.safe_dump(manifest(bad_model, None)))
         wait_for(
-            lambda: printed(r"CanaryRolledBack"), 400, interval=1.0, message="the bad canary to roll back"
+            lambda: printed(r"CanaryRolledBack"), 600, interval=1.0, message="the bad canary to roll back"
         )
         rounds = traffic.finish()
         traffic = None
