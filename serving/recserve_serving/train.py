@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,9 @@ import torch
 from torch import nn
 
 from recserve_serving.data import MovieLens
-from recserve_serving.evaluate import eval_set, evaluate_scorer, popularity_scores, ranking_metrics
+from recserve_serving.evaluate import EvalSet, eval_set, evaluate_scorer, popularity_scores, ranking_metrics
 from recserve_serving.model import Checkpoint, encode, new_ranker, save_checkpoint, score_pairs, torch_inputs
+from recserve_serving.registry import Registry, ResolvedCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -190,13 +192,19 @@ def fit(
     }
 
 
+def checkpoint_metrics(checkpoint: Checkpoint, data: MovieLens, evals: EvalSet) -> dict[str, float]:
+    """Ranking metrics of the checkpoint itself, eager fp32 on 2 threads: the reference."""
+    torch.set_num_threads(2)
+    with torch.inference_mode():
+        return evaluate_scorer(lambda u, i: score_pairs(checkpoint, u, i), data, evals)
+
+
 def evaluate_checkpoint(
     checkpoint: Checkpoint, data: MovieLens, *, users: int = 100, candidates: int = 50, seed: int = 0
 ) -> dict[str, float]:
     """Eager fp32 quality of a checkpoint, and most-popular on the same lists for comparison."""
     evals = eval_set(data, users=users, candidates=candidates, seed=seed)
-    with torch.inference_mode():
-        metrics = evaluate_scorer(lambda u, i: score_pairs(checkpoint, u, i), data, evals)
+    metrics = checkpoint_metrics(checkpoint, data, evals)
     popular = ranking_metrics(data, evals, popularity_scores(data, evals))
     metrics["most_popular_ndcg@10"] = popular["ndcg@10"]
     metrics["most_popular_auc"] = popular["auc"]
@@ -241,3 +249,15 @@ def train_ranker(
     )
     metrics["wall_seconds"] = time.perf_counter() - started
     return metrics
+
+
+def train_and_register(
+    registry: Registry, name: str, data: MovieLens | None = None, **settings: Any
+) -> tuple[ResolvedCheckpoint, dict[str, float]]:
+    """Train (``train_ranker`` keyword settings) in a scratch dir under the state, register, return both."""
+    from recserve_serving.data import load_movielens
+
+    with tempfile.TemporaryDirectory(prefix="recserve-train-", dir=registry.state) as scratch:
+        out = Path(scratch) / "checkpoint"
+        metrics = train_ranker(data if data is not None else load_movielens(), out, **settings)
+        return registry.register(name, out, metrics), metrics

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import tempfile
-from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,23 +34,21 @@ def run(args: argparse.Namespace) -> int:
     from recserve_serving.data import load_movielens
     from recserve_serving.paths import state_dir
     from recserve_serving.registry import Registry
-    from recserve_serving.train import train_ranker
+    from recserve_serving.train import train_and_register
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     state = state_dir(args.state)
-    data = load_movielens()
-    with tempfile.TemporaryDirectory(prefix="recserve-train-", dir=state) as scratch:
-        metrics = train_ranker(
-            data,
-            Path(scratch) / "checkpoint",
-            steps=args.steps,
-            batch_size=args.batch_size,
-            max_len=args.max_len,
-            seed=args.seed,
-            adversarial=args.adversarial,
-            eval_users=args.eval_users,
-        )
-        resolved = Registry(state).register(args.name, Path(scratch) / "checkpoint", metrics)
+    resolved, metrics = train_and_register(
+        Registry(state),
+        args.name,
+        load_movielens(),
+        steps=args.steps,
+        batch_size=args.batch_size,
+        max_len=args.max_len,
+        seed=args.seed,
+        adversarial=args.adversarial,
+        eval_users=args.eval_users,
+    )
     print(f"registered models:/{resolved.name}/{resolved.version} (@champion) digest {resolved.digest}")
     for key in ("ndcg@10", "most_popular_ndcg@10", "hitrate@10", "auc", "coverage", "wall_seconds"):
         if key in metrics:

@@ -13,13 +13,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from recserve_serving.data import MovieLens
 from recserve_serving.engine.runtime import Engine
 from recserve_serving.evaluate import EvalSet, EvalSettings, evaluate_scorer, latency
-from recserve_serving.model import Checkpoint, count_parameters, score_pairs
+from recserve_serving.model import Checkpoint, count_parameters
 from recserve_serving.recipe import QualityGate
+from recserve_serving.train import checkpoint_metrics
 
 REPORT_FILE = "report.json"
 RANKING = ("ndcg@10", "hitrate@10", "auc", "coverage", "novelty")
@@ -90,9 +90,7 @@ def reference_metrics(
     path = cache / f"{digest.removeprefix('sha256:')[:32]}-{settings.describe().replace(',', '-')}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    torch.set_num_threads(2)
-    with torch.inference_mode():
-        metrics = evaluate_scorer(lambda u, i: score_pairs(checkpoint, u, i), data, evals)
+    metrics = checkpoint_metrics(checkpoint, data, evals)
     metrics["params"] = float(count_parameters(checkpoint.model))
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_suffix(".tmp")
