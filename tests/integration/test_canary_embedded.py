@@ -40,11 +40,14 @@ def manifest(canary_uri: str, canary_optimization: dict | None) -> dict:
             {"weight": 50, "pause": "15s"},
         ],
         "stickyBy": "user_id",
-        "analysis": {"maxErrorRate": 0.01, "maxScoreShift": 0.6, "minRequests": 10},
+        "analysis": {"maxErrorRate": 0.01, "maxScoreShift": 0.6, "minRequests": 5},
     }
     if canary_optimization is not None:
         canary["optimization"] = canary_optimization
     spec["spec"]["rollout"] = {"canary": canary}
+    # Twenty candidates per request keep a loaded 2-core machine at several requests a second,
+    # so a 5% step still sees its minimum of canary requests within minutes.
+    spec["spec"]["serving"]["retrieval"] = {"candidates": 20, "defaultK": 10, "maxK": 20}
     return spec
 
 
@@ -118,20 +121,24 @@ def test_canary_promotes_under_traffic_then_a_bad_canary_rolls_back(tmp_path, en
             raise AssertionError("recserve up exited:\n" + "\n".join(lines[-40:]))
         return any(re.search(pattern, line) for line in lines)
 
+    def waiting(pattern: str, timeout: float) -> None:
+        try:
+            wait_for(lambda: printed(pattern), timeout, interval=1.0, message=pattern)
+        except TimeoutError as error:
+            raise AssertionError(f"{error}; recserve up printed:\n" + "\n".join(lines[-30:])) from None
+
     traffic: Traffic | None = None
     tree = []
     try:
         wait_for(lambda: printed(r"^READY "), 1500, interval=1.0, message="READY")
         tree = process_tree([up.pid])
         traffic = Traffic(f"http://127.0.0.1:{port}")
-        wait_for(lambda: printed(r"CanaryPromoted"), 900, interval=1.0, message="the canary to be promoted")
+        waiting(r"CanaryPromoted", 900)
         steps = [int(m.group(1)) for line in lines for m in [re.search(r"at (\d+)% \(step", line)] if m]
         assert steps[:3] == [5, 25, 50], lines
 
         path.write_text(yaml.safe_dump(manifest(bad_model, None)))
-        wait_for(
-            lambda: printed(r"CanaryRolledBack"), 600, interval=1.0, message="the bad canary to roll back"
-        )
+        waiting(r"CanaryRolledBack", 600)
         rounds = traffic.finish()
         traffic = None
         served = sum(r.requests for r in rounds)
