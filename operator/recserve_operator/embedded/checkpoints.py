@@ -9,9 +9,7 @@ or alias is an error that names what the registry does hold.
 from __future__ import annotations
 
 import re
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
 from recserve_serving.registry import Registry, ResolvedCheckpoint
 
@@ -25,18 +23,11 @@ def registered_name(uri: str) -> str | None:
 
 
 def train_seed_model(registry: Registry, say: Callable[[str], None]) -> ResolvedCheckpoint:
-    from recserve_serving.data import load_movielens
-    from recserve_serving.train import train_ranker
+    from recserve_serving.train import train_and_register
 
     say(f"registry has no {SEED_MODEL}: fine-tuning MiniLM on MovieLens (a few minutes, once)")
-    with tempfile.TemporaryDirectory(dir=registry.state) as scratch:
-        out = Path(scratch) / "checkpoint"
-        metrics = train_ranker(load_movielens(), out)
-        resolved = registry.register(SEED_MODEL, out, metrics)
-    say(
-        f"registered {SEED_MODEL} v{resolved.version}: "
-        + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-    )
+    resolved, metrics = train_and_register(registry, SEED_MODEL)
+    say(f"registered {SEED_MODEL} v{resolved.version}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     return resolved
 
 
