@@ -27,7 +27,10 @@ def train_seed_model(registry: Registry, say: Callable[[str], None]) -> Resolved
 
     say(f"registry has no {SEED_MODEL}: fine-tuning MiniLM on MovieLens (a few minutes, once)")
     resolved, metrics = train_and_register(registry, SEED_MODEL)
-    say(f"registered {SEED_MODEL} v{resolved.version}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    say(
+        f"registered {SEED_MODEL} v{resolved.version}: "
+        + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+    )
     return resolved
 
 
