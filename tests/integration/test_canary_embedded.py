@@ -73,9 +73,18 @@ def bad_model(env):
             "state = Path(sys.argv[1])\n"
             "with tempfile.TemporaryDirectory(dir=state) as d:\n"
             "    m = train_ranker(load_movielens(), Path(d) / 'c', steps=1, eval_users=10, eval_candidates=10)\n"
-            f"    Registry(state).register({BAD_MODEL!r}, Path(d) / 'c', m)\n"
+            f"    resolved = Registry(state).register({BAD_MODEL!r}, Path(d) / 'c', m)\n"
+            "import yaml\n"
+            "from recserve_serving.engine.build import build_engine\n"
+            "from recserve_serving.recipe import OptimizationRecipe\n"
+            "spec = yaml.safe_load(open(sys.argv[2]))['spec']['optimization']\n"
+            "build_engine(resolved, OptimizationRecipe.model_validate(spec), state / 'engines')\n"
         )
-        subprocess.run([sys.executable, "-c", code, env["RECSERVE_HOME"]], env=env, check=True, timeout=900)
+        # The engine is built here too, so that `up` finds it cached: this test is about rollback.
+        example = str(REPO / "manifests/examples/movielens-ranker.yaml")
+        subprocess.run(
+            [sys.executable, "-c", code, env["RECSERVE_HOME"], example], env=env, check=True, timeout=1800
+        )
     return f"models:/{BAD_MODEL}/1"
 
 

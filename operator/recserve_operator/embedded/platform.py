@@ -127,7 +127,7 @@ class EmbeddedPlatform:
         status, message = self.target.application_status(config.name)
         if status in {"DEPLOY_FAILED", "UNHEALTHY"}:
             raise Unavailable(f"Ray Serve application {config.name} is {status}: {message.strip()[:2000]}")
-        if status != "RUNNING":
+        if status not in {"RUNNING", "DEPLOYING"}:
             return DeployOutcome(False, None, f"application {config.name} is {status}")
         try:
             ready = httpx.get(f"{self.endpoint}/v2/health/ready", timeout=10).status_code == 200
