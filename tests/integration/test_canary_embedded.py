@@ -58,33 +58,41 @@ def env(tmp_path_factory):
     return dict(os.environ, RECSERVE_HOME=str(state), RECSERVE_RAY_TMP=str(tmp_path_factory.mktemp("r")))
 
 
+BAD_MODEL_SCRIPT = """
+import sys, tempfile
+from pathlib import Path
+import yaml
+from recserve_serving.data import load_movielens
+from recserve_serving.engine.build import build_engine
+from recserve_serving.recipe import OptimizationRecipe
+from recserve_serving.registry import Registry
+from recserve_serving.train import train_ranker
+
+state, name, example = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+registry = Registry(state)
+if not registry.has_model(name):
+    with tempfile.TemporaryDirectory(dir=state) as scratch:
+        metrics = train_ranker(load_movielens(), Path(scratch) / "c", steps=1, eval_users=10, eval_candidates=10)
+        registry.register(name, Path(scratch) / "c", metrics)
+recipe = OptimizationRecipe.model_validate(yaml.safe_load(open(example))["spec"]["optimization"])
+build_engine(registry.resolve(f"models:/{name}/1"), recipe, state / "engines")
+"""
+
+
 @pytest.fixture(scope="module")
 def bad_model(env):
-    """A ranker trained for one step: it serves without errors, but its scores are noise."""
-    from recserve_serving.registry import Registry
+    """A ranker trained for one step: it serves without errors, but its scores are noise.
 
-    registry = Registry(Path(env["RECSERVE_HOME"]))
-    if not registry.has_model(BAD_MODEL):
-        code = (
-            "import sys, tempfile; from pathlib import Path\n"
-            "from recserve_serving.data import load_movielens\n"
-            "from recserve_serving.registry import Registry\n"
-            "from recserve_serving.train import train_ranker\n"
-            "state = Path(sys.argv[1])\n"
-            "with tempfile.TemporaryDirectory(dir=state) as d:\n"
-            "    m = train_ranker(load_movielens(), Path(d) / 'c', steps=1, eval_users=10, eval_candidates=10)\n"
-            f"    resolved = Registry(state).register({BAD_MODEL!r}, Path(d) / 'c', m)\n"
-            "import yaml\n"
-            "from recserve_serving.engine.build import build_engine\n"
-            "from recserve_serving.recipe import OptimizationRecipe\n"
-            "spec = yaml.safe_load(open(sys.argv[2]))['spec']['optimization']\n"
-            "build_engine(resolved, OptimizationRecipe.model_validate(spec), state / 'engines')\n"
-        )
-        # The engine is built here too, so that `up` finds it cached: this test is about rollback.
-        example = str(REPO / "manifests/examples/movielens-ranker.yaml")
-        subprocess.run(
-            [sys.executable, "-c", code, env["RECSERVE_HOME"], example], env=env, check=True, timeout=1800
-        )
+    Its engine is built here too (a cache hit when present), so that `up` finds it cached:
+    this test is about the rollback, not the build.
+    """
+    example = str(REPO / "manifests/examples/movielens-ranker.yaml")
+    subprocess.run(
+        [sys.executable, "-c", BAD_MODEL_SCRIPT, env["RECSERVE_HOME"], BAD_MODEL, example],
+        env=env,
+        check=True,
+        timeout=1800,
+    )
     return f"models:/{BAD_MODEL}/1"
 
 
