@@ -7,7 +7,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_AUTH_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: env demo test lint unit integration e2e crd bench
+.PHONY: env demo test lint unit integration scenarios e2e crd bench
 
 env:
 	@bash scripts/bootstrap.sh
@@ -28,6 +28,9 @@ unit: env
 
 integration: env
 	$(PY) -m pytest -m integration
+
+scenarios: env
+	$(PY) -m pytest -m scenario
 
 e2e: env
 	bash e2e/cluster/build.sh

@@ -32,7 +32,7 @@ from recserve_serving.serve.routing import choose_version
 from recserve_serving.serving_spec import AutoscalingSpec, BatchingSpec, ServingSpec
 from recserve_serving.waiting import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.scenario]
 REPO = Path(__file__).resolve().parents[2]
 STATE = REPO / ".recserve-test"
 CANDIDATES = [1, 2, 3, 6, 10]
