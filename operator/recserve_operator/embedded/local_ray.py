@@ -86,11 +86,13 @@ def start_local_ray(state: Path, *, num_cpus: int, timeout: float = 120.0) -> Ra
 
     def serve_api_up() -> bool:
         if process.poll() is not None:
-            raise Unavailable(f"ray start exited with code {process.returncode}; see {log_file}")
+            return True  # exited: reported just below, without waiting out the timeout
         return httpx.get(f"{info.dashboard_url}/api/serve/applications/", timeout=5).status_code == 200
 
     try:
         wait_for(serve_api_up, timeout, interval=0.5, message="the local Ray dashboard")
+        if process.poll() is not None:
+            raise Unavailable(f"ray start exited with code {process.returncode}; see {log_file}")
     except (WaitTimeout, Unavailable) as error:
         stop_local_ray(info)
         raise Unavailable(f"local Ray cluster did not start: {error}; log: {log_file}") from error
