@@ -7,17 +7,21 @@ build or a control plane that will not start fails every e2e test loudly; nothin
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from e2e.cluster.controlplane import KEEP_ENV, Binaries, BuildError, ControlPlane
-from e2e.waiting import wait_for
+from e2e.harness import ArtifactStore, Install, install_chart, uninstall_chart
+from recserve_serving.waiting import wait_for
 
 E2E_DIR = Path(__file__).resolve().parent
 _PLANE_KEY = pytest.StashKey[ControlPlane]()
@@ -58,7 +62,8 @@ def e2e_binaries(tmp_path_factory: pytest.TempPathFactory) -> Binaries:
 @pytest.fixture(scope="session")
 def control_plane(e2e_binaries: Binaries, request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
     keep = keep_cluster()
-    plane = ControlPlane(e2e_binaries, keep=keep)
+    # Audit on: the scale scenario counts the operator's API requests from the audit log.
+    plane = ControlPlane(e2e_binaries, keep=keep, audit=True)
     try:
         plane.start()
     except Exception as exc:
@@ -100,3 +105,47 @@ def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> It
     yield name
     if not control_plane.keep:
         core.delete_namespace(name)
+
+
+@pytest.fixture
+def chart(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Callable[..., Install]]:
+    """``chart(webhook=False)`` installs charts/recserve (e2e values) into the test's namespace,
+    watching it, and returns the Install with a kubeconfig for the chart's ServiceAccount; the
+    release is uninstalled afterwards (its ClusterRole and webhook configurations included)."""
+    installed: list[str] = []
+
+    def install(*, webhook: bool = False) -> Install:
+        result = install_chart(control_plane, namespace, tmp_path, webhook=webhook)
+        installed.append(namespace)
+        return result
+
+    yield install
+    if not control_plane.keep:
+        for ns in installed:
+            uninstall_chart(control_plane, ns)
+
+
+@pytest.fixture(scope="session")
+def tiny_registry(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A sqlite MLflow registry (in the session's tmp dir) holding the tiny real ranker as
+    ``models:/movielens-ranker/1`` (alias champion): ``{"trackingUri", "uri", "digest"}``."""
+    state = tmp_path_factory.mktemp("registry")
+    proc = subprocess.run(
+        [sys.executable, "-m", "e2e.tiny_ranker", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        cwd=E2E_DIR.parent,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"registering the tiny ranker failed:\n{proc.stdout}\n{proc.stderr}", pytrace=False)
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+@pytest.fixture
+def artifact_store(kube: Any, namespace: str) -> Iterator[ArtifactStore]:
+    """The artifact claim of the test's namespace, not created until ``.open()``."""
+    store = ArtifactStore(kube, namespace)
+    yield store
+    store.close()

@@ -25,7 +25,7 @@ from e2e.cluster.fleet import (
     node_is_ready,
 )
 from e2e.cluster.process import pid_alive, processes_using
-from e2e.waiting import wait_for
+from recserve_serving.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -27,9 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ import yaml
 from e2e.cluster.fleet import NodeSpec, default_fleet, node_is_ready
 from e2e.cluster.pki import PKI, CertPair
 from e2e.cluster.process import Component, ComponentError, pid_alive, processes_using
-from e2e.waiting import wait_for
+from recserve_serving.waiting import wait_for
 
 HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE / "build.sh"
@@ -53,8 +52,23 @@ SERVICE_CIDR = "127.96.0.0/24"
 SERVICE_IP = "127.96.0.1"
 POD_CIDR = "127.16.0.0/16"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
-# Connection errors while a server is still coming up.
-_STARTING = (OSError, urllib.error.URLError, ssl.SSLError, ConnectionError)
+# What ``audit=True`` records: each request (once, when its response completes) made by a
+# ServiceAccount outside kube-system, that is, by the processes a test runs as a ServiceAccount
+# (the operator under test). The controller-manager's own accounts, kwok, KubeRay and the admin
+# are left out, so the log stays small in a whole session.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived", "ResponseStarted"],
+    "rules": [
+        {"level": "None", "userGroups": ["system:serviceaccounts:kube-system"]},
+        {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
+        {"level": "None"},
+    ],
+}
+# kwok copies this pod annotation into a completed Job pod's termination message (see
+# _with_termination_message): how e2e hands a simulated build Job its real result.
+TERMINATION_MESSAGE_ANNOTATION = "e2e.recserve.dev/termination-message"
 
 
 class BuildError(RuntimeError):
@@ -337,11 +351,10 @@ class ControlPlane:
         wanted = set(names)
 
         def all_ready() -> bool:
-            self.check_alive()
             ready = {n.metadata.name for n in core.list_node().items if node_is_ready(n)}
             return wanted <= ready
 
-        wait_for(all_ready, timeout, interval=0.5, message=f"nodes {sorted(wanted)} Ready (kwok)")
+        self._wait_alive(all_ready, timeout, interval=0.5, message=f"nodes {sorted(wanted)} Ready (kwok)")
 
     # ----------------------------------------------------------------------------- internals
 
@@ -360,18 +373,29 @@ class ControlPlane:
             ctx.load_cert_chain(str(client.cert), str(client.key))
         return ctx
 
+    def _wait_alive(
+        self, predicate: Callable[[], object], timeout: float, *, interval: float, message: str
+    ) -> None:
+        """``wait_for`` (a predicate's errors mean "not yet", e.g. connection refused while a
+        server starts), except that a component that exits ends the wait at once, with its log."""
+
+        def done() -> object:
+            if not all(comp.alive() for comp in self.components):
+                return True
+            return predicate()
+
+        wait_for(done, timeout, interval=interval, message=message)
+        self.check_alive()
+
     def _wait_http(
         self, comp: Component, url: str, ctx: ssl.SSLContext | None, expect: bytes | None = None
     ) -> None:
         def ok() -> bool:
-            comp.check_alive()
             with urllib.request.urlopen(url, context=ctx, timeout=5) as resp:
                 body = resp.read()
                 return resp.status == 200 and (expect is None or expect in body)
 
-        wait_for(
-            ok, self.start_timeout, interval=0.3, message=f"{comp.name} healthy at {url}", ignore=_STARTING
-        )
+        self._wait_alive(ok, self.start_timeout, interval=0.3, message=f"{comp.name} healthy at {url}")
 
     def _certificates(self) -> None:
         pki = self.pki = PKI(self.workdir / "pki")
@@ -497,11 +521,7 @@ class ControlPlane:
         ]
         if self.audit:
             policy = self.workdir / "audit-policy.yaml"
-            policy.write_text(
-                yaml.safe_dump(
-                    {"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "rules": [{"level": "Metadata"}]}
-                )
-            )
+            policy.write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False))
             args += [
                 f"--audit-policy-file={policy}",
                 f"--audit-log-path={self.audit_log}",
@@ -513,7 +533,8 @@ class ControlPlane:
 
     @property
     def audit_log(self) -> Path:
-        """Where the API server writes audit events (one JSON per line) when ``audit=True``."""
+        """Where the API server writes audit events (one JSON per line) when ``audit=True``: every
+        request of a ServiceAccount outside kube-system (``AUDIT_POLICY``)."""
         return self.logs / "audit.log"
 
     def _start_controller_manager(self) -> None:
@@ -591,7 +612,7 @@ class ControlPlane:
         if not stages:
             raise ComponentError(f"no kwok stages in {self.binaries.kwok_stages}")
         config = self.workdir / "kwok.yaml"
-        config.write_text("\n---\n".join(s.read_text() for s in stages))
+        config.write_text("\n---\n".join(_with_termination_message(s.name, s.read_text()) for s in stages))
         comp = self._component(
             "kwok",
             [
@@ -631,7 +652,6 @@ class ControlPlane:
         core = client.CoreV1Api(self.api_client())
 
         def has_default_sa() -> bool:
-            self.check_alive()
             try:
                 core.read_namespaced_service_account("default", "default")
             except ApiException as exc:
@@ -640,7 +660,9 @@ class ControlPlane:
                 raise
             return True
 
-        wait_for(has_default_sa, self.start_timeout, interval=0.5, message="default ServiceAccount created")
+        self._wait_alive(
+            has_default_sa, self.start_timeout, interval=0.5, message="default ServiceAccount created"
+        )
 
     # ----------------------------------------------------------------------------- state file
 
@@ -653,6 +675,25 @@ class ControlPlane:
             "ports": self.ports,
         }
         (self.workdir / "state.json").write_text(json.dumps(state, indent=2))
+
+
+def _with_termination_message(name: str, stage: str) -> str:
+    """kwok's pod-complete stage (the simulated kubelet finishing a Job's pod), extended by one
+    line: the terminated container state carries the pod's ``TERMINATION_MESSAGE_ANNOTATION`` as
+    its ``message``, which a real kubelet reads from the container's terminationMessagePath. No
+    container runs here, so a test that needs a Job's result writes it there before the pod
+    runs; pods without the annotation complete exactly as before."""
+    if name != "pod-complete.yaml":
+        return stage
+    anchor = "            reason: Completed\n"
+    if stage.count(anchor) != 1:
+        raise ComponentError(f"kwok stage {name} changed shape: no single {anchor.strip()!r} line")
+    line = (
+        "            {{ with $root.metadata.annotations }}"
+        f'{{{{ with index . "{TERMINATION_MESSAGE_ANNOTATION}" }}}}message: {{{{ . | Quote }}}}{{{{ end }}}}'
+        "{{ end }}\n"
+    )
+    return stage.replace(anchor, anchor + line)
 
 
 def sweep_stale_workdirs(root: Path | None = None, min_age_s: float = 600.0) -> list[Path]:
