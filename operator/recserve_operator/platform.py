@@ -16,7 +16,6 @@ from recserve_operator.api.status import EngineStatus
 from recserve_operator.api.types import RecommenderModel
 from recserve_operator.planners.analysis import WindowMetrics
 from recserve_serving.recipe import OptimizationRecipe
-from recserve_serving.serve.config import TrafficConfig
 
 EngineState = Literal["Ready", "Building", "Failed"]
 
@@ -46,12 +45,18 @@ class ServedVersion:
 
 
 @dataclass(frozen=True)
+class TrafficSplit:
+    canary_weight: int = 0
+    shadow_percent: float = 0.0
+
+
+@dataclass(frozen=True)
 class DeployPlan:
     """What should be served: the stable engine, maybe a canary engine, and the traffic split."""
 
     stable: ServedVersion
     canary: ServedVersion | None
-    traffic: TrafficConfig
+    traffic: TrafficSplit
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,8 @@ class DeployOutcome:
     ready: bool
     endpoint: str | None
     message: str = ""
+    settled: bool = True
+    """False while a version is still being handed over (look again soon)."""
 
 
 class Platform(Protocol):
@@ -69,6 +76,10 @@ class Platform(Protocol):
     ) -> EngineOutcome: ...
 
     def deploy(self, model: RecommenderModel, plan: DeployPlan) -> DeployOutcome: ...
+
+    def teardown(self, model: RecommenderModel) -> None:
+        """Remove what serves ``model`` where no owner reference will (the model is being deleted)."""
+        ...
 
     def canary_metrics(
         self, model: RecommenderModel, stable: str, canary: str, since: datetime

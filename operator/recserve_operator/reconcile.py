@@ -33,9 +33,9 @@ from recserve_operator.platform import (
     EngineOutcome,
     Platform,
     ServedVersion,
+    TrafficSplit,
 )
 from recserve_serving.errors import CheckpointError, RecipeError, Unavailable
-from recserve_serving.serve.config import TrafficConfig
 
 BUILD_POLL_SECONDS = 10.0
 DEPLOY_POLL_SECONDS = 5.0
@@ -244,7 +244,7 @@ class _Pass:
         plan = DeployPlan(
             stable=stable,
             canary=canary_served if serving_canary else None,
-            traffic=TrafficConfig(
+            traffic=TrafficSplit(
                 canary_weight=decision.weight if serving_canary else 0,
                 shadow_percent=shadow if serving_canary else 0,
             ),
@@ -291,7 +291,7 @@ class _Pass:
             phase, conditions, stable=stable_status, canary=canary, endpoint=deployed.endpoint
         )
         requeue = STEADY_RESYNC_SECONDS
-        if not deployed.ready:
+        if not deployed.ready or not deployed.settled:
             requeue = DEPLOY_POLL_SECONDS
         elif progressing and decision.requeue_after is not None:
             requeue = max(1.0, min(decision.requeue_after, STEADY_RESYNC_SECONDS))

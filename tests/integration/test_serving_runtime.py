@@ -1,9 +1,10 @@
-"""The Serve app on a real local Ray cluster, driven through the Serve REST API with a fixed split.
+"""The Serve apps on a real local Ray cluster, driven through the Serve REST API.
 
 Stable is the int8 engine and canary the fp32 engine of the same real checkpoint, at 25%
 canary weight with 50% shadow traffic, fast autoscaling and dynamic batching. Checks:
 sticky splits over 2,000 users, shadow differences recorded, batches larger than one in
-the batch-size histogram, an upscale under load, and a weight change with no failed request.
+the batch-size histogram, an upscale under load, and weight changes and then a promotion
+(the operator's hand-over steps, ``plan_hand_over``) under traffic with no failed request.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 from recserve_operator.embedded.local_ray import start_local_ray, stop_local_ray
 from recserve_operator.embedded.processes import free_port
 from recserve_operator.loadgen import generate
+from recserve_operator.planners.serve_config import plan_hand_over
 from recserve_operator.rollout.serve_rest import ServeRestTarget
 from recserve_serving.paths import movielens_dir
 from recserve_serving.recipe import OptimizationRecipe
@@ -25,7 +27,6 @@ from recserve_serving.serve.config import (
     RankerConfig,
     RouterConfig,
     ServeAppConfig,
-    TrafficConfig,
     render_serve_config,
 )
 from recserve_serving.serve.routing import choose_version
@@ -54,26 +55,32 @@ def engines():
     return str(int8.path), str(fp32.path)
 
 
-def config(engines, port: int, weight: int) -> ServeAppConfig:
-    fast = ServingSpec(
-        autoscaling=AutoscalingSpec(
-            min_replicas=1,
-            max_replicas=2,
-            target_ongoing_requests=1,
-            upscale_delay_seconds=1,
-            downscale_delay_seconds=600,
-        ),
-        batching=BatchingSpec(max_batch_size=16, batch_wait_timeout_ms=20),
-    )
+FAST = ServingSpec(
+    autoscaling=AutoscalingSpec(
+        min_replicas=1,
+        max_replicas=2,
+        target_ongoing_requests=1,
+        upscale_delay_seconds=1,
+        downscale_delay_seconds=600,
+    ),
+    batching=BatchingSpec(max_batch_size=16, batch_wait_timeout_ms=20),
+)
+
+
+def config(engines, port: int, weight: int, *, promoted: bool = False) -> ServeAppConfig:
+    router = RouterConfig(model_name="rt", data_dir=str(movielens_dir()), index_dir=str(STATE / "retrieval"))
+    stable = RankerConfig(label="rt/int8", engine_dir=engines[0], serving=FAST)
+    canary = RankerConfig(label="rt/fp32", engine_dir=engines[1], serving=ServingSpec())
+    if promoted:
+        return ServeAppConfig(name="rt", port=port, router=router, stable=canary)
     return ServeAppConfig(
         name="rt",
         port=port,
-        router=RouterConfig(
-            model_name="rt", data_dir=str(movielens_dir()), index_dir=str(STATE / "retrieval")
-        ),
-        stable=RankerConfig(version="stable", label="rt/int8", engine_dir=engines[0], serving=fast),
-        canary=RankerConfig(version="canary", label="rt/fp32", engine_dir=engines[1], serving=ServingSpec()),
-        traffic=TrafficConfig(canary_weight=weight, shadow_percent=50),
+        router=router,
+        stable=stable,
+        canary=canary,
+        canary_weight=weight,
+        shadow_percent=50,
     )
 
 
@@ -137,7 +144,7 @@ def test_shadow_and_batching_are_observed(app):
     assert size_count > 0 and size_sum / size_count > 1.0, "concurrent requests should share engine calls"
 
 
-def test_upscale_under_load(app):
+def test_upscale_under_load(app, engines):
     url, target = app
     stop = threading.Event()
 
@@ -148,29 +155,52 @@ def test_upscale_under_load(app):
     worker = threading.Thread(target=load, daemon=True)
     worker.start()
 
+    stable_app = config(engines, 0, 25).traffic().stable.app
+
     def replicas() -> int:
-        deployment = target.status()["applications"]["rt"]["deployments"]["Ranker-stable"]
+        deployment = target.status()["applications"][stable_app]["deployments"]["Ranker"]
         return sum(1 for replica in deployment.get("replicas", []) if replica.get("state") == "RUNNING")
 
     try:
-        wait_for(lambda: replicas() >= 2, 300, interval=2.0, message="Ranker-stable to scale to 2 replicas")
+        wait_for(
+            lambda: replicas() >= 2, 300, interval=2.0, message="the stable Ranker to scale to 2 replicas"
+        )
     finally:
         stop.set()
         worker.join(timeout=120)
 
 
-def test_weight_change_under_traffic_fails_no_request(app, engines):
+def _all_running(target: ServeRestTarget) -> bool:
+    apps = target.status().get("applications") or {}
+    return bool(apps) and all(a.get("status") == "RUNNING" for a in apps.values())
+
+
+def test_weight_changes_then_a_promotion_under_traffic_fail_no_request(app, engines):
     url, target = app
     port = int(url.rsplit(":", 1)[1])
     results = []
     worker = threading.Thread(
-        target=lambda: results.append(generate(url, concurrency=4, requests=400, seconds=60))
+        target=lambda: results.append(generate(url, concurrency=4, requests=100_000, seconds=90))
     )
     worker.start()
-    for weight in (50, 75, 100, 25):
-        target.apply(render_serve_config(config(engines, port, weight)))
-        wait_for(lambda: target.application_status("rt")[0] == "RUNNING", 120, message="reconfigure")
-    worker.join(timeout=180)
+    try:
+        for weight in (50, 75, 100, 25):
+            target.apply(render_serve_config(config(engines, port, weight)))
+            wait_for(lambda: _all_running(target), 120, message=f"weight {weight} applied")
+        # Promotion, as the operator does it: one hand-over step per pass until settled.
+        promoted = config(engines, port, 0, promoted=True)
+        old_stable = config(engines, port, 25).traffic().stable.app
+
+        def handed_over() -> bool:
+            step = plan_hand_over(promoted, target.observe("rt"))
+            target.apply(step.rendered)
+            return step.settled and old_stable not in (target.status().get("applications") or {})
+
+        wait_for(handed_over, 180, interval=2.0, message="the promotion hand-over")
+    finally:
+        worker.join(timeout=240)
     (result,) = results
     assert result.requests > 0 and result.errors == 0, result.failures[:3]
     assert set(result.versions) <= {"rt/int8", "rt/fp32"}
+    after = recommend(url, 7)
+    assert after.status_code == 200 and after.headers["X-Recserve-Version"] == "rt/fp32"

@@ -9,10 +9,15 @@ import yaml
 
 from recserve_operator.planners.build_job import build_request, job_name, plan_build_job
 from recserve_operator.planners.rayservice import plan_rayservice, worker_group_name
-from recserve_operator.planners.serve_config import EngineRef, plan_serve_config
+from recserve_operator.planners.serve_config import (
+    EngineRef,
+    ServeObservation,
+    plan_hand_over,
+    plan_serve_config,
+)
 from recserve_operator.settings import OperatorSettings
 from recserve_operator.validate import load_model
-from recserve_serving.serve.config import TrafficConfig, render_serve_config
+from recserve_serving.serve.config import render_serve_config
 
 pytestmark = pytest.mark.unit
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests/examples"
@@ -87,22 +92,41 @@ def test_s3_artifact_store_uses_secret_env():
     assert {"RECSERVE_ARTIFACT_STORE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= env
 
 
-def _serve(model_, canary=False, weight=0):
+def _serve(model_, canary=False, weight=0, stable_dir="/artifacts/engines/a"):
     return plan_serve_config(
         model_,
-        stable=EngineRef("m/1", "/artifacts/engines/a"),
+        stable=EngineRef("m/1", stable_dir),
         canary=EngineRef("m/2", "/artifacts/engines/b") if canary else None,
-        traffic=TrafficConfig(canary_weight=weight),
+        canary_weight=weight,
         data_dir="/data",
         index_dir="/index",
     )
 
 
+def _apps(rendered):
+    return {app["name"]: app for app in rendered["applications"]}
+
+
+def _ranker(rendered, label="m/1"):
+    (app,) = [a for a in rendered["applications"] if a.get("args", {}).get("label") == label]
+    (deployment,) = app["deployments"]
+    return deployment
+
+
+def _router_traffic(rendered, name="movielens-ranker"):
+    return _apps(rendered)[name]["deployments"][0]["user_config"]
+
+
 def test_serve_config_maps_autoscaling_and_batching_from_the_spec():
     rendered = render_serve_config(_serve(CPU))
-    app = rendered["applications"][0]
-    assert app["import_path"] == "recserve_serving.serve.app:build_app"
-    ranker = next(d for d in app["deployments"] if d["name"] == "Ranker-stable")
+    apps = _apps(rendered)
+    router = apps["movielens-ranker"]
+    assert router["import_path"] == "recserve_serving.serve.app:build_router"
+    assert router["route_prefix"] == "/" and router["args"]["dataDir"] == "/data"
+    (ranker_app,) = [a for name, a in apps.items() if name != "movielens-ranker"]
+    assert ranker_app["import_path"] == "recserve_serving.serve.app:build_ranker"
+    assert ranker_app["route_prefix"] is None, "rankers are reached through the router only"
+    ranker = _ranker(rendered)
     spec = CPU.spec.serving
     assert ranker["autoscaling_config"] == {
         "min_replicas": spec.autoscaling.min_replicas,
@@ -112,32 +136,100 @@ def test_serve_config_maps_autoscaling_and_batching_from_the_spec():
         "downscale_delay_s": spec.autoscaling.downscale_delay_seconds,
     }
     assert ranker["max_ongoing_requests"] >= spec.batching.max_batch_size
-    assert app["args"]["stable"]["serving"]["batching"]["maxBatchSize"] == spec.batching.max_batch_size
+    assert ranker_app["args"]["batching"]["maxBatchSize"] == spec.batching.max_batch_size
+    assert _router_traffic(rendered)["stable"] == {"app": ranker_app["name"], "label": "m/1"}
 
 
 def test_weights_live_only_in_the_router_user_config():
     at5, at25 = (render_serve_config(_serve(CANARY, canary=True, weight=w)) for w in (5, 25))
-    router5, router25 = (
-        next(d for d in r["applications"][0]["deployments"] if d["name"] == "Router") for r in (at5, at25)
+    assert _router_traffic(at5, "movielens-ranker")["canaryWeight"] == 5
+    assert _router_traffic(at25, "movielens-ranker")["canaryWeight"] == 25
+    for rendered in (at5, at25):
+        rendered["applications"][0]["deployments"][0].pop("user_config")
+    assert at5 == at25, "a weight change must not touch anything but the router's user_config"
+
+
+def test_promotion_changes_no_application_args():
+    """A canary is promoted by routing alone: every app that stays keeps its args."""
+    during = render_serve_config(_serve(CANARY, canary=True, weight=80))
+    after = render_serve_config(
+        plan_serve_config(
+            CANARY, stable=EngineRef("m/2", "/artifacts/engines/b"), data_dir="/data", index_dir="/index"
+        )
     )
-    assert router5["user_config"]["canaryWeight"] == 5 and router25["user_config"]["canaryWeight"] == 25
-    strip = [
-        {
-            **r,
-            "applications": [
-                {
-                    **r["applications"][0],
-                    "deployments": [d for d in r["applications"][0]["deployments"] if d["name"] != "Router"],
-                }
-            ],
-        }
-        for r in (at5, at25)
-    ]
-    assert strip[0] == strip[1], "a weight change must not touch anything but the router's user_config"
+    before_apps, after_apps = _apps(during), _apps(after)
+    assert set(after_apps) < set(before_apps)
+    for name, app in after_apps.items():
+        assert app["args"] == before_apps[name]["args"], name
+
+
+def _observed(rendered, running):
+    return ServeObservation(rendered, frozenset(running))
+
+
+def test_hand_over_routes_a_canary_only_once_its_app_runs():
+    stable_only = render_serve_config(_serve(CANARY))
+    router = "movielens-ranker"
+    stable_app = _router_traffic(stable_only, router)["stable"]["app"]
+    wanted = _serve(CANARY, canary=True, weight=20)
+    canary_app = wanted.traffic().canary.app
+
+    warming = plan_hand_over(wanted, _observed(stable_only, {router, stable_app}))
+    assert canary_app in _apps(warming.rendered), "the canary is deployed to warm up"
+    assert warming.traffic.canary is None and warming.traffic.canary_weight == 0
+    assert not warming.settled
+
+    running = plan_hand_over(wanted, _observed(warming.rendered, {router, stable_app, canary_app}))
+    assert running.settled and running.traffic == wanted.traffic()
+    assert running.rendered == render_serve_config(wanted)
+
+
+def test_hand_over_keeps_a_version_that_lost_its_route_until_the_router_applied_it():
+    router = "movielens-ranker"
+    during = render_serve_config(_serve(CANARY, canary=True, weight=80))
+    old_stable = _router_traffic(during, router)["stable"]["app"]
+    canary_app = _router_traffic(during, router)["canary"]["app"]
+    promoted = plan_serve_config(
+        CANARY, stable=EngineRef("m/2", "/artifacts/engines/b"), data_dir="/data", index_dir="/index"
+    )
+    everything = {router, old_stable, canary_app}
+
+    step1 = plan_hand_over(promoted, _observed(during, everything))
+    assert step1.settled and step1.traffic.stable.app == canary_app
+    assert old_stable in _apps(step1.rendered), "requests already sent to it must finish"
+
+    # The router has not applied the new traffic yet (its app is updating): keep it.
+    step2 = plan_hand_over(promoted, _observed(step1.rendered, everything - {router}))
+    assert old_stable in _apps(step2.rendered)
+
+    step3 = plan_hand_over(promoted, _observed(step1.rendered, everything))
+    assert old_stable not in _apps(step3.rendered)
+    assert step3.rendered == render_serve_config(promoted)
+
+
+def test_hand_over_keeps_the_old_stable_routed_while_a_new_stable_starts():
+    router = "movielens-ranker"
+    old = render_serve_config(_serve(CPU))
+    old_app = _router_traffic(old, router)["stable"]["app"]
+    new = _serve(CPU, stable_dir="/artifacts/engines/new")
+    new_app = new.traffic().stable.app
+    assert new_app != old_app
+
+    starting = plan_hand_over(new, _observed(old, {router, old_app}))
+    assert starting.traffic.stable.app == old_app and not starting.settled
+    assert {old_app, new_app} <= set(_apps(starting.rendered))
+
+    took_over = plan_hand_over(new, _observed(starting.rendered, {router, old_app, new_app}))
+    assert took_over.traffic.stable.app == new_app and took_over.settled
+
+
+def test_first_deploy_routes_the_stable_version_at_once():
+    step = plan_hand_over(_serve(CPU), ServeObservation())
+    assert step.settled and step.rendered == render_serve_config(_serve(CPU))
 
 
 def test_rayservice_head_has_no_gpu_and_workers_fit_a_placement_group():
-    service = plan_rayservice(GPU, _serve(GPU), SETTINGS)
+    service = plan_rayservice(GPU, render_serve_config(_serve(GPU)), SETTINGS)
     cluster = service["spec"]["rayClusterConfig"]
     head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert "nvidia.com/gpu" not in head["resources"]["limits"]
@@ -175,7 +267,7 @@ def test_ray_validation_rejects_what_ray_would():
     from recserve_serving.serve.config import check_with_ray
 
     rendered = render_serve_config(_serve(CPU))
-    ranker = next(d for d in rendered["applications"][0]["deployments"] if d["name"] == "Ranker-stable")
+    ranker = _ranker(rendered)
     ranker["autoscaling_config"]["min_replicas"] = 5
     ranker["autoscaling_config"]["max_replicas"] = 2
     with pytest.raises(InvalidRequest, match="max_replicas"):
@@ -188,13 +280,18 @@ def test_pipeline_parallel_ranker_reserves_a_strict_pack_placement_group():
     )
     two_stage = CPU.model_copy(update={"spec": CPU.spec.model_copy(update={"serving": serving})})
     rendered = render_serve_config(_serve(two_stage))
-    ranker = next(d for d in rendered["applications"][0]["deployments"] if d["name"] == "Ranker-stable")
+    ranker = _ranker(rendered)
     assert ranker["placement_group_strategy"] == "STRICT_PACK"
     assert ranker["placement_group_bundles"] == [{"CPU": 0.1}, {"CPU": 1.0}, {"CPU": 1.0}]
     assert ranker["ray_actor_options"]["num_cpus"] == 0.1
-    gpu_ranker = next(
-        d
-        for d in render_serve_config(_serve(GPU))["applications"][0]["deployments"]
-        if d["name"] == "Ranker-stable"
-    )
+    gpu_ranker = _ranker(render_serve_config(_serve(GPU)))
     assert all(bundle.get("GPU") == 1 for bundle in gpu_ranker["placement_group_bundles"][1:])
+
+
+def test_a_models_applications_are_told_apart_from_other_models():
+    from recserve_serving.serve.config import owned_by
+
+    rendered = render_serve_config(_serve(CPU))
+    assert all(owned_by(app["name"], "movielens-ranker") for app in rendered["applications"])
+    assert not any(owned_by(app["name"], "movielens") for app in rendered["applications"])
+    assert not owned_by("movielens-ranker-gpu", "movielens-ranker")

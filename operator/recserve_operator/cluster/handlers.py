@@ -24,6 +24,7 @@ from recserve_operator.platform import Platform
 from recserve_operator.reconcile import already_stalled, reconcile
 from recserve_operator.settings import OperatorSettings
 from recserve_operator.validate import check_document
+from recserve_serving.errors import Unavailable
 
 log = logging.getLogger("recserve.operator")
 RESOURCE = (GROUP, VERSION, PLURAL)
@@ -151,7 +152,21 @@ def on_tick(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 
 @kopf.on.delete(*RESOURCE)
 def on_delete(body: kopf.Body, **_: Any) -> None:
-    """Owner references let Kubernetes delete the RayService and Jobs; engines age out by TTL."""
+    """Owner references let Kubernetes delete the RayService and Jobs; what has no owner
+    reference (Serve applications on a shared Ray cluster, with ``--serve-rest``) is removed
+    here, before kopf lets the deletion finish. A failure is retried, so nothing is orphaned."""
+    document = {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {"name": body.metadata.name, "namespace": body.metadata.namespace},
+        "spec": body.get("spec"),
+    }
+    model, _problems = check_document(document)
+    if model is not None:
+        try:
+            platform().teardown(model)
+        except Unavailable as error:
+            raise kopf.TemporaryError(f"teardown of {body.metadata.name}: {error}", delay=10) from error
     log.info(
         "RecommenderModel %s/%s deleted; children go with it", body.metadata.namespace, body.metadata.name
     )

@@ -21,11 +21,16 @@ from recserve_operator.cluster.checkpoints import describe
 from recserve_operator.planners.analysis import WindowMetrics
 from recserve_operator.planners.build_job import build_request, job_name, plan_build_job
 from recserve_operator.planners.rayservice import SERVE_PORT, plan_rayservice
-from recserve_operator.planners.serve_config import EngineRef, plan_serve_config
+from recserve_operator.planners.serve_config import (
+    EngineRef,
+    ServeObservation,
+    plan_hand_over,
+    plan_serve_config,
+)
 from recserve_operator.platform import CheckpointInfo, DeployOutcome, DeployPlan, EngineOutcome
 from recserve_operator.settings import OperatorSettings
 from recserve_serving.recipe import OptimizationRecipe
-from recserve_serving.serve.config import check_with_ray, render_serve_config
+from recserve_serving.serve.config import check_with_ray
 
 DATA_DIR = "/opt/recserve/data/movielens-small"
 INDEX_DIR = "/artifacts/retrieval"
@@ -36,6 +41,16 @@ def _job_state(job: dict[str, Any]) -> str:
         if condition.get("status") == "True" and condition.get("type") in {"Complete", "Failed"}:
             return str(condition["type"])
     return "Running"
+
+
+def _observe(service: dict[str, Any] | None) -> ServeObservation:
+    """The serve config a RayService was last given, and the apps KubeRay reports RUNNING."""
+    if service is None:
+        return ServeObservation()
+    deployed = yaml.safe_load((service.get("spec") or {}).get("serveConfigV2") or "{}") or None
+    active = ((service.get("status") or {}).get("activeServiceStatus") or {}).get("applicationStatuses") or {}
+    running = frozenset(name for name, app in active.items() if (app or {}).get("status") == "RUNNING")
+    return ServeObservation(deployed, running)
 
 
 def _rayservice_ready(service: dict[str, Any]) -> tuple[bool, str]:
@@ -83,27 +98,33 @@ class ClusterPlatform:
         return f"http://{model.metadata.name}-serve-svc.{model.metadata.namespace}.svc:{SERVE_PORT}"
 
     def deploy(self, model: RecommenderModel, plan: DeployPlan) -> DeployOutcome:
-        config = plan_serve_config(
+        desired = plan_serve_config(
             model,
             stable=EngineRef(plan.stable.label, plan.stable.engine_dir),
             canary=None if plan.canary is None else EngineRef(plan.canary.label, plan.canary.engine_dir),
-            traffic=plan.traffic,
+            canary_weight=plan.traffic.canary_weight,
+            shadow_percent=plan.traffic.shadow_percent,
             data_dir=DATA_DIR,
             index_dir=INDEX_DIR,
             host="0.0.0.0",
             port=SERVE_PORT,
         )
-        check_with_ray(render_serve_config(config))
-        wanted = plan_rayservice(model, config, self.settings)
-        namespace, name = wanted["metadata"]["namespace"], wanted["metadata"]["name"]
+        namespace, name = model.metadata.namespace or "default", model.metadata.name or ""
         current = kube.get_rayservice(namespace, name)
+        step = plan_hand_over(desired, _observe(current))
+        check_with_ray(step.rendered)
+        wanted = plan_rayservice(model, step.rendered, self.settings)
         if current is None:
             kube.create_rayservice(wanted)
-            return DeployOutcome(False, None, f"RayService {name} created")
+            return DeployOutcome(False, None, f"RayService {name} created", settled=False)
         if _differs(current["spec"], wanted["spec"]):
             kube.patch_rayservice_spec(namespace, name, wanted["spec"])
         ready, message = _rayservice_ready(current)
-        return DeployOutcome(ready, self.endpoint(model) if ready else None, message)
+        return DeployOutcome(ready, self.endpoint(model) if ready else None, message, settled=step.settled)
+
+    def teardown(self, model: RecommenderModel) -> None:
+        """Nothing to do: the RayService and build Jobs carry owner references, so the garbage
+        collector deletes them with the model; engines stay in the store for other models."""
 
     def canary_metrics(
         self, model: RecommenderModel, stable: str, canary: str, since: datetime

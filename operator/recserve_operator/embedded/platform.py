@@ -19,12 +19,12 @@ from recserve_operator.analysis.scrape import ScrapeProvider
 from recserve_operator.api.status import EngineStatus
 from recserve_operator.api.types import RecommenderModel
 from recserve_operator.planners.analysis import WindowMetrics
-from recserve_operator.planners.serve_config import EngineRef, plan_serve_config
+from recserve_operator.planners.serve_config import EngineRef, plan_hand_over, plan_serve_config
 from recserve_operator.platform import CheckpointInfo, DeployOutcome, DeployPlan, EngineOutcome
 from recserve_operator.rollout.serve_rest import ServeRestTarget
 from recserve_serving.errors import Unavailable
 from recserve_serving.recipe import OptimizationRecipe
-from recserve_serving.serve.config import check_with_ray, render_serve_config
+from recserve_serving.serve.config import check_with_ray
 
 RESOLVE_TTL_SECONDS = 30.0
 _GATE_METRICS = ("ndcg@10", "auc", "ndcg@10_drop", "auc_drop")
@@ -66,7 +66,7 @@ class EmbeddedPlatform:
         self.metrics = ScrapeProvider()
         self._resolved: dict[str, tuple[float, Any]] = {}
         self._engines: dict[tuple[str, str], EngineOutcome] = {}
-        self._applied: dict[str, Any] | None = None
+        self._applied: dict[str, dict[str, Any]] = {}
 
     @property
     def index_dir(self) -> str:
@@ -109,31 +109,44 @@ class EmbeddedPlatform:
     def deploy(self, model: RecommenderModel, plan: DeployPlan) -> DeployOutcome:
         if self.target is None:
             raise Unavailable("the local Ray cluster is not running")
-        config = plan_serve_config(
+        desired = plan_serve_config(
             model,
             stable=EngineRef(plan.stable.label, plan.stable.engine_dir),
             canary=None if plan.canary is None else EngineRef(plan.canary.label, plan.canary.engine_dir),
-            traffic=plan.traffic,
+            canary_weight=plan.traffic.canary_weight,
+            shadow_percent=plan.traffic.shadow_percent,
             data_dir=self.data_dir,
             index_dir=self.index_dir,
             host=self.host,
             port=self.port,
         )
-        rendered = render_serve_config(config)
-        if rendered != self._applied:
-            check_with_ray(rendered)
-            self.target.apply(rendered)
-            self._applied = rendered
-        status, message = self.target.application_status(config.name)
-        if status in {"DEPLOY_FAILED", "UNHEALTHY"}:
-            raise Unavailable(f"Ray Serve application {config.name} is {status}: {message.strip()[:2000]}")
-        if status not in {"RUNNING", "DEPLOYING"}:
-            return DeployOutcome(False, None, f"application {config.name} is {status}")
+        step = plan_hand_over(desired, self.target.observe(desired.name))
+        if step.rendered != self._applied.get(desired.name):
+            check_with_ray(step.rendered)
+            self.target.apply_for(desired.name, step.rendered)
+            self._applied[desired.name] = step.rendered
+        failed = self.target.failed_applications(desired.name)
+        if failed:
+            details = "; ".join(f"{name} is {why}" for name, why in sorted(failed.items()))
+            raise Unavailable(f"Ray Serve reports failed applications: {details}")
         try:
             ready = httpx.get(f"{self.endpoint}/v2/health/ready", timeout=10).status_code == 200
         except httpx.HTTPError as error:
-            return DeployOutcome(False, None, f"router not answering yet: {error}")
-        return DeployOutcome(ready, self.endpoint if ready else None, "" if ready else "rankers not ready")
+            return DeployOutcome(False, None, f"router not answering yet: {error}", settled=False)
+        return DeployOutcome(
+            ready,
+            self.endpoint if ready else None,
+            ("" if step.settled else "handing traffic over to a new version")
+            if ready
+            else "rankers not ready",
+            settled=step.settled,
+        )
+
+    def teardown(self, model: RecommenderModel) -> None:
+        name = model.metadata.name or ""
+        if self.target is not None:
+            self.target.apply_for(name, None)
+        self._applied.pop(name, None)
 
     def canary_metrics(
         self, model: RecommenderModel, stable: str, canary: str, since: datetime

@@ -26,7 +26,6 @@ from recserve_operator.planners.k8s_common import (
     metadata,
 )
 from recserve_operator.settings import OperatorSettings
-from recserve_serving.serve.config import ServeAppConfig, render_serve_config
 from recserve_serving.serving_spec import quantity_bytes
 
 SERVE_PORT = 8000
@@ -108,17 +107,19 @@ def _worker_group(
 
 
 def plan_rayservice(
-    model: RecommenderModel, config: ServeAppConfig, settings: OperatorSettings
+    model: RecommenderModel, serve_config: dict[str, Any], settings: OperatorSettings
 ) -> dict[str, Any]:
+    """The RayService for a rendered serve config (``plan_hand_over``'s step); its worker group
+    has room for every ranker application in it."""
     volumes, mounts, store_env = artifact_volume(settings)
     env = [*common_env(settings), *store_env]
-    versions = len(config.rankers())
+    versions = max(1, len(serve_config["applications"]) - 1)  # every app but the router
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
         "metadata": metadata(model, model.metadata.name or "", SERVING_COMPONENT),
         "spec": {
-            "serveConfigV2": yaml.safe_dump(render_serve_config(config), sort_keys=False),
+            "serveConfigV2": yaml.safe_dump(serve_config, sort_keys=False),
             "rayClusterConfig": {
                 "rayVersion": settings.ray_version,
                 "enableInTreeAutoscaling": True,

@@ -1,12 +1,23 @@
-"""RecommenderModel spec + built engines → the typed serve config (``ServeAppConfig``).
+"""RecommenderModel spec + built engines + what Ray Serve runs now → the serve config to apply.
 
-The same function feeds ``recserve up`` (local Ray) and the RayService planner
+The same functions feed ``recserve up`` (local Ray) and the RayService planner
 (``serveConfigV2``), so the two never disagree on what is served.
+
+The hand-over rules are what make a rollout free of failed requests, given that each version
+is its own Serve application (see ``recserve_serving.serve.config``):
+
+1. a version is routed only once its application is RUNNING: a new canary warms up at 0%, and
+   a new stable version keeps the old one routed until it can take over (on a first deploy there
+   is nothing to keep, so it is routed at once and readiness waits for it);
+2. a version that loses its route stays deployed until the router has applied the change
+   (the router app is RUNNING with a traffic config that no longer names it), so requests the
+   router already sent it finish, and none is sent to a vanished application.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from recserve_operator.api.types import RecommenderModel
 from recserve_serving.serve.config import (
@@ -14,7 +25,8 @@ from recserve_serving.serve.config import (
     RouterConfig,
     ServeAppConfig,
     TrafficConfig,
-    VersionName,
+    deployed_traffic,
+    render_serve_config,
 )
 
 
@@ -26,10 +38,12 @@ class EngineRef:
     engine_dir: str
 
 
-def _ranker(model: RecommenderModel, version: VersionName, engine: EngineRef) -> RankerConfig:
-    return RankerConfig(
-        version=version, label=engine.label, engine_dir=engine.engine_dir, serving=model.spec.serving
-    )
+@dataclass(frozen=True)
+class ServeObservation:
+    """What the Serve controller reports: the config it was last given and its RUNNING apps."""
+
+    deployed: dict[str, Any] | None = None
+    running: frozenset[str] = field(default_factory=frozenset)
 
 
 def plan_serve_config(
@@ -39,11 +53,17 @@ def plan_serve_config(
     data_dir: str,
     index_dir: str,
     canary: EngineRef | None = None,
-    traffic: TrafficConfig | None = None,
+    canary_weight: int = 0,
+    shadow_percent: float = 0.0,
     host: str = "0.0.0.0",
     port: int = 8000,
 ) -> ServeAppConfig:
+    """The desired end state: both versions deployed and routed as the rollout says."""
     name = model.metadata.name or ""
+
+    def ranker(engine: EngineRef) -> RankerConfig:
+        return RankerConfig(label=engine.label, engine_dir=engine.engine_dir, serving=model.spec.serving)
+
     return ServeAppConfig(
         name=name,
         host=host,
@@ -54,7 +74,53 @@ def plan_serve_config(
             index_dir=index_dir,
             retrieval=model.spec.serving.retrieval,
         ),
-        stable=_ranker(model, "stable", stable),
-        canary=None if canary is None else _ranker(model, "canary", canary),
-        traffic=traffic or TrafficConfig(),
+        stable=ranker(stable),
+        canary=None if canary is None else ranker(canary),
+        canary_weight=canary_weight if canary else 0,
+        shadow_percent=shadow_percent if canary else 0.0,
     )
+
+
+@dataclass(frozen=True)
+class HandOver:
+    """The config to apply now, and whether it already routes exactly as desired."""
+
+    rendered: dict[str, Any]
+    traffic: TrafficConfig
+    settled: bool
+
+
+def plan_hand_over(desired: ServeAppConfig, observed: ServeObservation) -> HandOver:
+    """The step from what runs now toward ``desired`` that never routes to a missing version."""
+    deployed = observed.deployed or {}
+    apps = {app["name"]: app for app in deployed.get("applications") or [] if "name" in app}
+    before = deployed_traffic(deployed, desired.name)
+    want = desired.traffic()
+
+    stable = want.stable
+    if (
+        stable is not None
+        and stable.app not in observed.running
+        and before is not None
+        and before.stable is not None
+        and before.stable.app in observed.running
+        and before.stable.app in apps
+    ):
+        stable = before.stable  # the new stable version is still starting
+    canary = want.canary if want.canary is not None and want.canary.app in observed.running else None
+    traffic = TrafficConfig(
+        stable=stable,
+        canary=canary,
+        canary_weight=want.canary_weight if canary else 0,
+        shadow_percent=want.shadow_percent if canary else 0.0,
+    )
+    rendered = render_serve_config(desired, traffic)
+    present = {app["name"] for app in rendered["applications"]}
+    router_applied = desired.name in observed.running and before == traffic
+    keep = set(traffic.routed_apps())
+    if before is not None:
+        keep |= before.routed_apps()
+    if not router_applied:
+        keep |= {name for name in apps if name != desired.name}
+    rendered["applications"] += [apps[name] for name in sorted(keep - present) if name in apps]
+    return HandOver(rendered, traffic, settled=traffic == want)

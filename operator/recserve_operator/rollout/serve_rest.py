@@ -11,7 +11,9 @@ from typing import Any
 
 import httpx
 
+from recserve_operator.planners.serve_config import ServeObservation
 from recserve_serving.errors import Unavailable
+from recserve_serving.serve.config import owned_by
 
 _PATH = "/api/serve/applications/"
 
@@ -35,6 +37,24 @@ class ServeRestTarget:
     def apply(self, serve_config: dict[str, Any]) -> None:
         self._request("PUT", serve_config)
 
+    def apply_for(self, model_name: str, serve_config: dict[str, Any] | None) -> None:
+        """Replace ``model_name``'s applications with those of ``serve_config`` (None: remove them),
+        leaving every other model's applications on this Ray cluster as they are."""
+        status = self.status()
+        apps = status.get("applications") or {}
+        others = [
+            a["deployed_app_config"]
+            for name, a in apps.items()
+            if not owned_by(name, model_name) and a.get("deployed_app_config")
+        ]
+        if serve_config is None:
+            if not others:
+                self.delete()
+                return
+            kept = {k: status[k] for k in ("proxy_location", "http_options") if status.get(k)}
+            serve_config = {**kept, "applications": []}
+        self.apply({**serve_config, "applications": [*serve_config["applications"], *others]})
+
     def delete(self) -> None:
         self._request("DELETE")
 
@@ -47,3 +67,24 @@ class ServeRestTarget:
         if not app:
             return "NOT_STARTED", ""
         return str(app.get("status", "UNKNOWN")), str(app.get("message", ""))
+
+    def observe(self, model_name: str) -> ServeObservation:
+        """What Serve was last given for ``model_name`` (its applications' deployed configs) and
+        which applications are RUNNING."""
+        apps = self.status().get("applications") or {}
+        deployed = [
+            a["deployed_app_config"]
+            for name, a in apps.items()
+            if owned_by(name, model_name) and a.get("deployed_app_config")
+        ]
+        running = frozenset(name for name, a in apps.items() if a.get("status") == "RUNNING")
+        return ServeObservation({"applications": deployed} if deployed else None, running)
+
+    def failed_applications(self, model_name: str) -> dict[str, str]:
+        """{name: message} of ``model_name``'s applications that are DEPLOY_FAILED or UNHEALTHY."""
+        apps = self.status().get("applications") or {}
+        return {
+            name: f"{a.get('status')}: {str(a.get('message', '')).strip()[:2000]}"
+            for name, a in apps.items()
+            if owned_by(name, model_name) and a.get("status") in {"DEPLOY_FAILED", "UNHEALTHY"}
+        }

@@ -1,9 +1,10 @@
-"""Ray Serve deployments: the router (HTTP ingress) and one ranker per model version.
+"""Ray Serve deployments: the router (HTTP ingress) and the ranker of each model version.
 
-Built only from the application ``args`` (a ``ServeAppConfig``), so that ``recserve up``
-and KubeRay run the very same thing. The router owns the catalog and retrieval; the
-rankers own an engine and nothing else, which keeps the expensive replicas small and
-lets them scale on their own.
+Each is built from its application's ``args`` alone, so that ``recserve up`` and KubeRay run
+the very same thing. The router owns the catalog and retrieval and learns which ranker
+applications to call from its ``user_config`` (a ``TrafficConfig``); the rankers own an
+engine and nothing else, which keeps the expensive replicas small and lets each version
+come and go as an application of its own.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ from recserve_serving.errors import InvalidRequest, NotFound, RecserveError, Una
 from recserve_serving.serve.api_models import RecommendRequest, RecommendResponse
 from recserve_serving.serve.catalog import Catalog
 from recserve_serving.serve.config import (
+    RANKER_DEPLOYMENT,
     ROUTER_DEPLOYMENT,
-    RankerConfig,
+    RankerArgs,
+    Route,
     RouterConfig,
-    ServeAppConfig,
     TrafficConfig,
-    ranker_deployment_name,
 )
 from recserve_serving.serve.http_errors import install_error_handlers
 from recserve_serving.serve.metrics import ServingMetrics
@@ -78,11 +79,11 @@ class Scored:
 class Ranker:
     """Scores (user text, item text) pairs with one engine, batching concurrent requests."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, args: dict[str, Any]) -> None:
         from recserve_serving.engine.runtime import load_engine
 
-        self.config = RankerConfig.model_validate(config)
-        stages = self.config.serving.parallelism.pipeline
+        self.config = RankerArgs.model_validate(args)
+        stages = self.config.parallelism.pipeline
         if stages > 1:
             from recserve_serving.engine.pipeline import PipelineEngine
 
@@ -90,7 +91,7 @@ class Ranker:
             self.engine: Engine = PipelineEngine(single.directory, single.manifest, stages)
         else:
             self.engine = load_engine(self.config.engine_dir)
-        batching = self.config.serving.batching
+        batching = self.config.batching
         batcher: Any = self._score_batch  # serve.batch adds setters that its type does not declare
         batcher.set_max_batch_size(batching.max_batch_size)
         batcher.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
@@ -121,11 +122,10 @@ class Ranker:
 class Router:
     """HTTP ingress: validation, retrieval, version choice, and the Open Inference Protocol."""
 
-    def __init__(self, config: dict[str, Any], rankers: dict[str, DeploymentHandle]) -> None:
-        self.config = RouterConfig.model_validate(config["router"])
-        self.labels = {name: cfg["label"] for name, cfg in config["rankers"].items()}
-        self.rankers = rankers
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = RouterConfig.model_validate(config)
         self.traffic = TrafficConfig()
+        self.handles: dict[str, DeploymentHandle] = {}
         self.catalog = Catalog.load(self.config.data_dir, self.config.index_dir)
         self.rng = random.Random()
         self.metrics = ServingMetrics()
@@ -133,25 +133,35 @@ class Router:
         self._background: set[asyncio.Task[None]] = set()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Point each role at its ranker application; requests already sent keep their handle."""
         traffic = TrafficConfig.model_validate(user_config)
-        if traffic.canary_weight and "canary" not in self.rankers:
-            raise ValueError("canaryWeight > 0 but no canary version is deployed")
+        self.handles = {
+            app: self.handles.get(app) or serve.get_deployment_handle(RANKER_DEPLOYMENT, app_name=app)
+            for app in traffic.routed_apps()
+        }
         self.traffic = traffic
 
-    async def _score(self, version: str, user_texts: list[str], item_texts: list[str]) -> list[float]:
-        labels = (self.config.model_name, self.labels[version])
+    def _route(self, version: str) -> Route:
+        route = self.traffic.canary if version == "canary" else self.traffic.stable
+        if route is None:
+            raise Unavailable(f"no {version} version is routed yet; the rollout is still starting")
+        return route
+
+    async def _score(self, route: Route, user_texts: list[str], item_texts: list[str]) -> list[float]:
+        labels = (self.config.model_name, route.label)
+        handle = self.handles[route.app]
         queue = self.metrics.queue_length.labels(*labels)
         queue.inc()
         try:
-            scored: Scored = await self.rankers[version].score.remote(user_texts, item_texts)
+            scored: Scored = await handle.score.remote(user_texts, item_texts)
         except RecserveError:
             raise
         except Exception as error:
             cause = getattr(error, "cause", None)
             if isinstance(cause, RecserveError):
                 raise cause from error
-            log.error("ranker %s failed: %r", self.labels[version], error)
-            raise Unavailable(f"model version {self.labels[version]} failed to score: {error!r}") from error
+            log.error("ranker %s failed: %r", route.label, error)
+            raise Unavailable(f"model version {route.label} failed to score: {error!r}") from error
         finally:
             queue.dec()
         self.metrics.batch_size.labels(*labels).observe(scored.batch_size)
@@ -163,22 +173,27 @@ class Router:
     async def _scored(
         self, user_id: int | None, user_texts: list[str], item_texts: list[str]
     ) -> tuple[str, list[float]]:
-        """Score with the version this user is routed to, mirroring to the canary when asked."""
+        """Score with the version this user is routed to (its label and the scores), mirroring
+        to the canary when asked."""
         version = self._version_for(user_id)
-        scores = await self._score(version, user_texts, item_texts)
+        route = self._route(version)
+        scores = await self._score(route, user_texts, item_texts)
+        canary = self.traffic.canary
         if (
             version == "stable"
-            and "canary" in self.rankers
+            and canary is not None
             and self.rng.random() * 100 < self.traffic.shadow_percent
         ):
-            task = asyncio.create_task(self._shadow(user_texts, item_texts, scores))
+            task = asyncio.create_task(self._shadow(canary, user_texts, item_texts, scores))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
-        return version, scores
+        return route.label, scores
 
-    async def _shadow(self, user_texts: list[str], item_texts: list[str], stable_scores: list[float]) -> None:
+    async def _shadow(
+        self, canary: Route, user_texts: list[str], item_texts: list[str], stable_scores: list[float]
+    ) -> None:
         try:
-            canary_scores = await self._score("canary", user_texts, item_texts)
+            canary_scores = await self._score(canary, user_texts, item_texts)
         except Exception as error:  # a shadow failure never reaches the client, only the log and metrics
             log.warning("shadow request to canary failed: %r", error)
             return
@@ -191,23 +206,24 @@ class Router:
     @http_app.post("/v1/recommend", response_model=RecommendResponse)
     async def recommend(self, body: RecommendRequest, response: Response) -> RecommendResponse:
         plan = plan_recommendation(body, self.catalog, self.config)
-        version, scores = await self._scored(body.user_id, plan.user_texts, plan.item_texts)
-        response.headers[VERSION_HEADER] = self.labels[version]
-        return plan.respond(scores, self.labels[version])
+        label, scores = await self._scored(body.user_id, plan.user_texts, plan.item_texts)
+        response.headers[VERSION_HEADER] = label
+        return plan.respond(scores, label)
 
     @http_app.post("/v2/models/{name}/infer")
     async def infer(self, name: str, body: InferenceRequest, response: Response) -> dict[str, Any]:
         self._check_model(name)
         pairs = infer_pairs(body, self.catalog, self.config.max_infer_pairs)
-        version, scores = await self._scored(pairs.sticky_user, pairs.user_texts, pairs.item_texts)
-        response.headers[VERSION_HEADER] = self.labels[version]
-        return infer_response(name, self.labels[version], body.id, scores)
+        label, scores = await self._scored(pairs.sticky_user, pairs.user_texts, pairs.item_texts)
+        response.headers[VERSION_HEADER] = label
+        return infer_response(name, label, body.id, scores)
 
     @http_app.get("/v2/models/{name}")
     async def metadata(self, name: str, response: Response) -> dict[str, Any]:
         self._check_model(name)
-        response.headers[VERSION_HEADER] = self.labels["stable"]
-        return model_metadata(name, sorted(self.labels.values()))
+        response.headers[VERSION_HEADER] = self._route("stable").label
+        routes = [r for r in (self.traffic.stable, self.traffic.canary) if r is not None]
+        return model_metadata(name, sorted(r.label for r in routes))
 
     @http_app.get("/v2/models/{name}/ready")
     async def model_ready(self, name: str) -> dict[str, Any]:
@@ -230,8 +246,11 @@ class Router:
         return {"ready": ready}
 
     async def _all_ready(self) -> bool:
+        handles = [self.handles[app] for app in self.traffic.routed_apps()]
+        if self.traffic.stable is None:
+            return False
         try:
-            await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in self.rankers.values())), 5)
+            await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in handles)), 5)
         except Exception:
             return False
         return True
@@ -245,15 +264,11 @@ RankerDeployment = serve.deployment()(Ranker)
 RouterDeployment = serve.deployment()(serve.ingress(http_app)(Router))
 
 
-def build_app(args: dict[str, Any]) -> serve.Application:
-    """Ray Serve's application builder: ``import_path`` points here, ``args`` is a ServeAppConfig."""
-    config = ServeAppConfig.model_validate(args)
-    rankers = {
-        r.version: RankerDeployment.options(name=ranker_deployment_name(r.version)).bind(r.to_dict())
-        for r in config.rankers()
-    }
-    router_args = {
-        "router": config.router.to_dict(),
-        "rankers": {r.version: {"label": r.label} for r in config.rankers()},
-    }
-    return RouterDeployment.options(name=ROUTER_DEPLOYMENT).bind(router_args, rankers)
+def build_router(args: dict[str, Any]) -> serve.Application:
+    """The router application's builder (``import_path``); ``args`` is a ``RouterConfig``."""
+    return RouterDeployment.options(name=ROUTER_DEPLOYMENT).bind(RouterConfig.model_validate(args).to_dict())
+
+
+def build_ranker(args: dict[str, Any]) -> serve.Application:
+    """A ranker application's builder (``import_path``); ``args`` is a ``RankerArgs``."""
+    return RankerDeployment.options(name=RANKER_DEPLOYMENT).bind(RankerArgs.model_validate(args).to_dict())

@@ -2,37 +2,68 @@
 
 One config drives every place the app runs: ``recserve up`` PUTs the rendered dict to a
 local Ray cluster's Serve REST API, and the operator embeds the same dict as a KubeRay
-RayService's ``serveConfigV2``. Everything the replicas need arrives through the
-application ``args`` (import path plus args, nothing else), and the settings SREs tune
-live in the per-deployment overrides, where Ray applies them without a restart.
+RayService's ``serveConfigV2``.
+
+Each model version is a Serve application of its own (a ranker app, named by a hash of its
+args), beside one router app that owns HTTP. Ray Serve restarts every replica of an
+application whose ``args`` change, so nothing that moves during a rollout lives in args:
+adding a canary adds an application, promoting it only changes the router's ``user_config``
+(applied in place), and the old version's application is removed once nothing routes to it.
+That is what keeps weight changes, canary replacement and promotion free of failed requests.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import hashlib
+import json
+from typing import Any
 
 from pydantic import Field, model_validator
 
 from recserve_serving.errors import InvalidRequest
 from recserve_serving.schema import CamelModel
-from recserve_serving.serving_spec import AutoscalingSpec, RetrievalSpec, ServingSpec
+from recserve_serving.serving_spec import (
+    AutoscalingSpec,
+    BatchingSpec,
+    ParallelismSpec,
+    RetrievalSpec,
+    ServingSpec,
+)
 
-APP_IMPORT_PATH = "recserve_serving.serve.app:build_app"
+ROUTER_IMPORT_PATH = "recserve_serving.serve.app:build_router"
+RANKER_IMPORT_PATH = "recserve_serving.serve.app:build_ranker"
 ROUTER_DEPLOYMENT = "Router"
-VersionName = Literal["stable", "canary"]
+RANKER_DEPLOYMENT = "Ranker"
 
 
-def ranker_deployment_name(version: VersionName) -> str:
-    return f"Ranker-{version}"
+class RankerArgs(CamelModel):
+    """A ranker application's ``args``: what its replicas load. Changing any of it is a new app."""
+
+    label: str = Field(..., min_length=1, description="Shown in X-Recserve-Version, e.g. movielens-ranker/3.")
+    engine_dir: str = Field(..., min_length=1)
+    batching: BatchingSpec = BatchingSpec()
+    parallelism: ParallelismSpec = ParallelismSpec()
 
 
 class RankerConfig(CamelModel):
-    """One served model version: its engine and how its replicas scale."""
+    """One served model version: its engine and how its replicas run and scale."""
 
-    version: VersionName
     label: str = Field(..., min_length=1, description="Shown in X-Recserve-Version, e.g. movielens-ranker/3.")
     engine_dir: str = Field(..., min_length=1)
     serving: ServingSpec = ServingSpec()
+
+    def args(self) -> RankerArgs:
+        return RankerArgs(
+            label=self.label,
+            engine_dir=self.engine_dir,
+            batching=self.serving.batching,
+            parallelism=self.serving.parallelism,
+        )
+
+    def app_name(self, model_name: str) -> str:
+        """``<model>-<hash of args>``: the same version always maps to the same application."""
+        canonical = json.dumps(self.args().to_dict(), sort_keys=True)
+        return f"{model_name}-{hashlib.sha256(canonical.encode()).hexdigest()[:10]}"
 
 
 class RouterConfig(CamelModel):
@@ -48,15 +79,33 @@ class RouterConfig(CamelModel):
     max_infer_pairs: int = Field(4_096, ge=1, le=1_000_000, description="Largest OIP infer request.")
 
 
+class Route(CamelModel):
+    """Where one role (stable or canary) is served: a ranker application and its label."""
+
+    app: str = Field(..., min_length=1)
+    label: str = Field(..., min_length=1)
+
+
 class TrafficConfig(CamelModel):
     """The router's ``user_config``: Ray applies a change to it without restarting replicas."""
 
+    stable: Route | None = None
+    canary: Route | None = None
     canary_weight: int = Field(0, ge=0, le=100)
     shadow_percent: float = Field(0.0, ge=0.0, le=100.0)
 
+    @model_validator(mode="after")
+    def _canary_needs_a_route(self) -> TrafficConfig:
+        if self.canary is None and (self.canary_weight or self.shadow_percent):
+            raise ValueError("canaryWeight and shadowPercent need a canary route")
+        return self
+
+    def routed_apps(self) -> set[str]:
+        return {route.app for route in (self.stable, self.canary) if route is not None}
+
 
 class ServeAppConfig(CamelModel):
-    """The whole application: HTTP binding, router, and the stable (and maybe canary) ranker."""
+    """The whole deployment: HTTP binding, the router, and the stable (and maybe canary) version."""
 
     name: str = Field(..., min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     route_prefix: str = "/"
@@ -65,20 +114,32 @@ class ServeAppConfig(CamelModel):
     router: RouterConfig
     stable: RankerConfig
     canary: RankerConfig | None = None
-    traffic: TrafficConfig = TrafficConfig()
+    canary_weight: int = Field(0, ge=0, le=100)
+    shadow_percent: float = Field(0.0, ge=0.0, le=100.0)
 
     @model_validator(mode="after")
-    def _versions(self) -> ServeAppConfig:
-        if self.stable.version != "stable":
-            raise ValueError("stable.version must be 'stable'")
-        if self.canary is not None and self.canary.version != "canary":
-            raise ValueError("canary.version must be 'canary'")
-        if self.canary is None and (self.traffic.canary_weight or self.traffic.shadow_percent):
-            raise ValueError("traffic.canaryWeight and shadowPercent need a canary version")
+    def _weights_need_a_canary(self) -> ServeAppConfig:
+        if self.canary is None and (self.canary_weight or self.shadow_percent):
+            raise ValueError("canaryWeight and shadowPercent need a canary version")
         return self
 
+    def route(self, ranker: RankerConfig) -> Route:
+        return Route(app=ranker.app_name(self.name), label=ranker.label)
+
+    def traffic(self) -> TrafficConfig:
+        return TrafficConfig(
+            stable=self.route(self.stable),
+            canary=None if self.canary is None else self.route(self.canary),
+            canary_weight=self.canary_weight,
+            shadow_percent=self.shadow_percent,
+        )
+
     def rankers(self) -> list[RankerConfig]:
-        return [self.stable] if self.canary is None else [self.stable, self.canary]
+        """Every version to deploy, each once (a canary may share the stable's application)."""
+        seen = {self.stable.app_name(self.name): self.stable}
+        if self.canary is not None:
+            seen.setdefault(self.canary.app_name(self.name), self.canary)
+        return list(seen.values())
 
 
 def _ray_autoscaling(spec: AutoscalingSpec) -> dict[str, Any]:
@@ -97,7 +158,7 @@ def _ray_autoscaling(spec: AutoscalingSpec) -> dict[str, Any]:
 def _ranker_deployment(ranker: RankerConfig) -> dict[str, Any]:
     serving = ranker.serving
     deployment: dict[str, Any] = {
-        "name": ranker_deployment_name(ranker.version),
+        "name": RANKER_DEPLOYMENT,
         "autoscaling_config": _ray_autoscaling(serving.autoscaling),
         "max_ongoing_requests": serving.max_ongoing_requests,
         "ray_actor_options": {
@@ -140,15 +201,26 @@ def check_with_ray(rendered: dict[str, Any]) -> None:
         raise InvalidRequest(f"Ray Serve rejects the rendered serve config: {error}") from error
 
 
-def render_serve_config(config: ServeAppConfig) -> dict[str, Any]:
-    """Ray Serve's deploy schema (``serve deploy`` / KubeRay ``serveConfigV2``) for ``config``."""
+def render_serve_config(config: ServeAppConfig, traffic: TrafficConfig | None = None) -> dict[str, Any]:
+    """Ray Serve's deploy schema (``serve deploy`` / KubeRay ``serveConfigV2``) for ``config``:
+    every version deployed, routed as ``traffic`` says (by default, as ``config`` says)."""
     router = {
         "name": ROUTER_DEPLOYMENT,
         "num_replicas": 1,
         "max_ongoing_requests": 256,
-        "user_config": config.traffic.to_dict(),
+        "user_config": (traffic or config.traffic()).to_dict(),
         "ray_actor_options": {"num_cpus": 0.5},
     }
+    rankers = [
+        {
+            "name": ranker.app_name(config.name),
+            "route_prefix": None,
+            "import_path": RANKER_IMPORT_PATH,
+            "args": ranker.args().to_dict(),
+            "deployments": [_ranker_deployment(ranker)],
+        }
+        for ranker in config.rankers()
+    ]
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": config.host, "port": config.port},
@@ -156,11 +228,28 @@ def render_serve_config(config: ServeAppConfig) -> dict[str, Any]:
             {
                 "name": config.name,
                 "route_prefix": config.route_prefix,
-                "import_path": APP_IMPORT_PATH,
-                # Traffic is left out of args on purpose: args changes redeploy every replica,
-                # while the router's user_config below is applied in place.
-                "args": {k: v for k, v in config.to_dict().items() if k != "traffic"},
-                "deployments": [router, *(_ranker_deployment(r) for r in config.rankers())],
-            }
+                "import_path": ROUTER_IMPORT_PATH,
+                "args": config.router.to_dict(),
+                "deployments": [router],
+            },
+            *rankers,
         ],
     }
+
+
+def owned_by(app_name: str, model_name: str) -> bool:
+    """Whether a Serve application is one of ``model_name``'s (its router or a ranker app)."""
+    if app_name == model_name:
+        return True
+    prefix, _, suffix = app_name.rpartition("-")
+    return prefix == model_name and len(suffix) == 10 and all(c in "0123456789abcdef" for c in suffix)
+
+
+def deployed_traffic(rendered: dict[str, Any], name: str) -> TrafficConfig | None:
+    """The router's traffic in a rendered (or deployed) config: what the router was last told."""
+    for app in rendered.get("applications") or []:
+        if app.get("name") == name:
+            for deployment in app.get("deployments") or []:
+                if deployment.get("name") == ROUTER_DEPLOYMENT and deployment.get("user_config"):
+                    return TrafficConfig.model_validate(deployment["user_config"])
+    return None
