@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -139,6 +140,14 @@ class OperatorProcess:
         pid = self.component.pid
         self.component.stop()
         assert pid is None or not pid_alive(pid), f"operator pid {pid} outlived its stop"
+
+    def kill(self) -> None:
+        """SIGKILL, as a node failure or an OOM kill would: no handler, no clean-up runs."""
+        pid = self.component.pid
+        assert pid is not None
+        os.killpg(pid, signal.SIGKILL)
+        wait_for(lambda: not self.component.alive(), 30, message=f"operator pid {pid} killed")
+        self.stop()
 
     def __enter__(self) -> OperatorProcess:
         return self.start()

@@ -23,9 +23,11 @@ promotion, and the old version's application drained and removed.
 from __future__ import annotations
 
 import copy
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,9 +51,8 @@ from e2e.harness import (
     now_rfc3339,
 )
 from recserve_operator.embedded.local_ray import RayClusterInfo, start_local_ray, stop_local_ray
-from recserve_operator.loadgen import VERSION_HEADER, LoadResult, generate
+from recserve_operator.loadgen import BackgroundTraffic, generate
 from recserve_serving.errors import Unavailable
-from recserve_serving.serve.routing import choose_version
 from recserve_serving.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -71,6 +72,7 @@ CANARY = {
     "analysis": {"maxErrorRate": 0.01, "maxScoreShift": 0.6, "minRequests": 3},
 }
 WEIGHTS = [step["weight"] for step in CANARY["steps"]]
+BAD_MODEL = "models:/movielens-ranker-bad/1"  # one training step (the bad_model fixture)
 
 
 def light(doc: dict[str, Any]) -> dict[str, Any]:
@@ -115,120 +117,136 @@ def local_ray(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RayCl
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-class Traffic:
-    """Recommend requests in bounded rounds on a background thread, until ``finish()``."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.stop = threading.Event()
-        self.rounds: list[LoadResult] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            self.rounds.append(generate(self.url, concurrency=3, requests=100, seconds=5))
-
-    def finish(self) -> list[LoadResult]:
-        self.stop.set()
-        self.thread.join(timeout=120)
-        return self.rounds
+@pytest.fixture(scope="module")
+def bad_model() -> str:
+    """The broken canary: a ranker trained for one step (serves fine, scores are noise),
+    registered once in the test registry."""
+    train = ["train", "--name", "movielens-ranker-bad", "--steps", "1", "--eval-users", "10", "--if-missing"]
+    env = {**os.environ, "RECSERVE_HOME": str(REGISTRY), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-m", "recserve_operator.cli", *train], env=env, check=True, timeout=1800)
+    return BAD_MODEL
 
 
-def test_canary_steps_to_promotion_under_real_traffic(
+def serve_apps(ray: RayClusterInfo) -> dict[str, Any]:
+    reply = httpx.get(f"{ray.dashboard_url}/api/serve/applications/", timeout=10)
+    reply.raise_for_status()
+    return dict(reply.json().get("applications") or {})
+
+
+def test_canary_promotes_through_an_operator_restart_then_a_broken_canary_rolls_back_and_delete_cleans_up(
     control_plane: ControlPlane,
     kube: Any,
     namespace: str,
     chart: Any,
     local_ray: RayClusterInfo,
+    bad_model: str,
     tmp_path: Path,
 ) -> None:
+    """Scenarios 4 (rollout on real Ray, zero failed requests), 5 (the operator SIGKILLed
+    mid-canary resumes from status) and 6 (deletion removes what the model owned)."""
     install = chart()
     since = now_rfc3339()
     port = free_port()
     stable_doc = light(yaml.safe_load((EXAMPLES / "movielens-ranker.yaml").read_text()))
     args = ("--serve-rest", local_ray.dashboard_url, "--serve-port", str(port))
     env = {"RECSERVE_HOME": str(REGISTRY)}
-    traffic: Traffic | None = None
-    with OperatorProcess(install, tmp_path, env=env, args=args) as operator:
-        try:
-            apply(control_plane, namespace, stable_doc)
+    traffic: BackgroundTraffic | None = None
+    operators = [OperatorProcess(install, tmp_path, env=env, args=args).start()]
+    weights: list[int] = []
 
-            def ready() -> dict[str, Any] | None:
-                model = get_model(kube, namespace, NAME)
-                return model if condition_summary(model).get("Ready") == "True" else None
+    def ready() -> dict[str, Any] | None:
+        model = get_model(kube, namespace, NAME)
+        return model if condition_summary(model).get("Ready") == "True" else None
 
-            model = wait_for(ready, 900, interval=1.0, message="the model Ready on Ray Serve")
-            assert model["status"]["phase"] == "Ready"
-            endpoint = model["status"]["endpoint"]
-            assert endpoint == f"http://127.0.0.1:{port}"
-            stable_label = "movielens-ranker/1"
-            assert model["status"]["stable"]["engine"]["precision"] == "int8"
-            first = generate(endpoint, concurrency=4, requests=8, seconds=120)
-            assert first.errors == 0 and first.codes == {200: 8} and set(first.versions) == {stable_label}
+    def canary_state() -> str | None:
+        """Records each weight the canary is held at; returns its state."""
+        canary = (get_model(kube, namespace, NAME).get("status") or {}).get("canary") or {}
+        state = canary.get("state")
+        if state in {"Progressing", "Paused"} and (not weights or weights[-1] != canary["weight"]):
+            weights.append(canary["weight"])
+        return state
 
-            traffic = Traffic(endpoint)
-            canary_doc = copy.deepcopy(stable_doc)
-            canary_doc["spec"]["rollout"] = {"canary": CANARY}
-            apply(control_plane, namespace, canary_doc)
-            weights: list[int] = []
+    try:
+        apply(control_plane, namespace, stable_doc)
+        model = wait_for(ready, 900, interval=1.0, message="the model Ready on Ray Serve")
+        assert model["status"]["phase"] == "Ready"
+        endpoint = model["status"]["endpoint"]
+        assert endpoint == f"http://127.0.0.1:{port}"
+        stable_label = "movielens-ranker/1"
+        assert model["status"]["stable"]["engine"]["precision"] == "int8"
+        first = generate(endpoint, concurrency=4, requests=8, seconds=120)
+        assert first.errors == 0 and first.codes == {200: 8} and set(first.versions) == {stable_label}
 
-            def finished_canary() -> str | None:
-                """Records each weight the canary is held at; its final state once it has one."""
-                canary = (get_model(kube, namespace, NAME).get("status") or {}).get("canary") or {}
-                state = canary.get("state")
-                if state in {"Progressing", "Paused"} and (not weights or weights[-1] != canary["weight"]):
-                    weights.append(canary["weight"])
-                return state if state in {"Promoted", "RolledBack", "Aborted"} else None
+        # From here on every request counts: the canary's app warms up unrouted, steps, the
+        # operator dies and comes back, promotion, the old app drains, a bad canary, rollback.
+        traffic = BackgroundTraffic(endpoint, concurrency=3, round_requests=100, round_seconds=5)
+        canary_doc = copy.deepcopy(stable_doc)
+        canary_doc["spec"]["rollout"] = {"canary": CANARY}
+        apply(control_plane, namespace, canary_doc)
 
-            # Both versions answer (a user of each bucket, by the router's own routing).
-            canary_user = next(u for u in range(1, 611) if choose_version(u, WEIGHTS[0]) == "canary")
-            stable_user = next(u for u in range(1, 611) if choose_version(u, WEIGHTS[0]) == "stable")
+        # 5. At the second step, SIGKILL the operator; a new one resumes from status.
+        wait_for(lambda: canary_state() and len(weights) >= 2, 900, interval=0.5, message="the 2nd step")
+        operators[-1].kill()
+        held = get_model(kube, namespace, NAME)["status"]["canary"]
+        operators.append(OperatorProcess(install, tmp_path, env=env, args=args, name="recserve-operator-2"))
+        operators[-1].start()
 
-            def both_versions_answer() -> bool:
-                finished_canary()
-                labels = set()
-                for user in (canary_user, stable_user):
-                    reply = httpx.post(f"{endpoint}/v1/recommend", json={"user_id": user, "k": 5}, timeout=60)
-                    reply.raise_for_status()
-                    labels.add(reply.headers[VERSION_HEADER])
-                return len(labels) == 2
-
-            wait_for(both_versions_answer, 600, interval=1.0, message="stable and canary both answering")
-
-            final = wait_for(finished_canary, 900, interval=0.5, message="the canary finished")
-            assert final == "Promoted", get_model(kube, namespace, NAME)["status"]["canary"]
-            model = wait_for(ready, 300, interval=1.0, message="Ready again after the promotion")
-            rounds = traffic.finish()
-            traffic = None
-        finally:
-            if traffic is not None:
-                traffic.finish()
-
+        final = wait_for(
+            lambda: (canary_state() in {"Promoted", "RolledBack", "Aborted"}) and canary_state(),
+            900,
+            interval=0.5,
+            message="the canary finished",
+        )
+        assert final == "Promoted", get_model(kube, namespace, NAME)["status"]["canary"]
+        assert weights == WEIGHTS, (weights, "a restart must not reset or repeat steps", held)
+        model = wait_for(ready, 300, interval=1.0, message="Ready again after the promotion")
         status = model["status"]
-        assert status["phase"] == "Ready" and status["stable"]["engine"]["precision"] == "fp32"
-        assert status["canary"]["state"] == "Promoted"
-        assert weights == WEIGHTS, weights
-        reasons = [e.reason for e in model_events(kube, namespace, NAME)]
-        for reason in ("CanaryStarted", "CanaryStepAdvanced", "CanaryPromoted"):
-            assert reason in reasons, reasons
-        assert reasons.index("CanaryStarted") < reasons.index("CanaryPromoted")
+        assert status["stable"]["engine"]["precision"] == "fp32"
+        promoted_label = f"{stable_label}+fp32-{status['stable']['engine']['key'][:7]}"
+
+        def only_promoted() -> bool:
+            after = generate(endpoint, concurrency=2, requests=6, seconds=120)
+            return set(after.versions) == {promoted_label}
+
+        wait_for(only_promoted, 300, interval=1.0, message="only the promoted version answers")
+        wait_for(
+            lambda: len([a for a in serve_apps(local_ray) if a.startswith(NAME)]) == 2,
+            120,
+            message="the old version's application removed (router + one ranker left)",
+        )
+
+        # 4b. A broken canary: the 1-step ranker, whose scores are noise; analysis rolls it back.
+        broken = copy.deepcopy(stable_doc)
+        broken["spec"]["rollout"] = {"canary": {**CANARY, "checkpoint": {"uri": bad_model}}}
+        broken["spec"]["checkpoint"] = {"uri": "models:/movielens-ranker/1"}
+        broken["spec"]["optimization"] = CANARY["optimization"]
+        apply(control_plane, namespace, broken)
+        wait_for(lambda: canary_state() == "RolledBack", 900, interval=0.5, message="automatic rollback")
+        rollback = get_model(kube, namespace, NAME)["status"]["canary"]
+        assert "score shift" in rollback["analysis"]["message"], rollback
+        rounds = traffic.finish()
+        traffic = None
 
         served = sum(r.requests for r in rounds)
         failed = sum(r.errors for r in rounds)
         versions = {v for r in rounds for v in r.versions}
         print(f"\nrollout traffic: {served} requests, {failed} failed, versions {sorted(versions)}")
         assert served > 100 and failed == 0, [r.failures[:3] for r in rounds]
-        assert stable_label in versions and len(versions) >= 2  # both versions really answered
-        # Status turns Promoted (and stays Ready) in the pass that routes every user to the
-        # promoted version; the old version's application is removed a pass later.
-        promoted_label = next(v for v in versions if v != stable_label)
+        assert {stable_label, promoted_label} <= versions
+        reasons = [e.reason for e in model_events(kube, namespace, NAME)]
+        for reason in ("CanaryStarted", "CanaryStepAdvanced", "CanaryPromoted", "CanaryRolledBack"):
+            assert reason in reasons, reasons
 
-        def only_promoted() -> bool:
-            after = generate(endpoint, concurrency=4, requests=8, seconds=120)
-            assert after.errors == 0, after.failures
-            return set(after.versions) == {promoted_label}
-
-        wait_for(only_promoted, 300, interval=1.0, message="only the promoted version answers")
-        assert "Traceback" not in operator.log
+        # 6. Deletion: the finalizer removes the model's Serve applications, then the object goes.
+        control_plane.kubectl(
+            "delete", "recommendermodel", NAME, "-n", namespace, "--wait=true", "--timeout=120s"
+        )
+        assert [a for a in serve_apps(local_ray) if a.startswith(NAME)] == []
+        for operator in operators:
+            assert "Traceback" not in operator.log, operator.log[-3000:]
+    finally:
+        if traffic is not None:
+            traffic.finish()
+        for operator in operators:
+            operator.stop()
     assert forbidden(audit_events(control_plane, install.user, since)) == []

@@ -356,6 +356,20 @@ class ControlPlane:
 
         self._wait_alive(all_ready, timeout, interval=0.5, message=f"nodes {sorted(wanted)} Ready (kwok)")
 
+    def delete_nodes(self, names: Iterable[str], timeout: float = 120) -> None:
+        """Delete Node objects (kwok stops simulating them) and wait until they are gone."""
+        from kubernetes import client
+
+        core = client.CoreV1Api(self.api_client())
+        gone = set(names)
+        for name in gone:
+            core.delete_node(name)
+
+        def deleted() -> bool:
+            return not gone & {n.metadata.name for n in core.list_node().items}
+
+        self._wait_alive(deleted, timeout, interval=0.5, message=f"{len(gone)} nodes deleted")
+
     # ----------------------------------------------------------------------------- internals
 
     def _component(self, name: str, argv: Sequence[str | os.PathLike[str]], **kw: Any) -> Component:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -92,3 +93,37 @@ def generate(
 ) -> LoadResult:
     """Send up to ``requests`` recommend calls within ``seconds`` from ``concurrency`` workers."""
     return asyncio.run(_run(url.rstrip("/"), concurrency, requests, seconds, k, seed))
+
+
+class BackgroundTraffic:
+    """``generate`` in bounded rounds on a background thread until ``finish()``: a rollout's
+    steady user traffic, every request of which is kept for counting failures."""
+
+    def __init__(
+        self, url: str, *, concurrency: int = 4, round_requests: int = 200, round_seconds: float = 10
+    ):
+        self.url = url
+        self.concurrency, self.round_requests, self.round_seconds = concurrency, round_requests, round_seconds
+        self.stop = threading.Event()
+        self.rounds: list[LoadResult] = []
+        self.thread = threading.Thread(target=self._run, name="background-traffic", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        seed = 0
+        while not self.stop.is_set():
+            self.rounds.append(
+                generate(
+                    self.url,
+                    concurrency=self.concurrency,
+                    requests=self.round_requests,
+                    seconds=self.round_seconds,
+                    seed=seed,
+                )
+            )
+            seed += 1
+
+    def finish(self, timeout: float = 120) -> list[LoadResult]:
+        self.stop.set()
+        self.thread.join(timeout=timeout)
+        return self.rounds

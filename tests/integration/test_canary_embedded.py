@@ -9,6 +9,7 @@ scores are nothing like stable's), and analysis rolls it back on its own.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 import yaml
 
 from recserve_operator.embedded.processes import free_port, process_tree
-from recserve_operator.loadgen import LoadResult, generate
+from recserve_operator.loadgen import BackgroundTraffic
 from recserve_serving.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.scenario]
@@ -58,27 +59,6 @@ def env(tmp_path_factory):
     return dict(os.environ, RECSERVE_HOME=str(state), RECSERVE_RAY_TMP=str(tmp_path_factory.mktemp("r")))
 
 
-BAD_MODEL_SCRIPT = """
-import sys, tempfile
-from pathlib import Path
-import yaml
-from recserve_serving.data import load_movielens
-from recserve_serving.engine.build import build_engine
-from recserve_serving.recipe import OptimizationRecipe
-from recserve_serving.registry import Registry
-from recserve_serving.train import train_ranker
-
-state, name, example = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-registry = Registry(state)
-if not registry.has_model(name):
-    with tempfile.TemporaryDirectory(dir=state) as scratch:
-        metrics = train_ranker(load_movielens(), Path(scratch) / "c", steps=1, eval_users=10, eval_candidates=10)
-        registry.register(name, Path(scratch) / "c", metrics)
-recipe = OptimizationRecipe.model_validate(yaml.safe_load(open(example))["spec"]["optimization"])
-build_engine(registry.resolve(f"models:/{name}/1"), recipe, state / "engines")
-"""
-
-
 @pytest.fixture(scope="module")
 def bad_model(env):
     """A ranker trained for one step: it serves without errors, but its scores are noise.
@@ -86,34 +66,13 @@ def bad_model(env):
     Its engine is built here too (a cache hit when present), so that `up` finds it cached:
     this test is about the rollback, not the build.
     """
-    example = str(REPO / "manifests/examples/movielens-ranker.yaml")
-    subprocess.run(
-        [sys.executable, "-c", BAD_MODEL_SCRIPT, env["RECSERVE_HOME"], BAD_MODEL, example],
-        env=env,
-        check=True,
-        timeout=1800,
-    )
+    example = yaml.safe_load((REPO / "manifests/examples/movielens-ranker.yaml").read_text())
+    train = ["train", "--name", BAD_MODEL, "--steps", "1", "--eval-users", "10", "--if-missing"]
+    subprocess.run([*RECSERVE, *train], env=env, check=True, timeout=1800)
+    recipe = json.dumps(example["spec"]["optimization"])
+    build = ["build", "--checkpoint", f"models:/{BAD_MODEL}/1", "--recipe-json", recipe]
+    subprocess.run([*RECSERVE, *build], env=env, check=True, timeout=1800)
     return f"models:/{BAD_MODEL}/1"
-
-
-class Traffic:
-    """Generated recommend traffic in the background, in bounded rounds, until stopped."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.stop = threading.Event()
-        self.rounds: list[LoadResult] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            self.rounds.append(generate(self.url, concurrency=4, requests=200, seconds=10))
-
-    def finish(self) -> list[LoadResult]:
-        self.stop.set()
-        self.thread.join(timeout=120)
-        return self.rounds
 
 
 def test_canary_promotes_under_traffic_then_a_bad_canary_rolls_back(tmp_path, env, bad_model):
@@ -144,12 +103,12 @@ def test_canary_promotes_under_traffic_then_a_bad_canary_rolls_back(tmp_path, en
         except TimeoutError as error:
             raise AssertionError(f"{error}; recserve up printed:\n" + "\n".join(lines[-30:])) from None
 
-    traffic: Traffic | None = None
+    traffic: BackgroundTraffic | None = None
     tree = []
     try:
         wait_for(lambda: printed(r"^READY "), 1500, interval=1.0, message="READY")
         tree = process_tree([up.pid])
-        traffic = Traffic(f"http://127.0.0.1:{port}")
+        traffic = BackgroundTraffic(f"http://127.0.0.1:{port}")
         waiting(r"CanaryPromoted", 900)
         steps = [int(m.group(1)) for line in lines for m in [re.search(r"at (\d+)% \(step", line)] if m]
         assert steps[:3] == [5, 25, 50], lines

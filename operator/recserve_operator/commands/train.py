@@ -28,6 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--state", default=None, help="state directory (default $RECSERVE_HOME or ./.recserve)"
     )
+    parser.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="do nothing when the registry already holds a version of --name (idempotent set-up)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,8 +43,12 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     state = state_dir(args.state)
+    registry = Registry(state)
+    if args.if_missing and registry.has_model(args.name):
+        print(f"models:/{args.name} is registered already; nothing to train (--if-missing)")
+        return 0
     resolved, metrics = train_and_register(
-        Registry(state),
+        registry,
         args.name,
         load_movielens(),
         steps=args.steps,
