@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "crd": ("recserve_operator.commands.crd", "print or check the generated CRD YAML"),
     "train": ("recserve_operator.commands.train", "fine-tune the MovieLens ranker and register it"),
     "build": ("recserve_operator.commands.build", "build (or fetch from cache) an optimized engine"),
+    "engines": ("recserve_operator.commands.engines", "garbage-collect the engine cache (engines gc --ttl)"),
     "up": ("recserve_operator.commands.up", "serve a RecommenderModel on a local Ray cluster"),
     "down": ("recserve_operator.commands.down", "stop what `recserve up` started"),
     "promote": ("recserve_operator.commands.promote", "promote the live canary of a model now"),

@@ -150,6 +150,12 @@ def get_model(namespace: str, name: str) -> dict[str, Any] | None:
     )
 
 
+def list_models_all_namespaces() -> list[dict[str, Any]]:
+    _, _, custom = _apis()
+    found = _call("list RecommenderModels", custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
+    return list((found or {}).get("items") or [])
+
+
 def annotate_canary_control(name: str, namespace: str | None, action: str) -> str:
     """Set ``recserve.dev/<action>`` to the live canary's digest; returns its checkpoint URI."""
     namespace = namespace or current_namespace()

@@ -23,6 +23,7 @@ from recserve_serving.engine import cache
 from recserve_serving.engine.digests import directory_digest, file_digests
 from recserve_serving.engine.distill import distill, encoder_layers
 from recserve_serving.engine.gate import REPORT_FILE, GateReport, engine_metrics, judge, reference_metrics
+from recserve_serving.engine.gc import touch_used
 from recserve_serving.engine.manifest import MANIFEST_FILE, CheckpointRef, EngineManifest
 from recserve_serving.engine.prune import prune
 from recserve_serving.engine.quantize import calibration_batches
@@ -140,6 +141,7 @@ def _backend_build(
 
 
 def _cache_hit(final: Path) -> BuiltEngine:
+    touch_used(final)
     manifest = EngineManifest.read(final)
     verify(final, manifest)
     return BuiltEngine(final, manifest, cache_hit=True, report=GateReport.read(final / REPORT_FILE))
@@ -256,4 +258,5 @@ def build_engine(
             raise
     if not published:
         return _cache_hit(final)
+    touch_used(final)
     return BuiltEngine(final, manifest, cache_hit=False, report=report)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from recserve_serving.engine.digests import file_digests
+from recserve_serving.engine.gc import touch_used
 from recserve_serving.engine.manifest import MANIFEST_FILE, EngineManifest
 from recserve_serving.errors import CheckpointError, EngineError, InvalidRequest
 from recserve_serving.model import encode, load_tokenizer
@@ -103,6 +104,7 @@ def load_engine(directory: str | os.PathLike[str]) -> Engine:
         raise EngineError(f"engine directory {path} does not exist")
     manifest = EngineManifest.read(path)
     verify(path, manifest)
+    touch_used(path)
     backend = _backend(manifest.backend)
     if backend is None:
         raise EngineError(f"engine {path} needs backend {manifest.backend!r}, not available here")
