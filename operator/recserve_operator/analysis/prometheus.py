@@ -1,8 +1,13 @@
 """Canary metrics from a Prometheus server, over a step's window, with PromQL.
 
-Uses ``increase(...[window])`` so the window is exactly the step's age; score shift is
-computed from both versions' ``recserve_score`` bucket increases with the same KS
-distance the scrape provider uses, so both providers judge alike.
+A window's count is the counter now minus the counter at the window's start
+(``x - x offset <age>``), not ``increase(x[age])``: ``increase`` extrapolates to the range's
+edges, which over a short step overstates counts (measured against a real Prometheus: 70 for
+40 requests in a few seconds). A counter that starts inside the window counts from zero; a
+router restart inside the window (a counter reset) undercounts it, which can only make the
+verdict Inconclusive, never a false failure. Score shift is computed from both versions'
+``recserve_score`` bucket deltas with the same KS distance the scrape provider uses, so both
+providers judge alike.
 """
 
 from __future__ import annotations
@@ -36,8 +41,15 @@ class PrometheusProvider:
         result = self.query(promql)
         return float(result[0]["value"][1]) if result else 0.0
 
+    @staticmethod
+    def delta(series: str, window: str, by: str = "") -> str:
+        """PromQL for how much ``series`` (summed, optionally by a label) grew over ``window``."""
+        grouping = f" by ({by})" if by else ""
+        now = f"sum{grouping} ({series})"
+        return f"clamp_min({now} - (sum{grouping} ({series} offset {window}) or {now} * 0), 0)"
+
     def buckets(self, metric: str, selector: str, window: str) -> tuple[list[float], list[float]]:
-        rows = self.query(f"sum by (le) (increase({metric}_bucket{{{selector}}}[{window}]))")
+        rows = self.query(self.delta(f"{metric}_bucket{{{selector}}}", window, by="le"))
         pairs = sorted((float(r["metric"]["le"]), float(r["value"][1])) for r in rows)
         return [b for b, _ in pairs], [c for _, c in pairs]
 
@@ -46,8 +58,8 @@ class PrometheusProvider:
     ) -> WindowMetrics:
         window = f"{max(1, math.ceil((now - since).total_seconds()))}s"
         selector = f'model="{model}",version="{canary}"'
-        requests = self.scalar(f"sum(increase(recserve_requests_total{{{selector}}}[{window}]))")
-        errors = self.scalar(f'sum(increase(recserve_requests_total{{{selector},code=~"5.."}}[{window}]))')
+        requests = self.scalar(self.delta(f"recserve_requests_total{{{selector}}}", window))
+        errors = self.scalar(self.delta(f'recserve_requests_total{{{selector},code=~"5.."}}', window))
         bounds, latency = self.buckets("recserve_request_duration_seconds", selector, window)
         p99 = histogram_quantile(0.99, bounds, latency) if bounds else None
         score_bounds, canary_scores = self.buckets("recserve_score", selector, window)
