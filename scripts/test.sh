@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole suite: lint, types, then every test tier (unit, integration, e2e).
+# The whole suite: lint, types, then every test tier (unit, integration with its scenarios, e2e).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0
@@ -16,9 +16,7 @@ echo "== manifest tools (kubeconform, promtool)"
 bash scripts/build-manifest-tools.sh
 echo "== pytest"
 set +e
-# Scenario demos (marker `scenario`) run with `make scenarios`: they were not yet seen green
-# end to end on this 2-core machine, and a red CI would hide everything else.
-.venv/bin/python -m pytest -m "not scenario" "$@"
+.venv/bin/python -m pytest --durations=25 "$@"
 code=$?
 set -e
 echo "== suite took $(( $(date +%s) - start ))s"

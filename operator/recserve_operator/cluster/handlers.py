@@ -9,6 +9,7 @@ specs (possible when the webhook is off) become ``Stalled`` with an event and a
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -111,7 +112,28 @@ def _reject(body: kopf.Body, patch: kopf.Patch, problems: list[str]) -> None:
     raise kopf.PermanentError(f"invalid spec: {message}")
 
 
-def reconcile_object(body: kopf.Body, patch: kopf.Patch) -> None:
+_passes: dict[str, threading.Lock] = {}
+_passes_guard = threading.Lock()
+
+
+def _pass_lock(body: kopf.Body) -> threading.Lock:
+    """One reconcile pass per object at a time: kopf runs a timer beside event handlers, and
+    two passes of one model must never deploy (or build) against each other."""
+    with _passes_guard:
+        return _passes.setdefault(str(body.metadata.uid), threading.Lock())
+
+
+def reconcile_object(body: kopf.Body, patch: kopf.Patch, *, wait: bool = True) -> None:
+    lock = _pass_lock(body)
+    if not lock.acquire(blocking=wait):
+        return  # a resync while a pass is running: that pass is the resync
+    try:
+        _reconcile_object(body, patch)
+    finally:
+        lock.release()
+
+
+def _reconcile_object(body: kopf.Body, patch: kopf.Patch) -> None:
     status = body.get("status")
     document: dict[str, Any] = {
         "apiVersion": body.get("apiVersion"),
@@ -147,7 +169,7 @@ def on_change(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 @kopf.timer(*RESOURCE, interval=TICK_SECONDS, initial_delay=TICK_SECONDS)
 def on_tick(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     """Level-based resync: canary steps, build completion and deleted children are noticed here."""
-    reconcile_object(body, patch)
+    reconcile_object(body, patch, wait=False)
 
 
 @kopf.on.delete(*RESOURCE)
