@@ -155,7 +155,7 @@ def test_upscale_under_load(app, engines):
     worker = threading.Thread(target=load, daemon=True)
     worker.start()
 
-    stable_app = config(engines, 0, 25).traffic().stable.app
+    stable_app = config(engines, int(url.rsplit(":", 1)[1]), 25).traffic().stable.app
 
     def replicas() -> int:
         deployment = target.status()["applications"][stable_app]["deployments"]["Ranker"]
