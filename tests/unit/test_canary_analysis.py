@@ -18,7 +18,7 @@ LIMITS = AnalysisSpec(max_error_rate=0.01, max_p99_latency_ms=50, max_score_shif
         (WindowMetrics(1000, 20, 10.0, 0.05), "Fail", "error rate 0.0200 > 0.01"),
         (WindowMetrics(1000, 0, 80.0, 0.05), "Fail", "p99 latency 80.0ms > 50"),
         (WindowMetrics(1000, 0, 10.0, 0.5), "Fail", "score shift 0.500 > 0.2"),
-        (WindowMetrics(1000, 0, None, None), "Pass", "within limits"),
+        (WindowMetrics(1000, 0, None, None), "Inconclusive", "score shift not measurable"),
     ],
 )
 def test_judge(metrics, verdict, says):

@@ -83,4 +83,9 @@ def judge(spec: AnalysisSpec, metrics: WindowMetrics, now: datetime) -> Analysis
         failures.append(f"score shift {shift:.3f} > {spec.max_score_shift}")
     if failures:
         return AnalysisResult(verdict="Fail", message="; ".join(failures), **base)
+    if spec.max_score_shift is not None and shift is None:
+        # A limit that cannot be checked yet (no stable scores in the window, e.g. while stable
+        # itself is being handed over) holds the step; it must never pass by default.
+        message = "score shift not measurable yet: no stable scores in this window"
+        return AnalysisResult(verdict="Inconclusive", message=message, **base)
     return AnalysisResult(verdict="Pass", message=f"{metrics.requests} requests within limits", **base)
