@@ -52,23 +52,23 @@ def test_unreferenced_engines_unused_for_the_ttl_are_removed_and_nothing_else(tm
     assert not list(tmp_path.glob(".deleting-*"))
 
 
+def gc_cli(ttl: str, cache: Path) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "recserve_operator.cli",
+        "engines",
+        "gc",
+        "--ttl",
+        ttl,
+        "--cache",
+        str(cache),
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
 def test_cli_refuses_a_bad_ttl_with_one_line(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "recserve_operator.cli",
-            "engines",
-            "gc",
-            "--ttl",
-            "a week",
-            "--cache",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = gc_cli("a week", tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: --ttl: not a duration: 'a week'; write it like 12h or 168h"
@@ -77,21 +77,6 @@ def test_cli_refuses_a_bad_ttl_with_one_line(tmp_path: Path) -> None:
 
 def test_cli_collects(tmp_path: Path) -> None:
     old = engine(tmp_path, "a", 10)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "recserve_operator.cli",
-            "engines",
-            "gc",
-            "--ttl",
-            "168h",
-            "--cache",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = gc_cli("168h", tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert f"deleted {old.name}" in proc.stdout and not old.exists()
