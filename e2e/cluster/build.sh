@@ -103,11 +103,12 @@ build() {
   mkdir -p "$tmp"
   pushd "$TOOLS/$mod" >/dev/null
   go mod download
-  local i
-  for i in "${!names[@]}"; do
-    CURRENT="$comp $version: ${names[$i]} (${pkgs[$i]})"
-    nice -n 19 go build -trimpath -ldflags "-s -w $ldflags" -o "$tmp/${names[$i]}" "${pkgs[$i]}"
-  done
+  # One go build for all of a component's commands: shared packages compile once and the
+  # links run side by side instead of one after another.
+  CURRENT="$comp $version: ${names[*]}"
+  nice -n 19 go build -trimpath -ldflags "-s -w $ldflags" -o "$tmp/" "${pkgs[@]}"
+  local name
+  for name in "${names[@]}"; do [[ -x "$tmp/$name" ]]; done
   popd >/dev/null
   echo "$stamp" >"$tmp/.stamp"
   rm -rf "$dir"
