@@ -58,6 +58,9 @@ from e2e.harness import (
 from e2e.tiny_ranker import cache_dir
 from recserve_serving.waiting import wait_for
 
+# A benchmark of many minutes: make test-all runs it, make test does not.
+pytestmark = pytest.mark.long
+
 MODELS = int(os.environ.get("RECSERVE_E2E_SCALE_MODELS", "200"))
 NODES = int(os.environ.get("RECSERVE_E2E_SCALE_NODES", "1000"))
 RESULTS = Path(__file__).resolve().parent / "results" / "scale.md"

@@ -23,11 +23,7 @@ promotion, and the old version's application drained and removed.
 from __future__ import annotations
 
 import copy
-import json
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,7 +37,6 @@ from e2e.cluster.controlplane import ControlPlane, free_port
 from e2e.cluster.process import pid_alive
 from e2e.harness import (
     EXAMPLES,
-    REPO,
     OperatorProcess,
     apply,
     audit_events,
@@ -59,7 +54,6 @@ from recserve_serving.waiting import wait_for
 pytestmark = pytest.mark.slow
 
 NAME = "movielens-ranker"
-REGISTRY = REPO / ".recserve-test"  # holds models:/movielens-ranker/1; engines and index cached
 CANARY = {
     "checkpoint": {"uri": "models:/movielens-ranker/1"},
     "optimization": {
@@ -73,7 +67,11 @@ CANARY = {
     "analysis": {"maxErrorRate": 0.01, "maxScoreShift": 0.6, "minRequests": 3},
 }
 WEIGHTS = [step["weight"] for step in CANARY["steps"]]
-BAD_MODEL = "models:/movielens-ranker-bad/1"  # one training step (the bad_model fixture)
+# Logical CPUs of the test's Ray: a stable hand-over runs the old and the new stable side by side
+# beside the canary (router 0.5, two one-CPU replicas at most for each of the three versions).
+# With 4, an upscaled old stable and a canary left no room for the new stable, which then never
+# started, so the hand-over, and with it the bad canary's analysis, waited forever.
+RAY_CPUS = 8
 
 
 def light(doc: dict[str, Any]) -> dict[str, Any]:
@@ -90,7 +88,7 @@ def start_ray(state: Path, attempts: int = 3) -> RayClusterInfo:
     in Ray), and the whole head exits. Each attempt is logged; the last failure is raised."""
     for attempt in range(1, attempts + 1):
         try:
-            return start_local_ray(state, num_cpus=4)
+            return start_local_ray(state, num_cpus=RAY_CPUS)
         except Unavailable as error:
             if attempt == attempts:
                 raise
@@ -100,7 +98,7 @@ def start_ray(state: Path, attempts: int = 3) -> RayClusterInfo:
 
 @pytest.fixture
 def local_ray(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RayClusterInfo]:
-    """A real single-node Ray cluster (4 CPUs) on 127.0.0.1, stopped by pid afterwards."""
+    """A real single-node Ray cluster (RAY_CPUS logical CPUs) on 127.0.0.1, stopped by pid afterwards."""
     ray_tmp = Path(tempfile.mkdtemp(prefix="rse2e-"))  # short: Ray's socket paths have a limit
     monkeypatch.setenv("RECSERVE_RAY_TMP", str(ray_tmp))
     try:
@@ -118,25 +116,6 @@ def local_ray(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RayCl
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def bad_model() -> str:
-    """The broken canary: a ranker trained for one step (serves fine, scores are noise),
-    registered once in the test registry, its engine (the example's recipe) built beforehand:
-    this scenario is about the rollback, not the build."""
-    env = {**os.environ, "RECSERVE_HOME": str(REGISTRY), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    recipe = json.dumps(
-        yaml.safe_load((EXAMPLES / "movielens-ranker.yaml").read_text())["spec"]["optimization"]
-    )
-    for args in (
-        ["train", "--name", "movielens-ranker-bad", "--steps", "1", "--eval-users", "10", "--if-missing"],
-        ["build", "--checkpoint", BAD_MODEL, "--recipe-json", recipe],
-    ):
-        subprocess.run(
-            [sys.executable, "-m", "recserve_operator.cli", *args], env=env, check=True, timeout=1800
-        )
-    return BAD_MODEL
-
-
 def serve_apps(ray: RayClusterInfo) -> dict[str, Any]:
     reply = httpx.get(f"{ray.dashboard_url}/api/serve/applications/", timeout=10)
     reply.raise_for_status()
@@ -149,6 +128,7 @@ def test_canary_promotes_through_an_operator_restart_then_a_broken_canary_rolls_
     namespace: str,
     chart: Any,
     local_ray: RayClusterInfo,
+    test_state: Path,
     bad_model: str,
     tmp_path: Path,
 ) -> None:
@@ -159,7 +139,7 @@ def test_canary_promotes_through_an_operator_restart_then_a_broken_canary_rolls_
     port = free_port()
     stable_doc = light(yaml.safe_load((EXAMPLES / "movielens-ranker.yaml").read_text()))
     args = ("--serve-rest", local_ray.dashboard_url, "--serve-port", str(port))
-    env = {"RECSERVE_HOME": str(REGISTRY)}
+    env = {"RECSERVE_HOME": str(test_state)}
     traffic: BackgroundTraffic | None = None
     operators = [OperatorProcess(install, tmp_path, env=env, args=args).start()]
     weights: list[int] = []

@@ -2,7 +2,8 @@
 whose build Jobs are simulated (kwok): ``python -m e2e.tiny_ranker STATE_DIR`` prints
 ``{"trackingUri", "uri", "digest"}``.
 
-The checkpoint is the untrained ranker on the bundled MiniLM encoder (``new_ranker(max_len=64)``),
+The checkpoint is the untrained ranker on the bundled MiniLM encoder's first two layers
+(``new_ranker(max_len=64, layers=2)``),
 written once to the e2e cache (``$RECSERVE_E2E_CACHE/recserve/tiny-ranker``, default
 ``e2e/.cache``) and reused, so its digest, and with it the engine built from it, stays the same
 from run to run. It runs in a subprocess so that pytest itself never imports torch or MLflow.
@@ -32,7 +33,7 @@ def cache_dir() -> Path:
 def tiny_checkpoint() -> Path:
     """The checkpoint directory, created on first use (under a lock: sessions may overlap)."""
     root = cache_dir()
-    final = root / "tiny-ranker"
+    final = root / "tiny-ranker-2-layers"
     with open(root / "tiny-ranker.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not final.is_dir():
@@ -40,7 +41,7 @@ def tiny_checkpoint() -> Path:
 
             scratch = Path(tempfile.mkdtemp(prefix=".tiny-", dir=root))
             try:
-                save_checkpoint(new_ranker(max_len=64), scratch / "checkpoint")
+                save_checkpoint(new_ranker(max_len=64, layers=2), scratch / "checkpoint")
                 os.rename(scratch / "checkpoint", final)
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)

@@ -1,27 +1,63 @@
 #!/usr/bin/env bash
-# The whole suite: lint, types, then every test tier (unit, integration with its scenarios, e2e).
-set -euo pipefail
+# The whole suite, phase by phase with a wall time for each and a total: the venv, lint, types,
+# import contracts, the binaries the tests use, then each pytest tier (unit, integration, e2e).
+#   bash scripts/test.sh         what CI runs (`make test`): every tier without the long variants
+#   bash scripts/test.sh --all   `make test-all`: the long variants too (tests marked `long`)
+# Every tier runs even when an earlier one failed; the exit code is the first failure's.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0
 
-start=$(date +%s)
-echo "== ruff"
-.venv/bin/ruff check .
-.venv/bin/ruff format --check .
-echo "== mypy"
-.venv/bin/mypy
-echo "== e2e control plane binaries (cached in e2e/.cache after the first build)"
-bash e2e/cluster/build.sh
-echo "== manifest tools (kubeconform, promtool)"
-bash scripts/build-manifest-tools.sh
-echo "== pytest"
-set +e
-.venv/bin/python -m pytest --durations=25 "$@"
-code=$?
-set -e
-echo "== suite took $(( $(date +%s) - start ))s"
-if [ "$code" -eq 5 ]; then
-  echo "pytest collected no tests: that is a failure here" >&2
-  exit 1
+selection="not long"
+if [[ "${1:-}" == "--all" ]]; then
+  selection=""
+  shift
 fi
-exit "$code"
+
+start=$(date +%s)
+timings=()
+status=0
+
+# phase NAME COMMAND...: run it, record its wall time, remember the first failure.
+phase() {
+  local name="$1" began code
+  shift
+  echo "== $name"
+  began=$(date +%s)
+  "$@"
+  code=$?
+  timings+=("$(printf '%-34s %5ss%s' "$name" "$(($(date +%s) - began))" "$([[ $code -ne 0 ]] && echo "  FAILED (exit $code)")")")
+  if [[ $code -ne 0 && $status -eq 0 ]]; then status=$code; fi
+  return "$code"
+}
+
+# A tier that collects no test is a failure here (pytest's exit 5), never a silent pass.
+tier() {
+  local marker="$1" code
+  shift
+  .venv/bin/python -m pytest --durations=15 -m "$marker${selection:+ and $selection}" "$@"
+  code=$?
+  if [[ $code -eq 5 ]]; then
+    echo "pytest collected no $marker tests: that is a failure here" >&2
+    return 1
+  fi
+  return "$code"
+}
+
+report() {
+  echo
+  echo "== phase times"
+  printf '%s\n' "${timings[@]}"
+  echo "== suite took $(($(date +%s) - start))s (exit $status)"
+}
+trap report EXIT
+
+phase "venv (scripts/bootstrap.sh)" bash scripts/bootstrap.sh || exit
+phase "ruff" bash -c ".venv/bin/ruff check . && .venv/bin/ruff format --check ."
+phase "mypy" .venv/bin/mypy
+phase "e2e binaries (e2e/cluster/build.sh)" bash e2e/cluster/build.sh
+phase "manifest tools" bash scripts/build-manifest-tools.sh
+phase "pytest unit" tier unit tests "$@"
+phase "pytest integration" tier integration tests "$@"
+phase "pytest e2e" tier e2e e2e "$@"
+exit "$status"

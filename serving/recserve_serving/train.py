@@ -223,8 +223,11 @@ def train_ranker(
     freeze_layers: int = 3,
     eval_users: int = 100,
     eval_candidates: int = 50,
+    layers: int | None = None,
 ) -> dict[str, float]:
-    """Fine-tune from the bundled MiniLM, save the checkpoint to ``out_dir``, return its metrics."""
+    """Fine-tune from the bundled MiniLM (its first ``layers`` layers when given), save the
+    checkpoint to ``out_dir``, return its metrics. A shallow encoder freezes at most half its
+    layers, so there is always something left to learn."""
     settings = TrainSettings(
         steps=steps,
         batch_size=batch_size,
@@ -237,11 +240,13 @@ def train_ranker(
     )
     started = time.perf_counter()
     seed_everything(seed)
-    checkpoint = new_ranker(max_len=max_len)
+    checkpoint = new_ranker(max_len=max_len, layers=layers)
+    if layers is not None:
+        freeze_layers = min(freeze_layers, layers // 2)
     freeze_lower(checkpoint, freeze_layers)
     metrics = fit(checkpoint, data, settings)
     checkpoint.meta.extra.update(
-        {"steps": steps, "batch_size": batch_size, "seed": seed, "adversarial": adversarial}
+        {"steps": steps, "batch_size": batch_size, "seed": seed, "adversarial": adversarial, "layers": layers}
     )
     save_checkpoint(checkpoint, Path(out_dir))
     metrics.update(

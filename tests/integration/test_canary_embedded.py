@@ -9,7 +9,6 @@ scores are nothing like stable's), and analysis rolls it back on its own.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -28,7 +27,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.scenario]
 
 REPO = Path(__file__).resolve().parents[2]
 RECSERVE = [sys.executable, "-m", "recserve_operator.cli"]
-BAD_MODEL = "movielens-ranker-bad"
 
 
 def manifest(canary_uri: str, canary_optimization: dict | None) -> dict:
@@ -53,26 +51,8 @@ def manifest(canary_uri: str, canary_optimization: dict | None) -> dict:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    state = REPO / ".recserve-test"
-    state.mkdir(exist_ok=True)
-    return dict(os.environ, RECSERVE_HOME=str(state), RECSERVE_RAY_TMP=str(tmp_path_factory.mktemp("r")))
-
-
-@pytest.fixture(scope="module")
-def bad_model(env):
-    """A ranker trained for one step: it serves without errors, but its scores are noise.
-
-    Its engine is built here too (a cache hit when present), so that `up` finds it cached:
-    this test is about the rollback, not the build.
-    """
-    example = yaml.safe_load((REPO / "manifests/examples/movielens-ranker.yaml").read_text())
-    train = ["train", "--name", BAD_MODEL, "--steps", "1", "--eval-users", "10", "--if-missing"]
-    subprocess.run([*RECSERVE, *train], env=env, check=True, timeout=1800)
-    recipe = json.dumps(example["spec"]["optimization"])
-    build = ["build", "--checkpoint", f"models:/{BAD_MODEL}/1", "--recipe-json", recipe]
-    subprocess.run([*RECSERVE, *build], env=env, check=True, timeout=1800)
-    return f"models:/{BAD_MODEL}/1"
+def env(test_state, tmp_path_factory):
+    return dict(os.environ, RECSERVE_HOME=str(test_state), RECSERVE_RAY_TMP=str(tmp_path_factory.mktemp("r")))
 
 
 def test_canary_promotes_under_traffic_then_a_bad_canary_rolls_back(tmp_path, env, bad_model):

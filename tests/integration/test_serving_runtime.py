@@ -40,17 +40,16 @@ CANDIDATES = [1, 2, 3, 6, 10]
 
 
 @pytest.fixture(scope="module")
-def engines():
-    from recserve_operator.embedded.checkpoints import ensure_checkpoint
+def engines(test_state):
     from recserve_serving.engine.build import build_engine
     from recserve_serving.registry import Registry
 
-    resolved = ensure_checkpoint(Registry(STATE), "models:/movielens-ranker/1", print)
+    resolved = Registry(test_state).resolve("models:/movielens-ranker/1")
     int8 = build_engine(
-        resolved, OptimizationRecipe(backend="onnxruntime", precision="int8"), STATE / "engines"
+        resolved, OptimizationRecipe(backend="onnxruntime", precision="int8"), test_state / "engines"
     )
     fp32 = build_engine(
-        resolved, OptimizationRecipe(backend="onnxruntime", precision="fp32"), STATE / "engines"
+        resolved, OptimizationRecipe(backend="onnxruntime", precision="fp32"), test_state / "engines"
     )
     return str(int8.path), str(fp32.path)
 

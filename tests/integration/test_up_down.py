@@ -57,11 +57,9 @@ class Up:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    state = REPO / ".recserve-test"
-    state.mkdir(exist_ok=True)
+def env(test_state, tmp_path_factory):
     values = dict(os.environ)
-    values.update(RECSERVE_HOME=str(state), RECSERVE_RAY_TMP=str(tmp_path_factory.mktemp("r")))
+    values.update(RECSERVE_HOME=str(test_state), RECSERVE_RAY_TMP=str(tmp_path_factory.mktemp("r")))
     return values
 
 

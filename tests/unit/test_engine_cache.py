@@ -90,3 +90,26 @@ def test_publish_is_atomic_and_the_second_writer_loses_cleanly(tmp_path) -> None
     assert cache.publish(second, final) is False
     assert not second.exists()
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == [key]
+
+
+def test_a_file_digest_is_remembered_until_the_file_changes(tmp_path, monkeypatch) -> None:
+    import builtins
+
+    from recserve_serving.engine import digests
+
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"a" * 1000)
+    first = digests.file_sha256(path)
+    reads = []
+    real_open = builtins.open
+
+    def counting_open(file, *args, **kwargs):
+        reads.append(file)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    assert digests.file_sha256(path) == first
+    assert reads == []
+    path.write_bytes(b"b" * 1000)  # same size: the ctime still tells
+    assert digests.file_sha256(path) != first
+    assert path in reads

@@ -16,6 +16,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-len", type=int, default=DEFAULT_MAX_LEN, help="tokens per (user, item) pair")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--layers",
+        type=int,
+        default=None,
+        help="keep only the base encoder's first N layers: a smaller, faster ranker (default: all 6)",
+    )
+    parser.add_argument(
         "--adversarial",
         type=float,
         default=None,
@@ -57,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         adversarial=args.adversarial,
         eval_users=args.eval_users,
+        layers=args.layers,
     )
     print(f"registered models:/{resolved.name}/{resolved.version} (@champion) digest {resolved.digest}")
     for key in ("ndcg@10", "most_popular_ndcg@10", "hitrate@10", "auc", "coverage", "wall_seconds"):

@@ -16,7 +16,7 @@ from torch import nn
 
 from recserve_serving.data import MovieLens
 from recserve_serving.errors import RecipeError
-from recserve_serving.model import Checkpoint, CheckpointMeta
+from recserve_serving.model import Checkpoint, CheckpointMeta, keep_encoder_layers
 from recserve_serving.recipe import DistillSpec
 from recserve_serving.train import TrainSettings, fit, listwise_loss
 
@@ -38,11 +38,7 @@ def student_layer_indices(teacher_layers: int, student_layers: int) -> list[int]
 def make_student(teacher: Checkpoint, layers: int) -> Checkpoint:
     keep = student_layer_indices(encoder_layers(teacher), layers)
     student = copy.deepcopy(teacher.model)
-    encoder: Any = student.encoder
-    encoder.encoder.layer = nn.ModuleList([encoder.encoder.layer[i] for i in keep])
-    encoder.config.num_hidden_layers = layers
-    for new_index, layer in enumerate(encoder.encoder.layer):
-        layer.attention.self.layer_idx = new_index
+    keep_encoder_layers(student.encoder, keep)
     old = teacher.meta
     meta = CheckpointMeta(
         base=old.base,
