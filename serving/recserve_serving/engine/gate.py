@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from recserve_serving.data import MovieLens
-from recserve_serving.engine.runtime import Engine
+from recserve_serving.engine.base import Engine
 from recserve_serving.evaluate import EvalSet, EvalSettings, evaluate_scorer, latency
 from recserve_serving.model import Checkpoint, count_parameters
 from recserve_serving.recipe import QualityGate

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from recserve_serving.engine.base import THREADS, Engine
 from recserve_serving.engine.manifest import EngineManifest
-from recserve_serving.engine.runtime import THREADS, Engine
 from recserve_serving.errors import EngineError
 
 

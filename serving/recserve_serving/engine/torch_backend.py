@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from recserve_serving.engine.base import THREADS, Engine
 from recserve_serving.engine.manifest import EngineManifest
-from recserve_serving.engine.runtime import THREADS, Engine
 from recserve_serving.errors import CheckpointError, EngineError
 from recserve_serving.model import WEIGHTS_FILE, Checkpoint, load_checkpoint, save_checkpoint, torch_inputs
 from recserve_serving.recipe import OptimizationRecipe

@@ -24,7 +24,7 @@ from kserve.protocol.rest.v2_datamodels import InferenceRequest
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from recserve_serving.engine.runtime import Engine
+from recserve_serving.engine.base import Engine
 from recserve_serving.errors import InvalidRequest, NotFound, RecserveError, Unavailable
 from recserve_serving.serve.api_models import RecommendRequest, RecommendResponse
 from recserve_serving.serve.catalog import Catalog
