@@ -10,6 +10,8 @@ echo "== ruff"
 .venv/bin/ruff format --check .
 echo "== mypy"
 .venv/bin/mypy
+echo "== import contracts"
+.venv/bin/lint-imports
 echo "== e2e control plane binaries (cached in e2e/.cache after the first build)"
 bash e2e/cluster/build.sh
 echo "== manifest tools (kubeconform, promtool)"
