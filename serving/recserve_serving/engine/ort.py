@@ -70,4 +70,5 @@ class OrtEngine(Engine):
 
     def _run(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
         feeds = {name: np.asarray(encoded[name], dtype=np.int64) for name in self._inputs}
-        return self.session.run(None, feeds)[0]
+        scores: np.ndarray = self.session.run(None, feeds)[0]
+        return scores

@@ -115,4 +115,5 @@ class TensorRTEngine(Engine):
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise EngineError("TensorRT execution failed")
         stream.synchronize()
-        return output.cpu().numpy()
+        scores: np.ndarray = output.cpu().numpy()
+        return scores

@@ -33,7 +33,8 @@ def build(checkpoint: Checkpoint, recipe: OptimizationRecipe, target: Path) -> s
 def quantize_linear_int8(model: nn.Module) -> nn.Module:
     from torch.ao.quantization import quantize_dynamic
 
-    return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    quantized: nn.Module = quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)  # type: ignore[no-untyped-call]
+    return quantized
 
 
 class TorchEngine(Engine):
@@ -57,4 +58,5 @@ class TorchEngine(Engine):
 
     @torch.inference_mode()
     def _run(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
-        return self.model(**torch_inputs(encoded, self.device)).float().cpu().numpy()
+        scores: torch.Tensor = self.model(**torch_inputs(encoded, self.device))
+        return scores.float().cpu().numpy()

@@ -125,7 +125,7 @@ class Router:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = RouterConfig.model_validate(config)
         self.traffic = TrafficConfig()
-        self.handles: dict[str, DeploymentHandle] = {}
+        self.handles: dict[str, DeploymentHandle[Ranker]] = {}
         self.catalog = Catalog.load(self.config.data_dir, self.config.index_dir)
         self.rng = random.Random()
         self.metrics = ServingMetrics()
