@@ -1,9 +1,9 @@
 """kopf handlers: thin glue from watch events to the reconcile core and back to the API.
 
 Every handler parses the object, runs one ``reconcile`` pass through the platform
-``recserve operator`` chose, emits the pass's events, and patches status only when it changed. Invalid
-specs (possible when the webhook is off) become ``Stalled`` with an event and a
-``PermanentError``; passing failures become ``TemporaryError`` with a delay.
+``recserve operator`` chose, emits the pass's events, and patches status only when it
+changed. Invalid specs (possible when the webhook is off) become ``Stalled`` with an event
+and a ``PermanentError``; passing failures become ``TemporaryError`` with a delay.
 """
 
 from __future__ import annotations
