@@ -960,8 +960,9 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from recserve_operator.validate import load_model
+    from recserve_serving.engine.base import THREADS
     from recserve_serving.engine.build import build_engine
-    from recserve_serving.engine.runtime import THREADS, load_engine
+    from recserve_serving.engine.runtime import load_engine
     from recserve_serving.paths import movielens_dir, state_dir
     from recserve_serving.registry import Registry
     from recserve_serving.serve.api_models import RecommendRequest

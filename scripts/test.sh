@@ -55,6 +55,7 @@ trap report EXIT
 phase "venv (scripts/bootstrap.sh)" bash scripts/bootstrap.sh || exit
 phase "ruff" bash -c ".venv/bin/ruff check . && .venv/bin/ruff format --check ."
 phase "mypy" .venv/bin/mypy
+phase "import contracts (lint-imports)" .venv/bin/lint-imports
 phase "e2e binaries (e2e/cluster/build.sh)" bash e2e/cluster/build.sh
 phase "manifest tools" bash scripts/build-manifest-tools.sh
 phase "pytest unit" tier unit tests "$@"

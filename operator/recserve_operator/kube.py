@@ -98,7 +98,7 @@ def job_pod_outputs(namespace: str, job_name: str, tail_lines: int = 20) -> tupl
 
 def get_rayservice(namespace: str, name: str) -> dict[str, Any] | None:
     _, _, custom = _apis()
-    return _call(
+    found: dict[str, Any] | None = _call(
         f"read RayService {namespace}/{name}",
         custom.get_namespaced_custom_object,
         RAY_GROUP,
@@ -107,6 +107,7 @@ def get_rayservice(namespace: str, name: str) -> dict[str, Any] | None:
         RAYSERVICES,
         name,
     )
+    return found
 
 
 def create_rayservice(body: dict[str, Any]) -> None:
@@ -139,7 +140,7 @@ def patch_rayservice_spec(namespace: str, name: str, spec: dict[str, Any]) -> No
 
 def get_model(namespace: str, name: str) -> dict[str, Any] | None:
     _, _, custom = _apis()
-    return _call(
+    found: dict[str, Any] | None = _call(
         f"read RecommenderModel {namespace}/{name}",
         custom.get_namespaced_custom_object,
         GROUP,
@@ -148,6 +149,7 @@ def get_model(namespace: str, name: str) -> dict[str, Any] | None:
         PLURAL,
         name,
     )
+    return found
 
 
 def list_models_all_namespaces() -> list[dict[str, Any]]:

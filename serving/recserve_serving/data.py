@@ -239,7 +239,9 @@ class MovieLens:
         return [int(m) for m in frame.movieId[frame.rating >= POSITIVE_RATING]]
 
 
-def temporal_split(ratings: pd.DataFrame, holdout_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def temporal_split(
+    ratings: pd.DataFrame, holdout_fraction: float
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[int, int]]:
     """Per user, the last ``holdout_fraction`` of interactions by time (at least one) are held out."""
     if not 0.0 < holdout_fraction < 1.0:
         raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")

@@ -75,7 +75,8 @@ class Ranker(nn.Module):
         ).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        return self.head(pooled).squeeze(-1)
+        logits: torch.Tensor = self.head(pooled)
+        return logits.squeeze(-1)
 
 
 def _slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
@@ -148,14 +149,16 @@ def encode(
     """
     if len(user_texts) != len(item_texts):
         raise ValueError(f"{len(user_texts)} user texts but {len(item_texts)} item texts")
-    return tokenizer(
-        user_texts,
-        item_texts,
-        truncation="longest_first",
-        max_length=max_len,
-        padding=True,
-        return_tensors="np",
-        return_token_type_ids=True,
+    return dict(
+        tokenizer(
+            user_texts,
+            item_texts,
+            truncation="longest_first",
+            max_length=max_len,
+            padding=True,
+            return_tensors="np",
+            return_token_type_ids=True,
+        )
     )
 
 
@@ -178,7 +181,7 @@ def new_ranker(max_len: int = 64, layers: int | None = None) -> Checkpoint:
 
     path = base_model_path()
     verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the unused pooler weights are expected, not news
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # the unused pooler weights are expected
     try:
         encoder = AutoModel.from_pretrained(path, attn_implementation="eager", add_pooling_layer=False)
     finally:
@@ -232,7 +235,9 @@ def _load_encoder(directory: Path, meta: CheckpointMeta) -> PreTrainedModel:
         config = AutoConfig.from_pretrained(directory)
     except (OSError, ValueError) as error:
         raise CheckpointError(f"checkpoint {directory}: {CONFIG_FILE} is corrupt ({error})") from None
-    encoder = AutoModel.from_config(config, attn_implementation="eager", add_pooling_layer=False)
+    encoder: PreTrainedModel = AutoModel.from_config(  # type: ignore[no-untyped-call]
+        config, attn_implementation="eager", add_pooling_layer=False
+    )
     try:
         reshape_encoder(encoder, meta.heads_per_layer, meta.ffn_per_layer)
     except (IndexError, KeyError, ValueError) as error:
@@ -256,7 +261,8 @@ def _load_encoder(directory: Path, meta: CheckpointMeta) -> PreTrainedModel:
                 f"the config expects {tuple(tensor.shape)}"
             )
     encoder.load_state_dict({k: state[k] for k in own}, strict=True)
-    return encoder.eval()
+    encoder.eval()  # type: ignore[no-untyped-call]
+    return encoder
 
 
 def _load_head(directory: Path, hidden: int) -> nn.Linear:
@@ -303,4 +309,5 @@ def score_pairs(checkpoint: Checkpoint, user_texts: list[str], item_texts: list[
     """Eager fp32 scores: the reference every optimized engine is gated against."""
     model = checkpoint.model.eval()
     encoded = encode(checkpoint.tokenizer, user_texts, item_texts, checkpoint.meta.max_len)
-    return model(**torch_inputs(encoded)).float().numpy()
+    scores: torch.Tensor = model(**torch_inputs(encoded))
+    return scores.float().numpy()

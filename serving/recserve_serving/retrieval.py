@@ -43,8 +43,8 @@ def embed_texts(texts: Sequence[str]) -> np.ndarray:
     from recserve_serving.model import base_model_path
 
     path = base_model_path()
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()  # the base checkpoint's unused pooler is expected, not news
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # the base checkpoint's unused pooler is expected, not news
     tokenizer = AutoTokenizer.from_pretrained(path)
     encoder = AutoModel.from_pretrained(path).eval()
     chunks = []

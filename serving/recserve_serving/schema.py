@@ -6,6 +6,8 @@ that mapping, and the refusal of unknown keys, identical everywhere.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
@@ -20,6 +22,6 @@ class CamelModel(BaseModel):
         frozen=True,
     )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The Kubernetes-style (camelCase) JSON form, without unset optional fields."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")

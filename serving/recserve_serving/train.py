@@ -14,6 +14,7 @@ import math
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from recserve_serving.data import MovieLens
+from recserve_serving.data import MovieLens, Pair
 from recserve_serving.evaluate import EvalSet, eval_set, evaluate_scorer, popularity_scores, ranking_metrics
 from recserve_serving.model import Checkpoint, encode, new_ranker, save_checkpoint, score_pairs, torch_inputs
 from recserve_serving.registry import Registry, ResolvedCheckpoint
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 DEFAULT_STEPS = 200
 DEFAULT_BATCH = 32
 DEFAULT_MAX_LEN = 64
+
+LabelLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+InputsLoss = Callable[[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
+"""``(logits, labels, inputs) -> loss``: distillation also needs the inputs, for the teacher."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,7 @@ class _FGM:
             self.captured = output
         return output
 
-    def adversarial_loss(self, loss_fn: Any) -> torch.Tensor | None:
+    def adversarial_loss(self, loss_fn: Callable[[], torch.Tensor]) -> torch.Tensor | None:
         if self.captured is None or self.captured.grad is None:
             return None
         grad = self.captured.grad.detach()
@@ -96,11 +101,11 @@ class _FGM:
             self.delta = None
 
 
-def _batches(pairs: list, batch_size: int) -> list[list]:
+def _batches(pairs: list[Pair], batch_size: int) -> list[list[Pair]]:
     return [pairs[i : i + batch_size] for i in range(0, len(pairs) - batch_size + 1, batch_size)]
 
 
-def listwise_loss(group: int) -> Any:
+def listwise_loss(group: int) -> LabelLoss:
     """Softmax cross-entropy of each positive against its own negatives (same user text).
 
     It optimises the ranking the metrics measure, and unlike binary cross-entropy on a 1:3
@@ -120,7 +125,7 @@ def fit(
     data: MovieLens,
     settings: TrainSettings,
     *,
-    loss_for: Any = None,
+    loss_for: InputsLoss | None = None,
 ) -> dict[str, float]:
     """Train ``checkpoint.model`` in place on freshly sampled pairs; distillation passes ``loss_for``.
 
@@ -161,16 +166,16 @@ def fit(
         inputs = torch_inputs(encoded)
         labels = torch.tensor([p.label for p in batch], dtype=torch.float32)
 
-        def compute(inputs: dict = inputs, labels: torch.Tensor = labels) -> torch.Tensor:
+        def compute(inputs: dict[str, torch.Tensor] = inputs, labels: torch.Tensor = labels) -> torch.Tensor:
             logits = model(**inputs)
             return loss_for(logits, labels, inputs) if loss_for else criterion(logits, labels)
 
         loss = compute()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         if fgm is not None:
             adversarial = fgm.adversarial_loss(compute)
             if adversarial is not None:
-                adversarial.backward()
+                adversarial.backward()  # type: ignore[no-untyped-call]
         nn.utils.clip_grad_norm_(body + head, 1.0)
         optimizer.step()
         schedule.step()

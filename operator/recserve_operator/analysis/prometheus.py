@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from typing import Any
 
 import httpx
 
@@ -26,7 +27,7 @@ class PrometheusProvider:
         self.url = url.rstrip("/")
         self.timeout = timeout
 
-    def query(self, promql: str) -> list[dict]:
+    def query(self, promql: str) -> list[dict[str, Any]]:
         try:
             response = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=self.timeout)
             response.raise_for_status()

@@ -1,9 +1,9 @@
 """kopf handlers: thin glue from watch events to the reconcile core and back to the API.
 
-Every handler parses the object, runs one ``reconcile`` pass through the cluster
-platform, emits the pass's events, and patches status only when it changed. Invalid
-specs (possible when the webhook is off) become ``Stalled`` with an event and a
-``PermanentError``; passing failures become ``TemporaryError`` with a delay.
+Every handler parses the object, runs one ``reconcile`` pass through the platform
+``recserve operator`` chose, emits the pass's events, and patches status only when it
+changed. Invalid specs (possible when the webhook is off) become ``Stalled`` with an event
+and a ``PermanentError``; passing failures become ``TemporaryError`` with a delay.
 """
 
 from __future__ import annotations
@@ -18,12 +18,10 @@ import kopf
 from recserve_operator import kube, metrics
 from recserve_operator.api.status import READY, RECONCILING, STALLED, RecommenderModelStatus
 from recserve_operator.api.types import GROUP, PLURAL, VERSION
-from recserve_operator.cluster.platform import ClusterPlatform
 from recserve_operator.planners.canary import Controls
 from recserve_operator.planners.conditions import ConditionSpec, merge_conditions
 from recserve_operator.platform import Platform
 from recserve_operator.reconcile import already_stalled, reconcile
-from recserve_operator.settings import OperatorSettings
 from recserve_operator.validate import check_document
 from recserve_serving.errors import Unavailable
 
@@ -33,31 +31,15 @@ TICK_SECONDS = 10.0
 _platform: Platform | None = None
 
 
-def platform() -> Platform:
-    """KubeRay and build Jobs by default; a running Ray cluster's Serve REST API when configured.
-
-    The REST target (``--serve-rest URL``) builds engines in the operator's process and rolls
-    out to an existing Ray cluster: the embedded default's platform, driven by the API server.
-    """
+def use_platform(chosen: Platform) -> None:
+    """Set by ``recserve operator`` before kopf starts: the command line picks the platform."""
     global _platform
-    if _platform is None:
-        settings = OperatorSettings.from_env()
-        if settings.serve_rest_url:
-            from recserve_operator.embedded.platform import EmbeddedPlatform
-            from recserve_operator.rollout.serve_rest import ServeRestTarget
-            from recserve_serving.paths import movielens_dir, state_dir
+    _platform = chosen
 
-            embedded = EmbeddedPlatform(
-                state_dir(settings.local_state),
-                str(movielens_dir()),
-                "127.0.0.1",
-                settings.serve_port,
-                log.info,
-            )
-            embedded.target = ServeRestTarget(settings.serve_rest_url)
-            _platform = embedded
-        else:
-            _platform = ClusterPlatform(settings)
+
+def platform() -> Platform:
+    if _platform is None:
+        raise RuntimeError("no platform: recserve operator sets one before kopf starts")
     return _platform
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from recserve_serving.recipe import OptimizationRecipe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_recipe(args: argparse.Namespace):  # -> OptimizationRecipe
+def load_recipe(args: argparse.Namespace) -> OptimizationRecipe:
     """The recipe file (if any) with command-line flags applied on top."""
     import yaml
     from pydantic import ValidationError
@@ -43,7 +46,7 @@ def load_recipe(args: argparse.Namespace):  # -> OptimizationRecipe
     from recserve_serving.errors import RecipeError
     from recserve_serving.recipe import OptimizationRecipe
 
-    raw: dict = {}
+    raw: dict[str, Any] = {}
     if args.recipe_json is not None:
         import json
 

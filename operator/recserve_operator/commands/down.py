@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 from recserve_operator.embedded.processes import pid_alive, stop_tree
 from recserve_operator.embedded.runs import list_runs, runs_dir
@@ -20,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a clean stop")
 
 
-def stop_run(state: Path, name: str, record: dict, timeout: float) -> None:
+def stop_run(state: Path, name: str, record: dict[str, Any], timeout: float) -> None:
     """Ask ``up`` to shut down (SIGTERM); if it does not, stop its Ray cluster ourselves."""
     up_pid = int(record.get("pid", 0))
     ray_pid = int((record.get("ray") or {}).get("pid", 0))

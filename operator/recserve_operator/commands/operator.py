@@ -8,8 +8,15 @@ Peering (``--peering``) lets several replicas run with one active; ``--namespace
 from __future__ import annotations
 
 import argparse
-import os
+import dataclasses
+import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from recserve_operator.settings import OperatorSettings
+
+if TYPE_CHECKING:
+    from recserve_operator.platform import Platform
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,9 +60,7 @@ def run(args: argparse.Namespace) -> int:
         import recserve_operator.cluster.admission  # noqa: F401 - registers the webhook
 
         _configure_webhook(args)
-    if args.serve_rest:
-        os.environ["RECSERVE_SERVE_REST_URL"] = args.serve_rest
-        os.environ["RECSERVE_SERVE_PORT"] = str(args.serve_port)
+    handlers.use_platform(_platform(args))
     if args.metrics_port is not None:
         from recserve_operator import metrics
 
@@ -70,8 +75,35 @@ def run(args: argparse.Namespace) -> int:
         peering_name=args.peering,
         liveness_endpoint=args.liveness,
     )
-    del handlers
     return 0
+
+
+def _platform(args: argparse.Namespace) -> Platform:
+    """KubeRay and build Jobs by default; a running Ray cluster's Serve REST API when configured.
+
+    The REST target (``--serve-rest URL``) builds engines in the operator's process and rolls
+    out to an existing Ray cluster: the embedded default's platform, driven by the API server.
+    """
+    settings = OperatorSettings.from_env()
+    if args.serve_rest:
+        settings = dataclasses.replace(settings, serve_rest_url=args.serve_rest, serve_port=args.serve_port)
+    if not settings.serve_rest_url:
+        from recserve_operator.cluster.platform import ClusterPlatform
+
+        return ClusterPlatform(settings)
+    from recserve_operator.embedded.platform import EmbeddedPlatform
+    from recserve_operator.rollout.serve_rest import ServeRestTarget
+    from recserve_serving.paths import movielens_dir, state_dir
+
+    embedded = EmbeddedPlatform(
+        state_dir(settings.local_state),
+        str(movielens_dir()),
+        "127.0.0.1",
+        settings.serve_port,
+        logging.getLogger("recserve.operator").info,
+    )
+    embedded.target = ServeRestTarget(settings.serve_rest_url)
+    return embedded
 
 
 _NAMESPACE_PATTERN_CHARS = set("!*?,")  # kopf globs, negations and lists

@@ -82,7 +82,7 @@ def stop_tree(pids: Iterable[int], pgids: Iterable[int] = (), grace: float = 15.
 
 def pid_alive(pid: int) -> bool:
     try:
-        proc = psutil.Process(pid)
-        return proc.status() != psutil.STATUS_ZOMBIE
+        zombie: bool = psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        return not zombie
     except psutil.Error:
         return False

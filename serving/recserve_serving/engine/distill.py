@@ -18,7 +18,7 @@ from recserve_serving.data import MovieLens
 from recserve_serving.errors import RecipeError
 from recserve_serving.model import Checkpoint, CheckpointMeta, keep_encoder_layers
 from recserve_serving.recipe import DistillSpec
-from recserve_serving.train import TrainSettings, fit, listwise_loss
+from recserve_serving.train import InputsLoss, TrainSettings, fit, listwise_loss
 
 
 def encoder_layers(checkpoint: Checkpoint) -> int:
@@ -54,7 +54,7 @@ def make_student(teacher: Checkpoint, layers: int) -> Checkpoint:
     return Checkpoint(student, teacher.tokenizer, meta)
 
 
-def distillation_loss(teacher: Checkpoint, group: int, temperature: float, alpha: float) -> Any:
+def distillation_loss(teacher: Checkpoint, group: int, temperature: float, alpha: float) -> InputsLoss:
     """alpha * T^2 * KL(teacher || student) over each user's candidates + (1 - alpha) * label loss."""
     labels_loss = listwise_loss(group)
     teacher_model = teacher.model.eval()
@@ -95,7 +95,7 @@ def train_against_teacher(
 
 def distill(
     teacher: Checkpoint, data: MovieLens, spec: DistillSpec, *, seed: int = 0
-) -> tuple[Checkpoint, dict]:
+) -> tuple[Checkpoint, dict[str, float]]:
     student = make_student(teacher, spec.layers)
     metrics = train_against_teacher(
         student,

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from recserve_serving.data import MovieLens
-from recserve_serving.engine.runtime import Engine
+from recserve_serving.engine.base import Engine
 from recserve_serving.evaluate import EvalSet, EvalSettings, evaluate_scorer, latency
 from recserve_serving.model import Checkpoint, count_parameters
 from recserve_serving.recipe import QualityGate
@@ -43,7 +44,7 @@ class GateReport:
     def drop(self) -> float:
         return self.reference[self.metric] - self.engine[self.metric]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "passed": self.passed, "drop": self.drop}
 
     @classmethod
@@ -89,7 +90,8 @@ def reference_metrics(
     """Eager fp32 metrics of the unoptimized checkpoint, computed once per digest and eval size."""
     path = cache / f"{digest.removeprefix('sha256:')[:32]}-{settings.describe().replace(',', '-')}.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        cached: dict[str, float] = json.loads(path.read_text())
+        return cached
     metrics = checkpoint_metrics(checkpoint, data, evals)
     metrics["params"] = float(count_parameters(checkpoint.model))
     path.parent.mkdir(parents=True, exist_ok=True)

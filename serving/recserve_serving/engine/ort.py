@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from recserve_serving.engine.base import THREADS, Engine
 from recserve_serving.engine.export import export_onnx, fuse
 from recserve_serving.engine.manifest import EngineManifest
 from recserve_serving.engine.quantize import quantize_dynamic_int8, quantize_static_int8
-from recserve_serving.engine.runtime import THREADS, Engine
 from recserve_serving.errors import EngineError
 from recserve_serving.model import Checkpoint
 from recserve_serving.recipe import OptimizationRecipe
@@ -70,4 +70,5 @@ class OrtEngine(Engine):
 
     def _run(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
         feeds = {name: np.asarray(encoded[name], dtype=np.int64) for name in self._inputs}
-        return self.session.run(None, feeds)[0]
+        scores: np.ndarray = self.session.run(None, feeds)[0]
+        return scores

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from recserve_serving.engine.base import THREADS, Engine
 from recserve_serving.engine.manifest import EngineManifest
-from recserve_serving.engine.runtime import THREADS, Engine
 from recserve_serving.errors import EngineError
 
 
@@ -59,7 +59,7 @@ class Stage:
             mask2d = torch.as_tensor(attention_mask)
             if self.first:
                 assert isinstance(inputs, dict) and self.embeddings is not None
-                hidden = self.embeddings(
+                hidden: torch.Tensor = self.embeddings(
                     input_ids=torch.as_tensor(inputs["input_ids"]),
                     token_type_ids=torch.as_tensor(inputs["token_type_ids"]),
                 )
@@ -74,7 +74,8 @@ class Stage:
             assert self.head is not None
             weights = mask2d.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-            return self.head(pooled).squeeze(-1).numpy()
+            scores: torch.Tensor = self.head(pooled)
+            return scores.squeeze(-1).numpy()
 
 
 class PipelineEngine(Engine):

@@ -68,7 +68,7 @@ def importance(
             )
             labels = torch.tensor([p.label for p in batch], dtype=torch.float32)
             model.zero_grad(set_to_none=True)
-            loss_fn(model(**torch_inputs(encoded)), labels).backward()
+            loss_fn(model(**torch_inputs(encoded)), labels).backward()  # type: ignore[no-untyped-call]
             for index, layer in enumerate(layers):
                 heads = _taylor(captured[("heads", index)])
                 size = layer.attention.self.attention_head_size
@@ -98,7 +98,7 @@ def kept(count: int, fraction: float) -> int:
 
 def prune(
     checkpoint: Checkpoint, data: MovieLens, spec: PruneSpec, *, seed: int = 0
-) -> tuple[Checkpoint, dict]:
+) -> tuple[Checkpoint, dict[str, float]]:
     """A pruned copy of ``checkpoint`` (the original is untouched and serves as its teacher)."""
     head_scores, neuron_scores = importance(checkpoint, data, seed=seed)
     pruned = copy.deepcopy(checkpoint.model)

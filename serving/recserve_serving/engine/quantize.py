@@ -85,7 +85,7 @@ def quantize_static_int8(
         quantize_static,
     )
 
-    class Reader(CalibrationDataReader):
+    class Reader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime has no types
         def __init__(self) -> None:
             self.batches = iter(batches)
 

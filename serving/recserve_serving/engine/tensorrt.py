@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from recserve_serving.engine.base import Engine
 from recserve_serving.engine.export import INPUT_NAMES, OUTPUT_NAME, export_onnx
 from recserve_serving.engine.manifest import EngineManifest
 from recserve_serving.engine.quantize import quantize_static_int8
-from recserve_serving.engine.runtime import Engine
 from recserve_serving.errors import EngineError
 from recserve_serving.model import Checkpoint
 from recserve_serving.recipe import OptimizationRecipe
@@ -115,4 +115,5 @@ class TensorRTEngine(Engine):
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise EngineError("TensorRT execution failed")
         stream.synchronize()
-        return output.cpu().numpy()
+        scores: np.ndarray = output.cpu().numpy()
+        return scores

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from recserve_serving.engine.base import THREADS, Engine
 from recserve_serving.engine.manifest import EngineManifest
-from recserve_serving.engine.runtime import THREADS, Engine
 from recserve_serving.errors import CheckpointError, EngineError
 from recserve_serving.model import WEIGHTS_FILE, Checkpoint, load_checkpoint, save_checkpoint, torch_inputs
 from recserve_serving.recipe import OptimizationRecipe
@@ -33,7 +33,8 @@ def build(checkpoint: Checkpoint, recipe: OptimizationRecipe, target: Path) -> s
 def quantize_linear_int8(model: nn.Module) -> nn.Module:
     from torch.ao.quantization import quantize_dynamic
 
-    return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    quantized: nn.Module = quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)  # type: ignore[no-untyped-call]
+    return quantized
 
 
 class TorchEngine(Engine):
@@ -57,4 +58,5 @@ class TorchEngine(Engine):
 
     @torch.inference_mode()
     def _run(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
-        return self.model(**torch_inputs(encoded, self.device)).float().cpu().numpy()
+        scores: torch.Tensor = self.model(**torch_inputs(encoded, self.device))
+        return scores.float().cpu().numpy()

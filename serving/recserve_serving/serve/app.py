@@ -24,7 +24,7 @@ from kserve.protocol.rest.v2_datamodels import InferenceRequest
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from recserve_serving.engine.runtime import Engine
+from recserve_serving.engine.base import Engine
 from recserve_serving.errors import InvalidRequest, NotFound, RecserveError, Unavailable
 from recserve_serving.serve.api_models import RecommendRequest, RecommendResponse
 from recserve_serving.serve.catalog import Catalog
@@ -125,7 +125,7 @@ class Router:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = RouterConfig.model_validate(config)
         self.traffic = TrafficConfig()
-        self.handles: dict[str, DeploymentHandle] = {}
+        self.handles: dict[str, DeploymentHandle[Ranker]] = {}
         self.catalog = Catalog.load(self.config.data_dir, self.config.index_dir)
         self.rng = random.Random()
         self.metrics = ServingMetrics()

@@ -8,6 +8,7 @@ is logged, but the replica keeps serving.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,7 +19,7 @@ from recserve_serving.errors import RecserveError
 log = logging.getLogger("recserve.serve")
 
 
-def _field_path(location: tuple | list) -> str:
+def _field_path(location: Sequence[int | str]) -> str:
     parts = [str(part) for part in location if part != "body"]
     return ".".join(parts) or "body"
 
