@@ -1,30 +1,54 @@
 """Bounded HTTP traffic for demos, tests and benchmarks: real requests, real users.
 
-Each worker posts ``/v1/recommend`` for users drawn from MovieLens ids, until a request
-count or a deadline is reached (whichever first); nothing runs unbounded. Results keep
-per-request latency, status and served version, so callers can check splits and errors.
+Each worker posts ``/v1/recommend`` for users drawn from MovieLens ids (or the caller's own
+request bodies to any path), until a request count or a deadline is reached (whichever
+first); nothing runs unbounded. Results keep per-request latency, status and served version,
+so callers can check splits and errors.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
+import math
 import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import httpx
 
 VERSION_HEADER = "X-Recserve-Version"
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def percentile_ms(latencies_s: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) in milliseconds, linear interpolation; nan when empty.
+
+    Interpolated rather than nearest-rank so that a p99 over a few dozen requests still moves
+    with the slowest ones instead of jumping between two observed values.
+    """
+    if not latencies_s:
+        return math.nan
+    ordered = sorted(latencies_s)
+    position = (len(ordered) - 1) * q / 100
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    value = ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    return 1000 * value
 
 
 @dataclass
 class LoadResult:
     latencies: list[float] = field(default_factory=list)
+    ok_latencies: list[float] = field(default_factory=list)  # 2xx only: what a served request costs
     codes: Counter[int] = field(default_factory=Counter)
     versions: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
+    first_error: str = ""  # the first failure or non-2xx answer, short enough for a report line
     elapsed: float = 0.0
 
     @property
@@ -36,10 +60,8 @@ class LoadResult:
         return sum(n for code, n in self.codes.items() if code >= 500) + len(self.failures)
 
     def quantile_ms(self, q: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        """Latency quantile ``q`` (0..1) of every answered request, in milliseconds."""
+        return percentile_ms(self.latencies, 100 * q)
 
     @property
     def qps(self) -> float:
@@ -49,38 +71,69 @@ class LoadResult:
 async def _worker(
     client: httpx.AsyncClient,
     url: str,
-    users: list[int],
-    k: int,
+    next_body: Callable[[], bytes],
     deadline: float,
     budget: list[int],
     result: LoadResult,
-    rng: random.Random,
 ) -> None:
     while time.monotonic() < deadline and budget[0] > 0:
         budget[0] -= 1
-        user = rng.choice(users)
+        body = next_body()
         start = time.perf_counter()
         try:
-            response = await client.post(f"{url}/v1/recommend", json={"user_id": user, "k": k})
+            response = await client.post(url, content=body, headers=JSON_HEADERS)
         except httpx.HTTPError as error:
-            result.failures.append(f"user {user}: {error!r}")
+            result.failures.append(f"{body.decode(errors='replace')[:80]}: {error!r}")
+            result.first_error = result.first_error or repr(error)
             continue
-        result.latencies.append(time.perf_counter() - start)
+        took = time.perf_counter() - start
+        result.latencies.append(took)
         result.codes[response.status_code] += 1
         result.versions[response.headers.get(VERSION_HEADER, "none")] += 1
+        if response.is_success:
+            result.ok_latencies.append(took)
+        else:
+            result.first_error = result.first_error or f"{response.status_code} {response.text[:200]}"
 
 
-async def _run(url: str, concurrency: int, requests: int, seconds: float, k: int, seed: int) -> LoadResult:
+def _random_users(k: int, rng: random.Random) -> Callable[[], bytes]:
+    users = range(1, 611)
+    return lambda: json.dumps({"user_id": rng.choice(users), "k": k}).encode()
+
+
+def _in_order(bodies: Sequence[bytes]) -> Callable[[], bytes]:
+    """One cycle shared by all workers, so every run sends the same sequence of bodies."""
+    order = itertools.cycle(bodies)
+    return lambda: next(order)
+
+
+async def _run(
+    url: str,
+    concurrency: int,
+    requests: int,
+    seconds: float,
+    k: int,
+    seed: int,
+    bodies: Sequence[bytes] | None,
+    timeout: float,
+) -> LoadResult:
     rng = random.Random(seed)
-    users = list(range(1, 611))
+    shared = _in_order(bodies) if bodies else None
     result = LoadResult()
     budget = [requests]
     started = time.monotonic()
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
         await asyncio.gather(
             *(
-                _worker(client, url, users, k, started + seconds, budget, result, random.Random(rng.random()))
+                _worker(
+                    client,
+                    url,
+                    shared or _random_users(k, random.Random(rng.random())),
+                    started + seconds,
+                    budget,
+                    result,
+                )
                 for _ in range(concurrency)
             )
         )
@@ -89,10 +142,24 @@ async def _run(url: str, concurrency: int, requests: int, seconds: float, k: int
 
 
 def generate(
-    url: str, *, concurrency: int = 4, requests: int = 1000, seconds: float = 60.0, k: int = 10, seed: int = 0
+    url: str,
+    *,
+    concurrency: int = 4,
+    requests: int = 1000,
+    seconds: float = 60.0,
+    k: int = 10,
+    seed: int = 0,
+    path: str = "/v1/recommend",
+    bodies: Sequence[bytes] | None = None,
+    timeout: float = 60.0,
 ) -> LoadResult:
-    """Send up to ``requests`` recommend calls within ``seconds`` from ``concurrency`` workers."""
-    return asyncio.run(_run(url.rstrip("/"), concurrency, requests, seconds, k, seed))
+    """Send up to ``requests`` POSTs to ``url + path`` within ``seconds`` from ``concurrency`` workers.
+
+    Without ``bodies`` each request recommends ``k`` movies to a random MovieLens user; with
+    them, the JSON bodies are sent in order (cycled), which lets a benchmark replay one
+    request mix on every server it compares.
+    """
+    return asyncio.run(_run(url.rstrip("/") + path, concurrency, requests, seconds, k, seed, bodies, timeout))
 
 
 class BackgroundTraffic:
@@ -101,7 +168,7 @@ class BackgroundTraffic:
 
     def __init__(
         self, url: str, *, concurrency: int = 4, round_requests: int = 200, round_seconds: float = 10
-    ):
+    ) -> None:
         self.url = url
         self.concurrency, self.round_requests, self.round_seconds = concurrency, round_requests, round_seconds
         self.stop = threading.Event()

@@ -1,0 +1,1 @@
+"""The parts of ``bench/serving.py``, one job each; its docstring says which is where."""

@@ -1,0 +1,137 @@
+"""Turning a path into table rows: HTTP levels through the project's load generator, and the
+engine called in-process, which is the capacity every served path is compared with."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.serving_bench.processes import say
+from bench.serving_bench.report import Row, summarize
+from recserve_operator.loadgen import LoadResult, generate
+
+K = 10  # every path recommends, or scores the pairs of, the top 10
+SEED = 7  # the users of the request mix
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How much each block runs. ``--quick`` is a smoke run of every path with small requests."""
+
+    quick: bool
+    users: int  # distinct request bodies, cycled in the same order on every path
+    direct_s: float  # each of the two in-process blocks
+    full_users: int  # full-catalog requests (at most; none starts after full_s)
+    full_s: float
+    baseline_requests: int
+    catalog_limit: int | None  # quick: "full catalog" is cut to this many movies
+    candidates: int | None  # quick: retrieval.candidates override
+    issue_s: float  # no new request of a level starts after this
+
+    @classmethod
+    def for_mode(cls, quick: bool) -> Settings:
+        if quick:
+            return cls(True, 80, 4, 1, 0, 1, 500, 20, 60)
+        return cls(False, 400, 20, 2, 150, 1, None, None, 300)
+
+    def requests(self, concurrency: int, *, small: bool = False) -> int:
+        """Closed-loop requests of one level: whole rounds of ``concurrency`` (so the last round is full)."""
+        if small:  # 1-pair requests are cheap: many rounds
+            return concurrency * (10 if self.quick else 20)
+        if concurrency == 1:
+            return 4 if self.quick else 10
+        return concurrency * 2 if self.quick or concurrency >= 32 else concurrency * 3
+
+
+def row_of(label: str, concurrency: int, result: LoadResult, note: str = "") -> Row:
+    """A table row of the successful requests; the first error, if any, goes into the note."""
+    if result.first_error:
+        note = (note + "; " if note else "") + f"first error: {result.first_error[:120]}"
+    errors = result.requests - len(result.ok_latencies)
+    return summarize(label, concurrency, result.ok_latencies, result.elapsed, errors, note)
+
+
+def measure_http(
+    label: str,
+    url: str,
+    path: str,
+    bodies: Sequence[bytes],
+    concurrency: int,
+    settings: Settings,
+    *,
+    small: bool = False,
+    note: str = "",
+) -> Row:
+    """One closed-loop level: a whole number of rounds of ``concurrency`` requests, timed end to end."""
+    requests = settings.requests(concurrency, small=small)
+    result = generate(
+        url,
+        path=path,
+        bodies=bodies,
+        concurrency=concurrency,
+        seconds=settings.issue_s,
+        requests=requests,
+        timeout=600,
+    )
+    row = row_of(label, concurrency, result, note)
+    say(
+        f"{label} c={concurrency}: {row.ok} ok, {row.errors} err, {row.qps:.2f} QPS, "
+        f"p50 {row.p50_ms:.0f} ms, p99 {row.p99_ms:.0f} ms"
+    )
+    return row
+
+
+def warm_up(url: str, path: str, bodies: Sequence[bytes]) -> None:
+    """A few requests (other users than the measured ones) so that first-call costs are not measured."""
+    result = generate(
+        url, path=path, bodies=list(reversed(bodies)), concurrency=4, seconds=300, requests=8, timeout=600
+    )
+    if result.requests > len(result.ok_latencies):
+        raise RuntimeError(f"warm-up of {url}{path} failed: {result.first_error[:300]}")
+
+
+def direct_block(
+    engine: Any, catalog: Any, router: Any, users: Sequence[int], seconds: float
+) -> tuple[list[float], float]:
+    """Two-stage recommend in-process, one request after another: latencies and wall time."""
+    from recserve_serving.serve.api_models import RecommendRequest
+    from recserve_serving.serve.recommend import plan_recommendation
+
+    latencies = []
+    started = time.monotonic()
+    for i in range(100_000):
+        if time.monotonic() - started >= seconds:
+            break
+        start = time.perf_counter()
+        plan = plan_recommendation(RecommendRequest(user_id=users[i % len(users)], k=K), catalog, router)
+        scores = engine.score(plan.user_texts, plan.item_texts)
+        plan.respond(scores.tolist(), "direct")
+        latencies.append(time.perf_counter() - start)
+    return latencies, time.monotonic() - started
+
+
+def unrated(catalog: Any, user: int, limit: int | None) -> list[int]:
+    """Every catalog movie the user has not rated (the first ``limit`` of them in a quick run)."""
+    seen = catalog.seen(user)
+    return [int(m) for m in catalog.movielens.movie_ids if int(m) not in seen][:limit]
+
+
+def full_catalog(
+    engine: Any, catalog: Any, users: Sequence[int], seconds: float, limit: int | None
+) -> tuple[list[float], float, int]:
+    """The same engine scoring every movie each user has not rated (no retrieval stage)."""
+    latencies, pairs = [], 0
+    started = time.monotonic()
+    for n, user in enumerate(users):
+        if n and time.monotonic() - started >= seconds:
+            break
+        start = time.perf_counter()
+        candidates = unrated(catalog, user, limit)
+        user_text = catalog.user_text(user, None)
+        scores = engine.score([user_text] * len(candidates), [catalog.item_text(m) for m in candidates])
+        sorted(range(len(scores)), key=lambda i: -scores[i])[:K]
+        latencies.append(time.perf_counter() - start)
+        pairs += len(candidates)
+    return latencies, time.monotonic() - started, pairs // max(1, len(latencies))

@@ -1,0 +1,201 @@
+"""What the run prints: one row per path and level, ratios between rows, target verdicts, markdown.
+
+The machine is shared and noisy, so the table puts ratios next to the raw figures: only the
+ratios of one run mean anything. Everything here is pure, so the figures can be checked
+without running the benchmark.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from recserve_operator.loadgen import percentile_ms
+
+# Targets of the serving benchmark.
+SERVE_VS_DIRECT = 0.85
+BATCHING_ON_VS_OFF = 2.0
+FULL_VS_TWO_STAGE_P99 = 5.0
+
+# Row labels, used for ratios and targets.
+DIRECT = "engine in-process (2-stage)"
+FULL = "engine in-process, full catalog"
+SERVE = "Ray Serve /v1/recommend"
+SERVE_OFF = "Ray Serve /v1/recommend, batching off"
+SERVE_OIP1 = "Ray Serve OIP infer, 1 pair"
+SERVE_OIP1_OFF = "Ray Serve OIP infer, 1 pair, batching off"
+KSERVE = "kserve ModelServer OIP infer"
+BASELINE = "FastAPI + torch fp32, full catalog"
+
+
+@dataclass
+class Row:
+    """One measured path at one concurrency: successful requests over the wall time of the block."""
+
+    path: str
+    concurrency: int
+    ok: int
+    errors: int
+    elapsed_s: float
+    p50_ms: float
+    p99_ms: float
+    note: str = ""
+
+    @property
+    def qps(self) -> float:
+        return self.ok / self.elapsed_s if self.elapsed_s > 0 else math.nan
+
+
+def summarize(
+    path: str,
+    concurrency: int,
+    latencies_s: Sequence[float],
+    elapsed_s: float,
+    errors: int = 0,
+    note: str = "",
+) -> Row:
+    """A table row from the latencies of the successful requests and the block's wall time."""
+    return Row(
+        path=path,
+        concurrency=concurrency,
+        ok=len(latencies_s),
+        errors=errors,
+        elapsed_s=elapsed_s,
+        p50_ms=percentile_ms(latencies_s, 50),
+        p99_ms=percentile_ms(latencies_s, 99),
+        note=note,
+    )
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, nan when either is missing or the denominator is zero."""
+    if any(not isinstance(x, int | float) or math.isnan(x) for x in (numerator, denominator)):
+        return math.nan
+    return numerator / denominator if denominator else math.nan
+
+
+def find(rows: Sequence[Row], path: str, concurrency: int | None = None) -> Row | None:
+    for row in rows:
+        if row.path == path and (concurrency is None or row.concurrency == concurrency):
+            return row
+    return None
+
+
+def num(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _times(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.2f}×"
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    """Markdown table; QPS ratios against the in-process engine (2) and the plain baseline (3)."""
+    direct = find(rows, DIRECT)
+    baseline = find(rows, BASELINE)
+    direct_qps = direct.qps if direct else math.nan
+    baseline_qps = baseline.qps if baseline else math.nan
+    lines = [
+        "| path | conc. | ok | err | QPS | p50 ms | p99 ms | QPS × engine in-process | QPS × baseline | note |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.path} | {r.concurrency} | {r.ok} | {r.errors} | {num(r.qps, 2)} | {num(r.p50_ms)} "
+            f"| {num(r.p99_ms)} | {_times(ratio(r.qps, direct_qps))} | {_times(ratio(r.qps, baseline_qps))} "
+            f"| {r.note} |"
+        )
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    name: str
+    value: float
+    threshold: float
+    detail: str
+
+    @property
+    def met(self) -> bool:
+        return not math.isnan(self.value) and self.value >= self.threshold
+
+    def line(self) -> str:
+        verdict = "MET" if self.met else "MISSED"
+        return f"- {self.name}: {_times(self.value)} (target ≥ {self.threshold:g}×) → **{verdict}** ({self.detail})"
+
+
+def saturation_row(rows: Sequence[Row], path: str) -> Row | None:
+    """The highest-throughput concurrency level of a path (its saturation point)."""
+    candidates = [r for r in rows if r.path == path and r.ok > 0]
+    return max(candidates, key=lambda r: r.qps) if candidates else None
+
+
+def evaluate_targets(rows: Sequence[Row]) -> list[TargetResult]:
+    results = []
+    direct = find(rows, DIRECT)
+    serve = saturation_row(rows, SERVE)
+    results.append(
+        TargetResult(
+            "Ray Serve path vs engine in-process, throughput at saturation",
+            ratio(serve.qps if serve else math.nan, direct.qps if direct else math.nan),
+            SERVE_VS_DIRECT,
+            f"best Serve level c={serve.concurrency if serve else '?'} "
+            f"{num(serve.qps if serve else math.nan, 2)} QPS vs {num(direct.qps if direct else math.nan, 2)} QPS",
+        )
+    )
+    for label, on_path, off_path in (
+        ("recommend, the bench's request mix", SERVE, SERVE_OFF),
+        ("OIP infer, 1 pair per request", SERVE_OIP1, SERVE_OIP1_OFF),
+    ):
+        on, off = find(rows, on_path, 32), find(rows, off_path, 32)
+        results.append(
+            TargetResult(
+                f"batching on vs off at concurrency 32 ({label})",
+                ratio(on.qps if on else math.nan, off.qps if off else math.nan),
+                BATCHING_ON_VS_OFF,
+                f"{num(on.qps if on else math.nan, 2)} vs {num(off.qps if off else math.nan, 2)} QPS",
+            )
+        )
+    two_stage, full = find(rows, DIRECT), find(rows, FULL)
+    results.append(
+        TargetResult(
+            "two-stage recommend p99 lower than full-catalog scoring (same engine, in-process)",
+            ratio(full.p99_ms if full else math.nan, two_stage.p99_ms if two_stage else math.nan),
+            FULL_VS_TWO_STAGE_P99,
+            f"p99 {num(full.p99_ms if full else math.nan, 0)} ms full (n={full.ok if full else 0}) "
+            f"vs {num(two_stage.p99_ms if two_stage else math.nan, 0)} ms two-stage",
+        )
+    )
+    return results
+
+
+def render_report(
+    *,
+    command: str,
+    started: datetime,
+    header: Sequence[str],
+    rows: Sequence[Row],
+    targets: Sequence[TargetResult],
+    notes: Sequence[str],
+) -> str:
+    parts = [
+        f"# Serving benchmark, {started:%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Command: `{command}`",
+        "",
+        *[f"- {line}" for line in header],
+        "",
+        format_table(rows),
+        "",
+        "Targets (issue 4):",
+        "",
+        *[t.line() for t in targets],
+        "",
+        "Notes:",
+        "",
+        *[f"- {n}" for n in notes],
+        "",
+    ]
+    return "\n".join(parts)
