@@ -37,7 +37,8 @@ Doc = dict[str, Any]
 
 def _print_dirs(command: list[str]) -> dict[str, Path]:
     out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True).stdout
-    return {k: Path(v) for k, _, v in (line.partition("=") for line in out.splitlines()) if v}
+    lines = [line for line in out.splitlines() if not line.startswith("[")]  # progress lines
+    return {k: Path(v) for k, _, v in (line.partition("=") for line in lines) if v}
 
 
 @functools.cache
@@ -47,8 +48,10 @@ def tool(name: str) -> Path:
         builder = ["bash", "scripts/build-manifest-tools.sh"]
         path = _print_dirs([*builder, "--print"])[name] / name
     else:
+        # Not --print: build.sh waits for a build in progress (scripts/test.sh starts one in the
+        # background) and is instant when every binary is current.
         builder = ["bash", "e2e/cluster/build.sh"]
-        dirs = _print_dirs([*builder, "--print"])
+        dirs = _print_dirs(builder)
         path = dirs["helm" if name == "helm" else "kubernetes"] / name
     if not os.access(path, os.X_OK):
         pytest.fail(f"{name} is not built ({path} missing): run `{' '.join(builder)}` first", pytrace=False)

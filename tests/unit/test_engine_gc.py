@@ -80,3 +80,13 @@ def test_cli_collects(tmp_path: Path) -> None:
     proc = gc_cli("168h", tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert f"deleted {old.name}" in proc.stdout and not old.exists()
+
+
+def test_a_build_scratch_directory_leaves_no_use_marker(tmp_path) -> None:
+    from recserve_serving.engine.gc import marker, touch_used
+
+    scratch = tmp_path / ".building-abc-123-xyz"
+    scratch.mkdir()
+    touch_used(scratch)
+    assert not marker(scratch).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [scratch.name]

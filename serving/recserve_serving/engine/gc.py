@@ -29,7 +29,13 @@ def marker(engine_dir: Path) -> Path:
 
 
 def touch_used(engine_dir: Path) -> None:
-    """Record a use of the engine; a read-only store (a serving pod's mount) is not an error."""
+    """Record a use of the engine; a read-only store (a serving pod's mount) is not an error.
+
+    A build's hidden scratch directory (the gate loads the engine there before it is renamed
+    into place) is not an engine yet: a marker for it would outlive it as litter.
+    """
+    if engine_dir.name.startswith("."):
+        return
     with contextlib.suppress(OSError):
         marker(engine_dir).touch()
 
