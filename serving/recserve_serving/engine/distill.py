@@ -9,7 +9,6 @@ the quality; random initialisation would need orders of magnitude more data.
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 from torch import nn
