@@ -7,7 +7,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_AUTH_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: env demo test lint unit integration scenarios e2e crd bench
+.PHONY: env demo test lint unit integration scenarios e2e crd
 
 env:
 	@bash scripts/bootstrap.sh

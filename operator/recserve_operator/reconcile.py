@@ -51,7 +51,6 @@ class Outcome:
     """Set when the pass could not finish for a passing reason (the caller backs off)."""
     stalled_reason: str | None = None
     """Set when the user must change something; retrying alone will not help."""
-    plan: DeployPlan | None = None
 
 
 def _label(checkpoint: CheckpointInfo) -> str:
@@ -297,7 +296,7 @@ class _Pass:
             requeue = max(1.0, min(decision.requeue_after, STEADY_RESYNC_SECONDS))
         elif canary_waiting:
             requeue = BUILD_POLL_SECONDS
-        return Outcome(status, self.events, requeue_after=requeue, plan=plan)
+        return Outcome(status, self.events, requeue_after=requeue)
 
     @staticmethod
     def canary_condition(canary: CanaryStatus | None) -> ConditionSpec:
