@@ -54,7 +54,7 @@ CHILD_ENV = "RECSERVE_BENCH_CHILD"
 K = 10
 SEED = 7
 
-# Targets of issue 4 (Benchmark).
+# The serving targets the benchmark checks.
 SERVE_VS_DIRECT = 0.85
 BATCHING_ON_VS_OFF = 2.0
 FULL_VS_TWO_STAGE_P99 = 5.0
@@ -324,7 +324,7 @@ def render_report(
         "",
         format_table(rows),
         "",
-        "Targets (issue 4):",
+        "Targets:",
         "",
         *[t.line() for t in targets],
         "",

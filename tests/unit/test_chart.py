@@ -39,7 +39,7 @@ pytestmark = pytest.mark.integration
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 NS = "recserve-system"
 
-# (apiGroup, resource) -> verbs: what the operator does in a watched namespace (issue 5).
+# (apiGroup, resource) -> verbs: what the operator does in a watched namespace.
 NAMESPACED = {
     ("recserve.dev", "recommendermodels"): {"get", "list", "watch", "patch"},
     ("recserve.dev", "recommendermodels/status"): {"get", "patch", "update"},
