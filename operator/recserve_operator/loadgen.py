@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-VERSION_HEADER = "X-Recserve-Version"
+from recserve_serving.serve.api_models import UNROUTED, VERSION_HEADER
 
 
 @dataclass
@@ -67,7 +67,7 @@ async def _worker(
             continue
         result.latencies.append(time.perf_counter() - start)
         result.codes[response.status_code] += 1
-        result.versions[response.headers.get(VERSION_HEADER, "none")] += 1
+        result.versions[response.headers.get(VERSION_HEADER, UNROUTED)] += 1
 
 
 async def _run(url: str, concurrency: int, requests: int, seconds: float, k: int, seed: int) -> LoadResult:

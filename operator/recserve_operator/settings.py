@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from recserve_serving.serve.config import SERVE_PORT
+
 
 @dataclass(frozen=True)
 class OperatorSettings:
@@ -19,7 +21,7 @@ class OperatorSettings:
     build_backoff_limit: int = 2
     ray_version: str = "2.60.0"
     serve_rest_url: str | None = None
-    serve_port: int = 8000
+    serve_port: int = SERVE_PORT
     local_state: str | None = None
 
     @classmethod
@@ -36,7 +38,7 @@ class OperatorSettings:
             artifact_store=env.get("RECSERVE_ARTIFACT_STORE", base.artifact_store),
             default_gpu_product=env.get("RECSERVE_DEFAULT_GPU_PRODUCT") or None,
             serve_rest_url=env.get("RECSERVE_SERVE_REST_URL") or None,
-            serve_port=int(env.get("RECSERVE_SERVE_PORT", "8000")),
+            serve_port=int(env.get("RECSERVE_SERVE_PORT", base.serve_port)),
             local_state=env.get("RECSERVE_HOME") or None,
         )
 

@@ -20,7 +20,7 @@ from recserve_operator.api.types import RecommenderModel
 from recserve_operator.cluster.checkpoints import describe
 from recserve_operator.planners.analysis import WindowMetrics
 from recserve_operator.planners.build_job import build_request, job_name, plan_build_job
-from recserve_operator.planners.rayservice import SERVE_PORT, plan_rayservice
+from recserve_operator.planners.rayservice import plan_rayservice
 from recserve_operator.planners.serve_config import (
     EngineRef,
     ServeObservation,
@@ -30,7 +30,7 @@ from recserve_operator.planners.serve_config import (
 from recserve_operator.platform import CheckpointInfo, DeployOutcome, DeployPlan, EngineOutcome
 from recserve_operator.settings import OperatorSettings
 from recserve_serving.recipe import OptimizationRecipe
-from recserve_serving.serve.config import check_with_ray
+from recserve_serving.serve.config import SERVE_PORT, check_with_ray
 
 DATA_DIR = "/opt/recserve/data/movielens-small"
 INDEX_DIR = "/artifacts/retrieval"

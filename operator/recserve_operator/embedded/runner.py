@@ -33,6 +33,7 @@ from recserve_operator.embedded.runs import RunRecord
 from recserve_operator.validate import load_model
 from recserve_serving.errors import InvalidRequest, RecserveError, Unavailable
 from recserve_serving.paths import movielens_dir
+from recserve_serving.serve.config import SERVE_PORT
 
 Say = Callable[[str], None]
 MAX_TICK_SECONDS = 5.0
@@ -47,7 +48,7 @@ class UpOptions:
     manifest: Path
     state: Path
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = SERVE_PORT
     ready_timeout: float = 600.0
 
 

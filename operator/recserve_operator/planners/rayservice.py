@@ -26,9 +26,9 @@ from recserve_operator.planners.k8s_common import (
     metadata,
 )
 from recserve_operator.settings import OperatorSettings
+from recserve_serving.serve.config import SERVE_PORT
 from recserve_serving.serving_spec import quantity_bytes
 
-SERVE_PORT = 8000
 DASHBOARD_PORT = 8265
 SERVING_COMPONENT = "serving"
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from recserve_operator.api.types import RecommenderModel
 from recserve_serving.serve.config import (
+    SERVE_PORT,
     RankerConfig,
     RouterConfig,
     ServeAppConfig,
@@ -56,7 +57,7 @@ def plan_serve_config(
     canary_weight: int = 0,
     shadow_percent: float = 0.0,
     host: str = "0.0.0.0",
-    port: int = 8000,
+    port: int = SERVE_PORT,
 ) -> ServeAppConfig:
     """The desired end state: both versions deployed and routed as the rollout says."""
     name = model.metadata.name or ""

@@ -26,7 +26,12 @@ from ray.serve.handle import DeploymentHandle
 
 from recserve_serving.engine.runtime import Engine
 from recserve_serving.errors import InvalidRequest, NotFound, RecserveError, Unavailable
-from recserve_serving.serve.api_models import RecommendRequest, RecommendResponse
+from recserve_serving.serve.api_models import (
+    UNROUTED,
+    VERSION_HEADER,
+    RecommendRequest,
+    RecommendResponse,
+)
 from recserve_serving.serve.catalog import Catalog
 from recserve_serving.serve.config import (
     RANKER_DEPLOYMENT,
@@ -43,11 +48,9 @@ from recserve_serving.serve.recommend import plan_recommendation
 from recserve_serving.serve.routing import choose_version
 
 log = logging.getLogger("recserve.serve")
-VERSION_HEADER = "X-Recserve-Version"
 
 http_app = FastAPI(title="recserve", docs_url=None, redoc_url=None)
 install_error_handlers(http_app)
-UNROUTED = "none"
 # Serve pickles the ingress app into each replica, so ``request.app`` is a copy; the replica's
 # Router and this middleware share the module instead.
 _OBSERVED: dict[str, Any] = {}

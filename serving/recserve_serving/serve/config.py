@@ -22,6 +22,7 @@ from pydantic import Field, model_validator
 
 from recserve_serving.errors import InvalidRequest
 from recserve_serving.schema import CamelModel
+from recserve_serving.serve.api_models import VERSION_HEADER
 from recserve_serving.serving_spec import (
     AutoscalingSpec,
     BatchingSpec,
@@ -34,12 +35,14 @@ ROUTER_IMPORT_PATH = "recserve_serving.serve.app:build_router"
 RANKER_IMPORT_PATH = "recserve_serving.serve.app:build_ranker"
 ROUTER_DEPLOYMENT = "Router"
 RANKER_DEPLOYMENT = "Ranker"
+SERVE_PORT = 8000
+"""The HTTP port of Ray Serve's proxy: Ray's own default, so ``serve`` tools find it unasked."""
 
 
 class RankerArgs(CamelModel):
     """A ranker application's ``args``: what its replicas load. Changing any of it is a new app."""
 
-    label: str = Field(..., min_length=1, description="Shown in X-Recserve-Version, e.g. movielens-ranker/3.")
+    label: str = Field(..., min_length=1, description=f"Shown in {VERSION_HEADER}, e.g. movielens-ranker/3.")
     engine_dir: str = Field(..., min_length=1)
     batching: BatchingSpec = BatchingSpec()
     parallelism: ParallelismSpec = ParallelismSpec()
@@ -48,7 +51,7 @@ class RankerArgs(CamelModel):
 class RankerConfig(CamelModel):
     """One served model version: its engine and how its replicas run and scale."""
 
-    label: str = Field(..., min_length=1, description="Shown in X-Recserve-Version, e.g. movielens-ranker/3.")
+    label: str = Field(..., min_length=1, description=f"Shown in {VERSION_HEADER}, e.g. movielens-ranker/3.")
     engine_dir: str = Field(..., min_length=1)
     serving: ServingSpec = ServingSpec()
 
@@ -110,7 +113,7 @@ class ServeAppConfig(CamelModel):
     name: str = Field(..., min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     route_prefix: str = "/"
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
+    port: int = Field(SERVE_PORT, ge=1, le=65535)
     router: RouterConfig
     stable: RankerConfig
     canary: RankerConfig | None = None
