@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from recserve_serving.release import SERVING_IMAGE
 from recserve_serving.serve.config import SERVE_PORT
 
 
 @dataclass(frozen=True)
 class OperatorSettings:
-    serving_image: str = "ghcr.io/recserve/serving:0.1.0"
-    builder_image: str = "ghcr.io/recserve/serving:0.1.0"
+    serving_image: str = SERVING_IMAGE
+    builder_image: str = SERVING_IMAGE
     mlflow_tracking_uri: str | None = None
     prometheus_url: str | None = None
     artifact_store: str = "pvc://recserve-artifacts"
@@ -19,7 +20,6 @@ class OperatorSettings:
     default_gpu_product: str | None = None
     build_deadline_seconds: int = 3600
     build_backoff_limit: int = 2
-    ray_version: str = "2.60.0"
     serve_rest_url: str | None = None
     serve_port: int = SERVE_PORT
     local_state: str | None = None

@@ -26,6 +26,7 @@ from recserve_operator.planners.k8s_common import (
     metadata,
 )
 from recserve_operator.settings import OperatorSettings
+from recserve_serving.release import RAY_VERSION
 from recserve_serving.serve.config import SERVE_PORT
 from recserve_serving.serving_spec import quantity_bytes
 
@@ -121,7 +122,7 @@ def plan_rayservice(
         "spec": {
             "serveConfigV2": yaml.safe_dump(serve_config, sort_keys=False),
             "rayClusterConfig": {
-                "rayVersion": settings.ray_version,
+                "rayVersion": RAY_VERSION,
                 "enableInTreeAutoscaling": True,
                 "autoscalerOptions": {"upscalingMode": "Default", "idleTimeoutSeconds": 60},
                 "headGroupSpec": _head(settings, mounts, volumes, env),
