@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from recserve_serving.paths import IMAGE_DATA_DIR
 from recserve_serving.release import SERVING_IMAGE
 from recserve_serving.serve.config import SERVE_PORT
 
@@ -23,6 +24,8 @@ class OperatorSettings:
     serve_rest_url: str | None = None
     serve_port: int = SERVE_PORT
     local_state: str | None = None
+    data_dir: str = IMAGE_DATA_DIR
+    """The catalog inside the serving image, read by every router."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
@@ -46,3 +49,8 @@ class OperatorSettings:
     def engine_root(self) -> str:
         """Where engines live inside every pod that mounts the artifact store."""
         return f"{self.artifact_mount}/engines"
+
+    @property
+    def index_dir(self) -> str:
+        """Where routers cache the retrieval index: the artifact store, so pods share one build."""
+        return f"{self.artifact_mount}/retrieval"

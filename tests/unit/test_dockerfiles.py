@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from recserve_operator.settings import OperatorSettings
+from recserve_serving.paths import DATA_ENV, IMAGE_DATA_DIR
+
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
 IMAGES = {
@@ -25,6 +28,7 @@ IMAGES = {
     "serving.Dockerfile": ["recserve"],
     "serving-cpu.Dockerfile": ["recserve"],
 }
+SERVING_IMAGES = ["serving.Dockerfile", "serving-cpu.Dockerfile"]
 HADOLINT = Path(sys.executable).parent / "hadolint"
 OCI_LABELS = {"title", "description", "source", "licenses", "version", "revision"}
 LOCK = {
@@ -211,12 +215,15 @@ def test_cpu_image_drops_exactly_the_cuda_stack() -> None:
     assert not [n for n in LOCK if n not in dropped and (n.startswith("nvidia-") or n.startswith("cuda-"))]
 
 
-@pytest.mark.parametrize("name", ["serving.Dockerfile", "serving-cpu.Dockerfile"])
-def test_serving_images_ship_the_catalog_where_the_code_looks(name: str) -> None:
+def runtime_env(name: str) -> dict[str, str]:
+    """The final stage's ENV, as the image's processes see it."""
     _, stages = parse(DOCKER / name)
-    env = " ".join(stages[-1].all("ENV"))
-    data = re.search(r"RECSERVE_DATA=(\S+)", env)
-    assert data, "RECSERVE_DATA must point at the MovieLens copy"
+    return dict(m for e in stages[-1].all("ENV") for m in re.findall(r"(\w+)=(\S+)", e))
+
+
+@pytest.mark.parametrize("name", SERVING_IMAGES)
+def test_serving_images_ship_the_catalog_where_the_operator_points_routers(name: str) -> None:
+    assert runtime_env(name)[DATA_ENV] == IMAGE_DATA_DIR == OperatorSettings().data_dir
+    _, stages = parse(DOCKER / name)
     build_copies = [c for s in stages[:-1] for c in s.all("COPY")]
-    assert f"data/movielens-small/ {data[1]}/" in build_copies
-    assert "RECSERVE_DATA" in (REPO / "serving" / "recserve_serving" / "paths.py").read_text()
+    assert f"data/movielens-small/ {IMAGE_DATA_DIR}/" in build_copies

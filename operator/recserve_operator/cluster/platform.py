@@ -32,9 +32,6 @@ from recserve_operator.settings import OperatorSettings
 from recserve_serving.recipe import OptimizationRecipe
 from recserve_serving.serve.config import SERVE_PORT, check_with_ray
 
-DATA_DIR = "/opt/recserve/data/movielens-small"
-INDEX_DIR = "/artifacts/retrieval"
-
 
 def _job_state(job: dict[str, Any]) -> str:
     for condition in (job.get("status") or {}).get("conditions") or []:
@@ -104,8 +101,8 @@ class ClusterPlatform:
             canary=None if plan.canary is None else EngineRef(plan.canary.label, plan.canary.engine_dir),
             canary_weight=plan.traffic.canary_weight,
             shadow_percent=plan.traffic.shadow_percent,
-            data_dir=DATA_DIR,
-            index_dir=INDEX_DIR,
+            data_dir=self.settings.data_dir,
+            index_dir=self.settings.index_dir,
             host="0.0.0.0",
             port=SERVE_PORT,
         )
