@@ -2,10 +2,6 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-export HF_HUB_OFFLINE := 1
-export TRANSFORMERS_OFFLINE := 1
-export RAY_AUTH_MODE := disabled
-export RAY_USAGE_STATS_ENABLED := 0
 
 .PHONY: env demo test lint unit integration scenarios e2e crd
 

@@ -47,6 +47,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from recserve_operator.embedded.local_ray import LOCAL_RAY_ENV
+from recserve_serving.offline import OFFLINE_ENV
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MANIFEST = REPO / "manifests" / "examples" / "movielens-ranker.yaml"
 RESULTS = REPO / "bench" / "results"
@@ -1008,10 +1011,8 @@ def run(args: argparse.Namespace) -> int:
         env=dict(
             os.environ,
             RECSERVE_RAY_TMP=str(tmp / "ray"),
-            RAY_AUTH_MODE="disabled",
-            RAY_USAGE_STATS_ENABLED="0",
-            HF_HUB_OFFLINE="1",
-            TRANSFORMERS_OFFLINE="1",
+            **OFFLINE_ENV,
+            **LOCAL_RAY_ENV,
         ),
         engine=engine,
         engine_dir=built.path,
@@ -1115,9 +1116,8 @@ def main(argv: list[str] | None = None) -> int:
         {"kserve": kserve_child, "baseline": baseline_child}[config.pop("kind")](config)
         return 0
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    for name, value in {**OFFLINE_ENV, **LOCAL_RAY_ENV}.items():
+        os.environ.setdefault(name, value)
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short smoke run of every path (a few minutes)")
     parser.add_argument(

@@ -48,6 +48,8 @@ ENV PATH=/opt/recserve/bin:$PATH \
     TRANSFORMERS_OFFLINE=1 \
     RAY_USAGE_STATS_ENABLED=0 \
     RECSERVE_DATA=/opt/recserve-data/movielens-small
+# On a KubeRay head: Ray's GCS, Serve's HTTP proxy and the dashboard (with the Serve REST API).
+EXPOSE 6379 8000 8265
 USER 1000:1000
 WORKDIR /home/ray
 ENTRYPOINT ["recserve"]

@@ -54,6 +54,7 @@ from e2e.harness import (
 from recserve_operator.embedded.local_ray import RayClusterInfo, start_local_ray, stop_local_ray
 from recserve_operator.loadgen import BackgroundTraffic, generate
 from recserve_serving.errors import Unavailable
+from recserve_serving.offline import OFFLINE_ENV
 from recserve_serving.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -123,7 +124,7 @@ def bad_model() -> str:
     """The broken canary: a ranker trained for one step (serves fine, scores are noise),
     registered once in the test registry, its engine (the example's recipe) built beforehand:
     this scenario is about the rollback, not the build."""
-    env = {**os.environ, "RECSERVE_HOME": str(REGISTRY), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = {**os.environ, **OFFLINE_ENV, "RECSERVE_HOME": str(REGISTRY)}
     recipe = json.dumps(
         yaml.safe_load((EXAMPLES / "movielens-ranker.yaml").read_text())["spec"]["optimization"]
     )

@@ -2,7 +2,6 @@
 # The whole suite: lint, types, then every test tier (unit, integration with its scenarios, e2e).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0
 
 start=$(date +%s)
 echo "== ruff"

