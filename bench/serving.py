@@ -49,6 +49,7 @@ from typing import Any
 
 from recserve_operator.embedded.local_ray import LOCAL_RAY_ENV
 from recserve_serving.offline import OFFLINE_ENV
+from recserve_serving.serve.metrics import BATCH_SIZE
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MANIFEST = REPO / "manifests" / "examples" / "movielens-ranker.yaml"
@@ -904,7 +905,7 @@ def serve_levels(bench: Bench, serve: ServeRun, variant_name: str, *, off: bool)
         before = serve.metrics()
         small = bodies is bench.one_pair_bodies
         row = measure_http(label, url, bodies, concurrency, bench.settings, small=small)
-        mean_batch = mean_between(before, serve.metrics(), "recserve_batch_size")
+        mean_batch = mean_between(before, serve.metrics(), BATCH_SIZE)
         prefix = f"replicas after: {serve.replicas()}, mean batch {_num(mean_batch)} req"
         row.note = prefix + (f"; {row.note}" if row.note else "")
         bench.rows.append(row)
