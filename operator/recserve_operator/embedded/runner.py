@@ -124,7 +124,7 @@ class EmbeddedRun:
             )
             self.platform.ensure_engine(self.model, "canary", canary, spec.canary_recipe)
         self.say("retrieval index: loading (built once per catalog, about a minute on 2 cores)")
-        Catalog.load(self.platform.data_dir, self.platform.index_dir)
+        Catalog.load(self.platform.site.data_dir, self.platform.site.index_dir)
 
     def start(self, record: RunRecord) -> None:
         from recserve_operator.rollout.serve_rest import ServeRestTarget

@@ -89,19 +89,35 @@ class Route(CamelModel):
     label: str = Field(..., min_length=1)
 
 
-class TrafficConfig(CamelModel):
+class TrafficSplit(CamelModel):
+    """How requests divide between stable and canary: the part of a rollout that moves."""
+
+    canary_weight: int = Field(0, ge=0, le=100, description="Percent of requests the canary answers.")
+    shadow_percent: float = Field(
+        0.0, ge=0.0, le=100.0, description="Percent of stable's requests also sent to the canary."
+    )
+
+    def reaches_canary(self) -> bool:
+        return bool(self.canary_weight or self.shadow_percent)
+
+
+class TrafficConfig(TrafficSplit):
     """The router's ``user_config``: Ray applies a change to it without restarting replicas."""
 
     stable: Route | None = None
     canary: Route | None = None
-    canary_weight: int = Field(0, ge=0, le=100)
-    shadow_percent: float = Field(0.0, ge=0.0, le=100.0)
 
     @model_validator(mode="after")
     def _canary_needs_a_route(self) -> TrafficConfig:
-        if self.canary is None and (self.canary_weight or self.shadow_percent):
+        if self.canary is None and self.reaches_canary():
             raise ValueError("canaryWeight and shadowPercent need a canary route")
         return self
+
+    @classmethod
+    def routing(cls, stable: Route | None, canary: Route | None, split: TrafficSplit) -> TrafficConfig:
+        """Routes with ``split``, which only a canary route can take: without one, stable gets all."""
+        kept = split if canary is not None else TrafficSplit()
+        return cls(stable=stable, canary=canary, **kept.model_dump(include=set(TrafficSplit.model_fields)))
 
     def routed_apps(self) -> set[str]:
         return {route.app for route in (self.stable, self.canary) if route is not None}
@@ -117,12 +133,11 @@ class ServeAppConfig(CamelModel):
     router: RouterConfig
     stable: RankerConfig
     canary: RankerConfig | None = None
-    canary_weight: int = Field(0, ge=0, le=100)
-    shadow_percent: float = Field(0.0, ge=0.0, le=100.0)
+    split: TrafficSplit = TrafficSplit()
 
     @model_validator(mode="after")
-    def _weights_need_a_canary(self) -> ServeAppConfig:
-        if self.canary is None and (self.canary_weight or self.shadow_percent):
+    def _split_needs_a_canary(self) -> ServeAppConfig:
+        if self.canary is None and self.split.reaches_canary():
             raise ValueError("canaryWeight and shadowPercent need a canary version")
         return self
 
@@ -130,12 +145,8 @@ class ServeAppConfig(CamelModel):
         return Route(app=ranker.app_name(self.name), label=ranker.label)
 
     def traffic(self) -> TrafficConfig:
-        return TrafficConfig(
-            stable=self.route(self.stable),
-            canary=None if self.canary is None else self.route(self.canary),
-            canary_weight=self.canary_weight,
-            shadow_percent=self.shadow_percent,
-        )
+        canary = None if self.canary is None else self.route(self.canary)
+        return TrafficConfig.routing(self.route(self.stable), canary, self.split)
 
     def rankers(self) -> list[RankerConfig]:
         """Every version to deploy, each once (a canary may share the stable's application)."""
