@@ -965,7 +965,7 @@ def run(args: argparse.Namespace) -> int:
 
     from recserve_operator.validate import load_model
     from recserve_serving.engine.build import build_engine
-    from recserve_serving.engine.runtime import THREADS, load_engine
+    from recserve_serving.engine.runtime import load_engine
     from recserve_serving.paths import movielens_dir, state_dir
     from recserve_serving.registry import Registry
     from recserve_serving.serve.api_models import RecommendRequest
@@ -1067,7 +1067,7 @@ def run(args: argparse.Namespace) -> int:
     batching = spec.serving.batching
     autoscaling = spec.serving.autoscaling
     header = [
-        f"engine: {engine.name} (`{built.path.name}`), {THREADS} ORT threads, max length "
+        f"engine: {engine.name} (`{built.path.name}`), {engine.threads} ORT threads, max length "
         f"{engine.manifest.max_sequence_length}, chunks of {engine.max_batch_size} pairs; checkpoint {resolved.uri}",
         f"request mix: recommend k={K} for {len(users)} seeded random MovieLens users (cycled in the same order "
         f"on every path), retrieval.candidates={candidates}",

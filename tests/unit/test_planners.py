@@ -20,6 +20,7 @@ from recserve_operator.planners.serve_config import (
 from recserve_operator.settings import OperatorSettings
 from recserve_operator.validate import load_model
 from recserve_serving.serve.config import TrafficSplit, render_serve_config
+from recserve_serving.serving_spec import ResourcesSpec
 
 pytestmark = pytest.mark.unit
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests/examples"
@@ -139,6 +140,15 @@ def test_serve_config_maps_autoscaling_and_batching_from_the_spec():
     assert ranker["max_ongoing_requests"] >= spec.batching.max_batch_size
     assert ranker_app["args"]["batching"]["maxBatchSize"] == spec.batching.max_batch_size
     assert _router_traffic(rendered)["stable"] == {"app": ranker_app["name"], "label": "m/1"}
+
+
+def test_engine_threads_are_the_whole_cores_a_shard_reserves():
+    for example, threads in ((CPU, 1), (GPU, 4)):
+        (args,) = [
+            a["args"] for a in render_serve_config(_serve(example))["applications"] if "label" in a["args"]
+        ]
+        assert args["threads"] == threads
+    assert ResourcesSpec(cpus=0.5).engine_threads == 1
 
 
 def test_weights_live_only_in_the_router_user_config():

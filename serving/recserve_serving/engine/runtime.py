@@ -19,15 +19,18 @@ from recserve_serving.engine.manifest import MANIFEST_FILE, EngineManifest
 from recserve_serving.errors import CheckpointError, EngineError, InvalidRequest
 from recserve_serving.model import encode, load_tokenizer
 
-THREADS = 2
+DEFAULT_THREADS = 2
+"""Threads of an engine loaded outside a Serve replica (the build gate, benchmarks). A replica
+runs as many as its spec's ``resources.cpus`` reserves (``RankerArgs.threads``)."""
 
 
 class Engine(abc.ABC):
     """Scores (user text, item text) pairs; higher means more likely to be liked."""
 
-    def __init__(self, directory: Path, manifest: EngineManifest) -> None:
+    def __init__(self, directory: Path, manifest: EngineManifest, threads: int = DEFAULT_THREADS) -> None:
         self.directory = directory
         self.manifest = manifest
+        self.threads = threads
         try:
             self.tokenizer = load_tokenizer(directory)
         except CheckpointError as error:
@@ -97,8 +100,9 @@ def _backend(name: str) -> type[Engine] | None:
     return None
 
 
-def load_engine(directory: str | os.PathLike[str]) -> Engine:
-    """Open a built engine directory after checking every file's digest."""
+def load_engine(directory: str | os.PathLike[str], threads: int = DEFAULT_THREADS) -> Engine:
+    """Open a built engine directory after checking every file's digest; CPU backends run
+    ``threads`` intra-op threads."""
     path = Path(directory)
     if not path.is_dir():
         raise EngineError(f"engine directory {path} does not exist")
@@ -108,4 +112,4 @@ def load_engine(directory: str | os.PathLike[str]) -> Engine:
     backend = _backend(manifest.backend)
     if backend is None:
         raise EngineError(f"engine {path} needs backend {manifest.backend!r}, not available here")
-    return backend(path, manifest)
+    return backend(path, manifest, threads)

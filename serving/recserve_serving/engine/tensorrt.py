@@ -22,7 +22,7 @@ import numpy as np
 from recserve_serving.engine.export import INPUT_NAMES, OUTPUT_NAME, export_onnx
 from recserve_serving.engine.manifest import EngineManifest
 from recserve_serving.engine.quantize import quantize_static_int8
-from recserve_serving.engine.runtime import Engine
+from recserve_serving.engine.runtime import DEFAULT_THREADS, Engine
 from recserve_serving.errors import EngineError
 from recserve_serving.model import Checkpoint
 from recserve_serving.recipe import OptimizationRecipe
@@ -83,8 +83,8 @@ def build(
 class TensorRTEngine(Engine):
     """Runs a serialized plan with torch CUDA tensors as I/O buffers (no extra CUDA binding)."""
 
-    def __init__(self, directory: Path, manifest: EngineManifest) -> None:
-        super().__init__(directory, manifest)
+    def __init__(self, directory: Path, manifest: EngineManifest, threads: int = DEFAULT_THREADS) -> None:
+        super().__init__(directory, manifest, threads)
         try:
             import tensorrt as trt
             import torch

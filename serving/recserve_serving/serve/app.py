@@ -86,14 +86,14 @@ class Ranker:
         from recserve_serving.engine.runtime import load_engine
 
         self.config = RankerArgs.model_validate(args)
-        stages = self.config.parallelism.pipeline
+        stages, threads = self.config.parallelism.pipeline, self.config.threads
         if stages > 1:
             from recserve_serving.engine.pipeline import PipelineEngine
 
-            single = load_engine(self.config.engine_dir)
-            self.engine: Engine = PipelineEngine(single.directory, single.manifest, stages)
+            single = load_engine(self.config.engine_dir, threads)
+            self.engine: Engine = PipelineEngine(single.directory, single.manifest, stages, threads=threads)
         else:
-            self.engine = load_engine(self.config.engine_dir)
+            self.engine = load_engine(self.config.engine_dir, threads)
         batching = self.config.batching
         batcher: Any = self._score_batch  # serve.batch adds setters that its type does not declare
         batcher.set_max_batch_size(batching.max_batch_size)

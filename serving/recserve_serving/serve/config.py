@@ -27,6 +27,7 @@ from recserve_serving.serving_spec import (
     AutoscalingSpec,
     BatchingSpec,
     ParallelismSpec,
+    ResourcesSpec,
     RetrievalSpec,
     ServingSpec,
 )
@@ -46,6 +47,9 @@ class RankerArgs(CamelModel):
     engine_dir: str = Field(..., min_length=1)
     batching: BatchingSpec = BatchingSpec()
     parallelism: ParallelismSpec = ParallelismSpec()
+    threads: int = Field(
+        ResourcesSpec().engine_threads, ge=1, description="Engine threads per shard (resources.cpus)."
+    )
 
 
 class RankerConfig(CamelModel):
@@ -61,6 +65,7 @@ class RankerConfig(CamelModel):
             engine_dir=self.engine_dir,
             batching=self.serving.batching,
             parallelism=self.serving.parallelism,
+            threads=self.serving.resources.engine_threads,
         )
 
     def app_name(self, model_name: str) -> str:
