@@ -4,12 +4,8 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-export HF_HUB_OFFLINE := 1
-export TRANSFORMERS_OFFLINE := 1
-export RAY_AUTH_MODE := disabled
-export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: env demo test test-all lint unit integration scenarios e2e crd bench
+.PHONY: env demo test test-all lint unit integration scenarios e2e generate crd
 
 env:
 	@bash scripts/bootstrap.sh
@@ -42,5 +38,13 @@ e2e: env
 	bash e2e/cluster/build.sh
 	$(PY) -m pytest -m e2e e2e
 
-crd: env
+# Rewrites everything generated from a source in the repository: the CRD (from the API types),
+# the chart's copy of it, the chart README's values table, and the kustomize base (from the chart;
+# needs helm from `bash e2e/cluster/build.sh`). The tests fail while any of them is stale.
+generate: env
 	$(PY) -m recserve_operator.api.crd --write
+	PYTHON=$(PY) bash scripts/sync-chart-crds.sh --crds-only
+	$(PY) scripts/chart-readme.py
+	$(PY) scripts/render-kustomize-base.py
+
+crd: generate

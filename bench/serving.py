@@ -44,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.serving_bench.processes import raise_interrupt, say
 from bench.serving_bench.run import DEFAULT_MANIFEST, run
 from bench.serving_bench.servers import CHILD_ENV, run_child
+from recserve_operator.embedded.local_ray import LOCAL_RAY_ENV
+from recserve_serving.offline import OFFLINE_ENV
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,9 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         run_child(child)
         return 0
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    for name, value in {**OFFLINE_ENV, **LOCAL_RAY_ENV}.items():
+        os.environ.setdefault(name, value)
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short smoke run of every path (a few minutes)")
     parser.add_argument(

@@ -2,7 +2,7 @@
 # The serving and builder image without GPUs: Ray Serve replicas and engine builds on CPU with
 # ONNX Runtime (int8). torch is the CPU build of the lock's version; no CUDA libraries at all.
 # Build from the repository root:
-#   docker build -f docker/serving-cpu.Dockerfile -t ghcr.io/recserve/recserve-serving:0.1.0-cpu .
+#   docker build -f docker/serving-cpu.Dockerfile -t ghcr.io/recserve/recserve-serving:0.1.0 .
 ARG PYTHON_IMAGE=docker.io/library/python:3.11.14-slim-bookworm
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.8
 
@@ -48,6 +48,8 @@ ENV PATH=/opt/recserve/bin:$PATH \
     TRANSFORMERS_OFFLINE=1 \
     RAY_USAGE_STATS_ENABLED=0 \
     RECSERVE_DATA=/opt/recserve-data/movielens-small
+# On a KubeRay head: Ray's GCS, Serve's HTTP proxy and the dashboard (with the Serve REST API).
+EXPOSE 6379 8000 8265
 USER 1000:1000
 WORKDIR /home/ray
 ENTRYPOINT ["recserve"]

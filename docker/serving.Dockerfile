@@ -50,6 +50,8 @@ ENV PATH=/opt/recserve/bin:$PATH \
     TRANSFORMERS_OFFLINE=1 \
     RAY_USAGE_STATS_ENABLED=0 \
     RECSERVE_DATA=/opt/recserve-data/movielens-small
+# On a KubeRay head: Ray's GCS, Serve's HTTP proxy and the dashboard (with the Serve REST API).
+EXPOSE 6379 8000 8265
 # uid 1000 is what KubeRay's pod templates and Ray's own images expect.
 USER 1000:1000
 WORKDIR /home/ray

@@ -21,6 +21,7 @@ import pytest
 
 from e2e.cluster.controlplane import KEEP_ENV, Binaries, BuildError, ControlPlane
 from e2e.harness import ArtifactStore, Install, install_chart, uninstall_chart
+from recserve_serving.offline import OFFLINE_ENV
 from recserve_serving.waiting import wait_for
 
 E2E_DIR = Path(__file__).resolve().parent
@@ -136,7 +137,7 @@ def tiny_registry(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         text=True,
         timeout=1800,
         cwd=E2E_DIR.parent,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+        env={**os.environ, **OFFLINE_ENV},
     )
     if proc.returncode != 0:
         pytest.fail(f"registering the tiny ranker failed:\n{proc.stdout}\n{proc.stderr}", pytrace=False)

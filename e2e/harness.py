@@ -24,6 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from e2e.cluster.controlplane import TERMINATION_MESSAGE_ANNOTATION, ControlPlane, free_port
 from e2e.cluster.process import Component, pid_alive
+from recserve_serving.offline import OFFLINE_ENV
 from recserve_serving.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,9 +108,7 @@ class OperatorProcess:
             **base,
             "KUBECONFIG": str(install.kubeconfig),
             "RECSERVE_HOME": str(workdir / "operator-home"),
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "RAY_USAGE_STATS_ENABLED": "0",
+            **OFFLINE_ENV,
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }

@@ -6,7 +6,6 @@
 # Every tier runs even when an earlier one failed; the exit code is the first failure's.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0
 
 selection="not long"
 if [[ "${1:-}" == "--all" ]]; then

@@ -6,10 +6,11 @@ import os
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+from recserve_operator.embedded.local_ray import LOCAL_RAY_ENV
+from recserve_serving.offline import OFFLINE_ENV
+
+for _name, _value in {**OFFLINE_ENV, **LOCAL_RAY_ENV}.items():
+    os.environ.setdefault(_name, _value)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 

@@ -29,6 +29,7 @@ from bench.serving_bench.report import (
 )
 from bench.serving_bench.servers import ServeRun, manifest_variant, mean_between, server_child
 from recserve_operator.loadgen import generate
+from recserve_serving.serve.metrics import BATCH_SIZE
 
 RECOMMEND = "/v1/recommend"
 
@@ -123,7 +124,7 @@ def serve_levels(bench: Bench, serve: ServeRun, variant_name: str, *, off: bool)
         before = serve.metrics()
         small = bodies is bench.one_pair_bodies
         row = measure_http(label, serve.url, path, bodies, concurrency, bench.settings, small=small)
-        mean_batch = mean_between(before, serve.metrics(), "recserve_batch_size")
+        mean_batch = mean_between(before, serve.metrics(), BATCH_SIZE)
         prefix = f"replicas after: {serve.replicas()}, mean batch {num(mean_batch)} req"
         row.note = prefix + (f"; {row.note}" if row.note else "")
         bench.rows.append(row)

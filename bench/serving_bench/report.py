@@ -189,7 +189,7 @@ def render_report(
         "",
         format_table(rows),
         "",
-        "Targets (issue 4):",
+        "Targets:",
         "",
         *[t.line() for t in targets],
         "",

@@ -23,6 +23,8 @@ from bench.serving_bench.phases import Bench, baseline_phase, kserve_phase, serv
 from bench.serving_bench.processes import say
 from bench.serving_bench.report import DIRECT, FULL, evaluate_targets, render_report, summarize
 from bench.serving_bench.servers import oip_ids_body, oip_pairs_body, private_state
+from recserve_operator.embedded.local_ray import LOCAL_RAY_ENV
+from recserve_serving.offline import OFFLINE_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MANIFEST = REPO / "manifests" / "examples" / "movielens-ranker.yaml"
@@ -109,7 +111,6 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from recserve_operator.validate import load_model
-    from recserve_serving.engine.base import THREADS
     from recserve_serving.engine.build import build_engine
     from recserve_serving.engine.runtime import load_engine
     from recserve_serving.paths import movielens_dir, state_dir
@@ -158,10 +159,8 @@ def run(args: argparse.Namespace) -> int:
         env=dict(
             os.environ,
             RECSERVE_RAY_TMP=str(tmp / "ray"),
-            RAY_AUTH_MODE="disabled",
-            RAY_USAGE_STATS_ENABLED="0",
-            HF_HUB_OFFLINE="1",
-            TRANSFORMERS_OFFLINE="1",
+            **OFFLINE_ENV,
+            **LOCAL_RAY_ENV,
         ),
         engine=engine,
         engine_dir=built.path,
@@ -181,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    header = header_lines(bench, resolved.uri, load_start[0], os.getloadavg()[0], THREADS)
+    header = header_lines(bench, resolved.uri, load_start[0], os.getloadavg()[0], engine.threads)
     command = ".venv/bin/python bench/serving.py" + (" --quick" if args.quick else "")
     report = render_report(
         command=command,

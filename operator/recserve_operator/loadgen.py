@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-VERSION_HEADER = "X-Recserve-Version"
+from recserve_serving.serve.api_models import UNROUTED, VERSION_HEADER
+
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
@@ -89,7 +90,7 @@ async def _worker(
         took = time.perf_counter() - start
         result.latencies.append(took)
         result.codes[response.status_code] += 1
-        result.versions[response.headers.get(VERSION_HEADER, "none")] += 1
+        result.versions[response.headers.get(VERSION_HEADER, UNROUTED)] += 1
         if response.is_success:
             result.ok_latencies.append(took)
         else:

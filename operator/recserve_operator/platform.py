@@ -3,7 +3,8 @@
 ``reconcile`` is written once; a cluster (Jobs, KubeRay, Prometheus) and the embedded
 default (in-process builds, a local Ray cluster, a scrape of ``/metrics``) each provide a
 ``Platform``. Methods raise ``CheckpointError``/``RecipeError`` for problems the user must
-fix and ``Unavailable`` for problems that pass (registry down, API busy).
+fix and ``Unavailable`` for problems that pass (registry down, API busy). Both deploy the
+same way up to applying a serve config (``serve_step``); only where they apply it differs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ from typing import Literal, Protocol
 from recserve_operator.api.status import EngineStatus
 from recserve_operator.api.types import RecommenderModel
 from recserve_operator.planners.analysis import WindowMetrics
+from recserve_operator.planners.serve_config import (
+    DeployPlan,
+    HandOver,
+    ServeObservation,
+    ServeSite,
+    plan_hand_over,
+    plan_serve_config,
+)
 from recserve_serving.recipe import OptimizationRecipe
+from recserve_serving.serve.config import check_with_ray
 
 EngineState = Literal["Ready", "Building", "Failed"]
 
@@ -36,27 +46,6 @@ class EngineOutcome:
     engine_dir: str | None = None
     status: EngineStatus | None = None
     message: str = ""
-
-
-@dataclass(frozen=True)
-class ServedVersion:
-    label: str
-    engine_dir: str
-
-
-@dataclass(frozen=True)
-class TrafficSplit:
-    canary_weight: int = 0
-    shadow_percent: float = 0.0
-
-
-@dataclass(frozen=True)
-class DeployPlan:
-    """What should be served: the stable engine, maybe a canary engine, and the traffic split."""
-
-    stable: ServedVersion
-    canary: ServedVersion | None
-    traffic: TrafficSplit
 
 
 @dataclass(frozen=True)
@@ -86,3 +75,13 @@ class Platform(Protocol):
     ) -> WindowMetrics | None:
         """The canary's window since ``since`` (None when metrics cannot be read right now)."""
         ...
+
+
+def serve_step(
+    model: RecommenderModel, plan: DeployPlan, site: ServeSite, observed: ServeObservation
+) -> HandOver:
+    """The serve config to apply now on the way to ``plan``, already accepted by Ray Serve's own
+    schema, so that a bad config fails here and not asynchronously where it is applied."""
+    step = plan_hand_over(plan_serve_config(model, plan, site), observed)
+    check_with_ray(step.rendered)
+    return step

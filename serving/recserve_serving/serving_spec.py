@@ -222,6 +222,12 @@ class ResourcesSpec(CamelModel):
     def memory_bytes(self) -> int:
         return quantity_bytes(self.memory)
 
+    @property
+    def engine_threads(self) -> int:
+        """Threads an engine may run: the whole cores its shard reserves, at least one, so that
+        replicas packed on a node do not oversubscribe it."""
+        return max(1, math.floor(self.cpus))
+
 
 class ParallelismSpec(CamelModel):
     """Model parallelism of one replica; more than one shard becomes a STRICT_PACK placement group."""

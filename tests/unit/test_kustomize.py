@@ -112,7 +112,7 @@ def test_dev_overlay(rendered: dict[str, list[Doc]]) -> None:
     assert c["resources"]["limits"] == {"memory": "512Mi"}  # kept from the base
     env = env_of(docs)
     assert env["RECSERVE_ARTIFACT_STORE"] == "pvc://recserve-engines"
-    assert env["RECSERVE_SERVING_IMAGE"].endswith(":dev-cpu")
+    assert env["RECSERVE_SERVING_IMAGE"].endswith(":dev")
     assert env["HOME"] == "/tmp"  # the base's entries survive the merge
     assert not by_kind(docs, "PodDisruptionBudget")  # one replica: a PDB would block drains
 

@@ -216,7 +216,7 @@ def test_contract_serving_metrics_are_what_the_serving_app_exports(contract: Con
     m.batch_size.labels(*labels).observe(4)
     m.queue_length.labels(*labels).set(2)
     m.shadow_diff.labels("ranker").observe(0.05)
-    exported: dict[str, tuple[str, set[str]]] = {}
+    exported: dict[str, tuple[str, set[str], str]] = {}
     for fam in text_string_to_metric_families(m.exposition().decode()):
         names = {s.name for s in fam.samples}
         label_names = {k for s in fam.samples for k in s.labels} - {"le"}
@@ -225,8 +225,8 @@ def test_contract_serving_metrics_are_what_the_serving_app_exports(contract: Con
         name = f"{fam.name}_total" if fam.type == "counter" else fam.name
         if fam.type == "counter":
             assert name in names
-        exported[name] = (fam.type, label_names)
-    wanted = {x.name: (x.type, set(x.labels)) for x in contract.serving.metrics}
+        exported[name] = (fam.type, label_names, fam.documentation)
+    wanted = {x.name: (x.type, set(x.labels), x.help) for x in contract.serving.metrics}
     assert wanted == exported
 
 

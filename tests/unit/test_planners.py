@@ -10,18 +10,22 @@ import yaml
 from recserve_operator.planners.build_job import build_request, job_name, plan_build_job
 from recserve_operator.planners.rayservice import plan_rayservice, worker_group_name
 from recserve_operator.planners.serve_config import (
-    EngineRef,
+    DeployPlan,
+    ServedVersion,
     ServeObservation,
+    ServeSite,
     plan_hand_over,
     plan_serve_config,
 )
 from recserve_operator.settings import OperatorSettings
 from recserve_operator.validate import load_model
-from recserve_serving.serve.config import render_serve_config
+from recserve_serving.serve.config import TrafficSplit, render_serve_config
+from recserve_serving.serving_spec import ResourcesSpec
 
 pytestmark = pytest.mark.unit
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests/examples"
 SETTINGS = OperatorSettings(serving_image="reg/serving:1", builder_image="reg/builder:1")
+SITE = ServeSite(data_dir="/data", index_dir="/index")
 
 
 def model(name: str, **meta):
@@ -93,14 +97,12 @@ def test_s3_artifact_store_uses_secret_env():
 
 
 def _serve(model_, canary=False, weight=0, stable_dir="/artifacts/engines/a"):
-    return plan_serve_config(
-        model_,
-        stable=EngineRef("m/1", stable_dir),
-        canary=EngineRef("m/2", "/artifacts/engines/b") if canary else None,
-        canary_weight=weight,
-        data_dir="/data",
-        index_dir="/index",
+    plan = DeployPlan(
+        ServedVersion("m/1", stable_dir),
+        ServedVersion("m/2", "/artifacts/engines/b") if canary else None,
+        TrafficSplit(canary_weight=weight),
     )
+    return plan_serve_config(model_, plan, SITE)
 
 
 def _apps(rendered):
@@ -140,6 +142,15 @@ def test_serve_config_maps_autoscaling_and_batching_from_the_spec():
     assert _router_traffic(rendered)["stable"] == {"app": ranker_app["name"], "label": "m/1"}
 
 
+def test_engine_threads_are_the_whole_cores_a_shard_reserves():
+    for example, threads in ((CPU, 1), (GPU, 4)):
+        (args,) = [
+            a["args"] for a in render_serve_config(_serve(example))["applications"] if "label" in a["args"]
+        ]
+        assert args["threads"] == threads
+    assert ResourcesSpec(cpus=0.5).engine_threads == 1
+
+
 def test_weights_live_only_in_the_router_user_config():
     at5, at25 = (render_serve_config(_serve(CANARY, canary=True, weight=w)) for w in (5, 25))
     assert _router_traffic(at5, "movielens-ranker")["canaryWeight"] == 5
@@ -153,14 +164,19 @@ def test_promotion_changes_no_application_args():
     """A canary is promoted by routing alone: every app that stays keeps its args."""
     during = render_serve_config(_serve(CANARY, canary=True, weight=80))
     after = render_serve_config(
-        plan_serve_config(
-            CANARY, stable=EngineRef("m/2", "/artifacts/engines/b"), data_dir="/data", index_dir="/index"
-        )
+        plan_serve_config(CANARY, DeployPlan(ServedVersion("m/2", "/artifacts/engines/b")), SITE)
     )
     before_apps, after_apps = _apps(during), _apps(after)
     assert set(after_apps) < set(before_apps)
     for name, app in after_apps.items():
         assert app["args"] == before_apps[name]["args"], name
+
+
+def test_a_split_without_a_canary_leaves_everything_on_stable():
+    plan = DeployPlan(ServedVersion("m/1", "/a"), None, TrafficSplit(canary_weight=30, shadow_percent=5))
+    traffic = plan_serve_config(CANARY, plan, SITE).traffic()
+    assert traffic.canary is None and not traffic.reaches_canary()
+    assert _router_traffic(render_serve_config(plan_serve_config(CANARY, plan, SITE)))["canaryWeight"] == 0
 
 
 def _observed(rendered, running):
@@ -189,9 +205,7 @@ def test_hand_over_keeps_a_version_that_lost_its_route_until_the_router_applied_
     during = render_serve_config(_serve(CANARY, canary=True, weight=80))
     old_stable = _router_traffic(during, router)["stable"]["app"]
     canary_app = _router_traffic(during, router)["canary"]["app"]
-    promoted = plan_serve_config(
-        CANARY, stable=EngineRef("m/2", "/artifacts/engines/b"), data_dir="/data", index_dir="/index"
-    )
+    promoted = plan_serve_config(CANARY, DeployPlan(ServedVersion("m/2", "/artifacts/engines/b")), SITE)
     everything = {router, old_stable, canary_app}
 
     step1 = plan_hand_over(promoted, _observed(during, everything))

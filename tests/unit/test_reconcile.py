@@ -11,7 +11,8 @@ import pytest
 from recserve_operator.api.status import EngineStatus
 from recserve_operator.planners.analysis import WindowMetrics
 from recserve_operator.planners.canary import Controls
-from recserve_operator.platform import CheckpointInfo, DeployOutcome, DeployPlan, EngineOutcome
+from recserve_operator.planners.serve_config import DeployPlan
+from recserve_operator.platform import CheckpointInfo, DeployOutcome, EngineOutcome
 from recserve_operator.reconcile import reconcile
 from recserve_operator.validate import load_model
 from recserve_serving.errors import CheckpointError, Unavailable

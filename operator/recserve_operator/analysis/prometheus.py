@@ -6,7 +6,7 @@ edges, which over a short step overstates counts (measured against a real Promet
 40 requests in a few seconds). A counter that starts inside the window counts from zero; a
 router restart inside the window (a counter reset) undercounts it, which can only make the
 verdict Inconclusive, never a false failure. Score shift is computed from both versions'
-``recserve_score`` bucket deltas with the same KS distance the scrape provider uses, so both
+score histogram (``recserve_score``) bucket deltas with the same KS distance the scrape provider uses, so both
 providers judge alike.
 """
 
@@ -20,6 +20,7 @@ import httpx
 
 from recserve_operator.planners.analysis import WindowMetrics, histogram_quantile, ks_statistic
 from recserve_serving.errors import Unavailable
+from recserve_serving.serve.metrics import LATENCY, REQUESTS, SCORE
 
 
 class PrometheusProvider:
@@ -59,14 +60,12 @@ class PrometheusProvider:
     ) -> WindowMetrics:
         window = f"{max(1, math.ceil((now - since).total_seconds()))}s"
         selector = f'model="{model}",version="{canary}"'
-        requests = self.scalar(self.delta(f"recserve_requests_total{{{selector}}}", window))
-        errors = self.scalar(self.delta(f'recserve_requests_total{{{selector},code=~"5.."}}', window))
-        bounds, latency = self.buckets("recserve_request_duration_seconds", selector, window)
+        requests = self.scalar(self.delta(f"{REQUESTS}{{{selector}}}", window))
+        errors = self.scalar(self.delta(f'{REQUESTS}{{{selector},code=~"5.."}}', window))
+        bounds, latency = self.buckets(LATENCY, selector, window)
         p99 = histogram_quantile(0.99, bounds, latency) if bounds else None
-        score_bounds, canary_scores = self.buckets("recserve_score", selector, window)
-        stable_bounds, stable_scores = self.buckets(
-            "recserve_score", f'model="{model}",version="{stable}"', window
-        )
+        score_bounds, canary_scores = self.buckets(SCORE, selector, window)
+        stable_bounds, stable_scores = self.buckets(SCORE, f'model="{model}",version="{stable}"', window)
         shift = None
         if score_bounds and score_bounds == stable_bounds:
             shift = ks_statistic(score_bounds, canary_scores, stable_scores)

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from recserve_operator.planners.analysis import WindowMetrics, histogram_quantile, ks_statistic
 from recserve_serving.errors import Unavailable
+from recserve_serving.serve.metrics import LATENCY, REQUESTS, SCORE
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -69,13 +70,13 @@ def _sum(values: Iterable[float]) -> float:
 
 
 def window_metrics(window: Sample, model: str, stable: str, canary: str) -> WindowMetrics:
-    requests = window.select("recserve_requests_total", model=model, version=canary)
+    requests = window.select(REQUESTS, model=model, version=canary)
     total = _sum(requests.values())
     errors = _sum(v for k, v in requests.items() if dict(k[1]).get("code", "").startswith("5"))
-    bounds, latency = _buckets(window, "recserve_request_duration_seconds", model=model, version=canary)
+    bounds, latency = _buckets(window, LATENCY, model=model, version=canary)
     p99 = histogram_quantile(0.99, bounds, latency) if bounds else None
-    score_bounds, canary_scores = _buckets(window, "recserve_score", model=model, version=canary)
-    _, stable_scores = _buckets(window, "recserve_score", model=model, version=stable)
+    score_bounds, canary_scores = _buckets(window, SCORE, model=model, version=canary)
+    _, stable_scores = _buckets(window, SCORE, model=model, version=stable)
     shift = None
     if score_bounds and len(stable_scores) == len(canary_scores):
         shift = ks_statistic(score_bounds, canary_scores, stable_scores)

@@ -25,7 +25,6 @@ RECONCILING = "Reconciling"
 STALLED = "Stalled"
 ENGINE_READY = "EngineReady"
 CANARY_HEALTHY = "CanaryHealthy"
-CONDITION_TYPES = (READY, RECONCILING, STALLED, ENGINE_READY, CANARY_HEALTHY)
 
 CONDITION_TYPE_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"

@@ -20,20 +20,11 @@ from recserve_operator.api.types import RecommenderModel
 from recserve_operator.cluster.checkpoints import describe
 from recserve_operator.planners.analysis import WindowMetrics
 from recserve_operator.planners.build_job import build_request, job_name, plan_build_job
-from recserve_operator.planners.rayservice import SERVE_PORT, plan_rayservice
-from recserve_operator.planners.serve_config import (
-    EngineRef,
-    ServeObservation,
-    plan_hand_over,
-    plan_serve_config,
-)
-from recserve_operator.platform import CheckpointInfo, DeployOutcome, DeployPlan, EngineOutcome
+from recserve_operator.planners.rayservice import plan_rayservice
+from recserve_operator.planners.serve_config import DeployPlan, ServeObservation, ServeSite
+from recserve_operator.platform import CheckpointInfo, DeployOutcome, EngineOutcome, serve_step
 from recserve_operator.settings import OperatorSettings
 from recserve_serving.recipe import OptimizationRecipe
-from recserve_serving.serve.config import check_with_ray
-
-DATA_DIR = "/opt/recserve/data/movielens-small"
-INDEX_DIR = "/artifacts/retrieval"
 
 
 def _job_state(job: dict[str, Any]) -> str:
@@ -66,6 +57,7 @@ class ClusterPlatform:
     def __init__(self, settings: OperatorSettings) -> None:
         self.settings = settings
         self.scrape = ScrapeProvider()
+        self.site = ServeSite(data_dir=settings.data_dir, index_dir=settings.index_dir)
 
     def resolve(self, uri: str) -> CheckpointInfo:
         return describe(uri, self.settings.mlflow_tracking_uri)
@@ -95,24 +87,12 @@ class ClusterPlatform:
         )
 
     def endpoint(self, model: RecommenderModel) -> str:
-        return f"http://{model.metadata.name}-serve-svc.{model.metadata.namespace}.svc:{SERVE_PORT}"
+        return f"http://{model.metadata.name}-serve-svc.{model.metadata.namespace}.svc:{self.site.port}"
 
     def deploy(self, model: RecommenderModel, plan: DeployPlan) -> DeployOutcome:
-        desired = plan_serve_config(
-            model,
-            stable=EngineRef(plan.stable.label, plan.stable.engine_dir),
-            canary=None if plan.canary is None else EngineRef(plan.canary.label, plan.canary.engine_dir),
-            canary_weight=plan.traffic.canary_weight,
-            shadow_percent=plan.traffic.shadow_percent,
-            data_dir=DATA_DIR,
-            index_dir=INDEX_DIR,
-            host="0.0.0.0",
-            port=SERVE_PORT,
-        )
         namespace, name = model.metadata.namespace or "default", model.metadata.name or ""
         current = kube.get_rayservice(namespace, name)
-        step = plan_hand_over(desired, _observe(current))
-        check_with_ray(step.rendered)
+        step = serve_step(model, plan, self.site, _observe(current))
         wanted = plan_rayservice(model, step.rendered, self.settings)
         if current is None:
             kube.create_rayservice(wanted)

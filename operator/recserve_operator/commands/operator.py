@@ -18,6 +18,8 @@ from recserve_operator.settings import OperatorSettings
 if TYPE_CHECKING:
     from recserve_operator.platform import Platform
 
+from recserve_serving.serve.config import SERVE_PORT
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     scope = parser.add_mutually_exclusive_group()
@@ -36,7 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="roll out to this Ray cluster's Serve REST API and build engines in-process (instead of KubeRay)",
     )
     parser.add_argument(
-        "--serve-port", type=int, default=8000, help="HTTP port of the Serve app with --serve-rest"
+        "--serve-port",
+        type=int,
+        default=SERVE_PORT,
+        help="HTTP port of the Serve app with --serve-rest",
     )
     parser.add_argument("--metrics-port", type=int, default=None, help="serve operator metrics on this port")
     parser.add_argument(

@@ -17,10 +17,14 @@ import httpx
 
 from recserve_operator.embedded.processes import free_port, pid_alive, spawn, stop_tree
 from recserve_serving.errors import Unavailable
+from recserve_serving.offline import stay_offline
 from recserve_serving.waiting import WaitTimeout, wait_for
 
 # Ray puts unix sockets under its temp dir; their paths must stay below the 107-byte limit.
 _MAX_TEMP_DIR = 48
+LOCAL_RAY_ENV = {"RAY_AUTH_MODE": "disabled"}
+"""What a local cluster and its clients (``ray.init`` in tests and benchmarks) also need: no
+token auth on a cluster bound to 127.0.0.1 and owned by one process."""
 
 
 @dataclass(frozen=True)
@@ -43,14 +47,10 @@ def _temp_dir(state: Path) -> Path:
 
 def ray_environment() -> dict[str, str]:
     env = dict(os.environ)
-    env.update(
-        RAY_AUTH_MODE="disabled",
-        RAY_USAGE_STATS_ENABLED="0",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        # Serve replicas run our code: keep their thread pools at the machine's size.
-        OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"),
-    )
+    stay_offline(env)
+    env.update(LOCAL_RAY_ENV)
+    # Serve replicas run our code: keep their thread pools at the machine's size.
+    env.setdefault("OMP_NUM_THREADS", "2")
     return env
 
 

@@ -19,12 +19,11 @@ from recserve_operator.analysis.scrape import ScrapeProvider
 from recserve_operator.api.status import EngineStatus
 from recserve_operator.api.types import RecommenderModel
 from recserve_operator.planners.analysis import WindowMetrics
-from recserve_operator.planners.serve_config import EngineRef, plan_hand_over, plan_serve_config
-from recserve_operator.platform import CheckpointInfo, DeployOutcome, DeployPlan, EngineOutcome
+from recserve_operator.planners.serve_config import DeployPlan, ServeSite
+from recserve_operator.platform import CheckpointInfo, DeployOutcome, EngineOutcome, serve_step
 from recserve_operator.rollout.serve_rest import ServeRestTarget
 from recserve_serving.errors import Unavailable
 from recserve_serving.recipe import OptimizationRecipe
-from recserve_serving.serve.config import check_with_ray
 
 RESOLVE_TTL_SECONDS = 30.0
 _GATE_METRICS = ("ndcg@10", "auc", "ndcg@10_drop", "auc_drop")
@@ -57,9 +56,7 @@ class EmbeddedPlatform:
         from recserve_serving.registry import Registry
 
         self.state = state
-        self.data_dir = data_dir
-        self.host = host
-        self.port = port
+        self.site = ServeSite(data_dir=data_dir, index_dir=str(state / "retrieval"), host=host, port=port)
         self.say = say
         self.registry = Registry(state)
         self.target: ServeRestTarget | None = None
@@ -69,12 +66,8 @@ class EmbeddedPlatform:
         self._applied: dict[str, dict[str, Any]] = {}
 
     @property
-    def index_dir(self) -> str:
-        return str(self.state / "retrieval")
-
-    @property
     def endpoint(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://{self.site.host}:{self.site.port}"
 
     def _resolve_local(self, uri: str) -> Any:
         from recserve_operator.embedded.checkpoints import ensure_checkpoint
@@ -109,23 +102,12 @@ class EmbeddedPlatform:
     def deploy(self, model: RecommenderModel, plan: DeployPlan) -> DeployOutcome:
         if self.target is None:
             raise Unavailable("the local Ray cluster is not running")
-        desired = plan_serve_config(
-            model,
-            stable=EngineRef(plan.stable.label, plan.stable.engine_dir),
-            canary=None if plan.canary is None else EngineRef(plan.canary.label, plan.canary.engine_dir),
-            canary_weight=plan.traffic.canary_weight,
-            shadow_percent=plan.traffic.shadow_percent,
-            data_dir=self.data_dir,
-            index_dir=self.index_dir,
-            host=self.host,
-            port=self.port,
-        )
-        step = plan_hand_over(desired, self.target.observe(desired.name))
-        if step.rendered != self._applied.get(desired.name):
-            check_with_ray(step.rendered)
-            self.target.apply_for(desired.name, step.rendered)
-            self._applied[desired.name] = step.rendered
-        failed = self.target.failed_applications(desired.name)
+        name = model.metadata.name or ""
+        step = serve_step(model, plan, self.site, self.target.observe(name))
+        if step.rendered != self._applied.get(name):
+            self.target.apply_for(name, step.rendered)
+            self._applied[name] = step.rendered
+        failed = self.target.failed_applications(name)
         if failed:
             details = "; ".join(f"{name} is {why}" for name, why in sorted(failed.items()))
             raise Unavailable(f"Ray Serve reports failed applications: {details}")

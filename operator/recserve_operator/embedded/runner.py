@@ -33,6 +33,7 @@ from recserve_operator.embedded.runs import RunRecord
 from recserve_operator.validate import load_model
 from recserve_serving.errors import InvalidRequest, RecserveError, Unavailable
 from recserve_serving.paths import movielens_dir
+from recserve_serving.serve.config import SERVE_PORT
 
 Say = Callable[[str], None]
 MAX_TICK_SECONDS = 5.0
@@ -47,7 +48,7 @@ class UpOptions:
     manifest: Path
     state: Path
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = SERVE_PORT
     ready_timeout: float = 600.0
 
 
@@ -123,7 +124,7 @@ class EmbeddedRun:
             )
             self.platform.ensure_engine(self.model, "canary", canary, spec.canary_recipe)
         self.say("retrieval index: loading (built once per catalog, about a minute on 2 cores)")
-        Catalog.load(self.platform.data_dir, self.platform.index_dir)
+        Catalog.load(self.platform.site.data_dir, self.platform.site.index_dir)
 
     def start(self, record: RunRecord) -> None:
         from recserve_operator.rollout.serve_rest import ServeRestTarget

@@ -6,6 +6,7 @@ from typing import Any
 
 from recserve_operator.api.types import API_VERSION, KIND, RecommenderModel
 from recserve_operator.settings import OperatorSettings
+from recserve_serving.offline import OFFLINE_ENV
 
 MANAGED_BY = "recserve-operator"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -79,7 +80,7 @@ def artifact_volume(
 
 
 def common_env(settings: OperatorSettings) -> list[dict[str, Any]]:
-    env = [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"}]
+    env: list[dict[str, Any]] = [{"name": name, "value": value} for name, value in OFFLINE_ENV.items()]
     if settings.mlflow_tracking_uri:
         env.append({"name": "MLFLOW_TRACKING_URI", "value": settings.mlflow_tracking_uri})
     return env

@@ -26,9 +26,11 @@ from recserve_operator.planners.k8s_common import (
     metadata,
 )
 from recserve_operator.settings import OperatorSettings
+from recserve_serving.release import RAY_VERSION
+from recserve_serving.serve.config import SERVE_PORT
 from recserve_serving.serving_spec import quantity_bytes
 
-SERVE_PORT = 8000
+GCS_PORT = 6379
 DASHBOARD_PORT = 8265
 SERVING_COMPONENT = "serving"
 
@@ -61,7 +63,7 @@ def _head(
 ) -> dict[str, Any]:
     container = _container(settings.serving_image, {"cpu": "2", "memory": "4Gi"}, mounts, env)
     container["ports"] = [
-        {"containerPort": 6379, "name": "gcs"},
+        {"containerPort": GCS_PORT, "name": "gcs"},
         {"containerPort": DASHBOARD_PORT, "name": "dashboard"},
         {"containerPort": SERVE_PORT, "name": "serve"},
     ]
@@ -121,7 +123,7 @@ def plan_rayservice(
         "spec": {
             "serveConfigV2": yaml.safe_dump(serve_config, sort_keys=False),
             "rayClusterConfig": {
-                "rayVersion": settings.ray_version,
+                "rayVersion": RAY_VERSION,
                 "enableInTreeAutoscaling": True,
                 "autoscalerOptions": {"upscalingMode": "Default", "idleTimeoutSeconds": 60},
                 "headGroupSpec": _head(settings, mounts, volumes, env),

@@ -21,21 +21,42 @@ from typing import Any
 
 from recserve_operator.api.types import RecommenderModel
 from recserve_serving.serve.config import (
+    SERVE_PORT,
     RankerConfig,
     RouterConfig,
     ServeAppConfig,
     TrafficConfig,
+    TrafficSplit,
     deployed_traffic,
     render_serve_config,
 )
 
 
 @dataclass(frozen=True)
-class EngineRef:
-    """A built engine as the serve config names it."""
+class ServedVersion:
+    """A model version to serve: the label clients and metrics see, and its built engine."""
 
     label: str
     engine_dir: str
+
+
+@dataclass(frozen=True)
+class DeployPlan:
+    """What should be served: the stable version, maybe a canary version, and the traffic split."""
+
+    stable: ServedVersion
+    canary: ServedVersion | None = None
+    traffic: TrafficSplit = field(default_factory=TrafficSplit)
+
+
+@dataclass(frozen=True)
+class ServeSite:
+    """Where a platform's serve app reads its catalog and index, and where it listens."""
+
+    data_dir: str
+    index_dir: str
+    host: str = "0.0.0.0"
+    port: int = SERVE_PORT
 
 
 @dataclass(frozen=True)
@@ -46,38 +67,26 @@ class ServeObservation:
     running: frozenset[str] = field(default_factory=frozenset)
 
 
-def plan_serve_config(
-    model: RecommenderModel,
-    *,
-    stable: EngineRef,
-    data_dir: str,
-    index_dir: str,
-    canary: EngineRef | None = None,
-    canary_weight: int = 0,
-    shadow_percent: float = 0.0,
-    host: str = "0.0.0.0",
-    port: int = 8000,
-) -> ServeAppConfig:
+def plan_serve_config(model: RecommenderModel, plan: DeployPlan, site: ServeSite) -> ServeAppConfig:
     """The desired end state: both versions deployed and routed as the rollout says."""
     name = model.metadata.name or ""
 
-    def ranker(engine: EngineRef) -> RankerConfig:
-        return RankerConfig(label=engine.label, engine_dir=engine.engine_dir, serving=model.spec.serving)
+    def ranker(version: ServedVersion) -> RankerConfig:
+        return RankerConfig(label=version.label, engine_dir=version.engine_dir, serving=model.spec.serving)
 
     return ServeAppConfig(
         name=name,
-        host=host,
-        port=port,
+        host=site.host,
+        port=site.port,
         router=RouterConfig(
             model_name=name,
-            data_dir=data_dir,
-            index_dir=index_dir,
+            data_dir=site.data_dir,
+            index_dir=site.index_dir,
             retrieval=model.spec.serving.retrieval,
         ),
-        stable=ranker(stable),
-        canary=None if canary is None else ranker(canary),
-        canary_weight=canary_weight if canary else 0,
-        shadow_percent=shadow_percent if canary else 0.0,
+        stable=ranker(plan.stable),
+        canary=None if plan.canary is None else ranker(plan.canary),
+        split=plan.traffic if plan.canary is not None else TrafficSplit(),
     )
 
 
@@ -108,12 +117,7 @@ def plan_hand_over(desired: ServeAppConfig, observed: ServeObservation) -> HandO
     ):
         stable = before.stable  # the new stable version is still starting
     canary = want.canary if want.canary is not None and want.canary.app in observed.running else None
-    traffic = TrafficConfig(
-        stable=stable,
-        canary=canary,
-        canary_weight=want.canary_weight if canary else 0,
-        shadow_percent=want.shadow_percent if canary else 0.0,
-    )
+    traffic = TrafficConfig.routing(stable, canary, want)
     rendered = render_serve_config(desired, traffic)
     present = {app["name"] for app in rendered["applications"]}
     router_applied = desired.name in observed.running and before == traffic

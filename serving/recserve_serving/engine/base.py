@@ -15,15 +15,18 @@ from recserve_serving.engine.manifest import EngineManifest
 from recserve_serving.errors import CheckpointError, EngineError, InvalidRequest
 from recserve_serving.model import encode, load_tokenizer
 
-THREADS = 2
+DEFAULT_THREADS = 2
+"""Threads of an engine loaded outside a Serve replica (the build gate, benchmarks). A replica
+runs as many as its spec's ``resources.cpus`` reserves (``RankerArgs.threads``)."""
 
 
 class Engine(abc.ABC):
     """Scores (user text, item text) pairs; higher means more likely to be liked."""
 
-    def __init__(self, directory: Path, manifest: EngineManifest) -> None:
+    def __init__(self, directory: Path, manifest: EngineManifest, threads: int = DEFAULT_THREADS) -> None:
         self.directory = directory
         self.manifest = manifest
+        self.threads = threads
         try:
             self.tokenizer = load_tokenizer(directory)
         except CheckpointError as error:

@@ -1,4 +1,4 @@
-"""ONNX Runtime backend: export, fuse, quantize at build time; a 2-thread CPU session at run time."""
+"""ONNX Runtime backend: export, fuse, quantize at build time; a CPU session at run time."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from recserve_serving.engine.base import THREADS, Engine
+from recserve_serving.engine.base import DEFAULT_THREADS, Engine
 from recserve_serving.engine.export import export_onnx, fuse
 from recserve_serving.engine.manifest import EngineManifest
 from recserve_serving.engine.quantize import quantize_dynamic_int8, quantize_static_int8
@@ -50,14 +50,14 @@ def build(
 
 
 class OrtEngine(Engine):
-    """ONNX Runtime on CPU: 2 intra-op threads that sleep between calls instead of spinning."""
+    """ONNX Runtime on CPU: intra-op threads that sleep between calls instead of spinning."""
 
-    def __init__(self, directory: Path, manifest: EngineManifest) -> None:
-        super().__init__(directory, manifest)
+    def __init__(self, directory: Path, manifest: EngineManifest, threads: int = DEFAULT_THREADS) -> None:
+        super().__init__(directory, manifest, threads)
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = THREADS
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from recserve_serving.engine.base import THREADS, Engine
+from recserve_serving.engine.base import DEFAULT_THREADS, Engine
 from recserve_serving.engine.manifest import EngineManifest
 from recserve_serving.errors import EngineError
 
@@ -35,12 +35,12 @@ def stage_ranges(layers: int, stages: int) -> list[range]:
 class Stage:
     """One pipeline stage; the other stages' weights are dropped after loading."""
 
-    def __init__(self, checkpoint_dir: str, stage: int, stages: int) -> None:
+    def __init__(self, checkpoint_dir: str, stage: int, stages: int, threads: int = DEFAULT_THREADS) -> None:
         import torch
 
         from recserve_serving.model import load_checkpoint
 
-        torch.set_num_threads(THREADS)
+        torch.set_num_threads(threads)
         model = load_checkpoint(Path(checkpoint_dir)).model.eval()
         bert: Any = model.encoder
         layers = bert.encoder.layer
@@ -82,12 +82,17 @@ class PipelineEngine(Engine):
     """A torch engine run as ``stages`` Ray actors; scores match the single-device engine."""
 
     def __init__(
-        self, directory: Path, manifest: EngineManifest, stages: int, placement_group: Any = None
+        self,
+        directory: Path,
+        manifest: EngineManifest,
+        stages: int,
+        placement_group: Any = None,
+        threads: int = DEFAULT_THREADS,
     ) -> None:
         import ray
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        super().__init__(directory, manifest)
+        super().__init__(directory, manifest, threads)
         if manifest.backend != "torch":
             raise EngineError(
                 f"pipeline parallelism runs torch engines; {directory} is a {manifest.backend} engine"
@@ -103,7 +108,7 @@ class PipelineEngine(Engine):
                 options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                     placement_group=group, placement_group_bundle_index=bundle
                 )
-            self.stages.append(remote.options(**options).remote(str(directory), stage, stages))
+            self.stages.append(remote.options(**options).remote(str(directory), stage, stages, threads))
 
     def _run(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
         import ray

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from recserve_serving.engine.base import Engine
+from recserve_serving.engine.base import DEFAULT_THREADS, Engine
 from recserve_serving.engine.digests import file_digests
 from recserve_serving.engine.gc import touch_used
 from recserve_serving.engine.manifest import MANIFEST_FILE, EngineManifest
@@ -49,8 +49,9 @@ def _backend(name: str) -> type[Engine] | None:
     return None
 
 
-def load_engine(directory: str | os.PathLike[str]) -> Engine:
-    """Open a built engine directory after checking every file's digest."""
+def load_engine(directory: str | os.PathLike[str], threads: int = DEFAULT_THREADS) -> Engine:
+    """Open a built engine directory after checking every file's digest; CPU backends run
+    ``threads`` intra-op threads."""
     path = Path(directory)
     if not path.is_dir():
         raise EngineError(f"engine directory {path} does not exist")
@@ -60,4 +61,4 @@ def load_engine(directory: str | os.PathLike[str]) -> Engine:
     backend = _backend(manifest.backend)
     if backend is None:
         raise EngineError(f"engine {path} needs backend {manifest.backend!r}, not available here")
-    return backend(path, manifest)
+    return backend(path, manifest, threads)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from recserve_serving.engine.base import Engine
+from recserve_serving.engine.base import DEFAULT_THREADS, Engine
 from recserve_serving.engine.export import INPUT_NAMES, OUTPUT_NAME, export_onnx
 from recserve_serving.engine.manifest import EngineManifest
 from recserve_serving.engine.quantize import quantize_static_int8
@@ -83,8 +83,8 @@ def build(
 class TensorRTEngine(Engine):
     """Runs a serialized plan with torch CUDA tensors as I/O buffers (no extra CUDA binding)."""
 
-    def __init__(self, directory: Path, manifest: EngineManifest) -> None:
-        super().__init__(directory, manifest)
+    def __init__(self, directory: Path, manifest: EngineManifest, threads: int = DEFAULT_THREADS) -> None:
+        super().__init__(directory, manifest, threads)
         try:
             import tensorrt as trt
             import torch

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from recserve_serving.engine.base import THREADS, Engine
+from recserve_serving.engine.base import DEFAULT_THREADS, Engine
 from recserve_serving.engine.manifest import EngineManifest
 from recserve_serving.errors import CheckpointError, EngineError
 from recserve_serving.model import WEIGHTS_FILE, Checkpoint, load_checkpoint, save_checkpoint, torch_inputs
@@ -38,9 +38,9 @@ def quantize_linear_int8(model: nn.Module) -> nn.Module:
 
 
 class TorchEngine(Engine):
-    def __init__(self, directory: Path, manifest: EngineManifest) -> None:
-        super().__init__(directory, manifest)
-        torch.set_num_threads(THREADS)
+    def __init__(self, directory: Path, manifest: EngineManifest, threads: int = DEFAULT_THREADS) -> None:
+        super().__init__(directory, manifest, threads)
+        torch.set_num_threads(threads)
         try:
             model: nn.Module = load_checkpoint(directory).model.eval()
         except CheckpointError as error:

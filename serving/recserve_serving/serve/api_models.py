@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+VERSION_HEADER = "X-Recserve-Version"
+"""Every answer names the model version that served it, so clients and metrics can split by it."""
+UNROUTED = "none"
+"""The version of an answer no version served (a 404, a request refused before routing)."""
+
 
 class RecommendRequest(BaseModel):
     """``POST /v1/recommend``: a known user, or an anonymous history, and how many items."""

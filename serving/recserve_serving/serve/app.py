@@ -26,7 +26,12 @@ from ray.serve.handle import DeploymentHandle
 
 from recserve_serving.engine.base import Engine
 from recserve_serving.errors import InvalidRequest, NotFound, RecserveError, Unavailable
-from recserve_serving.serve.api_models import RecommendRequest, RecommendResponse
+from recserve_serving.serve.api_models import (
+    UNROUTED,
+    VERSION_HEADER,
+    RecommendRequest,
+    RecommendResponse,
+)
 from recserve_serving.serve.catalog import Catalog
 from recserve_serving.serve.config import (
     RANKER_DEPLOYMENT,
@@ -43,11 +48,9 @@ from recserve_serving.serve.recommend import plan_recommendation
 from recserve_serving.serve.routing import choose_version
 
 log = logging.getLogger("recserve.serve")
-VERSION_HEADER = "X-Recserve-Version"
 
 http_app = FastAPI(title="recserve", docs_url=None, redoc_url=None)
 install_error_handlers(http_app)
-UNROUTED = "none"
 # Serve pickles the ingress app into each replica, so ``request.app`` is a copy; the replica's
 # Router and this middleware share the module instead.
 _OBSERVED: dict[str, Any] = {}
@@ -83,14 +86,14 @@ class Ranker:
         from recserve_serving.engine.runtime import load_engine
 
         self.config = RankerArgs.model_validate(args)
-        stages = self.config.parallelism.pipeline
+        stages, threads = self.config.parallelism.pipeline, self.config.threads
         if stages > 1:
             from recserve_serving.engine.pipeline import PipelineEngine
 
-            single = load_engine(self.config.engine_dir)
-            self.engine: Engine = PipelineEngine(single.directory, single.manifest, stages)
+            single = load_engine(self.config.engine_dir, threads)
+            self.engine: Engine = PipelineEngine(single.directory, single.manifest, stages, threads=threads)
         else:
-            self.engine = load_engine(self.config.engine_dir)
+            self.engine = load_engine(self.config.engine_dir, threads)
         batching = self.config.batching
         batcher: Any = self._score_batch  # serve.batch adds setters that its type does not declare
         batcher.set_max_batch_size(batching.max_batch_size)

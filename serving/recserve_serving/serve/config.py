@@ -22,10 +22,12 @@ from pydantic import Field, model_validator
 
 from recserve_serving.errors import InvalidRequest
 from recserve_serving.schema import CamelModel
+from recserve_serving.serve.api_models import VERSION_HEADER
 from recserve_serving.serving_spec import (
     AutoscalingSpec,
     BatchingSpec,
     ParallelismSpec,
+    ResourcesSpec,
     RetrievalSpec,
     ServingSpec,
 )
@@ -34,21 +36,26 @@ ROUTER_IMPORT_PATH = "recserve_serving.serve.app:build_router"
 RANKER_IMPORT_PATH = "recserve_serving.serve.app:build_ranker"
 ROUTER_DEPLOYMENT = "Router"
 RANKER_DEPLOYMENT = "Ranker"
+SERVE_PORT = 8000
+"""The HTTP port of Ray Serve's proxy: Ray's own default, so ``serve`` tools find it unasked."""
 
 
 class RankerArgs(CamelModel):
     """A ranker application's ``args``: what its replicas load. Changing any of it is a new app."""
 
-    label: str = Field(..., min_length=1, description="Shown in X-Recserve-Version, e.g. movielens-ranker/3.")
+    label: str = Field(..., min_length=1, description=f"Shown in {VERSION_HEADER}, e.g. movielens-ranker/3.")
     engine_dir: str = Field(..., min_length=1)
     batching: BatchingSpec = BatchingSpec()
     parallelism: ParallelismSpec = ParallelismSpec()
+    threads: int = Field(
+        ResourcesSpec().engine_threads, ge=1, description="Engine threads per shard (resources.cpus)."
+    )
 
 
 class RankerConfig(CamelModel):
     """One served model version: its engine and how its replicas run and scale."""
 
-    label: str = Field(..., min_length=1, description="Shown in X-Recserve-Version, e.g. movielens-ranker/3.")
+    label: str = Field(..., min_length=1, description=f"Shown in {VERSION_HEADER}, e.g. movielens-ranker/3.")
     engine_dir: str = Field(..., min_length=1)
     serving: ServingSpec = ServingSpec()
 
@@ -58,6 +65,7 @@ class RankerConfig(CamelModel):
             engine_dir=self.engine_dir,
             batching=self.serving.batching,
             parallelism=self.serving.parallelism,
+            threads=self.serving.resources.engine_threads,
         )
 
     def app_name(self, model_name: str) -> str:
@@ -86,19 +94,35 @@ class Route(CamelModel):
     label: str = Field(..., min_length=1)
 
 
-class TrafficConfig(CamelModel):
+class TrafficSplit(CamelModel):
+    """How requests divide between stable and canary: the part of a rollout that moves."""
+
+    canary_weight: int = Field(0, ge=0, le=100, description="Percent of requests the canary answers.")
+    shadow_percent: float = Field(
+        0.0, ge=0.0, le=100.0, description="Percent of stable's requests also sent to the canary."
+    )
+
+    def reaches_canary(self) -> bool:
+        return bool(self.canary_weight or self.shadow_percent)
+
+
+class TrafficConfig(TrafficSplit):
     """The router's ``user_config``: Ray applies a change to it without restarting replicas."""
 
     stable: Route | None = None
     canary: Route | None = None
-    canary_weight: int = Field(0, ge=0, le=100)
-    shadow_percent: float = Field(0.0, ge=0.0, le=100.0)
 
     @model_validator(mode="after")
     def _canary_needs_a_route(self) -> TrafficConfig:
-        if self.canary is None and (self.canary_weight or self.shadow_percent):
+        if self.canary is None and self.reaches_canary():
             raise ValueError("canaryWeight and shadowPercent need a canary route")
         return self
+
+    @classmethod
+    def routing(cls, stable: Route | None, canary: Route | None, split: TrafficSplit) -> TrafficConfig:
+        """Routes with ``split``, which only a canary route can take: without one, stable gets all."""
+        kept = split if canary is not None else TrafficSplit()
+        return cls(stable=stable, canary=canary, **kept.model_dump(include=set(TrafficSplit.model_fields)))
 
     def routed_apps(self) -> set[str]:
         return {route.app for route in (self.stable, self.canary) if route is not None}
@@ -110,16 +134,15 @@ class ServeAppConfig(CamelModel):
     name: str = Field(..., min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     route_prefix: str = "/"
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
+    port: int = Field(SERVE_PORT, ge=1, le=65535)
     router: RouterConfig
     stable: RankerConfig
     canary: RankerConfig | None = None
-    canary_weight: int = Field(0, ge=0, le=100)
-    shadow_percent: float = Field(0.0, ge=0.0, le=100.0)
+    split: TrafficSplit = TrafficSplit()
 
     @model_validator(mode="after")
-    def _weights_need_a_canary(self) -> ServeAppConfig:
-        if self.canary is None and (self.canary_weight or self.shadow_percent):
+    def _split_needs_a_canary(self) -> ServeAppConfig:
+        if self.canary is None and self.split.reaches_canary():
             raise ValueError("canaryWeight and shadowPercent need a canary version")
         return self
 
@@ -127,12 +150,8 @@ class ServeAppConfig(CamelModel):
         return Route(app=ranker.app_name(self.name), label=ranker.label)
 
     def traffic(self) -> TrafficConfig:
-        return TrafficConfig(
-            stable=self.route(self.stable),
-            canary=None if self.canary is None else self.route(self.canary),
-            canary_weight=self.canary_weight,
-            shadow_percent=self.shadow_percent,
-        )
+        canary = None if self.canary is None else self.route(self.canary)
+        return TrafficConfig.routing(self.route(self.stable), canary, self.split)
 
     def rankers(self) -> list[RankerConfig]:
         """Every version to deploy, each once (a canary may share the stable's application)."""

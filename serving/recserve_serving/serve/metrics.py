@@ -15,46 +15,55 @@ SCORE_BUCKETS = tuple(x / 2 for x in range(-20, 21))
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 SHIFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
+# The exposed family names, which canary analysis queries and the dashboards and alerts use
+# (observability/metrics-contract.yaml lists them for those).
+REQUESTS = "recserve_requests_total"
+LATENCY = "recserve_request_duration_seconds"
+SCORE = "recserve_score"
+BATCH_SIZE = "recserve_batch_size"
+QUEUE_LENGTH = "recserve_queue_length"
+SHADOW_DIFF = "recserve_shadow_score_diff"
+
 
 class ServingMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         labels = ("model", "version")
         self.requests = Counter(
-            "recserve_requests",
+            REQUESTS,
             "Requests answered, by endpoint and HTTP status code.",
             (*labels, "endpoint", "code"),
             registry=self.registry,
         )
         self.latency = Histogram(
-            "recserve_request_duration_seconds",
+            LATENCY,
             "Time from request to answer in the router.",
             (*labels, "endpoint"),
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.scores = Histogram(
-            "recserve_score",
+            SCORE,
             "Scores the version returned; the distribution compared between canary and stable.",
             labels,
             buckets=SCORE_BUCKETS,
             registry=self.registry,
         )
         self.batch_size = Histogram(
-            "recserve_batch_size",
+            BATCH_SIZE,
             "Requests merged into one engine call by dynamic batching.",
             labels,
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
         self.queue_length = Gauge(
-            "recserve_queue_length",
+            QUEUE_LENGTH,
             "Requests the router has sent to a version and not yet had answered.",
             labels,
             registry=self.registry,
         )
         self.shadow_diff = Histogram(
-            "recserve_shadow_score_diff",
+            SHADOW_DIFF,
             "Mean absolute score difference between canary (shadow) and stable on mirrored requests.",
             ("model",),
             buckets=SHIFT_BUCKETS,
