@@ -19,6 +19,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from recserve_operator.embedded.local_ray import LOCAL_RAY_ENV
+from recserve_serving.offline import OFFLINE_ENV
+
+for _name, _value in {**OFFLINE_ENV, **LOCAL_RAY_ENV}.items():
+    os.environ.setdefault(_name, _value)
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 REPO = Path(__file__).resolve().parent
 TEST_STATE = REPO / ".recserve-test"
 EXAMPLE = REPO / "manifests/examples/movielens-ranker.yaml"
@@ -28,7 +35,7 @@ RANKER_LAYERS = "2"
 
 
 def recserve(*args: str, state: Path = TEST_STATE) -> None:
-    env = {**os.environ, "RECSERVE_HOME": str(state), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = {**os.environ, "RECSERVE_HOME": str(state)}
     subprocess.run(
         [sys.executable, "-m", "recserve_operator.cli", *args], env=env, check=True, timeout=1800, cwd=REPO
     )

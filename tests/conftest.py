@@ -1,17 +1,9 @@
-"""Shared fixtures: an isolated state directory and Ray settings for every test."""
+"""Shared fixtures of tests/: an isolated state directory (offline and Ray settings are set for
+every test by the repository's root conftest.py)."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
-
-from recserve_operator.embedded.local_ray import LOCAL_RAY_ENV
-from recserve_serving.offline import OFFLINE_ENV
-
-for _name, _value in {**OFFLINE_ENV, **LOCAL_RAY_ENV}.items():
-    os.environ.setdefault(_name, _value)
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 @pytest.fixture

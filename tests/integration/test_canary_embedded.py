@@ -23,7 +23,7 @@ from recserve_operator.embedded.processes import free_port, process_tree
 from recserve_operator.loadgen import BackgroundTraffic
 from recserve_serving.waiting import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.scenario]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.scenario, pytest.mark.long]
 
 REPO = Path(__file__).resolve().parents[2]
 RECSERVE = [sys.executable, "-m", "recserve_operator.cli"]
