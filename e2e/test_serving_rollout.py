@@ -4,7 +4,8 @@ cluster (``recserve operator --serve-rest``); real traffic flows while a canary 
 to promotion.
 
 The model is manifests/examples/movielens-ranker.yaml: ``models:/movielens-ranker/1``, the
-fine-tuned MiniLM ranker in the test registry (``.recserve-test``, ``RECSERVE_HOME``), served as
+two-layer MiniLM ranker fine-tuned on MovieLens in the test registry (the root conftest's
+``test_state``: ``.recserve-test``, ``RECSERVE_HOME``), served as
 a cached INT8 ONNX Runtime engine. The canary, added by a second ``kubectl apply`` as a GitOps
 commit would, is the same checkpoint as an fp32 engine, with 10 s pauses and small
 ``minRequests`` so it promotes within a test.

@@ -1,8 +1,8 @@
 """`recserve up` on the MovieLens example, end to end over HTTP, then `down` leaves nothing.
 
-The registry and engine cache live in ``.recserve-test/`` at the repository root, so the
-seed model is trained once per machine (minutes, cold) and reused; Ray's temp dir is in
-the test's tmp path.
+The model is the test registry's small fine-tuned ranker (the root conftest's ``test_state``,
+``.recserve-test/``, trained once per machine in about a minute); Ray's temp dir is in the
+test's tmp path.
 """
 
 from __future__ import annotations
