@@ -21,7 +21,7 @@ def torch_engine(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("pp")
     checkpoint = root / "ckpt"
-    save_checkpoint(new_ranker(max_len=64), checkpoint)
+    save_checkpoint(new_ranker(max_len=64, layers=2), checkpoint)  # one encoder layer per stage
     resolved = ResolvedCheckpoint(checkpoint.as_uri(), "ckpt", None, checkpoint, directory_digest(checkpoint))
     recipe = OptimizationRecipe(backend="torch", precision="fp32", max_sequence_length=64)
     return build_engine(resolved, recipe, root / "engines")
