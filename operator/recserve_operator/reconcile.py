@@ -8,6 +8,7 @@ default (``recserve up``), each through its own ``Platform``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -29,6 +30,7 @@ from recserve_operator.planners.conditions import ConditionSpec, merge_condition
 from recserve_operator.planners.serve_config import DeployPlan, ServedVersion
 from recserve_operator.platform import CheckpointInfo, DeployOutcome, EngineOutcome, Platform
 from recserve_serving.errors import CheckpointError, RecipeError, Unavailable
+from recserve_serving.redact import redact
 from recserve_serving.serve.config import TrafficSplit
 
 BUILD_POLL_SECONDS = 10.0
@@ -93,6 +95,7 @@ class _Pass:
         )
 
     def stalled(self, reason: str, message: str, *, engine_ready: bool = False) -> Outcome:
+        message = redact(message)  # compared with the (redacted) message already in status
         if not already_stalled(self.previous, reason, message, self.generation):
             self.events.append(Event("Warning", reason, message))  # once per stall, not per resync
         conditions = [
@@ -319,4 +322,23 @@ def reconcile(
     model: RecommenderModel, platform: Platform, now: datetime, controls: Controls | None = None
 ) -> Outcome:
     """One pass for ``model``; never raises for expected failures, it reports them in ``Outcome``."""
-    return _Pass(model, platform, controls or Controls(), now).run()
+    return _redacted(_Pass(model, platform, controls or Controls(), now).run())
+
+
+def _redacted(outcome: Outcome) -> Outcome:
+    """Messages quote URLs from errors; credentials in them must not reach status or events,
+    which anyone who may read the model can see."""
+    status = outcome.status.model_copy(
+        update={
+            "conditions": [
+                c.model_copy(update={"message": redact(c.message)}) for c in outcome.status.conditions
+            ]
+        }
+    )
+    return Outcome(
+        status,
+        [dataclasses.replace(e, message=redact(e.message)) for e in outcome.events],
+        outcome.requeue_after,
+        redact(outcome.retry_reason) if outcome.retry_reason else None,
+        redact(outcome.stalled_reason) if outcome.stalled_reason else None,
+    )

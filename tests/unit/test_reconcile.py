@@ -196,3 +196,30 @@ def test_a_canary_of_the_same_checkpoint_gets_its_own_version_label():
     plan = w.deployed[-1]
     assert plan.canary is not None and plan.canary.label != plan.stable.label
     assert plan.canary.label.startswith("movielens-ranker/1+fp32-")
+
+
+def test_registry_credentials_in_an_error_never_reach_status_or_events():
+    w = world()
+    w.checkpoints = {}
+    leaky = World()
+    leaky_error = "MLflow registry at https://alice:s3cret@mlflow:5000 unavailable: Read timed out"
+
+    def unavailable(uri):
+        raise Unavailable(leaky_error)
+
+    def missing(uri):
+        raise CheckpointError(f"{uri}: not in the registry at https://alice:s3cret@mlflow:5000")
+
+    leaky.resolve = unavailable
+    _, outcome = step(stable_model(), leaky, T0)
+    ready = next(c for c in outcome.status.conditions if c.type == "Ready")
+    assert ready.reason == "RegistryUnavailable" and outcome.retry_reason
+    assert "https://***@mlflow:5000" in ready.message
+    assert "s3cret" not in outcome.status.model_dump_json() + outcome.retry_reason
+    w.resolve = missing
+    model, outcome = step(stable_model(), w, T0)
+    assert [e.reason for e in outcome.events] == ["CheckpointNotFound"]
+    assert outcome.stalled_reason and "s3cret" not in outcome.stalled_reason + outcome.events[0].message
+    assert "s3cret" not in outcome.status.model_dump_json()
+    _, again = step(model, w, T0 + timedelta(seconds=60))
+    assert again.events == []  # the redacted stall is recognised as already announced
