@@ -294,6 +294,16 @@ def canary(**changes: Any) -> dict[str, Any]:
             "must be <= 24h",
         ),
         (
+            {"rollout": canary(progressDeadline="25h")},
+            "spec.rollout.canary.progressDeadline",
+            "must be <= 24h",
+        ),
+        (
+            {"rollout": canary(progressDeadline="soon")},
+            "spec.rollout.canary.progressDeadline",
+            "a duration such as 30s",
+        ),
+        (
             {"rollout": canary(steps=[{"weight": 5, "pause": "2 minutes"}])},
             "spec.rollout.canary.steps[0].pause",
             "a duration such as 30s",

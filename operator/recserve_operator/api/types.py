@@ -218,6 +218,17 @@ _STEPS_RULES = cel_rules(
 class CanarySpec(CamelModel):
     """A second version that takes a growing share of traffic while analysis gates each step."""
 
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            CelRule(
+                f"!has(self.progressDeadline) || !self.progressDeadline.matches('{DURATION_PATTERN}') || "
+                f"duration(self.progressDeadline) <= duration('{MAX_PAUSE_SECONDS // 3600}h')",
+                "progressDeadline must be <= 24h",
+                ".progressDeadline",
+            )
+        )
+    )
+
     checkpoint: CheckpointRef
     optimization: OptimizationRecipe | None = Field(
         default=None,
@@ -237,6 +248,24 @@ class CanarySpec(CamelModel):
         description="Percent of stable traffic mirrored to the canary; its answers are discarded.",
     )
     analysis: AnalysisSpec
+    progress_deadline: str = Field(
+        default="10m",
+        max_length=20,
+        pattern=DURATION_PATTERN,
+        description="How long a step may wait for a verdict once its pause is over (the canary not "
+        "serving, too little traffic, no metrics) before the canary is rolled back "
+        "(reason ProgressDeadlineExceeded). At most 24h.",
+    )
+
+    @property
+    def progress_deadline_seconds(self) -> int:
+        return duration_seconds(self.progress_deadline)
+
+    @model_validator(mode="after")
+    def _bounded_deadline(self) -> CanarySpec:
+        if self.progress_deadline_seconds > MAX_PAUSE_SECONDS:
+            raise_if_any([Problem(("progressDeadline",), f"must be <= 24h (got {self.progress_deadline})")])
+        return self
 
     @model_validator(mode="after")
     def _increasing_steps(self) -> CanarySpec:

@@ -246,11 +246,12 @@ def build_engine(
                 {f"{name}_drop": reference[name] - metrics[name] for name in ("ndcg@10", "hitrate@10", "auc")}
             )
             report = judge(concrete.quality_gate, reference, metrics, settings.describe())
-            report.write(cache_root / REPORTS / f"{key}.json")
+            report_path = cache_root / REPORTS / f"{key}.json"
+            report.write(report_path)
             if not report.passed:
                 raise QualityGateFailed(
-                    f"engine for {resolved.uri} failed its gate (report: {cache_root / REPORTS / f'{key}.json'})\n"
-                    + report.table()
+                    f"engine for {resolved.uri} failed its gate (report: {report_path})\n" + report.table(),
+                    report=str(report_path),
                 )
             report.write(temp / REPORT_FILE)
             manifest = _manifest(*args, metrics, temp)
