@@ -233,7 +233,9 @@ def test_config_and_images_become_the_operator_environment(tmp_path) -> None:
         == f"ghcr.io/recserve/recserve-operator@{values['operator']['image']['digest']}"
     )
     secret_refs = {
-        e["name"]: e["valueFrom"]["secretKeyRef"] for e in container(docs)["env"] if "valueFrom" in e
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in container(docs)["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
     }
     assert secret_refs["MLFLOW_TRACKING_USERNAME"] == {"name": "recserve-mlflow", "key": "username"}
     assert secret_refs["MLFLOW_TRACKING_PASSWORD"] == {"name": "recserve-mlflow", "key": "password"}
