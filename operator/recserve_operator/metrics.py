@@ -50,7 +50,7 @@ def observe(model: str, namespace: str, status: RecommenderModelStatus, events: 
     for event in events:
         if event.reason == "CanaryRolledBack":
             ROLLBACKS.labels(model, namespace).inc()
-        elif event.reason in {"EngineBuildFailed", "CanaryBuildFailed"}:
+        elif event.reason in {"EngineBuildFailed", "CanaryQualityGateFailed", "CanaryEngineFailed"}:
             BUILDS.labels("failed").inc()
         elif event.reason == "EngineBuilt":
             BUILDS.labels("succeeded").inc()

@@ -28,6 +28,7 @@ from recserve_serving.recipe import OptimizationRecipe
 from recserve_serving.serve.config import check_with_ray
 
 EngineState = Literal["Ready", "Building", "Failed"]
+FailureReason = Literal["QualityGateFailed", "EngineFailed"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,10 @@ class EngineOutcome:
     engine_dir: str | None = None
     status: EngineStatus | None = None
     message: str = ""
+    failure: FailureReason = "EngineFailed"
+    """When Failed: a quality gate the engine did not pass, or any other build or load error."""
+    report: str | None = None
+    """When the gate failed: where its report is."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,10 @@ class Platform(Protocol):
 
     def ensure_engine(
         self, model: RecommenderModel, version: str, checkpoint: CheckpointInfo, recipe: OptimizationRecipe
-    ) -> EngineOutcome: ...
+    ) -> EngineOutcome:
+        """The engine for ``checkpoint`` under ``recipe``; a build that fails (its gate, or a corrupt
+        engine) is a Failed outcome, never an exception, so it stays with the version it belongs to."""
+        ...
 
     def deploy(self, model: RecommenderModel, plan: DeployPlan) -> DeployOutcome: ...
 
@@ -71,9 +79,12 @@ class Platform(Protocol):
         ...
 
     def canary_metrics(
-        self, model: RecommenderModel, stable: str, canary: str, since: datetime
+        self, model: RecommenderModel, stable: str, canary: str, since: datetime, now: datetime
     ) -> WindowMetrics | None:
-        """The canary's window since ``since`` (None when metrics cannot be read right now)."""
+        """The canary's window since ``since`` (None when metrics cannot be read right now).
+
+        A window that could only begin later than ``since`` (a scrape baseline lost to a
+        restart) says so in ``window_start``; one called with ``since == now`` starts a window."""
         ...
 
 

@@ -8,7 +8,8 @@ default (``recserve up``), each through its own ``Platform``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from recserve_operator.api.status import (
@@ -23,12 +24,26 @@ from recserve_operator.api.status import (
     VersionStatus,
 )
 from recserve_operator.api.types import RecommenderModel
-from recserve_operator.planners.analysis import judge
-from recserve_operator.planners.canary import CanaryDecision, CanaryIdentity, Controls, Event, next_canary
+from recserve_operator.planners.analysis import WindowMetrics, judge
+from recserve_operator.planners.canary import (
+    FINISHED,
+    CanaryDecision,
+    CanaryIdentity,
+    Controls,
+    EngineFailure,
+    Event,
+    engine_failed,
+    next_canary,
+    recipe_fingerprint,
+    restart_window,
+    same_canary,
+)
 from recserve_operator.planners.conditions import ConditionSpec, merge_conditions
 from recserve_operator.planners.serve_config import DeployPlan, ServedVersion
 from recserve_operator.platform import CheckpointInfo, DeployOutcome, EngineOutcome, Platform
-from recserve_serving.errors import CheckpointError, RecipeError, Unavailable
+from recserve_serving.errors import CheckpointError, EngineError, QualityGateFailed, RecipeError, Unavailable
+from recserve_serving.recipe import OptimizationRecipe
+from recserve_serving.redact import redact
 from recserve_serving.serve.config import TrafficSplit
 
 BUILD_POLL_SECONDS = 10.0
@@ -51,13 +66,36 @@ def _label(checkpoint: CheckpointInfo) -> str:
     return f"{checkpoint.name}/{checkpoint.version}" if checkpoint.version else checkpoint.name
 
 
-def _version_status(checkpoint: CheckpointInfo, engine: EngineOutcome | None) -> VersionStatus:
+def _version_status(
+    checkpoint: CheckpointInfo, engine: EngineOutcome, recipe: OptimizationRecipe, label: str
+) -> VersionStatus:
     return VersionStatus(
         checkpoint=checkpoint.uri,
         version=checkpoint.version,
         digest=checkpoint.digest,
-        engine=engine.status if engine else None,
+        recipe=recipe_fingerprint(recipe),
+        label=label,
+        engine_dir=engine.engine_dir,
+        engine=engine.status,
     )
+
+
+def _as_version(canary: CanaryStatus) -> VersionStatus:
+    return VersionStatus.model_validate(canary.model_dump(include=set(VersionStatus.model_fields)))
+
+
+def _same_version(a: VersionStatus, b: VersionStatus) -> bool:
+    """Same checkpoint content under the same recipe (a recipe not recorded does not differ)."""
+    return a.digest == b.digest and (a.recipe is None or b.recipe is None or a.recipe == b.recipe)
+
+
+def _failed(error: EngineError) -> EngineOutcome:
+    if isinstance(error, QualityGateFailed):
+        return EngineOutcome("Failed", message=str(error), failure="QualityGateFailed", report=error.report)
+    return EngineOutcome("Failed", message=str(error), failure="EngineFailed")
+
+
+PROMOTION_NOT_IN_SPEC = "PromotionNotInSpec"
 
 
 class _Pass:
@@ -93,6 +131,7 @@ class _Pass:
         )
 
     def stalled(self, reason: str, message: str, *, engine_ready: bool = False) -> Outcome:
+        message = redact(message)  # compared with the (redacted) message already in status
         if not already_stalled(self.previous, reason, message, self.generation):
             self.events.append(Event("Warning", reason, message))  # once per stall, not per resync
         conditions = [
@@ -118,10 +157,16 @@ class _Pass:
             status, self.events, requeue_after=requeue, retry_reason=f"{reason}: {message}" if retry else None
         )
 
-    def engine(self, version: str, checkpoint: CheckpointInfo, canary: bool) -> EngineOutcome:
+    def recipe(self, canary: bool) -> OptimizationRecipe:
         spec = self.model.spec
-        recipe = spec.canary_recipe if canary and spec.canary_recipe else spec.optimization
-        return self.platform.ensure_engine(self.model, version, checkpoint, recipe)
+        return spec.canary_recipe if canary and spec.canary_recipe else spec.optimization
+
+    def engine(self, version: str, checkpoint: CheckpointInfo, canary: bool) -> EngineOutcome:
+        try:
+            return self.platform.ensure_engine(self.model, version, checkpoint, self.recipe(canary))
+        except EngineError as error:
+            # Whatever raised it, a build or load that fails belongs to the version that asked.
+            return _failed(error)
 
     def run(self) -> Outcome:
         spec = self.model.spec
@@ -142,56 +187,114 @@ class _Pass:
                 "Building", "EngineBuilding", stable_engine.message or "building", BUILD_POLL_SECONDS
             )
         stable = ServedVersion(_label(stable_ckpt), stable_engine.engine_dir)
-        stable_status = _version_status(stable_ckpt, stable_engine)
+        stable_status = _version_status(stable_ckpt, stable_engine, self.recipe(canary=False), stable.label)
         self.note_new_engine(stable.label, stable_status)
         return self.rollout(stable, stable_status)
 
     def note_new_engine(self, label: str, version: VersionStatus) -> None:
         engine = version.engine
-        before = self.previous.stable.engine if self.previous.stable else None
-        if engine is not None and (before is None or before.key != engine.key):
+        seen = (
+            {self.previous.stable.engine.key}
+            if self.previous.stable and self.previous.stable.engine
+            else set()
+        )
+        replaced = self.previous.canary.replaced if self.previous.canary else None
+        if replaced is not None and replaced.engine is not None:
+            seen.add(replaced.engine.key)  # stable by spec, while a promoted canary serves in its place
+        if engine is not None and engine.key not in seen:
             message = f"engine {engine.key[:12]} for {label} ready ({engine.backend}, {engine.precision})"
             self.events.append(Event("Normal", "EngineBuilt", message))
 
     def rollout(self, stable: ServedVersion, stable_status: VersionStatus) -> Outcome:
         canary_spec = self.model.spec.rollout.canary
-        decision = CanaryDecision(None)
-        canary_served: ServedVersion | None = None
-        canary_waiting = ""
-        if canary_spec is not None:
-            try:
-                canary_ckpt = self.platform.resolve(canary_spec.checkpoint.uri)
-                canary_engine = self.engine("canary", canary_ckpt, canary=True)
-            except (CheckpointError, RecipeError) as error:
-                return self.stalled("CanaryInvalid", str(error), engine_ready=True)
-            except Unavailable as error:
-                return self.waiting("Pending", "RegistryUnavailable", str(error), 30, retry=True)
-            if canary_engine.state == "Failed":
-                return self.stalled("CanaryBuildFailed", canary_engine.message, engine_ready=True)
-            if canary_engine.state == "Ready" and canary_engine.engine_dir:
-                identity = CanaryIdentity(
-                    canary_ckpt.uri,
-                    canary_ckpt.version,
-                    canary_ckpt.digest,
-                    canary_engine.status.key if canary_engine.status else None,
-                )
-                label = _label(canary_ckpt)
-                if label == stable.label and canary_engine.status is not None:
-                    # Same checkpoint, new recipe: metrics and the version header must still tell them apart.
-                    label = f"{label}+{canary_engine.status.precision}-{canary_engine.status.key[:7]}"
-                canary_served = ServedVersion(label, canary_engine.engine_dir)
-                decision = self.canary_step(identity, stable.label, canary_served.label)
-                if decision.status is not None:
-                    decision = CanaryDecision(
-                        decision.status.model_copy(update={"engine": canary_engine.status}),
-                        decision.event,
-                        decision.requeue_after,
-                    )
-            else:
-                canary_waiting = canary_engine.message or "building the canary engine"
+        if canary_spec is None:
+            return self.without_canary(stable, stable_status)
+        try:
+            canary_ckpt = self.platform.resolve(canary_spec.checkpoint.uri)
+        except (CheckpointError, RecipeError) as error:
+            return self.stalled("CanaryInvalid", str(error), engine_ready=True)
+        except Unavailable as error:
+            return self.waiting("Pending", "RegistryUnavailable", str(error), 30, retry=True)
+        identity = CanaryIdentity(
+            canary_ckpt.uri,
+            canary_ckpt.version,
+            canary_ckpt.digest,
+            recipe=recipe_fingerprint(self.recipe(canary=True)),
+        )
+        previous = self.previous.canary
+        same = previous if previous is not None and same_canary(previous, identity) else None
+        known = same if same is not None and same.recipe is not None else None
+        if known is not None and known.state in FINISHED and (known.state != "Promoted" or known.engine_dir):
+            # Decided for this checkpoint and recipe: the decision holds without asking for the
+            # engine again, so a build Job removed by its TTL cannot undo or restart it.
+            served = None
+            if known.state == "Promoted" and known.engine_dir:
+                served = ServedVersion(known.label or _label(canary_ckpt), known.engine_dir)
+            return self.deploy(stable, stable_status, CanaryDecision(known), served, "")
+        try:
+            canary_engine = self.engine("canary", canary_ckpt, canary=True)
+        except (CheckpointError, RecipeError) as error:
+            return self.stalled("CanaryInvalid", str(error), engine_ready=True)
+        except Unavailable as error:
+            return self.waiting("Pending", "RegistryUnavailable", str(error), 30, retry=True)
+        if canary_engine.state == "Failed":
+            failure = EngineFailure(canary_engine.failure, canary_engine.message, canary_engine.report)
+            decision = engine_failed(identity, previous, failure, self.now)
+            if decision.event:
+                self.events.append(decision.event)
+            return self.deploy(stable, stable_status, decision, None, "")
+        engine_dir, engine_status = canary_engine.engine_dir, canary_engine.status
+        if (canary_engine.state != "Ready" or engine_dir is None) and known is not None and known.engine_dir:
+            # A live canary keeps serving from the engine it had while its build Job runs again.
+            engine_dir, engine_status = known.engine_dir, known.engine
+        if engine_dir is None:
+            if same is not None and same.state == "Promoted":
+                # Promoted before its engine directory was recorded: leave serving as it is
+                # until the engine is back, rather than fall back to the replaced version.
+                return self.waiting("Building", "EngineBuilding", "rebuilding the promoted engine", 10)
+            held = same if same is not None and same.state in FINISHED else None
+            waiting = "" if held else canary_engine.message or "building the canary engine"
+            return self.deploy(stable, stable_status, CanaryDecision(held), None, waiting)
+        if engine_status is not None:
+            identity = replace(identity, engine_key=engine_status.key)
+        label = _label(canary_ckpt)
+        if label == stable.label and engine_status is not None:
+            # Same checkpoint, new recipe: metrics and the version header must still tell them apart.
+            label = f"{label}+{engine_status.precision}-{engine_status.key[:7]}"
+        canary_served = ServedVersion(label, engine_dir)
+        decision = self.canary_step(identity, stable.label, canary_served.label)
+        if decision.status is not None:
+            update = {
+                "engine": engine_status,
+                "engine_dir": engine_dir,
+                "label": label,
+                "recipe": identity.recipe,
+            }
+            decision = replace(decision, status=decision.status.model_copy(update=update))
         if decision.event:
             self.events.append(decision.event)
-        return self.deploy(stable, stable_status, decision, canary_served, canary_waiting)
+        return self.deploy(stable, stable_status, decision, canary_served, "")
+
+    def without_canary(self, stable: ServedVersion, stable_status: VersionStatus) -> Outcome:
+        """No canary in spec. A promoted canary removed from spec while spec.checkpoint still names
+        the version it replaced keeps serving: going back must be asked for, never implied."""
+        promoted = self.previous.canary
+        if (
+            promoted is not None
+            and promoted.state == "Promoted"
+            and promoted.engine_dir
+            and promoted.replaced is not None
+            and _same_version(promoted.replaced, stable_status)
+        ):
+            served = ServedVersion(promoted.label or promoted.checkpoint, promoted.engine_dir)
+            return self.deploy(stable, stable_status, CanaryDecision(promoted), served, "")
+        return self.deploy(stable, stable_status, CanaryDecision(None), None, "")
+
+    def metrics(self, stable_label: str, canary_label: str, since: datetime) -> WindowMetrics | None:
+        try:
+            return self.platform.canary_metrics(self.model, stable_label, canary_label, since, self.now)
+        except Unavailable:
+            return None
 
     def canary_step(self, identity: CanaryIdentity, stable_label: str, canary_label: str) -> CanaryDecision:
         canary_spec = self.model.spec.rollout.canary
@@ -200,18 +303,26 @@ class _Pass:
         analysis = None
         live = (
             current is not None
-            and current.digest == identity.digest
+            and same_canary(current, identity)
             and current.state in {"Progressing", "Paused"}
         )
         if live and current is not None:
-            since = current.step_started_at or self.now
-            try:
-                metrics = self.platform.canary_metrics(self.model, stable_label, canary_label, since)
-            except Unavailable:
-                metrics = None
+            metrics = self.metrics(stable_label, canary_label, current.step_started_at or self.now)
             if metrics is not None:
+                if metrics.window_start is not None:
+                    current, restarted = restart_window(current, metrics.window_start)
+                    if restarted is not None:
+                        self.events.append(restarted)
                 analysis = judge(canary_spec.analysis, metrics, self.now)
-        return next_canary(canary_spec, identity, current, analysis, self.controls, self.now)
+        decision = next_canary(canary_spec, identity, current, analysis, self.controls, self.now)
+        began = decision.status.step_started_at if decision.status is not None else None
+        window_opened = began == self.now and (
+            not live or current is None or current.step_started_at != began
+        )
+        if window_opened and decision.status is not None and decision.status.state == "Progressing":
+            # The step's baseline is taken as the step begins, so its window is its whole pause.
+            self.metrics(stable_label, canary_label, self.now)
+        return decision
 
     def deploy(
         self,
@@ -224,15 +335,10 @@ class _Pass:
         canary = decision.status
         serving_canary = canary is not None and canary.state in {"Progressing", "Paused"}
         if decision.promoted and canary_served is not None and canary is not None:
-            stable, stable_status = (
-                canary_served,
-                VersionStatus(
-                    checkpoint=canary.checkpoint,
-                    version=canary.version,
-                    digest=canary.digest,
-                    engine=canary.engine,
-                ),
-            )
+            if canary.replaced is None:
+                canary = canary.model_copy(update={"replaced": stable_status})
+                decision = replace(decision, status=canary)
+            stable, stable_status = canary_served, _as_version(canary)
         plan = DeployPlan(stable)
         canary_spec = self.model.spec.rollout.canary
         if serving_canary and canary_served is not None and canary_spec is not None:
@@ -255,12 +361,28 @@ class _Pass:
         canary = decision.status
         progressing = canary is not None and canary.state in {"Progressing", "Paused"}
         failed_canary = canary is not None and canary.state in {"RolledBack", "Aborted"}
+        promotion_not_in_spec = (
+            canary is not None and canary.state == "Promoted" and self.model.spec.rollout.canary is None
+        )
         if not deployed.ready:
             phase: Phase = "Deploying"
             reason, message = "Deploying", deployed.message or "waiting for the serving application"
         elif failed_canary and canary is not None:
-            phase, reason = "Degraded", f"Canary{canary.state}"
+            phase, reason = "Degraded", self.canary_condition(canary).reason
             message = f"canary {canary.checkpoint} {canary.state.lower()}; serving {plan.stable.label}"
+            if canary.message:
+                message = f"{message}: {canary.message}"
+        elif promotion_not_in_spec and canary is not None and canary.replaced is not None:
+            phase, reason = "Ready", PROMOTION_NOT_IN_SPEC
+            message = (
+                f"serving {plan.stable.label}, promoted from canary {canary.checkpoint}; spec.checkpoint "
+                f"still names the replaced {canary.replaced.checkpoint}. Set spec.checkpoint (and "
+                "spec.optimization) to the promoted version to record the promotion, or name another "
+                "version to replace it"
+            )
+            previous_ready = self.previous.condition(READY)
+            if previous_ready is None or previous_ready.reason != PROMOTION_NOT_IN_SPEC:
+                self.events.append(Event("Warning", PROMOTION_NOT_IN_SPEC, message))
         elif progressing and canary is not None:
             phase, reason = "Progressing", f"Canary{canary.state}"
             message = f"canary {canary.checkpoint} at {canary.weight}% (step {canary.step + 1})"
@@ -295,7 +417,9 @@ class _Pass:
         analysis = canary.analysis
         detail = analysis.message if analysis else "no analysis yet"
         if canary.state in {"RolledBack", "Aborted"}:
-            return ConditionSpec(CANARY_HEALTHY, "False", f"Canary{canary.state}", detail)
+            specific = canary.reason in {"ProgressDeadlineExceeded", "QualityGateFailed", "EngineFailed"}
+            reason = f"Canary{canary.reason}" if specific else f"Canary{canary.state}"
+            return ConditionSpec(CANARY_HEALTHY, "False", reason, canary.message or detail)
         if analysis is None or analysis.verdict == "Inconclusive":
             return ConditionSpec(CANARY_HEALTHY, "Unknown", "AnalysisPending", detail)
         return ConditionSpec(CANARY_HEALTHY, "True", f"Canary{canary.state}", detail)
@@ -319,4 +443,23 @@ def reconcile(
     model: RecommenderModel, platform: Platform, now: datetime, controls: Controls | None = None
 ) -> Outcome:
     """One pass for ``model``; never raises for expected failures, it reports them in ``Outcome``."""
-    return _Pass(model, platform, controls or Controls(), now).run()
+    return _redacted(_Pass(model, platform, controls or Controls(), now).run())
+
+
+def _redacted(outcome: Outcome) -> Outcome:
+    """Messages quote URLs from errors; credentials in them must not reach status or events,
+    which anyone who may read the model can see."""
+    status = outcome.status.model_copy(
+        update={
+            "conditions": [
+                c.model_copy(update={"message": redact(c.message)}) for c in outcome.status.conditions
+            ]
+        }
+    )
+    return Outcome(
+        status,
+        [dataclasses.replace(e, message=redact(e.message)) for e in outcome.events],
+        outcome.requeue_after,
+        redact(outcome.retry_reason) if outcome.retry_reason else None,
+        redact(outcome.stalled_reason) if outcome.stalled_reason else None,
+    )

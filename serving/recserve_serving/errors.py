@@ -51,3 +51,8 @@ class EngineError(RecserveError):
 
 class QualityGateFailed(EngineError):
     """The optimized engine lost more ranking quality, or time, than the recipe allows."""
+
+    def __init__(self, message: str, report: str | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+        """Where the gate's report was written, so whoever rejects the engine can point at it."""

@@ -16,10 +16,13 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from recserve_serving.engine.digests import directory_digest
 from recserve_serving.errors import CheckpointError
+from recserve_serving.registry_http import NOT_FOUND_CODES, bound_registry_calls, registry_failure
+from recserve_serving.uri_paths import S3_UNSUPPORTED, SUPPORTED_CHECKPOINTS, path_problem
 
 CHAMPION = "champion"
 DIGEST_TAG = "recserve.digest"
@@ -55,6 +58,7 @@ class Registry:
         """The embedded registry under ``state``, or a shared MLflow server at ``tracking_uri``."""
         from mlflow.tracking import MlflowClient
 
+        bound_registry_calls()
         self.state = Path(state)
         self.state.mkdir(parents=True, exist_ok=True)
         self.artifacts = self.state / "mlartifacts"
@@ -105,19 +109,16 @@ class Registry:
         scheme = urlparse(uri).scheme
         if scheme == "models":
             return self._resolve_models(uri)
+        problem = path_problem(uri)
+        if problem:
+            raise CheckpointError(f"{uri}: {problem}")
         if scheme == "file":
             return _resolve_path(uri, Path(unquote(urlparse(uri).path)))
         if scheme == "pvc":
             return _resolve_path(uri, _pvc_path(uri))
         if scheme == "s3":
-            raise CheckpointError(
-                f"{uri}: s3:// checkpoints are not supported in embedded mode; "
-                "register the checkpoint (models:/...) or mount it and use file:// or pvc://"
-            )
-        raise CheckpointError(
-            f"unsupported checkpoint URI {uri!r}: use models:/name/version, models:/name@alias, "
-            "file:///abs/path, pvc://claim/path or s3://bucket/key"
-        )
+            raise CheckpointError(f"{uri}: {S3_UNSUPPORTED}")
+        raise CheckpointError(f"unsupported checkpoint URI {uri!r}: use {SUPPORTED_CHECKPOINTS}")
 
     def _resolve_models(self, uri: str) -> ResolvedCheckpoint:
         from mlflow.exceptions import MlflowException
@@ -128,10 +129,22 @@ class Registry:
                 f"malformed model URI {uri!r}: expected models:/name/version or models:/name@alias"
             )
         name, version, alias = match["name"], match["version"], match["alias"]
+        try:
+            entry = self._entry(uri, name, version, alias)
+        except MlflowException as error:
+            raise registry_failure(uri, self.tracking_uri, error) from error
+        return self._verified(uri, name, entry)
+
+    def _entry(self, uri: str, name: str, version: str | None, alias: str | None) -> Any:
+        """The registry's model version for ``uri``; CheckpointError names what does exist."""
+        from mlflow.exceptions import MlflowException
+
         with _quiet():
             try:
                 model = self.client.get_registered_model(name)
-            except MlflowException:
+            except MlflowException as error:
+                if getattr(error, "error_code", "") not in NOT_FOUND_CODES:
+                    raise
                 known = ", ".join(self.model_names()) or "none"
                 raise CheckpointError(f"{uri}: no registered model {name!r} (registered: {known})") from None
             versions = sorted(
@@ -144,11 +157,13 @@ class Registry:
                 raise CheckpointError(
                     f"{uri}: model {name!r} has no version {version} (versions: {', '.join(versions) or 'none'})"
                 )
-            entry = (
+            return (
                 self.client.get_model_version_by_alias(name, alias)
                 if alias is not None
                 else self.client.get_model_version(name, str(version))
             )
+
+    def _verified(self, uri: str, name: str, entry: Any) -> ResolvedCheckpoint:
         expected = (entry.tags or {}).get(DIGEST_TAG)
         if not expected:
             raise CheckpointError(
@@ -184,7 +199,11 @@ def _pvc_path(uri: str) -> Path:
     if not root:
         raise CheckpointError(f"{uri}: set RECSERVE_PVC_ROOT to where persistent volume claims are mounted")
     parsed = urlparse(uri)
-    return Path(root) / parsed.netloc / unquote(parsed.path).lstrip("/")
+    claim = (Path(root) / parsed.netloc).resolve()
+    path = (claim / unquote(parsed.path).lstrip("/")).resolve()
+    if not path.is_relative_to(claim):
+        raise CheckpointError(f"{uri}: resolves to {path}, outside the claim's mount {claim}")
+    return path
 
 
 def _resolve_path(uri: str, path: Path) -> ResolvedCheckpoint:

@@ -148,7 +148,7 @@ def test_prometheus_and_scrape_providers_judge_a_canary_window_alike(
     )
     since = datetime.now(UTC)
     scrape = ScrapeProvider()
-    scrape.canary_window(endpoint, MODEL, STABLE, CANARY, since)  # the window's baseline
+    scrape.canary_window(endpoint, MODEL, STABLE, CANARY, since, since)  # the window's baseline
 
     play(metrics, STABLE, requests=200, errors=0, score_mean=1.0, seed=1)
     play(metrics, CANARY, requests=40, errors=4, score_mean=3.0, seed=2)
@@ -157,7 +157,7 @@ def test_prometheus_and_scrape_providers_judge_a_canary_window_alike(
     wait_for(lambda: provider.scalar(f"count_over_time(sum({selector})[5s:1s])") >= 3, 30, message="samples")
 
     now = datetime.now(UTC)
-    exact = scrape.canary_window(endpoint, MODEL, STABLE, CANARY, since)
+    exact = scrape.canary_window(endpoint, MODEL, STABLE, CANARY, since, now)
     promql = provider.canary_window(MODEL, STABLE, CANARY, since, now)
     assert (exact.requests, exact.errors) == (40, 4)
     assert (promql.requests, promql.errors) == (40, 4), promql

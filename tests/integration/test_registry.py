@@ -57,7 +57,7 @@ def test_file_pvc_and_s3_uris(registry, tmp_path, monkeypatch) -> None:
     assert registry.resolve("pvc://models/ranker").digest == by_file.digest
     with pytest.raises(CheckpointError, match="does not exist"):
         registry.resolve("pvc://models/missing")
-    with pytest.raises(CheckpointError, match="not supported in embedded mode"):
+    with pytest.raises(CheckpointError, match="s3:// checkpoints are not supported"):
         registry.resolve("s3://bucket/ranker")
     with pytest.raises(CheckpointError, match="unsupported checkpoint URI"):
         registry.resolve("ftp://host/ranker")
@@ -70,3 +70,16 @@ def test_deleted_artifacts_are_reported(registry, tmp_path) -> None:
     resolved.path.rmdir()
     with pytest.raises(CheckpointError, match=r"registered artifacts at .* are missing"):
         registry.resolve("models:/ranker/1")
+
+
+def test_a_pvc_uri_that_climbs_out_of_its_claim_is_refused(registry, tmp_path, monkeypatch) -> None:
+    _checkpoint(tmp_path / "secret", "outside")
+    monkeypatch.setenv("RECSERVE_PVC_ROOT", str(tmp_path / "claims"))
+    (tmp_path / "claims" / "models").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match=r"'\.\.' path segments"):
+        registry.resolve("pvc://models/../../secret")
+    with pytest.raises(CheckpointError, match="percent-encode"):
+        registry.resolve("pvc://models/%2e%2e/%2e%2e/secret")
+    (tmp_path / "claims" / "models" / "link").symlink_to(tmp_path / "secret")
+    with pytest.raises(CheckpointError, match="outside the claim"):
+        registry.resolve("pvc://models/link")

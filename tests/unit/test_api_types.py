@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from recserve_operator.api.types import (
 )
 from recserve_operator.validate import check_document, load_model
 from recserve_serving.serving_spec import ServingSpec, quantity_bytes
+from recserve_serving.uri_paths import UNSAFE_PATH_CEL, path_problem
 
 pytestmark = pytest.mark.unit
 
@@ -98,7 +100,8 @@ def test_to_dict_round_trips_in_camel_case() -> None:
         "file:///srv/checkpoints/ranker",
         "pvc://models/ranker/v3",
         "pvc://models",
-        "s3://ml-artifacts/rankers/v3",
+        "pvc://models/ranker/v3/",
+        "file:///srv/ranker.v3/.cache",
     ],
 )
 def test_checkpoint_uris_accepted(uri: str) -> None:
@@ -126,7 +129,57 @@ def test_checkpoint_uris_refused(uri: str) -> None:
 
 def test_checkpoint_scheme() -> None:
     assert CheckpointRef(uri="models:/m@champion").scheme == "models"
-    assert CheckpointRef(uri="s3://bucket/prefix").scheme == "s3"
+    assert CheckpointRef(uri="pvc://claim/prefix").scheme == "pvc"
+
+
+@pytest.mark.parametrize(
+    ("uri", "says"),
+    [
+        ("pvc://claim/../../x", "'..' path segments"),
+        ("pvc://claim/a/./b", "'.' or '..' path segments"),
+        ("file:///srv/../etc", "'..' path segments"),
+        ("pvc://claim/%2e%2e/x", "percent-encode"),
+        ("pvc://claim/a%2Fb", "percent-encode"),
+        ("pvc://claim//etc", "empty path segments"),
+        ("file:////etc", "empty path segments"),
+    ],
+)
+def test_a_checkpoint_path_that_escapes_its_claim_is_refused(uri: str, says: str) -> None:
+    found = paths(with_spec(checkpoint={"uri": uri}))
+    assert says in found["spec.checkpoint.uri"]
+
+
+def test_s3_checkpoints_are_refused_with_what_is_supported() -> None:
+    found = paths(with_spec(checkpoint={"uri": "s3://ml-artifacts/rankers/v3"}))
+    message = found["spec.checkpoint.uri"]
+    assert "s3:// checkpoints are not supported" in message
+    assert "models:/NAME/VERSION" in message and "pvc://CLAIM/PATH" in message
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "pvc://claim/../../x",
+        "pvc://claim/..",
+        "pvc://claim/a/./b",
+        "pvc://claim/%2e%2e/x",
+        "pvc://claim//etc",
+        "pvc://claim/a//",
+        "file:///srv/../etc",
+        "file:////etc",
+        "pvc://claim/a/b",
+        "pvc://claim/a/b/",
+        "pvc://claim",
+        "pvc://claim/.hidden/..x/x..",
+        "file:///srv/ranker.v3",
+        "models:/m/1",
+    ],
+)
+def test_the_crd_rule_refuses_exactly_the_paths_validation_refuses(uri: str) -> None:
+    """The CEL twin is RE2 ``matches``; Python's ``re.search`` agrees on these patterns."""
+    patterns = re.findall(r"matches\('([^']*)'\)", UNSAFE_PATH_CEL)
+    assert len(patterns) == 2
+    assert any(re.search(p, uri) for p in patterns) == (path_problem(uri) is not None)
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("2m", 120), ("1h", 3600), ("1h30m", 5400)])
@@ -239,6 +292,16 @@ def canary(**changes: Any) -> dict[str, Any]:
             {"rollout": canary(steps=[{"weight": 5, "pause": "25h"}])},
             "spec.rollout.canary.steps[0].pause",
             "must be <= 24h",
+        ),
+        (
+            {"rollout": canary(progressDeadline="25h")},
+            "spec.rollout.canary.progressDeadline",
+            "must be <= 24h",
+        ),
+        (
+            {"rollout": canary(progressDeadline="soon")},
+            "spec.rollout.canary.progressDeadline",
+            "a duration such as 30s",
         ),
         (
             {"rollout": canary(steps=[{"weight": 5, "pause": "2 minutes"}])},

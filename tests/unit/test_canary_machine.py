@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from recserve_operator.api.status import AnalysisResult, CanaryStatus
+from recserve_operator.api.status import AnalysisResult, CanaryStatus, EngineStatus
 from recserve_operator.api.types import CanarySpec
-from recserve_operator.planners.canary import CanaryIdentity, Controls, next_canary
+from recserve_operator.planners.canary import (
+    CanaryIdentity,
+    Controls,
+    EngineFailure,
+    engine_failed,
+    next_canary,
+    restart_window,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -124,16 +131,101 @@ def test_restart_resumes_from_status_without_resetting_weight():
     assert decision.requeue_after == pytest.approx(50)
 
 
-def test_missing_metrics_never_roll_back():
+def test_missing_metrics_never_roll_back_before_the_progress_deadline():
     status = next_canary(SPEC, CANARY, None, None, Controls(), T0).status
-    for minute in range(1, 30):
+    for minute in range(1, 11):  # the 1m pause, then 10m (the default deadline) waiting for a verdict
         status = next_canary(SPEC, CANARY, status, None, Controls(), T0 + timedelta(minutes=minute)).status
         assert status is not None and status.weight == 5 and status.state in {"Progressing", "Paused"}
 
 
-def test_same_checkpoint_with_a_new_recipe_is_a_new_canary():
-    from recserve_operator.api.status import EngineStatus
+def test_a_canary_that_never_gets_traffic_is_rolled_back_at_its_progress_deadline():
+    spec = SPEC.model_copy(update={"progress_deadline": "5m"})
+    status = next_canary(spec, CANARY, None, None, Controls(), T0).status
+    held = next_canary(spec, CANARY, status, QUIET, Controls(), T0 + timedelta(minutes=5, seconds=59))
+    assert held.status is not None and held.status.state == "Paused"
+    assert held.requeue_after is not None and held.requeue_after <= 30
+    status = held.status
+    decision = next_canary(spec, CANARY, status, QUIET, Controls(), T0 + timedelta(minutes=6))
+    assert decision.status is not None and (decision.weight, decision.status.state) == (0, "RolledBack")
+    assert decision.status.reason == "ProgressDeadlineExceeded"
+    assert decision.event is not None and decision.event.reason == "CanaryRolledBack"
+    assert "progressDeadline 5m" in decision.event.message and "3 canary requests" in decision.event.message
+    later = next_canary(spec, CANARY, decision.status, PASS, Controls(), T0 + timedelta(minutes=30))
+    assert later.status == decision.status and later.event is None
 
+
+def test_the_progress_deadline_counts_from_the_current_steps_pause():
+    spec = SPEC.model_copy(update={"progress_deadline": "5m"})
+    status = next_canary(spec, CANARY, None, None, Controls(), T0).status
+    status = next_canary(spec, CANARY, status, QUIET, Controls(), T0 + timedelta(minutes=5)).status
+    status = next_canary(spec, CANARY, status, PASS, Controls(), T0 + timedelta(minutes=5, seconds=30)).status
+    assert status is not None and (status.weight, status.state) == (25, "Progressing")
+    decision = next_canary(spec, CANARY, status, QUIET, Controls(), T0 + timedelta(minutes=11))
+    assert decision.status is not None and decision.status.state == "Paused"
+
+
+def test_a_decision_holds_while_the_engine_is_being_rebuilt():
+    status = next_canary(SPEC, CANARY, None, None, Controls(), T0).status
+    assert status is not None
+    built = status.model_copy(
+        update={"engine": EngineStatus(key="k-int8", backend="onnxruntime", precision="int8"), "recipe": "r1"}
+    )
+    failed = next_canary(SPEC, CANARY, built, FAIL, Controls(), T0 + timedelta(seconds=10)).status
+    assert failed is not None and failed.state == "RolledBack" and failed.reason == "AnalysisFailed"
+    rebuilding = CanaryIdentity(
+        CANARY.checkpoint, CANARY.version, CANARY.digest, engine_key=None, recipe="r1"
+    )
+    again = next_canary(SPEC, rebuilding, failed, PASS, Controls(), T0 + timedelta(hours=2))
+    assert again.status == failed and again.event is None
+
+
+def test_a_new_recipe_is_a_new_canary_before_its_engine_exists():
+    status = next_canary(SPEC, replace(CANARY, recipe="r1"), None, None, Controls(), T0).status
+    assert status is not None and status.recipe == "r1"
+    status = next_canary(
+        SPEC, replace(CANARY, recipe="r1"), status, FAIL, Controls(), T0 + timedelta(minutes=1)
+    ).status
+    assert status is not None and status.state == "RolledBack"
+    decision = next_canary(
+        SPEC, replace(CANARY, recipe="r2"), status, None, Controls(), T0 + timedelta(minutes=2)
+    )
+    assert decision.status is not None and decision.status.state == "Progressing"
+    assert decision.event is not None and decision.event.reason == "CanaryStarted"
+
+
+def test_a_canary_engine_that_fails_its_gate_is_rolled_back_once_with_its_report():
+    identity = replace(CANARY, recipe="r1")
+    failure = EngineFailure("QualityGateFailed", "p99 12ms > 1ms", report="/engines/reports/k.json")
+    decision = engine_failed(identity, None, failure, T0)
+    assert decision.status is not None and (decision.weight, decision.status.state) == (0, "RolledBack")
+    assert (
+        decision.status.reason == "QualityGateFailed" and decision.status.report == "/engines/reports/k.json"
+    )
+    assert decision.event is not None and decision.event.reason == "CanaryQualityGateFailed"
+    assert (
+        "/engines/reports/k.json" in decision.event.message
+        and "stable keeps serving" in decision.event.message
+    )
+    again = engine_failed(identity, decision.status, failure, T0 + timedelta(minutes=1))
+    assert again.status == decision.status and again.event is None
+    fixed = engine_failed(replace(CANARY, recipe="r2"), decision.status, failure, T0 + timedelta(minutes=2))
+    assert fixed.event is not None, "another recipe is another canary, judged afresh"
+
+
+def test_a_window_restarted_after_a_lost_baseline_is_judged_on_a_full_pause():
+    status = next_canary(SPEC, CANARY, None, None, Controls(), T0).status
+    assert status is not None
+    restart = T0 + timedelta(minutes=3)  # the operator came back long after the 1m pause ended
+    restarted, event = restart_window(status, restart)
+    assert restarted.step_started_at == restart and event is not None
+    assert event.reason == "CanaryWindowRestarted"
+    decision = next_canary(SPEC, CANARY, restarted, PASS, Controls(), restart + timedelta(seconds=10))
+    assert (decision.weight, decision.status.state if decision.status else None) == (5, "Progressing")
+    assert restart_window(restarted, restart) == (restarted, None)
+    assert restart_window(restarted, T0) == (restarted, None)
+
+
+def test_same_checkpoint_with_a_new_recipe_is_a_new_canary():
     status = next_canary(SPEC, CANARY, None, None, Controls(), T0).status
     assert status is not None
     status = status.model_copy(

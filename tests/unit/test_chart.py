@@ -41,16 +41,14 @@ NS = "recserve-system"
 
 # (apiGroup, resource) -> verbs: what the operator does in a watched namespace.
 NAMESPACED = {
-    ("recserve.dev", "recommendermodels"): {"get", "list", "watch", "patch"},
-    ("recserve.dev", "recommendermodels/status"): {"get", "patch", "update"},
+    ("recserve.dev", "recommendermodels"): {"list", "watch", "patch"},
+    ("recserve.dev", "recommendermodels/status"): {"patch"},
     ("recserve.dev", "recommendermodels/finalizers"): {"update"},
-    ("", "events"): {"create", "patch"},
-    ("events.k8s.io", "events"): {"create", "patch"},
-    ("batch", "jobs"): {"get", "list", "watch", "create", "delete", "patch"},
-    ("", "pods"): {"get", "list", "watch"},
+    ("", "events"): {"create"},
+    ("batch", "jobs"): {"get", "create"},
+    ("", "pods"): {"list"},
     ("", "pods/log"): {"get"},
-    ("ray.io", "rayservices"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("ray.io", "rayclusters"): {"get", "list", "watch"},
+    ("ray.io", "rayservices"): {"get", "create", "patch"},
 }
 NAMESPACED_PEERING = {("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"}}
 CLUSTER_ALWAYS = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
@@ -225,7 +223,8 @@ def test_config_and_images_become_the_operator_environment(tmp_path) -> None:
     env = env_of(docs)
     assert env["RECSERVE_MLFLOW_TRACKING_URI"] == "http://mlflow.mlops.svc:5000"
     assert env["RECSERVE_PROMETHEUS_URL"] == "http://prometheus-operated.monitoring.svc:9090"
-    assert env["RECSERVE_ARTIFACT_STORE"] == "s3://recserve-engines/prod"
+    assert env["RECSERVE_ARTIFACT_STORE"] == "pvc://recserve-engines"
+    assert env["RECSERVE_MLFLOW_CREDENTIALS_SECRET"] == "recserve-mlflow"
     assert env["RECSERVE_DEFAULT_GPU_PRODUCT"] == "NVIDIA-H100-80GB-HBM3"
     assert env["RECSERVE_SERVING_IMAGE"] == "ghcr.io/recserve/recserve-serving:0.1.0-cuda"
     assert env["RECSERVE_BUILDER_IMAGE"] == "ghcr.io/recserve/recserve-serving:0.1.0-cuda"
@@ -233,7 +232,14 @@ def test_config_and_images_become_the_operator_environment(tmp_path) -> None:
         container(docs)["image"]
         == f"ghcr.io/recserve/recserve-operator@{values['operator']['image']['digest']}"
     )
-    assert container(docs)["envFrom"] == [{"secretRef": {"name": "recserve-s3-credentials"}}]
+    secret_refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in container(docs)["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert secret_refs["MLFLOW_TRACKING_USERNAME"] == {"name": "recserve-mlflow", "key": "username"}
+    assert secret_refs["MLFLOW_TRACKING_PASSWORD"] == {"name": "recserve-mlflow", "key": "password"}
+    assert "envFrom" not in container(docs)
     assert deployment(docs)["spec"]["replicas"] == 3
 
 
@@ -286,7 +292,7 @@ def _webhook_wiring(docs: list[Doc]) -> tuple[Doc, Doc]:
     mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/etc/recserve/webhook-certs")
     assert mount["readOnly"] is True
     # kopf creates the configuration when it is missing (create cannot be limited by name), and
-    # may read and patch only its own.
+    # may patch only its own; it never reads it by name.
     rules = [
         r for r in one(docs, "ClusterRole")["rules"] if r["apiGroups"] == ["admissionregistration.k8s.io"]
     ]
@@ -298,7 +304,7 @@ def _webhook_wiring(docs: list[Doc]) -> tuple[Doc, Doc]:
         {
             "apiGroups": ["admissionregistration.k8s.io"],
             "resources": kinds,
-            "verbs": ["get", "patch"],
+            "verbs": ["patch"],
             "resourceNames": ["recserve.dev"],
         },
     ]

@@ -96,6 +96,7 @@ def test_values_contract_names_every_operator_env_var() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert set(values["contract"]["env"].values()) == {
         "RECSERVE_MLFLOW_TRACKING_URI",
+        "RECSERVE_MLFLOW_CREDENTIALS_SECRET",
         "RECSERVE_PROMETHEUS_URL",
         "RECSERVE_ARTIFACT_STORE",
         "RECSERVE_DEFAULT_GPU_PRODUCT",

@@ -90,3 +90,25 @@ def test_a_build_scratch_directory_leaves_no_use_marker(tmp_path) -> None:
     touch_used(scratch)
     assert not marker(scratch).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [scratch.name]
+
+
+def test_gc_never_deletes_an_engine_a_running_recserve_up_serves(tmp_path: Path) -> None:
+    from recserve_operator.embedded.runs import RunRecord
+
+    state = tmp_path / "state"
+    served = engine(state / "engines", "b", 30)
+    canary = engine(state / "engines", "c", 30)
+    unused = engine(state / "engines", "d", 30)
+    record = RunRecord(state, "ranker").acquire()  # this test process plays the running `up`
+    status = {"stable": {"engine": {"key": served.name}}, "canary": {"engine": {"key": canary.name}}}
+    record.update(phase="Ready", status=status)
+    dead = RunRecord(state, "stopped")
+    dead.data["pid"] = 2**22 + 12345  # a crashed `up`: its engines are ordinary cache entries
+    dead.acquire()
+    dead.update(status={"stable": {"engine": {"key": unused.name}}})
+    command = [sys.executable, "-m", "recserve_operator.cli", "engines", "gc", "--ttl", "168h"]
+    proc = subprocess.run([*command, "--state", str(state)], capture_output=True, text=True, timeout=120)
+    record.release()
+    assert proc.returncode == 0, proc.stderr
+    assert served.exists() and canary.exists()
+    assert not unused.exists() and f"deleted {unused.name}" in proc.stdout

@@ -124,9 +124,9 @@ def test_prod_overlay(rendered: dict[str, list[Doc]]) -> None:
     spec = deployment["spec"]["template"]["spec"]
     (c,) = spec["containers"]
     assert c["image"] == "ghcr.io/recserve/recserve-operator:0.1.0"
-    assert c["envFrom"] == [{"secretRef": {"name": "recserve-s3-credentials"}}]
     env = env_of(docs)
-    assert env["RECSERVE_ARTIFACT_STORE"] == "s3://recserve-engines/prod"
+    assert env["RECSERVE_ARTIFACT_STORE"] == "pvc://recserve-engines"
+    assert env["RECSERVE_MLFLOW_CREDENTIALS_SECRET"] == "recserve-mlflow"
     assert env["RECSERVE_DEFAULT_GPU_PRODUCT"] == "NVIDIA-H100-80GB-HBM3"
     assert spec["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
     assert one(docs, "PodDisruptionBudget")["spec"]["minAvailable"] == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from recserve_operator.planners.serve_config import (
 )
 from recserve_operator.settings import OperatorSettings
 from recserve_operator.validate import load_model
+from recserve_serving.errors import InvalidRequest
 from recserve_serving.serve.config import TrafficSplit, render_serve_config
 from recserve_serving.serving_spec import ResourcesSpec
 
@@ -86,14 +88,37 @@ def test_same_inputs_same_job_and_any_change_a_new_one():
     assert a.key != build_request(CPU, "stable", "models:/m/1", "d1", int8_to_fp32, SETTINGS).key
 
 
-def test_s3_artifact_store_uses_secret_env():
-    settings = OperatorSettings(artifact_store="s3://bucket/engines")
+def test_s3_artifact_store_is_refused_at_startup_with_what_is_supported():
+    with pytest.raises(InvalidRequest, match=r"must be pvc://CLAIM.*s3:// is not supported"):
+        OperatorSettings.from_env({"RECSERVE_ARTIFACT_STORE": "s3://bucket/engines"})
+    assert OperatorSettings.from_env({}).artifact_store == "pvc://recserve-artifacts"
+
+
+def test_a_tracking_uri_with_credentials_is_refused_at_startup():
+    env = {"RECSERVE_MLFLOW_TRACKING_URI": "https://alice:s3cret@mlflow.mlops:5000"}
+    with pytest.raises(InvalidRequest, match="embeds credentials") as caught:
+        OperatorSettings.from_env(env)
+    assert "s3cret" not in str(caught.value)
+
+
+def test_registry_credentials_reach_build_jobs_only_by_secret_reference():
+    settings = OperatorSettings.from_env(
+        {
+            "RECSERVE_MLFLOW_TRACKING_URI": "http://mlflow.mlops:5000",
+            "RECSERVE_MLFLOW_CREDENTIALS_SECRET": "recserve-mlflow",
+        }
+    )
     request = build_request(CPU, "stable", "models:/m/1", "d1", CPU.spec.optimization, settings)
-    env = {
-        e["name"]
-        for e in plan_build_job(CPU, request, settings)["spec"]["template"]["spec"]["containers"][0]["env"]
-    }
-    assert {"RECSERVE_ARTIFACT_STORE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= env
+    job_env = plan_build_job(CPU, request, settings)["spec"]["template"]["spec"]["containers"][0]["env"]
+    by_name = {e["name"]: e for e in job_env}
+    assert by_name["MLFLOW_TRACKING_URI"]["value"] == "http://mlflow.mlops:5000"
+    for name, key in (("MLFLOW_TRACKING_USERNAME", "username"), ("MLFLOW_TRACKING_PASSWORD", "password")):
+        assert by_name[name] == {
+            "name": name,
+            "valueFrom": {"secretKeyRef": {"name": "recserve-mlflow", "key": key}},
+        }
+    service = plan_rayservice(CPU, {"applications": []}, settings)
+    assert "MLFLOW" not in json.dumps(service)  # serving pods never talk to the registry
 
 
 def _serve(model_, canary=False, weight=0, stable_dir="/artifacts/engines/a"):

@@ -58,6 +58,8 @@ class PrometheusProvider:
     def canary_window(
         self, model: str, stable: str, canary: str, since: datetime, now: datetime
     ) -> WindowMetrics:
+        if now <= since:  # a window that only opens now has seen nothing; Prometheus keeps the rest
+            return WindowMetrics(requests=0, errors=0, p99_latency_ms=None, score_shift=None)
         window = f"{max(1, math.ceil((now - since).total_seconds()))}s"
         selector = f'model="{model}",version="{canary}"'
         requests = self.scalar(self.delta(f"{REQUESTS}{{{selector}}}", window))

@@ -2,7 +2,7 @@
 
 Counters and histograms are cumulative since the router started, so a step's window is
 the difference between now and a snapshot taken when the window began (the first scrape
-at or after the step start). A router restart resets counters; a negative difference is
+at or after the step start; reconcile takes it in the pass that starts the step). A router restart resets counters; a negative difference is
 taken as a reset and the current values count as the whole window.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import httpx
@@ -89,11 +89,16 @@ def window_metrics(window: Sample, model: str, stable: str, canary: str) -> Wind
 
 
 class ScrapeProvider:
-    """Scrapes ``{endpoint}/metrics`` and keeps one baseline per analysis window."""
+    """Scrapes ``{endpoint}/metrics`` and keeps one baseline per model, endpoint and canary.
+
+    The baseline lives in memory, so a restarted operator has none for a step already under
+    way: it takes one at its first scrape and reports that moment as ``window_start``, and
+    the caller restarts the step's window there rather than judging seconds of traffic.
+    """
 
     def __init__(self, timeout: float = 10.0) -> None:
         self.timeout = timeout
-        self.baselines: dict[tuple[str, datetime], Sample] = {}
+        self.baselines: dict[tuple[str, str, str], tuple[datetime, Sample]] = {}
 
     def scrape(self, endpoint: str) -> Sample:
         try:
@@ -104,13 +109,14 @@ class ScrapeProvider:
         return parse(response.text)
 
     def canary_window(
-        self, endpoint: str, model: str, stable: str, canary: str, since: datetime
+        self, endpoint: str, model: str, stable: str, canary: str, since: datetime, now: datetime
     ) -> WindowMetrics:
-        now = self.scrape(endpoint)
-        key = (endpoint, since)
-        baseline = self.baselines.get(key)
-        if baseline is None:
-            self.baselines = {k: v for k, v in self.baselines.items() if k[0] != endpoint}
-            self.baselines[key] = now
-            return window_metrics(_delta(now, now), model, stable, canary)
-        return window_metrics(_delta(now, baseline), model, stable, canary)
+        sample = self.scrape(endpoint)
+        key = (endpoint, model, canary)
+        kept = self.baselines.get(key)
+        if kept is None or kept[0] < since:
+            self.baselines[key] = (now, sample)
+            empty = window_metrics(_delta(sample, sample), model, stable, canary)
+            return replace(empty, window_start=now)
+        taken_at, baseline = kept
+        return replace(window_metrics(_delta(sample, baseline), model, stable, canary), window_start=taken_at)

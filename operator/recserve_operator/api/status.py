@@ -65,6 +65,19 @@ class VersionStatus(CamelModel):
         default=None, description="Registry version the URI resolved to (an alias moves)."
     )
     digest: str | None = Field(default=None, description="Content digest of the resolved checkpoint.")
+    recipe: str | None = Field(
+        default=None,
+        description="Fingerprint of the optimization recipe: with the digest it names the version "
+        "before its engine exists, so a decision outlives the build Job that made the engine.",
+    )
+    label: str | None = Field(
+        default=None, description="The version label in metrics and the X-Recserve-Version header."
+    )
+    engine_dir: str | None = Field(
+        default=None,
+        description="Where the engine is stored: a decided version keeps serving from here "
+        "while its build Job is gone or being re-run.",
+    )
     engine: EngineStatus | None = None
 
 
@@ -86,14 +99,38 @@ class CanaryStatus(VersionStatus):
     state: CanaryState = Field(
         default="Progressing",
         description="Progressing or Paused (too little traffic, or no metrics) while steps run; "
-        "Promoted, RolledBack or Aborted once finished, until spec names another canary.",
+        "Promoted, RolledBack (failed analysis, progress deadline, or an engine that failed its "
+        "quality gate) or Aborted once finished. A finished canary stays finished for its checkpoint "
+        "digest and recipe, until spec names another canary.",
     )
     weight: int = Field(default=0, ge=0, le=100, description="Percent of traffic the canary gets now.")
     step: int = Field(
         default=0, ge=0, description="Index into spec.rollout.canary.steps of the current step."
     )
-    step_started_at: datetime | None = Field(default=None, description="When the current step's pause began.")
+    step_started_at: datetime | None = Field(
+        default=None,
+        description="When the current step's window began: its pause, and then its progress deadline, "
+        "count from here. Moved forward when the analysis baseline had to be taken again.",
+    )
     analysis: AnalysisResult | None = None
+    reason: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Why a finished canary ended: AnalysisFailed, ProgressDeadlineExceeded, "
+        "QualityGateFailed, EngineFailed, Aborted, PromotedByRequest or StepsPassed.",
+    )
+    message: str | None = Field(default=None, max_length=4096, description="What decided it, in words.")
+    report: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="The quality gate report of a canary engine that failed it.",
+    )
+    replaced: VersionStatus | None = Field(
+        default=None,
+        description="The stable version a promoted canary replaced. While spec.checkpoint still names it "
+        "and spec.rollout.canary is gone, the promoted version keeps serving (Ready reason "
+        "PromotionNotInSpec) instead of silently going back.",
+    )
 
 
 class RecommenderModelStatus(CamelModel):

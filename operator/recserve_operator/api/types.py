@@ -19,6 +19,7 @@ from recserve_serving.recipe import OptimizationRecipe
 from recserve_serving.schema import CamelModel
 from recserve_serving.serving_spec import ServingSpec
 from recserve_serving.spec_rules import CelRule, Loc, Problem, cel_rules, hinted_pattern, raise_if_any
+from recserve_serving.uri_paths import S3_UNSUPPORTED, UNSAFE_PATH_CEL, path_problem
 
 GROUP = "recserve.dev"
 VERSION = "v1alpha1"
@@ -100,13 +101,34 @@ _SCHEMES: dict[str, Scheme] = {"models": "models", "file": "file", "pvc": "pvc",
 class CheckpointRef(CamelModel):
     """Where a checkpoint comes from; a registry alias is resolved to a version in status."""
 
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            CelRule("!self.uri.startsWith('s3://')", S3_UNSUPPORTED, ".uri"),
+            CelRule(
+                f"!({UNSAFE_PATH_CEL})",
+                "a file:// or pvc:// path must not contain '.', '..' or empty segments, "
+                "nor a percent-encoded '.' or '/'",
+                ".uri",
+            ),
+        )
+    )
+
     uri: str = Field(
         default=...,
         max_length=1024,
         pattern=CHECKPOINT_URI_PATTERN,
         description="models:/NAME/VERSION or models:/NAME@ALIAS (MLflow registry), "
-        "file:///PATH, pvc://CLAIM/PATH or s3://BUCKET/PREFIX.",
+        "file:///PATH or pvc://CLAIM/PATH (no '..' segments). s3:// is refused: not supported.",
     )
+
+    @model_validator(mode="after")
+    def _supported_and_contained(self) -> CheckpointRef:
+        if self.scheme == "s3":
+            raise_if_any([Problem(("uri",), S3_UNSUPPORTED)])
+        problem = path_problem(self.uri)
+        if problem:
+            raise_if_any([Problem(("uri",), f"{problem} (got {self.uri})")])
+        return self
 
     @property
     def scheme(self) -> Scheme:
@@ -196,6 +218,17 @@ _STEPS_RULES = cel_rules(
 class CanarySpec(CamelModel):
     """A second version that takes a growing share of traffic while analysis gates each step."""
 
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            CelRule(
+                f"!has(self.progressDeadline) || !self.progressDeadline.matches('{DURATION_PATTERN}') || "
+                f"duration(self.progressDeadline) <= duration('{MAX_PAUSE_SECONDS // 3600}h')",
+                "progressDeadline must be <= 24h",
+                ".progressDeadline",
+            )
+        )
+    )
+
     checkpoint: CheckpointRef
     optimization: OptimizationRecipe | None = Field(
         default=None,
@@ -215,6 +248,24 @@ class CanarySpec(CamelModel):
         description="Percent of stable traffic mirrored to the canary; its answers are discarded.",
     )
     analysis: AnalysisSpec
+    progress_deadline: str = Field(
+        default="10m",
+        max_length=20,
+        pattern=DURATION_PATTERN,
+        description="How long a step may wait for a verdict once its pause is over (the canary not "
+        "serving, too little traffic, no metrics) before the canary is rolled back "
+        "(reason ProgressDeadlineExceeded). At most 24h.",
+    )
+
+    @property
+    def progress_deadline_seconds(self) -> int:
+        return duration_seconds(self.progress_deadline)
+
+    @model_validator(mode="after")
+    def _bounded_deadline(self) -> CanarySpec:
+        if self.progress_deadline_seconds > MAX_PAUSE_SECONDS:
+            raise_if_any([Problem(("progressDeadline",), f"must be <= 24h (got {self.progress_deadline})")])
+        return self
 
     @model_validator(mode="after")
     def _increasing_steps(self) -> CanarySpec:

@@ -2,8 +2,9 @@
 
 The operator only needs to know *which* checkpoint a URI means: for the MLflow registry,
 the version an alias points to and the digest tagged on it at registration; for storage
-URIs (pvc://, s3://, file://) the URI itself is the identity and the builder verifies the
-files. Downloads happen in the build Job, next to the data.
+URIs (pvc://, file://) the URI itself is the identity and the builder verifies the
+files. Downloads happen in the build Job, next to the data. Registry calls are bounded in
+time, and a registry that does not answer is ``Unavailable`` (retried), never a stall.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import hashlib
 import re
 
 from recserve_operator.platform import CheckpointInfo
-from recserve_serving.errors import CheckpointError, Unavailable
+from recserve_serving.errors import CheckpointError
+from recserve_serving.registry_http import bound_registry_calls, registry_failure
 
 DIGEST_TAG = "recserve.digest"
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w.-]+))/?$")
@@ -28,6 +30,7 @@ def describe(uri: str, tracking_uri: str | None) -> CheckpointInfo:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    bound_registry_calls()
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     name, version, alias = match["name"], match["version"], match["alias"]
     try:
@@ -36,13 +39,8 @@ def describe(uri: str, tracking_uri: str | None) -> CheckpointInfo:
             if alias
             else client.get_model_version(name, version)
         )
-    except MlflowException as error:
-        code = getattr(error, "error_code", "")
-        if code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
-            raise CheckpointError(f"{uri}: not in the registry at {tracking_uri}: {error.message}") from error
-        raise Unavailable(f"MLflow registry at {tracking_uri}: {error}") from error
-    except OSError as error:
-        raise Unavailable(f"MLflow registry at {tracking_uri} unreachable: {error}") from error
+    except (MlflowException, OSError) as error:
+        raise registry_failure(uri, tracking_uri, error) from error
     digest = (entry.tags or {}).get(DIGEST_TAG)
     if not digest:
         raise CheckpointError(

@@ -7,7 +7,7 @@ requeue, so the operator stays responsive with many models.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import yaml
@@ -76,13 +76,14 @@ class ClusterPlatform:
             return EngineOutcome("Building", message=f"build Job {name} running")
         message, logs = kube.job_pod_outputs(namespace, name)
         if state == "Failed":
-            return EngineOutcome("Failed", message=f"build Job {name} failed: {logs.strip()[-2000:]}")
+            return failed_build(name, logs)
         result = kube.termination_json(message)
         if result is None:
             return EngineOutcome("Failed", message=f"build Job {name} succeeded without a result message")
+        engine_dir = str(result["engineDir"])
         return EngineOutcome(
             "Ready",
-            engine_dir=str(result["engineDir"]),
+            engine_dir=engine_dir,
             status=EngineStatus.model_validate(result["engine"]),
         )
 
@@ -107,13 +108,28 @@ class ClusterPlatform:
         collector deletes them with the model; engines stay in the store for other models."""
 
     def canary_metrics(
-        self, model: RecommenderModel, stable: str, canary: str, since: datetime
+        self, model: RecommenderModel, stable: str, canary: str, since: datetime, now: datetime
     ) -> WindowMetrics | None:
         name = model.metadata.name or ""
         if self.settings.prometheus_url:
             provider = PrometheusProvider(self.settings.prometheus_url)
-            return provider.canary_window(name, stable, canary, since, datetime.now(UTC))
-        return self.scrape.canary_window(self.endpoint(model), name, stable, canary, since)
+            return provider.canary_window(name, stable, canary, since, now)
+        return self.scrape.canary_window(self.endpoint(model), name, stable, canary, since, now)
+
+
+def failed_build(job: str, logs: str) -> EngineOutcome:
+    """A failed build Job as an outcome: ``recserve build`` leaves ``{"failure", "error",
+    "report"}`` as the termination message of a gate it failed, otherwise the logs tell."""
+    result = kube.termination_json(logs.strip())
+    if result is not None and result.get("failure") in {"QualityGateFailed", "EngineFailed"}:
+        report = result.get("report")
+        return EngineOutcome(
+            "Failed",
+            message=f"build Job {job}: {str(result.get('error', ''))[-2000:]}",
+            failure=result["failure"],
+            report=str(report) if report else None,
+        )
+    return EngineOutcome("Failed", message=f"build Job {job} failed: {logs.strip()[-2000:]}")
 
 
 def _differs(current: dict[str, Any], wanted: dict[str, Any]) -> bool:

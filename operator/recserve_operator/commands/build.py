@@ -90,6 +90,21 @@ def write_result(path: Path, built: Any) -> None:
     path.write_text(json.dumps({"engineDir": str(built.path), "engine": engine}))
 
 
+def write_failure(path: Path, error: Exception) -> None:
+    """A failed build's reason and gate report, for the operator to put on the version that
+    asked for it (a termination message holds 4 KiB, so the error's tail only)."""
+    import json
+
+    from recserve_serving.errors import QualityGateFailed
+
+    failure = {
+        "failure": "QualityGateFailed" if isinstance(error, QualityGateFailed) else "EngineFailed",
+        "error": str(error)[-2500:],
+        "report": getattr(error, "report", None),
+    }
+    path.write_text(json.dumps(failure))
+
+
 def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args)  # before the heavy imports: a bad recipe fails in a blink
 
@@ -108,7 +123,14 @@ def run(args: argparse.Namespace) -> int:
         raise CheckpointError(
             f"{args.checkpoint}: digest {resolved.digest} differs from the expected {args.expect_digest}"
         )
-    built = build_engine(resolved, recipe, args.cache or state / "engines")
+    from recserve_serving.errors import EngineError
+
+    try:
+        built = build_engine(resolved, recipe, args.cache or state / "engines")
+    except EngineError as error:
+        if args.termination_log is not None:
+            write_failure(args.termination_log, error)
+        raise
     if args.termination_log is not None:
         write_result(args.termination_log, built)
     manifest = built.manifest

@@ -1,7 +1,8 @@
 """``recserve engines gc``: delete cached engines that no model references and nothing used for a TTL.
 
 Run it where the engine store is mounted (a CronJob on the artifact claim, or by hand on a
-laptop). ``--keep-from-cluster`` reads every RecommenderModel's status (stable and canary
+laptop). Engines that a running ``recserve up`` on this state directory serves are always
+kept; ``--keep-from-cluster`` reads every RecommenderModel's status (stable and canary
 engine keys) from the API server, so an engine in service is never deleted.
 """
 
@@ -39,6 +40,28 @@ def cluster_engine_keys() -> set[str]:
     return keys
 
 
+def live_run_engine_keys(state: Path) -> set[str]:
+    """Engines that a running ``recserve up`` serves, from its run record's last status.
+
+    A replica touches an engine's use marker only when it loads it, so an engine served for
+    longer than the TTL looks unused; the run records say which are in service right now.
+    Records of dead processes are ignored: their engines are ordinary cache entries.
+    """
+    from recserve_operator.embedded.processes import pid_alive
+    from recserve_operator.embedded.runs import list_runs
+
+    keys: set[str] = set()
+    for record in list_runs(state).values():
+        if not pid_alive(int(record.get("pid") or 0)):
+            continue
+        status = record.get("status") or {}
+        for role in ("stable", "canary"):
+            key = ((status.get(role) or {}).get("engine") or {}).get("key")
+            if key:
+                keys.add(str(key))
+    return keys
+
+
 def run(args: argparse.Namespace) -> int:
     from recserve_operator.api.types import duration_seconds
     from recserve_serving.engine.gc import collect_garbage
@@ -49,8 +72,10 @@ def run(args: argparse.Namespace) -> int:
         ttl = duration_seconds(args.ttl)
     except ValueError as error:
         raise InvalidRequest(f"--ttl: {error}; write it like 12h or 168h") from None
-    cache = args.cache or state_dir(args.state) / "engines"
-    keep = set(args.keep) | (cluster_engine_keys() if args.keep_from_cluster else set())
+    state = state_dir(args.state)
+    cache = args.cache or state / "engines"
+    keep = set(args.keep) | live_run_engine_keys(state)
+    keep |= cluster_engine_keys() if args.keep_from_cluster else set()
     collected = collect_garbage(cache, ttl_seconds=ttl, keep=keep, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     for key in collected.removed:

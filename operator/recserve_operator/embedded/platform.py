@@ -22,7 +22,7 @@ from recserve_operator.planners.analysis import WindowMetrics
 from recserve_operator.planners.serve_config import DeployPlan, ServeSite
 from recserve_operator.platform import CheckpointInfo, DeployOutcome, EngineOutcome, serve_step
 from recserve_operator.rollout.serve_rest import ServeRestTarget
-from recserve_serving.errors import Unavailable
+from recserve_serving.errors import EngineError, QualityGateFailed, Unavailable
 from recserve_serving.recipe import OptimizationRecipe
 
 RESOLVE_TTL_SECONDS = 30.0
@@ -42,6 +42,13 @@ def engine_status(manifest: Any) -> EngineStatus:
         p50_ms=metrics.get("p50_ms_max_batch") or metrics.get("p50_ms"),
         p99_ms=metrics.get("p99_ms_max_batch") or metrics.get("p99_ms"),
     )
+
+
+def failed_engine(error: EngineError) -> EngineOutcome:
+    """A build or cached engine that failed, as an outcome for the version that asked for it."""
+    if isinstance(error, QualityGateFailed):
+        return EngineOutcome("Failed", message=str(error), failure="QualityGateFailed", report=error.report)
+    return EngineOutcome("Failed", message=str(error), failure="EngineFailed")
 
 
 class EmbeddedPlatform:
@@ -93,9 +100,16 @@ class EmbeddedPlatform:
             return self._engines[memo]
         resolved = self._resolve_local(checkpoint.uri)
         self.say(f"{version}: building engine for {checkpoint.uri} ({recipe.backend}, {recipe.precision})")
-        built = build_engine(resolved, recipe, self.state / "engines")
-        self.say(f"{version}: engine {'cached' if built.cache_hit else 'built'}: {built.path}")
-        outcome = EngineOutcome("Ready", engine_dir=str(built.path), status=engine_status(built.manifest))
+        try:
+            built = build_engine(resolved, recipe, self.state / "engines")
+        except EngineError as error:
+            # Remembered like a success: the same checkpoint and recipe fail the same way, and a
+            # fixed manifest (another recipe or checkpoint) is another memo key.
+            self.say(f"{version}: engine failed: {error}")
+            outcome = failed_engine(error)
+        else:
+            self.say(f"{version}: engine {'cached' if built.cache_hit else 'built'}: {built.path}")
+            outcome = EngineOutcome("Ready", engine_dir=str(built.path), status=engine_status(built.manifest))
         self._engines[memo] = outcome
         return outcome
 
@@ -131,7 +145,7 @@ class EmbeddedPlatform:
         self._applied.pop(name, None)
 
     def canary_metrics(
-        self, model: RecommenderModel, stable: str, canary: str, since: datetime
+        self, model: RecommenderModel, stable: str, canary: str, since: datetime, now: datetime
     ) -> WindowMetrics | None:
         name = model.metadata.name or ""
-        return self.metrics.canary_window(self.endpoint, name, stable, canary, since)
+        return self.metrics.canary_window(self.endpoint, name, stable, canary, since, now)

@@ -4,8 +4,9 @@ Everything the cluster does happens here too, through the same ``reconcile`` cor
 checkpoint is resolved (training the MovieLens seed model on first use), engines are built
 or fetched from the cache, the serve config is rolled out through the Ray Serve REST API,
 and a canary in the spec steps through its weights gated by analysis of scraped metrics.
-Resolution and builds run before Ray starts, so a bad checkpoint or recipe fails with
-nothing to clean up; everything started afterwards is stopped however ``up`` ends.
+Resolution and builds run before Ray starts, so a bad stable checkpoint or recipe fails
+with nothing to clean up; a canary engine that fails its gate only rolls the canary back.
+Everything started afterwards is stopped however ``up`` ends.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from recserve_operator.embedded.local_ray import (
 )
 from recserve_operator.embedded.runs import RunRecord
 from recserve_operator.validate import load_model
-from recserve_serving.errors import InvalidRequest, RecserveError, Unavailable
+from recserve_serving.errors import EngineError, InvalidRequest, RecserveError, Unavailable
 from recserve_serving.paths import movielens_dir
 from recserve_serving.serve.config import SERVE_PORT
 
@@ -116,12 +117,16 @@ class EmbeddedRun:
         spec = self.model.spec
         stable = self.platform.resolve(spec.checkpoint.uri)
         self.say(f"stable checkpoint {stable.uri} -> {stable.name} v{stable.version} ({stable.digest[:12]})")
-        self.platform.ensure_engine(self.model, "stable", stable, spec.optimization)
+        engine = self.platform.ensure_engine(self.model, "stable", stable, spec.optimization)
+        if engine.state == "Failed":
+            raise EngineError(engine.message)
         if spec.rollout.canary is not None and spec.canary_recipe is not None:
             canary = self.platform.resolve(spec.rollout.canary.checkpoint.uri)
             self.say(
                 f"canary checkpoint {canary.uri} -> {canary.name} v{canary.version} ({canary.digest[:12]})"
             )
+            # A canary engine that fails is the canary's failure: reconcile rolls the canary back
+            # and stable starts and serves regardless.
             self.platform.ensure_engine(self.model, "canary", canary, spec.canary_recipe)
         self.say("retrieval index: loading (built once per catalog, about a minute on 2 cores)")
         Catalog.load(self.platform.site.data_dir, self.platform.site.index_dir)

@@ -24,6 +24,8 @@ class WindowMetrics:
     errors: int
     p99_latency_ms: float | None
     score_shift: float | None
+    window_start: datetime | None = None
+    """When the window really began, where that is later than asked (a baseline taken again)."""
 
 
 def ks_statistic(

@@ -22,6 +22,7 @@ from recserve_operator.planners.k8s_common import (
     common_env,
     gpu_tolerations,
     metadata,
+    mlflow_env,
 )
 from recserve_operator.settings import OperatorSettings
 from recserve_serving.recipe import OptimizationRecipe
@@ -107,7 +108,7 @@ def plan_build_job(
                     "--termination-log",
                     TERMINATION_LOG,
                 ],
-                "env": [*common_env(settings), *store_env],
+                "env": [*common_env(settings), *mlflow_env(settings), *store_env],
                 "resources": {"requests": dict(limits), "limits": limits},
                 "volumeMounts": mounts,
                 "terminationMessagePath": TERMINATION_LOG,

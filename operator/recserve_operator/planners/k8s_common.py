@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from recserve_operator.api.types import API_VERSION, KIND, RecommenderModel
-from recserve_operator.settings import OperatorSettings
+from recserve_operator.settings import MLFLOW_SECRET_KEYS, PVC_PREFIX, OperatorSettings
 from recserve_serving.offline import OFFLINE_ENV
 
 MANAGED_BY = "recserve-operator"
@@ -55,32 +55,26 @@ def artifact_volume(
     settings: OperatorSettings,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """(volumes, volumeMounts, env) that make the artifact store visible at ``artifact_mount``."""
-    store = settings.artifact_store
-    if store.startswith("pvc://"):
-        claim = store.removeprefix("pvc://").split("/", 1)[0]
-        volumes = [{"name": "artifacts", "persistentVolumeClaim": {"claimName": claim}}]
-        mounts = [{"name": "artifacts", "mountPath": settings.artifact_mount}]
-        return volumes, mounts, [{"name": "RECSERVE_PVC_ROOT", "value": settings.artifact_mount}]
-    if store.startswith("s3://"):
-        volumes = [{"name": "artifacts", "emptyDir": {}}]
-        mounts = [{"name": "artifacts", "mountPath": settings.artifact_mount}]
-        env: list[dict[str, Any]] = [
-            {"name": "RECSERVE_ARTIFACT_STORE", "value": store},
-            {
-                "name": "AWS_ACCESS_KEY_ID",
-                "valueFrom": {"secretKeyRef": {"name": "recserve-s3", "key": "accessKey"}},
-            },
-            {
-                "name": "AWS_SECRET_ACCESS_KEY",
-                "valueFrom": {"secretKeyRef": {"name": "recserve-s3", "key": "secretKey"}},
-            },
-        ]
-        return volumes, mounts, env
-    raise ValueError(f"artifact store must be pvc://CLAIM or s3://BUCKET/PREFIX, got {store!r}")
+    claim = settings.artifact_store.removeprefix(PVC_PREFIX).split("/", 1)[0]
+    volumes = [{"name": "artifacts", "persistentVolumeClaim": {"claimName": claim}}]
+    mounts = [{"name": "artifacts", "mountPath": settings.artifact_mount}]
+    return volumes, mounts, [{"name": "RECSERVE_PVC_ROOT", "value": settings.artifact_mount}]
 
 
 def common_env(settings: OperatorSettings) -> list[dict[str, Any]]:
-    env: list[dict[str, Any]] = [{"name": name, "value": value} for name, value in OFFLINE_ENV.items()]
-    if settings.mlflow_tracking_uri:
-        env.append({"name": "MLFLOW_TRACKING_URI", "value": settings.mlflow_tracking_uri})
+    return [{"name": name, "value": value} for name, value in OFFLINE_ENV.items()]
+
+
+def mlflow_env(settings: OperatorSettings) -> list[dict[str, Any]]:
+    """The registry's address and, by Secret reference, its credentials: only build Jobs read
+    the registry, so serving pods get neither."""
+    if not settings.mlflow_tracking_uri:
+        return []
+    env: list[dict[str, Any]] = [{"name": "MLFLOW_TRACKING_URI", "value": settings.mlflow_tracking_uri}]
+    secret = settings.mlflow_credentials_secret
+    if secret:
+        env += [
+            {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+            for name, key in MLFLOW_SECRET_KEYS.items()
+        ]
     return env

@@ -6,7 +6,8 @@ any missing or corrupt file), and the recipe is checked against the checkpoint, 
 anything is written to the cache. The build then happens in a private temp directory:
 optimize (distill, prune) → backend build → quality and latency gate → report and manifest
 (written last) → atomic publish. A failed gate discards the temp directory and keeps only
-its report under ``reports/``.
+its report under ``reports/``. A cached engine that no longer verifies is quarantined under
+the key's lock and built again.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from recserve_serving.engine.gc import touch_used
 from recserve_serving.engine.manifest import MANIFEST_FILE, CheckpointRef, EngineManifest
 from recserve_serving.engine.prune import prune
 from recserve_serving.engine.quantize import calibration_batches
+from recserve_serving.engine.reuse import intact
 from recserve_serving.engine.runtime import load_engine, verify
-from recserve_serving.errors import CheckpointError, QualityGateFailed, RecipeError
+from recserve_serving.errors import CheckpointError, EngineError, QualityGateFailed, RecipeError
 from recserve_serving.evaluate import EvalSettings, eval_set
 from recserve_serving.model import TOKENIZER_FILES, Checkpoint, count_parameters, load_checkpoint
 from recserve_serving.recipe import OptimizationRecipe
@@ -140,10 +142,10 @@ def _backend_build(
     return tensorrt.build(model, recipe, target, calibration)
 
 
-def _cache_hit(final: Path) -> BuiltEngine:
-    touch_used(final)
-    manifest = EngineManifest.read(final)
-    verify(final, manifest)
+def _cache_hit(final: Path, *, quarantine: bool = False) -> BuiltEngine | None:
+    manifest = intact(final, quarantine=quarantine)
+    if manifest is None:
+        return None
     return BuiltEngine(final, manifest, cache_hit=True, report=GateReport.read(final / REPORT_FILE))
 
 
@@ -199,8 +201,9 @@ def build_engine(
     key = cache.engine_key(resolved.digest, concrete, version, hardware_id)
     cache_root = Path(cache_root)
     final = cache_root / key
-    if cache.finished(final):
-        return _cache_hit(final)
+    hit = _cache_hit(final)
+    if hit is not None:
+        return hit
     actual = directory_digest(resolved.path)
     if actual != resolved.digest:
         raise CheckpointError(
@@ -212,8 +215,9 @@ def build_engine(
     settings = evaluation or EvalSettings()
     max_len = min(concrete.max_sequence_length, checkpoint.meta.max_len)
     with cache.key_lock(cache_root, key):
-        if cache.finished(final):
-            return _cache_hit(final)
+        hit = _cache_hit(final, quarantine=True)
+        if hit is not None:
+            return hit
         cache.sweep(cache_root)
         evals = eval_set(data, users=settings.users, candidates=settings.candidates, seed=settings.seed)
         reference = reference_metrics(
@@ -242,11 +246,12 @@ def build_engine(
                 {f"{name}_drop": reference[name] - metrics[name] for name in ("ndcg@10", "hitrate@10", "auc")}
             )
             report = judge(concrete.quality_gate, reference, metrics, settings.describe())
-            report.write(cache_root / REPORTS / f"{key}.json")
+            report_path = cache_root / REPORTS / f"{key}.json"
+            report.write(report_path)
             if not report.passed:
                 raise QualityGateFailed(
-                    f"engine for {resolved.uri} failed its gate (report: {cache_root / REPORTS / f'{key}.json'})\n"
-                    + report.table()
+                    f"engine for {resolved.uri} failed its gate (report: {report_path})\n" + report.table(),
+                    report=str(report_path),
                 )
             report.write(temp / REPORT_FILE)
             manifest = _manifest(*args, metrics, temp)
@@ -257,6 +262,9 @@ def build_engine(
             shutil.rmtree(temp, ignore_errors=True)
             raise
     if not published:
-        return _cache_hit(final)
+        winner = _cache_hit(final)
+        if winner is None:
+            raise EngineError(f"engine {final} was published by another build but does not verify")
+        return winner
     touch_used(final)
     return BuiltEngine(final, manifest, cache_hit=False, report=report)

@@ -5,8 +5,9 @@ checkpoint digest, the recipe, the backend and its version, and the hardware it 
 for (CPU ISA flags that change which kernels ONNX Runtime picks, or the GPU's compute
 capability). Builds write into a private temp directory inside the cache root (same file
 system) and publish it with one ``os.rename``; a killed build leaves only a ``.building-``
-directory, which never looks finished and is swept later. A per-key lock file makes a
-second concurrent build wait for the first and then return its result as a hit.
+directory, which never looks finished and is swept later by its owner's host, pid and age.
+A per-key lock file makes a second concurrent build wait for the first and then return its
+result as a hit. A finished engine whose files no longer match its manifest is quarantined.
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ import json
 import os
 import platform
 import shutil
+import socket
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from recserve_serving.engine.manifest import MANIFEST_FILE
@@ -93,11 +98,30 @@ def key_lock(cache_root: Path, key: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _owner_alive(temp: Path) -> bool:
-    try:
-        pid = int(temp.name.split("-")[-2])
-    except (IndexError, ValueError):
-        return False
+STALE_BUILD_SECONDS = 2 * 3600.0
+"""Longer than a build Job's deadline: a directory this old has no live builder anywhere."""
+QUARANTINE_PREFIX = ".quarantine-"
+_INCARNATION = uuid.uuid4().hex[:8]
+"""Tells this process from an earlier one with the same pid, as every container's pid 1 is."""
+
+
+@dataclass(frozen=True)
+class BuildOwner:
+    """Who made a ``.building-`` directory: recorded in its name, so the sweep needs no file."""
+
+    host: str
+    pid: int
+    incarnation: str
+
+
+def _owner(temp: Path) -> BuildOwner | None:
+    parts = temp.name.removeprefix(BUILDING_PREFIX).split("-")
+    if len(parts) < 5 or not parts[-3].isdigit():
+        return None
+    return BuildOwner("-".join(parts[1:-3]), int(parts[-3]), parts[-2])
+
+
+def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -107,13 +131,29 @@ def _owner_alive(temp: Path) -> bool:
     return True
 
 
-def sweep(cache_root: Path) -> list[Path]:
-    """Remove temp directories of builds whose process is gone; returns what it removed."""
+def _stale(temp: Path, now: float, max_age: float) -> bool:
+    """Another host's (another pod's) directory only by age, since its pid means nothing here;
+    this host's at once when its process is gone or is an earlier incarnation of this pid."""
+    try:
+        age = now - temp.stat().st_mtime
+    except OSError:
+        return False
+    owner = _owner(temp)
+    if owner is None or owner.host != socket.gethostname():
+        return age > max_age
+    if owner.pid == os.getpid():
+        return owner.incarnation != _INCARNATION
+    return not _pid_alive(owner.pid)
+
+
+def sweep(cache_root: Path, *, max_age: float = STALE_BUILD_SECONDS, now: float | None = None) -> list[Path]:
+    """Remove temp directories of builds that can no longer finish; returns what it removed."""
     removed: list[Path] = []
     if not cache_root.is_dir():
         return removed
+    now = time.time() if now is None else now
     for temp in cache_root.glob(f"{BUILDING_PREFIX}*"):
-        if temp.is_dir() and not _owner_alive(temp):
+        if temp.is_dir() and _stale(temp, now, max_age):
             shutil.rmtree(temp, ignore_errors=True)
             removed.append(temp)
     return removed
@@ -121,7 +161,17 @@ def sweep(cache_root: Path) -> list[Path]:
 
 def new_temp(cache_root: Path, key: str) -> Path:
     cache_root.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"{BUILDING_PREFIX}{key[:16]}-{os.getpid()}-", dir=cache_root))
+    owner = f"{socket.gethostname()}-{os.getpid()}-{_INCARNATION}"
+    return Path(tempfile.mkdtemp(prefix=f"{BUILDING_PREFIX}{key[:16]}-{owner}-", dir=cache_root))
+
+
+def quarantine(engine_dir: Path) -> Path:
+    """Set a corrupt engine aside (one rename) so its key can be built again; it is kept, not
+    deleted, for whoever investigates what changed its files."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    target = engine_dir.parent / f"{QUARANTINE_PREFIX}{engine_dir.name}-{stamp}-{os.getpid()}"
+    os.rename(engine_dir, target)
+    return target
 
 
 def publish(temp: Path, final: Path) -> bool:

@@ -1,0 +1,42 @@
+"""Bounds on every call to an MLflow registry server, and what its failures mean.
+
+MLflow's HTTP client waits 120 s per request and retries 7 times with backoff by default, so
+one hung registry could hold an operator worker for many minutes. Its bounds are read from
+the environment on every request; ``bound_registry_calls`` sets them once, before any client
+is made, unless the deployment already chose its own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+
+from recserve_serving.errors import CheckpointError, RecserveError, Unavailable
+from recserve_serving.redact import redact
+
+HTTP_BOUNDS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+"""10 s per attempt, 3 attempts, 2 s of backoff: a dead registry answers within about 35 s."""
+
+NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
+
+
+def bound_registry_calls(env: MutableMapping[str, str] | None = None) -> None:
+    target = os.environ if env is None else env
+    for name, value in HTTP_BOUNDS.items():
+        target.setdefault(name, value)
+
+
+def registry_failure(uri: str, tracking_uri: str, error: Exception) -> RecserveError:
+    """A missing entry is the user's to fix (CheckpointError); anything else, a timeout or a
+    refused connection included, is the registry's and passes (Unavailable). Both messages
+    are redacted, since they end up in status and events."""
+    code = getattr(error, "error_code", "")
+    detail = redact(str(getattr(error, "message", None) or error))
+    where = redact(tracking_uri)
+    if code in NOT_FOUND_CODES:
+        return CheckpointError(f"{uri}: not in the registry at {where}: {detail}")
+    return Unavailable(f"MLflow registry at {where} unavailable: {detail}")
