@@ -19,6 +19,7 @@ from recserve_serving.errors import InvalidRequest, NotFound, Unavailable
 from recserve_serving.serve import app as serve_app
 from recserve_serving.serve.api_models import VERSION_HEADER
 from recserve_serving.serve.config import RankerArgs, Route, RouterConfig, TrafficConfig
+from recserve_serving.serve.frontdoor import Gate, configure
 from recserve_serving.serving_spec import LimitsSpec
 
 pytestmark = pytest.mark.unit
@@ -65,12 +66,28 @@ def in_process_ranker(engine) -> serve_app.Ranker:
     return ranker
 
 
+class Response:
+    """A DeploymentResponse: awaitable once, and cancellable."""
+
+    def __init__(self, coroutine):
+        self.coroutine = coroutine
+        self.cancelled = False
+
+    def __await__(self):
+        return self.coroutine.__await__()
+
+    def cancel(self):
+        self.cancelled = True
+
+
 class Method:
     def __init__(self, call):
         self.call = call
+        self.responses: list[Response] = []
 
     def remote(self, *args):
-        return self.call(*args)
+        self.responses.append(Response(self.call(*args)))
+        return self.responses[-1]
 
 
 def handle(call) -> SimpleNamespace:
@@ -87,7 +104,10 @@ def failing(error: Exception):
 @pytest.fixture
 def router(monkeypatch) -> serve_app.Router:
     config = RouterConfig(
-        model_name="m", data_dir="unused", index_dir="unused", limits=LimitsSpec(max_text_chars=50)
+        model_name="m",
+        data_dir="unused",
+        index_dir="unused",
+        limits=LimitsSpec(max_text_chars=50, request_timeout_seconds=0.5),
     )
     router = serve_app.Router(config.to_dict(), catalog=FakeCatalog())
     router.traffic = TrafficConfig(stable=STABLE)
@@ -197,6 +217,26 @@ def test_ranker_queue_full_is_503_with_retry_after_counted_under_its_version(cli
     assert response.headers["Retry-After"] == "2"
     assert "maxQueuedRequests" in response.json()["error"]
     assert counted(router, STABLE.label, 503) == 1
+
+
+def test_ranker_that_hangs_is_504_counted_under_its_version_and_its_call_cancelled(client, router):
+    async def hang(*_):
+        await asyncio.sleep(30)
+
+    router.handles[STABLE.app] = handle(hang)
+    response = infer(client, ids_body("[3]"))
+    assert response.status_code == 504
+    assert response.headers[VERSION_HEADER] == STABLE.label
+    assert counted(router, STABLE.label, 504) == 1
+    assert [r.cancelled for r in router.handles[STABLE.app].score.responses] == [True]
+
+
+def test_body_over_max_body_bytes_is_413(client, router):
+    router.config = router.config.model_copy(update={"limits": LimitsSpec(max_body_bytes=1024)})
+    configure(Gate("m", router.metrics, router.config.limits))
+    response = infer(client, texts_body(json.dumps("x" * 2000)))
+    assert response.status_code == 413
+    assert "maxBodyBytes" in response.json()["error"]
 
 
 def test_bad_request_never_fails_its_batch_mates(router):

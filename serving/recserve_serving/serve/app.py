@@ -140,8 +140,12 @@ class Router:
         handle = self.handles[route.app]
         queue = self.metrics.queue_length.labels(*labels)
         queue.inc()
+        response = handle.score.remote(user_texts, item_texts)
         try:
-            scored: Scored = await handle.score.remote(user_texts, item_texts)
+            scored: Scored = await response
+        except asyncio.CancelledError:
+            response.cancel()  # timed out or abandoned: stop holding a place in the ranker's queue
+            raise
         except RecserveError:
             raise
         except BackPressureError as error:
