@@ -19,6 +19,12 @@ class InvalidRequest(RecserveError):
     http_status = 400
 
 
+class PayloadTooLarge(InvalidRequest):
+    """The request body is larger than the configured limit."""
+
+    http_status = 413
+
+
 class NotFound(RecserveError):
     """A named model, user or version does not exist."""
 
@@ -29,6 +35,20 @@ class Unavailable(RecserveError):
     """A dependency (engine, replica) cannot answer right now."""
 
     http_status = 503
+
+
+class Overloaded(Unavailable):
+    """Too many requests are already queued; the client should come back after ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(RecserveError):
+    """The request took longer than the configured timeout, so its answer was abandoned."""
+
+    http_status = 504
 
 
 class CheckpointError(RecserveError):

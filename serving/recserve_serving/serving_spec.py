@@ -1,4 +1,4 @@
-"""How an engine is served: replicas, batching, resources, model parallelism, retrieval depth.
+"""How an engine is served: replicas, batching, resources, model parallelism, retrieval depth, limits.
 
 This is the ``spec.serving`` block of a RecommenderModel. It lives in the serving package
 because the Ray Serve config is rendered from these same models; the operator imports
@@ -279,6 +279,39 @@ class RetrievalSpec(CamelModel):
         return self
 
 
+class LimitsSpec(CamelModel):
+    """Bounds on what one request may cost, so a single client cannot tie up a replica or the queue."""
+
+    max_body_bytes: int = Field(
+        default=4 * 2**20,
+        ge=1024,
+        le=64 * 2**20,
+        description="Largest request body in bytes; a larger one is refused with 413 before it is parsed.",
+    )
+    max_text_chars: int = Field(
+        default=4096,
+        ge=16,
+        le=1_000_000,
+        description="Longest text in a BYTES input of an inference request (400 beyond it); the ranker "
+        "reads at most its sequence length of tokens, so longer texts only cost tokenizer time.",
+    )
+    request_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Time a request may take in the router, queueing included; 504 once it passes.",
+    )
+    max_queued_requests: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="Requests that may wait for a busy router or ranker; beyond it, 503 with Retry-After.",
+    )
+    retry_after_seconds: int = Field(
+        default=1, ge=0, le=3600, description="The Retry-After of a 503 for a full queue."
+    )
+
+
 class ServingSpec(CamelModel):
     """Everything about running an engine that does not change the engine itself."""
 
@@ -304,6 +337,7 @@ class ServingSpec(CamelModel):
     resources: ResourcesSpec = ResourcesSpec()
     parallelism: ParallelismSpec = ParallelismSpec()
     retrieval: RetrievalSpec = RetrievalSpec()
+    limits: LimitsSpec = LimitsSpec()
 
     @model_validator(mode="after")
     def _consistent(self) -> ServingSpec:

@@ -83,6 +83,7 @@ def plan_serve_config(model: RecommenderModel, plan: DeployPlan, site: ServeSite
             data_dir=site.data_dir,
             index_dir=site.index_dir,
             retrieval=model.spec.serving.retrieval,
+            limits=model.spec.serving.limits,
         ),
         stable=ranker(plan.stable),
         canary=None if plan.canary is None else ranker(plan.canary),

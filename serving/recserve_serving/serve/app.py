@@ -12,26 +12,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse
 from kserve.protocol.rest.v2_datamodels import InferenceRequest
 from ray import serve
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from recserve_serving.engine.base import Engine
-from recserve_serving.errors import InvalidRequest, NotFound, RecserveError, Unavailable
-from recserve_serving.serve.api_models import (
-    UNROUTED,
-    VERSION_HEADER,
-    RecommendRequest,
-    RecommendResponse,
-)
+from recserve_serving.errors import InvalidRequest, NotFound, Overloaded, RecserveError, Unavailable
+from recserve_serving.serve.api_models import RecommendRequest, RecommendResponse
 from recserve_serving.serve.catalog import Catalog
 from recserve_serving.serve.config import (
     RANKER_DEPLOYMENT,
@@ -41,34 +35,22 @@ from recserve_serving.serve.config import (
     RouterConfig,
     TrafficConfig,
 )
+from recserve_serving.serve.frontdoor import FrontDoor, Gate, configure, mark_version
 from recserve_serving.serve.http_errors import install_error_handlers
 from recserve_serving.serve.metrics import ServingMetrics
-from recserve_serving.serve.oip import infer_pairs, infer_response, model_metadata
+from recserve_serving.serve.oip import check_text, infer_pairs, infer_response, model_metadata
 from recserve_serving.serve.recommend import plan_recommendation
 from recserve_serving.serve.routing import choose_version
+from recserve_serving.serve.scoring import score_each
+
+if TYPE_CHECKING:
+    from recserve_serving.engine.base import Engine
 
 log = logging.getLogger("recserve.serve")
 
 http_app = FastAPI(title="recserve", docs_url=None, redoc_url=None)
 install_error_handlers(http_app)
-# Serve pickles the ingress app into each replica, so ``request.app`` is a copy; the replica's
-# Router and this middleware share the module instead.
-_OBSERVED: dict[str, Any] = {}
-
-
-@http_app.middleware("http")
-async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    """Count and time every answer, by the version that served it (from the version header)."""
-    start = time.perf_counter()
-    response = await call_next(request)
-    metrics: ServingMetrics | None = _OBSERVED.get("metrics")
-    route = request.scope.get("route")
-    endpoint = getattr(route, "path", "unmatched")
-    if metrics is not None and endpoint not in {"/metrics", "/v2/health/live", "/v2/health/ready"}:
-        labels = (_OBSERVED["model"], response.headers.get(VERSION_HEADER, UNROUTED))
-        metrics.requests.labels(*labels, endpoint, str(response.status_code)).inc()
-        metrics.latency.labels(*labels, endpoint).observe(time.perf_counter() - start)
-    return response
+http_app.add_middleware(FrontDoor)
 
 
 @dataclass(frozen=True)
@@ -103,36 +85,39 @@ class Ranker:
         return self.config.label
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _score_batch(self, requests: list[tuple[list[str], list[str]]]) -> list[Scored]:
-        users = [u for user_texts, _ in requests for u in user_texts]
-        items = [i for _, item_texts in requests for i in item_texts]
-        scores = await asyncio.to_thread(self.engine.score, users, items)
-        out, start = [], 0
-        for user_texts, _ in requests:
-            part = np.asarray(scores[start : start + len(user_texts)], dtype=float).tolist()
-            out.append(Scored(part, batch_size=len(requests)))
-            start += len(user_texts)
-        return out
+    async def _score_batch(self, requests: list[tuple[list[str], list[str]]]) -> list[Scored | Exception]:
+        results = await asyncio.to_thread(score_each, self.engine.score, requests)
+        return [r if isinstance(r, Exception) else Scored(r, batch_size=len(requests)) for r in results]
 
     async def score(self, user_texts: list[str], item_texts: list[str]) -> Scored:
+        """Scores of the pairs; a request the engine could not take is refused before it joins a
+        batch, so that it cannot fail the requests batched with it."""
         if len(user_texts) != len(item_texts):
             raise InvalidRequest("user_texts and item_texts must have the same length")
         if not user_texts:
             return Scored([], batch_size=0)
-        return await self._score_batch((user_texts, item_texts))
+        for name, texts in (("user_texts", user_texts), ("item_texts", item_texts)):
+            for position, text in enumerate(texts):
+                check_text(f"{name}[{position}]", text)
+        result = await self._score_batch((user_texts, item_texts))
+        if isinstance(result, Exception):
+            raise result
+        return result
 
 
 class Router:
     """HTTP ingress: validation, retrieval, version choice, and the Open Inference Protocol."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], catalog: Catalog | None = None) -> None:
+        """``catalog`` is loaded from the config's data when not given (Serve never gives one;
+        in-process tests do, to check the HTTP behaviour without MovieLens and its index)."""
         self.config = RouterConfig.model_validate(config)
         self.traffic = TrafficConfig()
         self.handles: dict[str, DeploymentHandle[Ranker]] = {}
-        self.catalog = Catalog.load(self.config.data_dir, self.config.index_dir)
+        self.catalog = catalog or Catalog.load(self.config.data_dir, self.config.index_dir)
         self.rng = random.Random()
         self.metrics = ServingMetrics()
-        _OBSERVED.update(metrics=self.metrics, model=self.config.model_name)
+        configure(Gate(self.config.model_name, self.metrics, self.config.limits))
         self._background: set[asyncio.Task[None]] = set()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -155,10 +140,16 @@ class Router:
         handle = self.handles[route.app]
         queue = self.metrics.queue_length.labels(*labels)
         queue.inc()
+        response = handle.score.remote(user_texts, item_texts)
         try:
-            scored: Scored = await handle.score.remote(user_texts, item_texts)
+            scored: Scored = await response
+        except asyncio.CancelledError:
+            response.cancel()  # type: ignore[no-untyped-call]  # timed out or abandoned: free the ranker
+            raise
         except RecserveError:
             raise
+        except BackPressureError as error:
+            raise self._overloaded(route, error) from error
         except Exception as error:
             cause = getattr(error, "cause", None)
             if isinstance(cause, RecserveError):
@@ -173,13 +164,29 @@ class Router:
             histogram.observe(value)
         return scored.scores
 
+    def _overloaded(self, route: Route, error: BackPressureError) -> Overloaded:
+        retry_after = error.retry_after_s
+        if retry_after is None:
+            retry_after = self.config.limits.retry_after_seconds
+        return Overloaded(
+            f"model version {route.label} is at its queue limit ({error}; "
+            f"spec.serving.limits.maxQueuedRequests); retry after {retry_after:g}s",
+            retry_after_s=retry_after,
+        )
+
     async def _scored(
-        self, user_id: int | None, user_texts: list[str], item_texts: list[str]
+        self,
+        scope: MutableMapping[str, Any],
+        user_id: int | None,
+        user_texts: list[str],
+        item_texts: list[str],
     ) -> tuple[str, list[float]]:
         """Score with the version this user is routed to (its label and the scores), mirroring
-        to the canary when asked."""
+        to the canary when asked. The version is marked on the request before it is called, so
+        that its failures are answered and counted as that version's."""
         version = self._version_for(user_id)
         route = self._route(version)
+        mark_version(scope, route.label)
         scores = await self._score(route, user_texts, item_texts)
         canary = self.traffic.canary
         if (
@@ -207,24 +214,25 @@ class Router:
         return choose_version(user_id, self.traffic.canary_weight, self.rng)
 
     @http_app.post("/v1/recommend", response_model=RecommendResponse)
-    async def recommend(self, body: RecommendRequest, response: Response) -> RecommendResponse:
+    async def recommend(self, body: RecommendRequest, request: Request) -> RecommendResponse:
         plan = plan_recommendation(body, self.catalog, self.config)
-        label, scores = await self._scored(body.user_id, plan.user_texts, plan.item_texts)
-        response.headers[VERSION_HEADER] = label
+        label, scores = await self._scored(request.scope, body.user_id, plan.user_texts, plan.item_texts)
         return plan.respond(scores, label)
 
     @http_app.post("/v2/models/{name}/infer")
-    async def infer(self, name: str, body: InferenceRequest, response: Response) -> dict[str, Any]:
+    async def infer(self, name: str, body: InferenceRequest, request: Request) -> dict[str, Any]:
         self._check_model(name)
-        pairs = infer_pairs(body, self.catalog, self.config.max_infer_pairs)
-        label, scores = await self._scored(pairs.sticky_user, pairs.user_texts, pairs.item_texts)
-        response.headers[VERSION_HEADER] = label
+        limits = self.config.limits
+        pairs = infer_pairs(body, self.catalog, self.config.max_infer_pairs, limits.max_text_chars)
+        label, scores = await self._scored(
+            request.scope, pairs.sticky_user, pairs.user_texts, pairs.item_texts
+        )
         return infer_response(name, label, body.id, scores)
 
     @http_app.get("/v2/models/{name}")
-    async def metadata(self, name: str, response: Response) -> dict[str, Any]:
+    async def metadata(self, name: str, request: Request) -> dict[str, Any]:
         self._check_model(name)
-        response.headers[VERSION_HEADER] = self._route("stable").label
+        mark_version(request.scope, self._route("stable").label)
         routes = [r for r in (self.traffic.stable, self.traffic.canary) if r is not None]
         return model_metadata(name, sorted(r.label for r in routes))
 

@@ -26,6 +26,7 @@ from recserve_serving.serve.api_models import VERSION_HEADER
 from recserve_serving.serving_spec import (
     AutoscalingSpec,
     BatchingSpec,
+    LimitsSpec,
     ParallelismSpec,
     ResourcesSpec,
     RetrievalSpec,
@@ -85,6 +86,7 @@ class RouterConfig(CamelModel):
     retrieval: RetrievalSpec = RetrievalSpec()
     max_history: int = Field(50, ge=1, le=10_000, description="Longer client histories are truncated.")
     max_infer_pairs: int = Field(4_096, ge=1, le=1_000_000, description="Largest OIP infer request.")
+    limits: LimitsSpec = LimitsSpec()
 
 
 class Route(CamelModel):
@@ -174,12 +176,22 @@ def _ray_autoscaling(spec: AutoscalingSpec) -> dict[str, Any]:
     return rendered
 
 
+def _queue_bound(limits: LimitsSpec) -> dict[str, Any]:
+    """Ray's own queue bound: a caller (the proxy, or the router's handle) that already holds
+    this many requests for the deployment refuses the next with 503 and a Retry-After."""
+    return {
+        "max_queued_requests": limits.max_queued_requests,
+        "backpressure_config": {"status_code": 503, "retry_after_s": limits.retry_after_seconds},
+    }
+
+
 def _ranker_deployment(ranker: RankerConfig) -> dict[str, Any]:
     serving = ranker.serving
     deployment: dict[str, Any] = {
         "name": RANKER_DEPLOYMENT,
         "autoscaling_config": _ray_autoscaling(serving.autoscaling),
         "max_ongoing_requests": serving.max_ongoing_requests,
+        **_queue_bound(serving.limits),
         "ray_actor_options": {
             "num_cpus": serving.resources.cpus,
             "num_gpus": serving.resources.gpus,
@@ -227,6 +239,7 @@ def render_serve_config(config: ServeAppConfig, traffic: TrafficConfig | None = 
         "name": ROUTER_DEPLOYMENT,
         "num_replicas": 1,
         "max_ongoing_requests": 256,
+        **_queue_bound(config.router.limits),
         "user_config": (traffic or config.traffic()).to_dict(),
         "ray_actor_options": {"num_cpus": 0.5},
     }

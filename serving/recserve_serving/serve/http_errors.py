@@ -1,20 +1,23 @@
 """The one place where failures become HTTP answers.
 
-Domain errors carry their own status; FastAPI's request-validation errors (malformed
-JSON, wrong types) become 400 with the offending field path. Anything else is a bug and
-is logged, but the replica keeps serving.
+Domain errors carry their own status (and an overloaded queue its ``Retry-After``);
+FastAPI's request-validation errors (malformed JSON, wrong types) become 400 with the
+offending field path. Anything else is a bug and is logged, but the replica keeps serving.
+The exception handlers and the front door (which sees what escapes them) share these
+functions, so every path gives the same answer for the same failure.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from recserve_serving.errors import RecserveError
+from recserve_serving.errors import Overloaded, RecserveError
 
 log = logging.getLogger("recserve.serve")
 
@@ -24,10 +27,22 @@ def _field_path(location: Sequence[int | str]) -> str:
     return ".".join(parts) or "body"
 
 
+def domain_answer(error: RecserveError) -> JSONResponse:
+    headers = {}
+    if isinstance(error, Overloaded):
+        headers["Retry-After"] = str(max(0, math.ceil(error.retry_after_s)))
+    return JSONResponse({"error": str(error)}, status_code=error.http_status, headers=headers)
+
+
+def unexpected_answer(method: str, path: str, error: BaseException) -> JSONResponse:
+    log.error("unhandled error on %s %s", method, path, exc_info=error)
+    return JSONResponse({"error": f"internal error: {type(error).__name__}"}, status_code=500)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RecserveError)
     async def _domain(_: Request, error: RecserveError) -> JSONResponse:
-        return JSONResponse({"error": str(error)}, status_code=error.http_status)
+        return domain_answer(error)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -41,5 +56,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"error": f"internal error: {type(error).__name__}"}, status_code=500)
+        return unexpected_answer(request.method, request.url.path, error)

@@ -2,11 +2,13 @@
 
 Inputs are either ids (``user_id`` and ``movie_id``, INT64/INT32, shape [n]) resolved
 through the catalog, or raw texts (``user_text`` and ``item_text``, BYTES, shape [n]).
-The output is ``score`` (FP32, shape [n]). Request and response types are kserve's.
+The output is ``score`` (FP32, shape [n]). Request and response types are kserve's; they
+accept any JSON in ``data``, so the values are checked here.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +17,8 @@ from kserve.protocol.rest.v2_datamodels import InferenceRequest, RequestInput
 from recserve_serving.errors import InvalidRequest
 from recserve_serving.serve.catalog import Catalog
 
-_INT_TYPES = {"INT64", "INT32"}
+_INT_RANGES = {"INT64": (-(2**63), 2**63 - 1), "INT32": (-(2**31), 2**31 - 1)}
+_SHOWN_CHARS = 40
 
 
 @dataclass(frozen=True)
@@ -25,11 +28,30 @@ class Pairs:
     sticky_user: int | None
 
 
+def _show(value: Any) -> str:
+    """A value as the client wrote it (JSON), short and safe to echo whatever it contains."""
+    try:
+        shown = json.dumps(value)
+    except ValueError:
+        shown = repr(value)
+    return shown if len(shown) <= _SHOWN_CHARS else shown[: _SHOWN_CHARS - 1] + "…"
+
+
+def _by_name(request: InferenceRequest) -> dict[str, RequestInput]:
+    names = [tensor.name for tensor in request.inputs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InvalidRequest(
+            f"input {', '.join(map(_show, repeated))} given more than once; send each input once"
+        )
+    return {tensor.name: tensor for tensor in request.inputs}
+
+
 def _tensor(inputs: dict[str, RequestInput], name: str, datatypes: set[str]) -> list[Any]:
     tensor = inputs[name]
     if tensor.datatype not in datatypes:
         raise InvalidRequest(
-            f"input {name!r}: datatype must be one of {sorted(datatypes)}, got {tensor.datatype}"
+            f"input {name!r}: datatype must be one of {sorted(datatypes)}, got {_show(tensor.datatype)}"
         )
     if len(tensor.shape) != 1:
         raise InvalidRequest(f"input {name!r}: shape must be [n], got {tensor.shape}")
@@ -37,6 +59,48 @@ def _tensor(inputs: dict[str, RequestInput], name: str, datatypes: set[str]) -> 
     if len(data) != tensor.shape[0]:
         raise InvalidRequest(f"input {name!r}: shape {tensor.shape} but {len(data)} values")
     return data
+
+
+def _integers(inputs: dict[str, RequestInput], name: str) -> list[int]:
+    """The values of an INT64/INT32 input, which must be JSON integers within the type's range:
+    coercing strings, booleans or fractions would score an item the client did not name."""
+    data = _tensor(inputs, name, set(_INT_RANGES))
+    datatype = inputs[name].datatype
+    low, high = _INT_RANGES[datatype]
+    for position, value in enumerate(data):
+        if type(value) is not int:
+            raise InvalidRequest(
+                f"input {name!r}: data[{position}] is {_show(value)}, not an integer; "
+                f"{datatype} data must be JSON integers such as 42, without quotes or decimals"
+            )
+        if not low <= value <= high:
+            raise InvalidRequest(f"input {name!r}: data[{position}] is {value}, outside the {datatype} range")
+    return data
+
+
+def check_text(name: str, value: Any, max_chars: int | None = None) -> str:
+    """A client's text: a string the tokenizer can encode (UTF-8, so no lone surrogate) and,
+    when bounded, at most ``max_chars`` long, so that one text cannot hold a replica for seconds."""
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{name} is {_show(value)}, not a string; BYTES data must be JSON strings")
+    if max_chars is not None and len(value) > max_chars:
+        raise InvalidRequest(
+            f"{name} is {len(value)} characters, over the limit of {max_chars} "
+            "(spec.serving.limits.maxTextChars); shorten the text or raise the limit"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidRequest(
+            f"{name} is not valid Unicode text ({error.reason} at character {error.start}: "
+            f"{_show(value[error.start : error.end])}); send UTF-8 text"
+        ) from None
+    return value
+
+
+def _texts(inputs: dict[str, RequestInput], name: str, max_chars: int) -> list[str]:
+    data = _tensor(inputs, name, {"BYTES"})
+    return [check_text(f"input {name!r}: data[{i}]", value, max_chars) for i, value in enumerate(data)]
 
 
 def _check_lengths(users: list[Any], items: list[Any], max_pairs: int) -> None:
@@ -48,19 +112,27 @@ def _check_lengths(users: list[Any], items: list[Any], max_pairs: int) -> None:
         raise InvalidRequest(f"at most {max_pairs} pairs per request, got {len(users)}")
 
 
-def infer_pairs(request: InferenceRequest, catalog: Catalog, max_pairs: int) -> Pairs:
-    inputs = {tensor.name: tensor for tensor in request.inputs}
+def infer_pairs(request: InferenceRequest, catalog: Catalog, max_pairs: int, max_text_chars: int) -> Pairs:
+    """The pairs to score, or ``InvalidRequest`` naming the input and what is wrong with it.
+
+    Everything is checked here, in the router, so that a bad request is refused on its own and
+    never reaches a ranker's batch, where its failure would fail the requests batched with it.
+    """
+    inputs = _by_name(request)
+    if request.id is not None:
+        check_text("id", request.id)
     if {"user_text", "item_text"} <= inputs.keys():
-        user_texts = [str(u) for u in _tensor(inputs, "user_text", {"BYTES"})]
-        item_texts = [str(i) for i in _tensor(inputs, "item_text", {"BYTES"})]
+        user_texts = _texts(inputs, "user_text", max_text_chars)
+        item_texts = _texts(inputs, "item_text", max_text_chars)
         _check_lengths(user_texts, item_texts, max_pairs)
         return Pairs(user_texts, item_texts, sticky_user=None)
     if not {"user_id", "movie_id"} <= inputs.keys():
         raise InvalidRequest(
-            f"inputs must be user_id+movie_id (INT64) or user_text+item_text (BYTES), got {sorted(inputs)}"
+            "inputs must be user_id+movie_id (INT64) or user_text+item_text (BYTES), "
+            f"got {', '.join(map(_show, sorted(inputs))) or 'none'}"
         )
-    users = [int(u) for u in _tensor(inputs, "user_id", _INT_TYPES)]
-    movies = [int(m) for m in _tensor(inputs, "movie_id", _INT_TYPES)]
+    users = _integers(inputs, "user_id")
+    movies = _integers(inputs, "movie_id")
     _check_lengths(users, movies, max_pairs)
     catalog.check_items(movies, "movie_id")
     texts = {u: catalog.user_text(u, None) for u in set(users)}
