@@ -7,31 +7,15 @@ import json
 
 import pytest
 from kserve.protocol.rest.v2_datamodels import InferenceRequest
+from serving_fakes import FakeCatalog
 
-from recserve_serving.errors import InvalidRequest, NotFound
+from recserve_serving.errors import InvalidRequest
 from recserve_serving.serve.oip import infer_pairs
 
 pytestmark = pytest.mark.unit
 
 MAX_PAIRS = 64
 MAX_TEXT = 100
-
-
-class FakeCatalog:
-    """Users 1..9 and movies 1..99, each with a fixed text."""
-
-    def check_items(self, movie_ids, field):
-        unknown = [m for m in movie_ids if not 1 <= m <= 99]
-        if unknown:
-            raise InvalidRequest(f"{field}: unknown movie ids {unknown}")
-
-    def user_text(self, user_id, history):
-        if not 1 <= user_id <= 9:
-            raise NotFound(f"unknown user {user_id}")
-        return f"user {user_id}"
-
-    def item_text(self, movie_id):
-        return f"movie {movie_id}"
 
 
 def parse(raw: str) -> InferenceRequest:

@@ -14,8 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 from ray import serve
 from ray.serve.exceptions import BackPressureError
+from serving_fakes import FakeCatalog
 
-from recserve_serving.errors import InvalidRequest, NotFound, Unavailable
+from recserve_serving.errors import InvalidRequest, Unavailable
 from recserve_serving.serve import app as serve_app
 from recserve_serving.serve.api_models import VERSION_HEADER
 from recserve_serving.serve.config import RankerArgs, Route, RouterConfig, TrafficConfig
@@ -26,21 +27,6 @@ pytestmark = pytest.mark.unit
 
 STABLE = Route(app="m-stable", label="m/1")
 CANARY = Route(app="m-canary", label="m/2")
-
-
-class FakeCatalog:
-    def check_items(self, movie_ids, field):
-        unknown = [m for m in movie_ids if not 1 <= m <= 99]
-        if unknown:
-            raise InvalidRequest(f"{field}: unknown movie ids {unknown}")
-
-    def user_text(self, user_id, history):
-        if not 1 <= user_id <= 9:
-            raise NotFound(f"unknown user {user_id}")
-        return f"user {user_id}"
-
-    def item_text(self, movie_id):
-        return f"movie {movie_id}"
 
 
 class TextEngine:
