@@ -20,3 +20,9 @@ class FakeCatalog:
 
     def item_text(self, movie_id: int) -> str:
         return f"movie {movie_id}"
+
+    def knows_user(self, user_id: int) -> bool:
+        return False
+
+    def title(self, movie_id: int) -> str:
+        return f"Movie {movie_id}"

@@ -215,6 +215,7 @@ def test_contract_serving_metrics_are_what_the_serving_app_exports(contract: Con
     m.scores.labels(*labels).observe(0.5)
     m.batch_size.labels(*labels).observe(4)
     m.queue_length.labels(*labels).set(2)
+    m.ranker_retries.labels(*labels).inc()
     m.shadow_diff.labels("ranker").observe(0.05)
     exported: dict[str, tuple[str, set[str], str]] = {}
     for fam in text_string_to_metric_families(m.exposition().decode()):

@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from types import SimpleNamespace
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 from ray import serve
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 from serving_fakes import FakeCatalog
 
@@ -273,3 +275,118 @@ def test_lone_surrogate_sent_straight_to_a_ranker_is_refused_before_batching():
     with pytest.raises(InvalidRequest, match="item_texts\\[0\\]"):
         asyncio.run(in_process_ranker(engine).score(["u"], ["\ud800"]))
     assert engine.calls == []
+
+
+def in_turn(*calls):
+    """A ranker method whose n-th call is ``calls[n]``: what a handle sees when the replica it
+    called dies and its router then picks another."""
+    remaining = list(calls)
+
+    def call(*args):
+        return remaining.pop(0)(*args)
+
+    return call
+
+
+def recommend(client):
+    return client.post("/v1/recommend", json={"user_id": 3, "candidates": [5, 12], "k": 2})
+
+
+def retries(router, version: str) -> float:
+    labels = {"model": "m", "version": version}
+    return router.metrics.registry.get_sample_value("recserve_ranker_retries_total", labels) or 0.0
+
+
+DEAD_REPLICA_ERRORS = [
+    pytest.param(ActorDiedError(), id="actor-died"),
+    pytest.param(ActorUnavailableError("connection lost", None), id="actor-unavailable"),
+    pytest.param(
+        RayTaskError("score", "", ActorDiedError(), proctitle="ray::ServeReplica", pid=1, ip="127.0.0.1"),
+        id="task-error-caused-by-actor-death",
+    ),
+]
+
+
+@pytest.mark.parametrize("died", DEAD_REPLICA_ERRORS)
+def test_recommend_whose_replica_died_is_retried_once_on_another_and_answered(client, router, died):
+    live = in_process_ranker(TextEngine()).score
+    router.handles[STABLE.app] = handle(in_turn(failing(died), live))
+    response = recommend(client)
+    assert response.status_code == 200, response.text
+    assert response.headers[VERSION_HEADER] == STABLE.label
+    assert [item["movie_id"] for item in response.json()["items"]] == [12, 5]
+    assert len(router.handles[STABLE.app].score.responses) == 2
+    assert retries(router, STABLE.label) == 1
+    assert counted(router, STABLE.label, 200, endpoint="/v1/recommend") == 1
+
+
+def test_infer_whose_replica_died_is_retried_once_on_another_and_answered(client, router):
+    live = in_process_ranker(TextEngine()).score
+    router.handles[STABLE.app] = handle(in_turn(failing(ActorDiedError()), live))
+    response = infer(client, ids_body("[3]"))
+    assert response.status_code == 200, response.text
+    assert retries(router, STABLE.label) == 1
+
+
+def test_replica_deaths_on_both_tries_are_503_counted_under_the_chosen_version(client, router):
+    router.traffic = TrafficConfig(stable=STABLE, canary=CANARY, canary_weight=100)
+    router.handles[CANARY.app] = handle(in_turn(failing(ActorDiedError()), failing(ActorDiedError())))
+    response = recommend(client)
+    assert response.status_code == 503
+    assert response.headers[VERSION_HEADER] == CANARY.label
+    assert len(router.handles[CANARY.app].score.responses) == 2
+    assert retries(router, CANARY.label) == 1
+    assert counted(router, CANARY.label, 503, endpoint="/v1/recommend") == 1
+    assert router.handles[STABLE.app].score.responses == []
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        pytest.param(InvalidRequest("item_texts[0]: not valid Unicode"), 400, id="the-request"),
+        pytest.param(RuntimeError("engine failed on this batch"), 503, id="the-engine"),
+        pytest.param(
+            RayTaskError("score", "", RuntimeError("engine failed"), proctitle="r", pid=1, ip="127.0.0.1"),
+            503,
+            id="the-engine-in-the-replica",
+        ),
+        pytest.param(
+            BackPressureError(num_queued_requests=8, max_queued_requests=8, retry_after_s=1),
+            503,
+            id="a-full-queue",
+        ),
+    ],
+)
+def test_failures_a_live_replica_reports_are_not_retried(client, router, error, status):
+    router.handles[STABLE.app] = handle(in_turn(failing(error), in_process_ranker(TextEngine()).score))
+    response = recommend(client)
+    assert response.status_code == status, response.text
+    assert len(router.handles[STABLE.app].score.responses) == 1
+    assert retries(router, STABLE.label) == 0
+
+
+def test_retry_after_a_late_replica_death_ends_at_the_request_timeout(client, router):
+    """The replica dies near the deadline and the retry hangs: the answer still comes at the
+    request timeout (504), and the retried call is cancelled so that it frees its replica."""
+    timeout = 1.0
+    router.config = router.config.model_copy(
+        update={"limits": LimitsSpec(max_text_chars=50, request_timeout_seconds=timeout)}
+    )
+    configure(Gate("m", router.metrics, router.config.limits))
+
+    async def dies_late(*_):
+        await asyncio.sleep(0.6 * timeout)
+        raise ActorDiedError()
+
+    async def hangs(*_):
+        await asyncio.sleep(30)
+
+    router.handles[STABLE.app] = handle(in_turn(dies_late, hangs))
+    start = time.monotonic()
+    response = recommend(client)
+    elapsed = time.monotonic() - start
+    assert response.status_code == 504
+    assert elapsed < timeout + 0.5
+    assert retries(router, STABLE.label) == 1
+    assert [r.cancelled for r in router.handles[STABLE.app].score.responses] == [False, True]
+    assert counted(router, STABLE.label, 504, endpoint="/v1/recommend") == 1

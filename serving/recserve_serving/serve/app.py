@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse
 from kserve.protocol.rest.v2_datamodels import InferenceRequest
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
@@ -51,6 +52,13 @@ log = logging.getLogger("recserve.serve")
 http_app = FastAPI(title="recserve", docs_url=None, redoc_url=None)
 install_error_handlers(http_app)
 http_app.add_middleware(FrontDoor)
+
+
+def replica_died(error: BaseException) -> bool:
+    """Whether a ranker call failed because its replica's process is gone or unreachable, not
+    because of the request or the engine: only then can another replica answer differently.
+    Ray raises the actor error itself, or a task error whose cause it is."""
+    return isinstance(error, RayActorError) or isinstance(getattr(error, "cause", None), RayActorError)
 
 
 @dataclass(frozen=True)
@@ -135,17 +143,27 @@ class Router:
             raise Unavailable(f"no {version} version is routed yet; the rollout is still starting")
         return route
 
-    async def _score(self, route: Route, user_texts: list[str], item_texts: list[str]) -> list[float]:
+    async def _score(
+        self, route: Route, user_texts: list[str], item_texts: list[str], *, retry: bool
+    ) -> list[float]:
+        """The version's scores. With ``retry``, a call whose replica died is sent once more on
+        the same handle, whose router then picks a live replica of the same version: scoring
+        only reads, so a second call is safe, and one is enough to survive a single replica's
+        death without hammering a version that is dying everywhere. The front door's request
+        timeout bounds both calls together, and cancels whichever is running when it expires."""
         labels = (self.config.model_name, route.label)
         handle = self.handles[route.app]
         queue = self.metrics.queue_length.labels(*labels)
         queue.inc()
-        response = handle.score.remote(user_texts, item_texts)
         try:
-            scored: Scored = await response
-        except asyncio.CancelledError:
-            response.cancel()  # type: ignore[no-untyped-call]  # timed out or abandoned: free the ranker
-            raise
+            try:
+                scored = await self._call(handle, user_texts, item_texts)
+            except Exception as error:
+                if not (retry and replica_died(error)):
+                    raise
+                log.warning("a replica of %s died while scoring; retrying once: %r", route.label, error)
+                self.metrics.ranker_retries.labels(*labels).inc()
+                scored = await self._call(handle, user_texts, item_texts)
         except RecserveError:
             raise
         except BackPressureError as error:
@@ -163,6 +181,16 @@ class Router:
         for value in scored.scores:
             histogram.observe(value)
         return scored.scores
+
+    @staticmethod
+    async def _call(handle: DeploymentHandle[Ranker], user_texts: list[str], item_texts: list[str]) -> Scored:
+        response = handle.score.remote(user_texts, item_texts)
+        try:
+            scored: Scored = await response
+        except asyncio.CancelledError:
+            response.cancel()  # type: ignore[no-untyped-call]  # timed out or abandoned: free the ranker
+            raise
+        return scored
 
     def _overloaded(self, route: Route, error: BackPressureError) -> Overloaded:
         retry_after = error.retry_after_s
@@ -187,7 +215,7 @@ class Router:
         version = self._version_for(user_id)
         route = self._route(version)
         mark_version(scope, route.label)
-        scores = await self._score(route, user_texts, item_texts)
+        scores = await self._score(route, user_texts, item_texts, retry=True)
         canary = self.traffic.canary
         if (
             version == "stable"
@@ -202,8 +230,10 @@ class Router:
     async def _shadow(
         self, canary: Route, user_texts: list[str], item_texts: list[str], stable_scores: list[float]
     ) -> None:
+        """Not retried: no client waits for it, and it runs after the request's answer, outside
+        the request timeout that bounds a retry."""
         try:
-            canary_scores = await self._score(canary, user_texts, item_texts)
+            canary_scores = await self._score(canary, user_texts, item_texts, retry=False)
         except Exception as error:  # a shadow failure never reaches the client, only the log and metrics
             log.warning("shadow request to canary failed: %r", error)
             return

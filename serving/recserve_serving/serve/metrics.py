@@ -23,6 +23,7 @@ SCORE = "recserve_score"
 BATCH_SIZE = "recserve_batch_size"
 QUEUE_LENGTH = "recserve_queue_length"
 SHADOW_DIFF = "recserve_shadow_score_diff"
+RANKER_RETRIES = "recserve_ranker_retries_total"
 
 
 class ServingMetrics:
@@ -59,6 +60,12 @@ class ServingMetrics:
         self.queue_length = Gauge(
             QUEUE_LENGTH,
             "Requests the router has sent to a version and not yet had answered.",
+            labels,
+            registry=self.registry,
+        )
+        self.ranker_retries = Counter(
+            RANKER_RETRIES,
+            "Ranker calls sent again, once, to another replica because the replica called had died.",
             labels,
             registry=self.registry,
         )
