@@ -37,6 +37,7 @@ FILES = {
         "PodDisruptionBudget",
         "KopfPeering",
         "ClusterKopfPeering",
+        "NetworkPolicy",
     ),
 }
 

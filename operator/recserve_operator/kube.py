@@ -202,3 +202,39 @@ def node_gpu_inventory() -> list[dict[str, Any]]:
         {"labels": dict(n.metadata.labels or {}), "capacity": dict(n.status.allocatable or {})}
         for n in (nodes.items if nodes else [])
     ]
+
+
+def _networking() -> Any:
+    from kubernetes import client
+
+    return client.NetworkingV1Api(_api_client())
+
+
+def get_network_policy(namespace: str, name: str) -> dict[str, Any] | None:
+    found = _call(
+        f"read NetworkPolicy {namespace}/{name}",
+        _networking().read_namespaced_network_policy,
+        name,
+        namespace,
+    )
+    return None if found is None else _api_client().sanitize_for_serialization(found)
+
+
+def create_network_policy(body: dict[str, Any]) -> None:
+    namespace = body["metadata"]["namespace"]
+    _call(
+        f"create NetworkPolicy {namespace}/{body['metadata']['name']}",
+        _networking().create_namespaced_network_policy,
+        namespace,
+        body,
+    )
+
+
+def patch_network_policy_spec(namespace: str, name: str, spec: dict[str, Any]) -> None:
+    _call(
+        f"patch NetworkPolicy {namespace}/{name}",
+        _networking().patch_namespaced_network_policy,
+        name,
+        namespace,
+        {"spec": spec},
+    )

@@ -8,8 +8,10 @@ environment (credentials come from a Secret instead, see ``mlflow_credentials_se
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from recserve_serving.errors import InvalidRequest
 from recserve_serving.paths import IMAGE_DATA_DIR
@@ -20,6 +22,11 @@ from recserve_serving.serve.config import SERVE_PORT
 PVC_PREFIX = "pvc://"
 MLFLOW_SECRET_KEYS = {"MLFLOW_TRACKING_USERNAME": "username", "MLFLOW_TRACKING_PASSWORD": "password"}
 """The env vars MLflow reads credentials from, and the Secret key each one is taken from."""
+NETWORK_POLICY_PEERS = ("servingClients", "operator", "kuberay", "metrics")
+"""Who may reach a model's Ray pods (keys of ``RECSERVE_NETWORK_POLICY``, each a list of
+NetworkPolicyPeer): clients on the Serve HTTP port, the recserve operator on the Serve HTTP
+port (it scrapes ``/metrics``), the KubeRay operator on the dashboard, Prometheus on both
+metrics ports."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,8 @@ class OperatorSettings:
     local_state: str | None = None
     data_dir: str = IMAGE_DATA_DIR
     """The catalog inside the serving image, read by every router."""
+    network_policy: dict[str, list[dict[str, Any]]] | None = field(default=None, hash=False)
+    """Peers per ``NETWORK_POLICY_PEERS`` key; None: the operator plans no NetworkPolicy."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
@@ -58,6 +67,7 @@ class OperatorSettings:
             serve_rest_url=env.get("RECSERVE_SERVE_REST_URL") or None,
             serve_port=int(env.get("RECSERVE_SERVE_PORT", base.serve_port)),
             local_state=env.get("RECSERVE_HOME") or None,
+            network_policy=_network_policy(env.get("RECSERVE_NETWORK_POLICY") or None),
         )
         settings.check()
         return settings
@@ -83,5 +93,27 @@ class OperatorSettings:
 
     @property
     def index_dir(self) -> str:
-        """Where routers cache the retrieval index: the artifact store, so pods share one build."""
-        return f"{self.artifact_mount}/retrieval"
+        """Where routers cache the retrieval index: pod-local scratch (``/tmp`` is an emptyDir),
+        because serving pods mount the artifact store read-only."""
+        return "/tmp/recserve/retrieval"
+
+
+def _network_policy(raw: str | None) -> dict[str, list[dict[str, Any]]] | None:
+    """``RECSERVE_NETWORK_POLICY`` (JSON, rendered by the chart), refused at startup when it
+    names an unknown peer group or a group is not a list, rather than planned half-open."""
+    if raw is None:
+        return None
+    fix = (
+        "RECSERVE_NETWORK_POLICY must be a JSON object whose keys are among "
+        f"{', '.join(NETWORK_POLICY_PEERS)} and whose values are lists of NetworkPolicyPeer "
+        "(chart values networkPolicy.*)"
+    )
+    try:
+        parsed = json.loads(raw)
+    except ValueError as error:
+        raise InvalidRequest(f"{fix}: {error}") from error
+    if not isinstance(parsed, dict) or not set(parsed) <= set(NETWORK_POLICY_PEERS):
+        raise InvalidRequest(f"{fix}; got {raw[:200]!r}")
+    if not all(isinstance(v, list) and all(isinstance(p, dict) for p in v) for v in parsed.values()):
+        raise InvalidRequest(f"{fix}; got {raw[:200]!r}")
+    return {key: list(parsed.get(key) or []) for key in NETWORK_POLICY_PEERS}

@@ -58,6 +58,17 @@ def tool(name: str) -> Path:
     return path
 
 
+def kuberay_crds() -> list[Path]:
+    """The KubeRay CRDs of the e2e tool cache (the version the e2e cluster runs)."""
+    crds = _print_dirs(["bash", "e2e/cluster/build.sh"])["kuberay"] / "crds"
+    found = sorted(crds.glob("ray.io_*.yaml"))
+    if not found:
+        pytest.fail(
+            f"KubeRay CRDs missing under {crds}: run `bash e2e/cluster/build.sh` first", pytrace=False
+        )
+    return found
+
+
 def run(
     args: list[str | Path], *, check: bool = True, stdin: str | None = None
 ) -> subprocess.CompletedProcess:

@@ -25,6 +25,7 @@ from k8s_tools import (
     helm_template,
     helm_template_error,
     kubeconform,
+    kuberay_crds,
     one,
     run,
     tool,
@@ -33,6 +34,7 @@ from k8s_tools import (
 )
 
 from recserve_operator.cli import SUBCOMMANDS
+from recserve_operator.settings import OperatorSettings
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +51,7 @@ NAMESPACED = {
     ("", "pods"): {"list"},
     ("", "pods/log"): {"get"},
     ("ray.io", "rayservices"): {"get", "create", "patch"},
+    ("networking.k8s.io", "networkpolicies"): {"get", "create", "patch"},
 }
 NAMESPACED_PEERING = {("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"}}
 CLUSTER_ALWAYS = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
@@ -143,7 +146,7 @@ def test_defaults_watch_the_release_namespace_with_namespaced_rbac(tmp_path) -> 
     docs = helm_template()
     kinds = sorted(d["kind"] for d in docs)
     expected = ["Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
-    expected += ["Service", "PodDisruptionBudget", "KopfPeering"]
+    expected += ["Service", "PodDisruptionBudget", "KopfPeering", "NetworkPolicy"]
     assert kinds == sorted(expected)
     args = container(docs)["args"]
     assert args == [
@@ -398,8 +401,88 @@ def test_two_releases_do_not_collide_on_cluster_objects(tmp_path) -> None:
         ({"webhook": {"enabled": True, "certificate": {"source": "vault"}}}, "source"),
         ({"operator": {"image": {"digest": "latest"}}}, "digest"),
         ({"serviceAccount": {"create": False}}, "serviceAccount.name"),
+        ({"networkPolicy": {"servingClients": [{"podSelecter": {}}]}}, "podSelecter"),
+        ({"networkPolicy": {"kuberay": [{}]}}, "kuberay"),
     ],
     ids=lambda v: str(v)[:40],
 )
 def test_bad_values_are_refused(values: dict, message: str, tmp_path) -> None:
     assert message in helm_template_error(values, tmp_path)
+
+
+def _selects(selector: Doc, labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def test_network_policy_is_on_by_default_and_admits_the_operator_to_serving_pods() -> None:
+    docs = helm_template()
+    raw = env_of(docs)["RECSERVE_NETWORK_POLICY"]
+    peers = OperatorSettings.from_env({"RECSERVE_NETWORK_POLICY": raw}).network_policy
+    assert peers is not None
+    pod_labels = deployment(docs)["spec"]["template"]["metadata"]["labels"]
+    (operator,) = peers["operator"]
+    assert operator["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": NS}}
+    assert operator["podSelector"]["matchLabels"] and _selects(operator["podSelector"], pod_labels)
+    assert {"podSelector": {}} in peers["servingClients"], "any pod in the model's namespace"
+    assert peers["kuberay"] and peers["metrics"]
+
+
+def test_network_policy_opens_only_the_operators_served_ports(tmp_path) -> None:
+    docs = helm_template({"webhook": {"enabled": True}}, tmp_path=tmp_path)
+    policy = one(docs, "NetworkPolicy")
+    pod_labels = deployment(docs)["spec"]["template"]["metadata"]["labels"]
+    assert _selects(policy["spec"]["podSelector"], pod_labels) and policy["spec"]["policyTypes"] == [
+        "Ingress"
+    ]
+    open_to_all = {
+        p["port"] for rule in policy["spec"]["ingress"] if "from" not in rule for p in rule["ports"]
+    }
+    assert open_to_all == {8081, 9443}, "kubelet probes and API server admission calls"
+    (metrics,) = [rule for rule in policy["spec"]["ingress"] if "from" in rule]
+    assert [p["port"] for p in metrics["ports"]] == [8080] and metrics["from"]
+    served = {p["containerPort"] for p in container(docs)["ports"]}
+    assert open_to_all | {8080} == served
+
+
+def test_network_policy_off_renders_no_policy_and_no_setting(tmp_path) -> None:
+    docs = helm_template({"networkPolicy": {"enabled": False}}, tmp_path=tmp_path)
+    assert not by_kind(docs, "NetworkPolicy")
+    assert "RECSERVE_NETWORK_POLICY" not in env_of(docs)
+
+
+def test_the_operators_planned_serving_manifests_are_schema_valid(tmp_path) -> None:
+    """What the operator creates per model, against the API's and KubeRay's own schemas: the
+    hardening and the NetworkPolicy must not be rejected by the API server."""
+    from recserve_operator.planners.build_job import build_request, plan_build_job
+    from recserve_operator.planners.network_policy import plan_network_policy
+    from recserve_operator.planners.rayservice import plan_rayservice
+    from recserve_operator.planners.serve_config import (
+        DeployPlan,
+        ServedVersion,
+        ServeSite,
+        plan_serve_config,
+    )
+    from recserve_operator.validate import load_model
+    from recserve_serving.serve.config import render_serve_config
+
+    assert write_core_schemas(tmp_path) > 300
+    write_crd_schemas(tmp_path, crds_of(kuberay_crds()))
+    raw = env_of(helm_template())["RECSERVE_NETWORK_POLICY"]
+    settings = OperatorSettings.from_env({"RECSERVE_NETWORK_POLICY": raw})
+    assert settings.network_policy is not None
+    docs: list[Doc] = []
+    for example in ("movielens-ranker.yaml", "movielens-ranker-gpu.yaml"):
+        loaded = load_model(CHART.parents[1] / "manifests" / "examples" / example)
+        model = loaded.model_copy(
+            update={"metadata": loaded.metadata.model_copy(update={"namespace": "ml", "uid": "u-1"})}
+        )
+        site = ServeSite(data_dir=settings.data_dir, index_dir=settings.index_dir)
+        app = plan_serve_config(model, DeployPlan(ServedVersion("m/1", "/artifacts/engines/a")), site)
+        config = render_serve_config(app)
+        request = build_request(model, "stable", "models:/m/1", "d1", model.spec.optimization, settings)
+        docs += [
+            plan_rayservice(model, config, settings),
+            plan_build_job(model, request, settings),
+            plan_network_policy(model, settings.network_policy, settings.serve_port),
+        ]
+    assert f"Valid: {len(docs)}, Invalid: 0" in kubeconform(docs, tmp_path, skip=())

@@ -102,6 +102,12 @@ def test_values_contract_names_every_operator_env_var() -> None:
         "RECSERVE_DEFAULT_GPU_PRODUCT",
         "RECSERVE_SERVING_IMAGE",
         "RECSERVE_BUILDER_IMAGE",
+        "RECSERVE_NETWORK_POLICY",
     }
-    # Every env entry is fed by a config value or an image (templates look them up by key).
-    assert set(values["contract"]["env"]) - set(values["config"]) == {"servingImage", "builderImage"}
+    # Every env entry is fed by a config value, an image, or the networkPolicy block (templates
+    # look them up by key).
+    assert set(values["contract"]["env"]) - set(values["config"]) == {
+        "servingImage",
+        "builderImage",
+        "networkPolicy",
+    }

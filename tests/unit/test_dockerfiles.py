@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recserve_operator.planners.rayservice import DASHBOARD_PORT, GCS_PORT
+from recserve_operator.planners.k8s_common import IMAGE_UID
+from recserve_operator.planners.rayservice import DASHBOARD_PORT, GCS_PORT, HOME_MOUNT
 from recserve_operator.settings import OperatorSettings
 from recserve_serving.offline import OFFLINE_ENV
 from recserve_serving.paths import DATA_ENV, IMAGE_DATA_DIR
@@ -240,3 +241,17 @@ def test_serving_images_ship_the_catalog_where_the_operator_points_routers(name:
     _, stages = parse(DOCKER / name)
     build_copies = [c for s in stages[:-1] for c in s.all("COPY")]
     assert f"data/movielens-small/ {IMAGE_DATA_DIR}/" in build_copies
+
+
+@pytest.mark.parametrize("name", SERVING_IMAGES)
+def test_serving_and_build_pods_run_as_the_images_user(name: str) -> None:
+    """runAsNonRoot only checks that the uid is not 0; a uid other than the image's would leave
+    the process without a home and without its files."""
+    text = (DOCKER / name).read_text()
+    _, stages = parse(DOCKER / name)
+    (user,) = stages[-1].all("USER")
+    assert user == f"{IMAGE_UID}:{IMAGE_UID}"
+    home = re.search(r"useradd --uid (\d+) --create-home .* (\w+)$", text, re.MULTILINE)
+    assert home and int(home.group(1)) == IMAGE_UID and f"/home/{home.group(2)}" == HOME_MOUNT
+    (workdir,) = stages[-1].all("WORKDIR")
+    assert workdir == HOME_MOUNT

@@ -9,7 +9,12 @@ import pytest
 import yaml
 
 from recserve_operator.planners.build_job import build_request, job_name, plan_build_job
-from recserve_operator.planners.rayservice import plan_rayservice, worker_group_name
+from recserve_operator.planners.rayservice import (
+    GCS_PORT,
+    RAY_METRICS_PORT,
+    plan_rayservice,
+    worker_group_name,
+)
 from recserve_operator.planners.serve_config import (
     DeployPlan,
     ServedVersion,
@@ -334,3 +339,208 @@ def test_a_models_applications_are_told_apart_from_other_models():
     assert all(owned_by(app["name"], "movielens-ranker") for app in rendered["applications"])
     assert not any(owned_by(app["name"], "movielens") for app in rendered["applications"])
     assert not owned_by("movielens-ranker-gpu", "movielens-ranker")
+
+
+def _pods(service):
+    """(template) of the head and of every worker group of a planned RayService."""
+    cluster = service["spec"]["rayClusterConfig"]
+    return [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]
+
+
+def _build_pod(m=CPU):
+    request = build_request(m, "stable", "models:/m/1", "d1", m.spec.optimization, SETTINGS)
+    return plan_build_job(m, request, SETTINGS)["spec"]["template"]["spec"]
+
+
+def test_serving_pods_mount_the_artifact_store_read_only():
+    for m in (CPU, GPU):
+        for template in _pods(plan_rayservice(m, render_serve_config(_serve(m)), SETTINGS)):
+            pod = template["spec"]
+            (volume,) = [v for v in pod["volumes"] if v["name"] == "artifacts"]
+            assert volume["persistentVolumeClaim"]["readOnly"] is True
+            (mount,) = [v for v in pod["containers"][0]["volumeMounts"] if v["name"] == "artifacts"]
+            assert mount["readOnly"] is True and mount["mountPath"] == SETTINGS.artifact_mount
+    build = _build_pod()
+    (mount,) = [v for v in build["containers"][0]["volumeMounts"] if v["name"] == "artifacts"]
+    assert mount["readOnly"] is False, "build Jobs write the engines"
+
+
+def test_routers_cache_the_retrieval_index_off_the_read_only_store():
+    index, tmp = SETTINGS.index_dir, "/tmp/"
+    assert index.startswith(tmp) and not index.startswith(SETTINGS.artifact_mount)
+    for template in _pods(plan_rayservice(CPU, render_serve_config(_serve(CPU)), SETTINGS)):
+        mounts = {m["mountPath"]: m["name"] for m in template["spec"]["containers"][0]["volumeMounts"]}
+        volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+        assert "emptyDir" in volumes[mounts["/tmp"]]
+
+
+@pytest.mark.parametrize("kind", ["serving", "build"])
+def test_serving_pods_and_build_jobs_run_as_non_root_under_runtime_default_seccomp(kind):
+    if kind == "serving":
+        templates = [
+            t for m in (CPU, GPU) for t in _pods(plan_rayservice(m, render_serve_config(_serve(m)), SETTINGS))
+        ]
+        pods = [t["spec"] for t in templates]
+    else:
+        pods = [_build_pod(CPU), _build_pod(GPU)]
+    for pod in pods:
+        security = pod["securityContext"]
+        assert security["runAsNonRoot"] is True and security["runAsUser"] == 1000
+        assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in pod["containers"]:
+            c = container["securityContext"]
+            assert c["allowPrivilegeEscalation"] is False
+            assert c["capabilities"] == {"drop": ["ALL"]}
+            assert c["readOnlyRootFilesystem"] is True
+            writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
+            assert "/tmp" in writable, "Ray's temp dir and tempfile need a writable /tmp"
+            scratch = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+            assert {m["name"] for m in container["volumeMounts"] if m["mountPath"] == "/tmp"} <= scratch
+
+
+def test_the_ray_autoscaler_sidecar_drops_its_privileges_too():
+    service = plan_rayservice(CPU, render_serve_config(_serve(CPU)), SETTINGS)
+    security = service["spec"]["rayClusterConfig"]["autoscalerOptions"]["securityContext"]
+    assert security == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+# --- The model's NetworkPolicy, evaluated the way the NetworkPolicy API defines it (matchLabels
+# selectors only, which is all the planner and the chart's defaults use).
+
+PEERS = {
+    "servingClients": [
+        {"podSelector": {}},
+        {"namespaceSelector": {}, "podSelector": {"matchLabels": {"recserve.dev/serving-client": "true"}}},
+    ],
+    "kuberay": [
+        {
+            "namespaceSelector": {},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}},
+        }
+    ],
+    "operator": [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "recserve-system"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/component": "operator"}},
+        }
+    ],
+    "metrics": [
+        {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+    ],
+}
+FENCED = OperatorSettings(network_policy=PEERS)
+
+
+def _selects(selector, labels):
+    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+
+
+def _admits(policy, pod_labels, source_namespace, source_labels, port):
+    """Whether ``policy`` (in the model's namespace) lets a pod in ``source_namespace`` with
+    ``source_labels`` reach a pod with ``pod_labels`` on ``port``."""
+    spec = policy["spec"]
+    if not _selects(spec["podSelector"], pod_labels) or "Ingress" not in spec["policyTypes"]:
+        return True
+    here = policy["metadata"]["namespace"]
+    ns_labels = {"kubernetes.io/metadata.name": source_namespace}
+    for rule in spec.get("ingress", []):
+        ports = rule.get("ports")
+        if ports and port not in {p["port"] for p in ports}:
+            continue
+        for peer in rule.get("from") or [{"namespaceSelector": {}}]:
+            if "namespaceSelector" in peer:
+                in_ns = _selects(peer["namespaceSelector"], ns_labels)
+            else:
+                in_ns = source_namespace == here
+            if in_ns and _selects(peer.get("podSelector", {}), source_labels):
+                return True
+    return False
+
+
+def _renamed(m, name):
+    return m.model_copy(update={"metadata": m.metadata.model_copy(update={"name": name})})
+
+
+def _fence(m=CPU):
+    from recserve_operator.planners.network_policy import plan_network_policy
+
+    assert FENCED.network_policy is not None
+    return plan_network_policy(m, FENCED.network_policy, FENCED.serve_port)
+
+
+def _serving_pod(m=CPU):
+    """The labels KubeRay gives a head pod: the template's, plus its own."""
+    service = plan_rayservice(m, render_serve_config(_serve(m)), SETTINGS)
+    labels = dict(service["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["metadata"]["labels"])
+    return {**labels, "ray.io/node-type": "head", "ray.io/cluster": f"{m.metadata.name}-raycluster-x"}
+
+
+def test_serving_pods_carry_the_labels_their_network_policy_selects():
+    policy = _fence()
+    for template in _pods(plan_rayservice(CPU, render_serve_config(_serve(CPU)), SETTINGS)):
+        assert _selects(policy["spec"]["podSelector"], template["metadata"]["labels"])
+    assert policy["metadata"]["namespace"] == CPU.metadata.namespace
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == CPU.metadata.uid
+    other = _renamed(CPU, "other-model")
+    assert not _selects(policy["spec"]["podSelector"], _serving_pod(other))
+
+
+def test_network_policy_denies_the_ray_dashboard_to_other_pods():
+    from recserve_operator.planners.rayservice import DASHBOARD_PORT
+
+    policy, pod, ns = _fence(), _serving_pod(), CPU.metadata.namespace
+    client = {"app": "web"}
+    assert not _admits(policy, pod, ns, client, DASHBOARD_PORT), "a neighbour pod must not submit Ray jobs"
+    assert not _admits(policy, pod, "elsewhere", client, DASHBOARD_PORT)
+    other_model = _serving_pod(_renamed(CPU, "other-model"))
+    assert not _admits(policy, pod, ns, other_model, DASHBOARD_PORT), "another model's Ray pods"
+    operator = {"app.kubernetes.io/component": "operator"}
+    assert not _admits(policy, pod, "recserve-system", operator, DASHBOARD_PORT)
+    kuberay = {"app.kubernetes.io/name": "kuberay-operator"}
+    assert _admits(policy, pod, "ray-system", kuberay, DASHBOARD_PORT), "KubeRay deploys Serve apps there"
+    assert not _admits(policy, pod, "ray-system", kuberay, GCS_PORT)
+
+
+def test_network_policy_admits_the_operator_and_serving_clients_on_the_serve_port_only():
+    policy, pod, ns, port = _fence(), _serving_pod(), CPU.metadata.namespace, FENCED.serve_port
+    assert _admits(policy, pod, ns, {"app": "web"}, port), "any pod in the model's namespace"
+    assert not _admits(policy, pod, "elsewhere", {"app": "web"}, port)
+    assert _admits(policy, pod, "elsewhere", {"recserve.dev/serving-client": "true"}, port)
+    operator = {"app.kubernetes.io/component": "operator"}
+    assert _admits(policy, pod, "recserve-system", operator, port), "the operator scrapes /metrics"
+    assert not _admits(policy, pod, "some-other-ns", operator, port)
+    prometheus = {"app.kubernetes.io/name": "prometheus"}
+    assert _admits(policy, pod, "monitoring", prometheus, RAY_METRICS_PORT)
+    assert not _admits(policy, pod, ns, {"app": "web"}, RAY_METRICS_PORT)
+    assert not _admits(policy, pod, ns, {"app": "web"}, GCS_PORT)
+
+
+def test_ray_pods_of_one_model_reach_each_other_on_every_port():
+    policy, pod = _fence(), _serving_pod()
+    worker = {**pod, "ray.io/node-type": "worker"}
+    for port in (GCS_PORT, 8265, 10002, 52365):
+        assert _admits(policy, pod, CPU.metadata.namespace, worker, port)
+
+
+def test_a_peer_group_left_empty_admits_nobody_rather_than_everybody():
+    from recserve_operator.planners.network_policy import plan_network_policy
+
+    policy = plan_network_policy(CPU, {**PEERS, "kuberay": []}, FENCED.serve_port)
+    assert all(rule.get("from") for rule in policy["spec"]["ingress"])
+    assert not _admits(
+        policy, _serving_pod(), "ray-system", {"app.kubernetes.io/name": "kuberay-operator"}, 8265
+    )
+
+
+def test_network_policy_setting_is_read_and_checked_at_startup():
+    assert OperatorSettings.from_env({}).network_policy is None
+    parsed = OperatorSettings.from_env({"RECSERVE_NETWORK_POLICY": json.dumps({"kuberay": PEERS["kuberay"]})})
+    assert parsed.network_policy == {
+        "servingClients": [],
+        "operator": [],
+        "kuberay": PEERS["kuberay"],
+        "metrics": [],
+    }
+    for bad in ("not json", '{"clients": []}', '{"kuberay": {}}', '["x"]'):
+        with pytest.raises(InvalidRequest, match="RECSERVE_NETWORK_POLICY"):
+            OperatorSettings.from_env({"RECSERVE_NETWORK_POLICY": bad})

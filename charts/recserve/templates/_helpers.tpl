@@ -94,3 +94,17 @@ app.kubernetes.io/part-of: recserve
 {{- fail "watch.namespaces is only used with watch.scope=namespaces; clear it for the cluster scope" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* RECSERVE_NETWORK_POLICY: who may reach each model's Ray pods (JSON; see settings.py).
+The operator's own pods are one of the peers: they scrape the serving apps' /metrics. */}}
+{{- define "recserve.networkPolicyPeers" -}}
+{{- $operator := dict
+  "namespaceSelector" (dict "matchLabels" (dict "kubernetes.io/metadata.name" .Release.Namespace))
+  "podSelector" (dict "matchLabels" (include "recserve.selectorLabels" . | fromYaml)) -}}
+{{- $np := .Values.networkPolicy -}}
+{{- toJson (dict
+  "servingClients" $np.servingClients
+  "kuberay" $np.kuberay
+  "metrics" $np.metrics
+  "operator" (list $operator)) -}}
+{{- end -}}

@@ -20,6 +20,7 @@ from recserve_operator.api.types import RecommenderModel
 from recserve_operator.cluster.checkpoints import describe
 from recserve_operator.planners.analysis import WindowMetrics
 from recserve_operator.planners.build_job import build_request, job_name, plan_build_job
+from recserve_operator.planners.network_policy import plan_network_policy
 from recserve_operator.planners.rayservice import plan_rayservice
 from recserve_operator.planners.serve_config import DeployPlan, ServeObservation, ServeSite
 from recserve_operator.platform import CheckpointInfo, DeployOutcome, EngineOutcome, serve_step
@@ -92,6 +93,7 @@ class ClusterPlatform:
 
     def deploy(self, model: RecommenderModel, plan: DeployPlan) -> DeployOutcome:
         namespace, name = model.metadata.namespace or "default", model.metadata.name or ""
+        self._fence(model)
         current = kube.get_rayservice(namespace, name)
         step = serve_step(model, plan, self.site, _observe(current))
         wanted = plan_rayservice(model, step.rendered, self.settings)
@@ -102,6 +104,19 @@ class ClusterPlatform:
             kube.patch_rayservice_spec(namespace, name, wanted["spec"])
         ready, message = _rayservice_ready(current)
         return DeployOutcome(ready, self.endpoint(model) if ready else None, message, settled=step.settled)
+
+    def _fence(self, model: RecommenderModel) -> None:
+        """Creates or corrects the model's NetworkPolicy before any Ray pod of it exists, so
+        that no serving pod ever starts reachable from everywhere."""
+        if self.settings.network_policy is None:
+            return
+        wanted = plan_network_policy(model, self.settings.network_policy, self.site.port)
+        namespace, name = wanted["metadata"]["namespace"], wanted["metadata"]["name"]
+        current = kube.get_network_policy(namespace, name)
+        if current is None:
+            kube.create_network_policy(wanted)
+        elif _subset_differs(wanted["spec"], current.get("spec") or {}):
+            kube.patch_network_policy_spec(namespace, name, wanted["spec"])
 
     def teardown(self, model: RecommenderModel) -> None:
         """Nothing to do: the RayService and build Jobs carry owner references, so the garbage

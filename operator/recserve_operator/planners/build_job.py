@@ -18,11 +18,15 @@ from recserve_operator.api.types import RecommenderModel
 from recserve_operator.planners.k8s_common import (
     GPU_PRODUCT_LABEL,
     GPU_RESOURCE,
+    TMP_MOUNT,
     artifact_volume,
     common_env,
+    container_security_context,
     gpu_tolerations,
     metadata,
     mlflow_env,
+    pod_security_context,
+    scratch_volume,
 )
 from recserve_operator.settings import OperatorSettings
 from recserve_serving.recipe import OptimizationRecipe
@@ -85,12 +89,13 @@ def job_name(model: RecommenderModel, request: BuildRequest) -> str:
 def plan_build_job(
     model: RecommenderModel, request: BuildRequest, settings: OperatorSettings
 ) -> dict[str, Any]:
-    volumes, mounts, store_env = artifact_volume(settings)
+    volumes, mounts, store_env = artifact_volume(settings, read_only=False)
+    tmp_volume, tmp_mount = scratch_volume("tmp", TMP_MOUNT)
     resources = model.spec.serving.resources
     limits: dict[str, Any] = {"cpu": str(max(2, int(resources.cpus))), "memory": "8Gi"}
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000},
+        "securityContext": pod_security_context(),
         "containers": [
             {
                 "name": "build",
@@ -110,19 +115,14 @@ def plan_build_job(
                 ],
                 "env": [*common_env(settings), *mlflow_env(settings), *store_env],
                 "resources": {"requests": dict(limits), "limits": limits},
-                "volumeMounts": mounts,
+                "volumeMounts": [*mounts, tmp_mount],
                 "terminationMessagePath": TERMINATION_LOG,
                 "terminationMessagePolicy": "FallbackToLogsOnError",
-                "securityContext": {
-                    "allowPrivilegeEscalation": False,
-                    "readOnlyRootFilesystem": True,
-                    "capabilities": {"drop": ["ALL"]},
-                },
+                "securityContext": container_security_context(),
             }
         ],
-        "volumes": [*volumes, {"name": "tmp", "emptyDir": {}}],
+        "volumes": [*volumes, tmp_volume],
     }
-    pod_spec["containers"][0]["volumeMounts"] = [*mounts, {"name": "tmp", "mountPath": "/tmp"}]
     if request.gpu_product is not None:
         limits[GPU_RESOURCE] = "1"
         pod_spec["containers"][0]["resources"] = {"requests": dict(limits), "limits": limits}

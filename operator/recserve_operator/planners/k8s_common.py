@@ -11,6 +11,10 @@ from recserve_serving.offline import OFFLINE_ENV
 MANAGED_BY = "recserve-operator"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+IMAGE_UID = 1000
+"""The ``USER`` of the serving/builder images (docker/serving*.Dockerfile); the pods run as it."""
+TMP_MOUNT = "/tmp"
+"""Ray's temp dir (``/tmp/ray``: sessions, logs, sockets) and Python's ``tempfile`` live here."""
 
 
 def labels(model: RecommenderModel, component: str) -> dict[str, str]:
@@ -52,13 +56,45 @@ def gpu_tolerations() -> list[dict[str, Any]]:
 
 
 def artifact_volume(
-    settings: OperatorSettings,
+    settings: OperatorSettings, *, read_only: bool
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """(volumes, volumeMounts, env) that make the artifact store visible at ``artifact_mount``."""
+    """(volumes, volumeMounts, env) that make the artifact store visible at ``artifact_mount``.
+
+    Only build Jobs write engines. Serving pods run user-reachable code (Serve apps, Ray's
+    worker processes), so they get the store ``read_only``: code that runs there cannot
+    replace an engine that other models load.
+    """
     claim = settings.artifact_store.removeprefix(PVC_PREFIX).split("/", 1)[0]
-    volumes = [{"name": "artifacts", "persistentVolumeClaim": {"claimName": claim}}]
-    mounts = [{"name": "artifacts", "mountPath": settings.artifact_mount}]
+    source: dict[str, Any] = {"claimName": claim, **({"readOnly": True} if read_only else {})}
+    volumes = [{"name": "artifacts", "persistentVolumeClaim": source}]
+    mounts = [{"name": "artifacts", "mountPath": settings.artifact_mount, "readOnly": read_only}]
     return volumes, mounts, [{"name": "RECSERVE_PVC_ROOT", "value": settings.artifact_mount}]
+
+
+def pod_security_context() -> dict[str, Any]:
+    """Every pod the operator plans runs as the images' unprivileged user under the runtime's
+    default seccomp filter; ``fsGroup`` lets that user read and write the shared volumes."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": IMAGE_UID,
+        "runAsGroup": IMAGE_UID,
+        "fsGroup": IMAGE_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    """No privilege escalation, no capabilities, nothing written outside the mounted volumes
+    (each pod mounts an emptyDir at ``TMP_MOUNT`` for its scratch files)."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def scratch_volume(name: str, path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    return {"name": name, "emptyDir": {}}, {"name": name, "mountPath": path}
 
 
 def common_env(settings: OperatorSettings) -> list[dict[str, Any]]:

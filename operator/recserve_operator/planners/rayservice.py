@@ -6,6 +6,11 @@ placement group (pipeline × tensor shards, STRICT_PACK) always fits on one node
 worker groups select their product by node label and tolerate the GPU taint. The Ray
 autoscaler adds worker pods between bounds derived from Serve's replica bounds; the Serve
 replica counts themselves stay inside Ray and never appear in anything tracked in git.
+
+Every Ray pod carries the model's serving labels (``serving_pod_labels``): KubeRay keeps a
+template's labels and adds its own ``ray.io/*`` ones, so the model's NetworkPolicy
+(``planners/network_policy.py``) selects exactly these pods, across KubeRay's cluster
+replacements, by labels this module sets.
 """
 
 from __future__ import annotations
@@ -20,10 +25,15 @@ from recserve_operator.api.types import RecommenderModel
 from recserve_operator.planners.k8s_common import (
     GPU_PRODUCT_LABEL,
     GPU_RESOURCE,
+    TMP_MOUNT,
     artifact_volume,
     common_env,
+    container_security_context,
     gpu_tolerations,
+    labels,
     metadata,
+    pod_security_context,
+    scratch_volume,
 )
 from recserve_operator.settings import OperatorSettings
 from recserve_serving.release import RAY_VERSION
@@ -32,7 +42,16 @@ from recserve_serving.serving_spec import quantity_bytes
 
 GCS_PORT = 6379
 DASHBOARD_PORT = 8265
+RAY_METRICS_PORT = 8080
+"""KubeRay's default ``metrics-export-port`` of every Ray pod (Ray's own Prometheus metrics)."""
 SERVING_COMPONENT = "serving"
+HOME_MOUNT = "/home/ray"
+"""The images' home directory: Ray, torch and Triton keep caches under ``$HOME``, which the
+read-only root filesystem would otherwise refuse."""
+
+
+def serving_pod_labels(model: RecommenderModel) -> dict[str, str]:
+    return labels(model, SERVING_COMPONENT)
 
 
 def worker_group_name(gpu_product: str | None, gpus: float) -> str:
@@ -51,11 +70,19 @@ def _container(
         "resources": {"requests": dict(requests), "limits": dict(requests)},
         "volumeMounts": mounts,
         "env": env,
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        "securityContext": container_security_context(),
+    }
+
+
+def _pod_template(model: RecommenderModel, pod: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "metadata": {"labels": serving_pod_labels(model)},
+        "spec": {"securityContext": pod_security_context(), **pod},
     }
 
 
 def _head(
+    model: RecommenderModel,
     settings: OperatorSettings,
     mounts: list[dict[str, Any]],
     volumes: list[dict[str, Any]],
@@ -67,9 +94,14 @@ def _head(
         {"containerPort": DASHBOARD_PORT, "name": "dashboard"},
         {"containerPort": SERVE_PORT, "name": "serve"},
     ]
+    # The dashboard listens on the pod IP, not 127.0.0.1: KubeRay's RayService controller
+    # deploys and watches Serve applications through the dashboard's REST API on the head
+    # Service (port DASHBOARD_PORT), from the KubeRay operator's pod. The same port also takes
+    # Ray job submissions (arbitrary code), so the model's NetworkPolicy admits it from the
+    # KubeRay operator and the model's own Ray pods only.
     return {
         "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "1"},
-        "template": {"spec": {"containers": [container], "volumes": volumes}},
+        "template": _pod_template(model, {"containers": [container], "volumes": volumes}),
     }
 
 
@@ -104,7 +136,7 @@ def _worker_group(
         "minReplicas": autoscaling.min_replicas * versions,
         "maxReplicas": autoscaling.max_replicas * versions,
         "rayStartParams": start_params,
-        "template": {"spec": pod},
+        "template": _pod_template(model, pod),
     }
 
 
@@ -113,7 +145,10 @@ def plan_rayservice(
 ) -> dict[str, Any]:
     """The RayService for a rendered serve config (``plan_hand_over``'s step); its worker group
     has room for every ranker application in it."""
-    volumes, mounts, store_env = artifact_volume(settings)
+    volumes, mounts, store_env = artifact_volume(settings, read_only=True)
+    for name, path in (("tmp", TMP_MOUNT), ("home", HOME_MOUNT)):
+        volume, mount = scratch_volume(name, path)
+        volumes, mounts = [*volumes, volume], [*mounts, mount]
     env = [*common_env(settings), *store_env]
     versions = max(1, len(serve_config["applications"]) - 1)  # every app but the router
     return {
@@ -125,8 +160,15 @@ def plan_rayservice(
             "rayClusterConfig": {
                 "rayVersion": RAY_VERSION,
                 "enableInTreeAutoscaling": True,
-                "autoscalerOptions": {"upscalingMode": "Default", "idleTimeoutSeconds": 60},
-                "headGroupSpec": _head(settings, mounts, volumes, env),
+                "autoscalerOptions": {
+                    "upscalingMode": "Default",
+                    "idleTimeoutSeconds": 60,
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                },
+                "headGroupSpec": _head(model, settings, mounts, volumes, env),
                 "workerGroupSpecs": [_worker_group(model, settings, versions, mounts, volumes, env)],
             },
         },
