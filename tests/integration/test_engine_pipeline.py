@@ -69,19 +69,21 @@ def test_int8_engine_builds_once_loads_and_scores_close_to_the_checkpoint(regist
     assert "tiny-ranker/1" in engine.name
 
 
-def test_a_tampered_engine_is_refused_at_load(registered) -> None:
+def test_a_tampered_engine_is_refused_at_load_then_quarantined_and_rebuilt(registered) -> None:
     state, _, resolved, _ = registered
-    built = build_engine(
-        resolved, OptimizationRecipe(backend="onnxruntime", precision="fp32"), state / "engines"
-    )
+    recipe = OptimizationRecipe(backend="onnxruntime", precision="fp32")
+    built = build_engine(resolved, recipe, state / "engines")
     model = built.path / built.manifest.model_file
     payload = bytearray(model.read_bytes())
     payload[len(payload) // 2] ^= 0xFF
     model.write_bytes(bytes(payload))
     with pytest.raises(EngineError, match=r"changed: model\.onnx"):
         load_engine(built.path)
-    with pytest.raises(EngineError, match="does not match its manifest"):
-        build_engine(resolved, OptimizationRecipe(backend="onnxruntime", precision="fp32"), state / "engines")
+    rebuilt = build_engine(resolved, recipe, state / "engines")
+    assert rebuilt.path == built.path and rebuilt.manifest.key == built.manifest.key
+    load_engine(rebuilt.path)
+    quarantined = [p.name for p in (state / "engines").iterdir() if p.name.startswith(".quarantine-")]
+    assert [name.startswith(f".quarantine-{built.manifest.key}") for name in quarantined] == [True]
     (built.path / "extra.bin").write_bytes(b"")
     with pytest.raises(EngineError, match=r"unexpected: extra\.bin"):
         load_engine(built.path)
