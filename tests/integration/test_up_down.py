@@ -10,50 +10,20 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
+from up_process import RECSERVE, Up
 
-from recserve_operator.embedded.processes import free_port, process_tree
+from recserve_operator.embedded.processes import free_port
 from recserve_serving.data import load_movielens
-from recserve_serving.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "manifests/examples/movielens-ranker.yaml"
-RECSERVE = [sys.executable, "-m", "recserve_operator.cli"]
-
-
-class Up:
-    """A running `recserve up` whose output is collected line by line."""
-
-    def __init__(self, env: dict[str, str], port: int) -> None:
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(
-            [*RECSERVE, "up", str(EXAMPLE), "--port", str(port)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip())
-
-    def ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError("recserve up exited early:\n" + "\n".join(self.lines[-40:]))
-        return any(line.startswith("READY ") for line in self.lines)
 
 
 @pytest.fixture(scope="module")
@@ -66,15 +36,12 @@ def env(test_state, tmp_path_factory):
 @pytest.fixture(scope="module")
 def served(env):
     port = free_port()
-    up = Up(env, port)
+    up = Up(EXAMPLE, env, port)
     try:
-        wait_for(up.ready, timeout=1500, interval=1.0, message="recserve up to print READY")
-        tree = process_tree([up.process.pid])
-        yield up, f"http://127.0.0.1:{port}", tree
+        up.wait_ready()
+        yield up, f"http://127.0.0.1:{port}", up.tree
     finally:
-        if up.process.poll() is None:
-            subprocess.run([*RECSERVE, "down"], env=env, timeout=120, check=False)
-            up.process.wait(timeout=60)
+        up.down()
 
 
 @pytest.fixture(scope="module")
