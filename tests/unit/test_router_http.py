@@ -95,7 +95,7 @@ def router(monkeypatch) -> serve_app.Router:
         model_name="m",
         data_dir="unused",
         index_dir="unused",
-        limits=LimitsSpec(max_text_chars=50, request_timeout_seconds=0.5),
+        limits=LimitsSpec(max_text_chars=50, request_timeout_seconds=2.0),
     )
     router = serve_app.Router(config.to_dict(), catalog=FakeCatalog())
     router.traffic = TrafficConfig(stable=STABLE)

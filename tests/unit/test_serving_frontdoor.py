@@ -4,9 +4,11 @@ and is counted under it, whatever its status; bodies and time are bounded."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
 from fastapi.testclient import TestClient
 
 from recserve_serving.errors import InvalidRequest, Overloaded, Unavailable
@@ -59,6 +61,17 @@ def build_app() -> FastAPI:
     async def own_timeout(request: Request) -> None:
         mark_version(request.scope, VERSION)
         raise TimeoutError("a bug that looks like a timeout")
+
+    @app.post("/slow-to-send")
+    async def slow_to_send(request: Request) -> StreamingResponse:
+        mark_version(request.scope, VERSION)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"decided, "
+            await asyncio.sleep(0.5)  # past the 0.2 s deadline, after the answer has started
+            yield b"then sent"
+
+        return StreamingResponse(chunks())
 
     return app
 
@@ -146,3 +159,10 @@ def test_request_over_the_timeout_is_504_counted_under_its_version(client, metri
 
 def test_timeout_error_raised_by_the_app_itself_is_a_500_not_a_504(client):
     assert client.post("/own-timeout").status_code == 500
+
+
+def test_a_started_answer_is_sent_whole_after_the_deadline_passes(client, metrics):
+    response = client.post("/slow-to-send")
+    assert response.status_code == 200
+    assert response.text == "decided, then sent"
+    assert counted(metrics, VERSION, "/slow-to-send", 200) == 1

@@ -101,6 +101,7 @@ async def _buffered_body(scope: Scope, receive: Receive, limit: int) -> Receive:
 class _Answer:
     status: int = 500
     started: bool = False
+    bounded: bool = False  # inside the request's deadline
 
 
 class FrontDoor:
@@ -116,6 +117,7 @@ class FrontDoor:
             return
         start = time.perf_counter()
         answer = _Answer()
+        deadline = asyncio.timeout(gate.limits.request_timeout_seconds)
 
         async def labelled_send(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -123,13 +125,20 @@ class FrontDoor:
                 if version is not None:
                     MutableHeaders(scope=message)[VERSION_HEADER] = version
                 answer.status, answer.started = message["status"], True
+                if answer.bounded:
+                    # The answer is decided: the deadline bounds reaching it, not sending it, so a
+                    # slow client or a loaded loop cannot cut a started response short.
+                    deadline.reschedule(None)
             await send(message)
 
-        deadline = asyncio.timeout(gate.limits.request_timeout_seconds)
         try:
             async with deadline:
-                body = await _buffered_body(scope, receive, gate.limits.max_body_bytes)
-                await self.app(scope, body, labelled_send)
+                answer.bounded = True
+                try:
+                    body = await _buffered_body(scope, receive, gate.limits.max_body_bytes)
+                    await self.app(scope, body, labelled_send)
+                finally:
+                    answer.bounded = False
         except asyncio.CancelledError:
             if not answer.started:
                 answer.status = CLIENT_CLOSED
