@@ -21,7 +21,7 @@ from up_process import Up
 from recserve_operator.embedded.processes import free_port
 from recserve_operator.loadgen import BackgroundTraffic
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.scenario]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.scenario, pytest.mark.long]
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "manifests/examples/movielens-ranker.yaml"

@@ -9,6 +9,7 @@ the batch-size histogram, an upscale under load, and weight changes and then a p
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,7 @@ import pytest
 
 from recserve_operator.embedded.local_ray import start_local_ray, stop_local_ray
 from recserve_operator.embedded.processes import free_port
-from recserve_operator.loadgen import generate
+from recserve_operator.loadgen import BackgroundTraffic, generate
 from recserve_operator.planners.serve_config import plan_hand_over
 from recserve_operator.rollout.serve_rest import ServeRestTarget
 from recserve_serving.paths import movielens_dir
@@ -108,9 +109,12 @@ def app(engines, tmp_path_factory):
         stop_local_ray(ray)
 
 
+def recommend_body(user: int) -> dict[str, object]:
+    return {"user_id": user, "history": [1, 2, 3], "candidates": CANDIDATES, "k": 3}
+
+
 def recommend(url: str, user: int) -> httpx.Response:
-    body = {"user_id": user, "history": [1, 2, 3], "candidates": CANDIDATES, "k": 3}
-    return httpx.post(f"{url}/v1/recommend", json=body, timeout=60)
+    return httpx.post(f"{url}/v1/recommend", json=recommend_body(user), timeout=60)
 
 
 def test_sticky_split_over_2000_users(app):
@@ -131,7 +135,11 @@ def test_sticky_split_over_2000_users(app):
 
 def test_shadow_and_batching_are_observed(app):
     url, _ = app
-    generate(url, concurrency=16, requests=300, seconds=120)
+    # The sticky test's small requests: sixteen clients at once are what batching and shadowing need,
+    # not 200 retrieved candidates per request (that only made the test slow).
+    bodies = [json.dumps(recommend_body(user)).encode() for user in range(1, 301)]
+    result = generate(url, concurrency=16, requests=300, seconds=120, bodies=bodies)
+    assert result.errors == 0, result.failures[:3]
     metrics = httpx.get(f"{url}/metrics", timeout=30).text
     values = {}
     for line in metrics.splitlines():
@@ -181,11 +189,7 @@ def _all_running(target: ServeRestTarget) -> bool:
 def test_weight_changes_then_a_promotion_under_traffic_fail_no_request(app, engines):
     url, target = app
     port = int(url.rsplit(":", 1)[1])
-    results = []
-    worker = threading.Thread(
-        target=lambda: results.append(generate(url, concurrency=4, requests=100_000, seconds=90))
-    )
-    worker.start()
+    traffic = BackgroundTraffic(url, concurrency=4, round_requests=100, round_seconds=10)
     try:
         for weight in (50, 75, 100, 25):
             target.apply(render_serve_config(config(engines, port, weight)))
@@ -201,9 +205,9 @@ def test_weight_changes_then_a_promotion_under_traffic_fail_no_request(app, engi
 
         wait_for(handed_over, 180, interval=2.0, message="the promotion hand-over")
     finally:
-        worker.join(timeout=240)
-    (result,) = results
-    assert result.requests > 0 and result.errors == 0, result.failures[:3]
-    assert set(result.versions) <= {"rt/int8", "rt/fp32"}
+        rounds = traffic.finish(timeout=240)
+    assert sum(r.requests for r in rounds) > 0
+    assert sum(r.errors for r in rounds) == 0, [r.failures[:3] for r in rounds]
+    assert {v for r in rounds for v in r.versions} <= {"rt/int8", "rt/fp32"}
     after = recommend(url, 7)
     assert after.status_code == 200 and after.headers["X-Recserve-Version"] == "rt/fp32"
