@@ -69,9 +69,10 @@ CANARY = {
 }
 WEIGHTS = [step["weight"] for step in CANARY["steps"]]
 # Logical CPUs of the test's Ray: a stable hand-over runs the old and the new stable side by side
-# beside the canary (router 0.5, two one-CPU replicas at most for each of the three versions).
-# With 4, an upscaled old stable and a canary left no room for the new stable, which then never
-# started, so the hand-over, and with it the bad canary's analysis, waited forever.
+# beside the canary (router 0.5, up to two one-CPU replicas for each of the three versions). With 4,
+# an upscaled old stable and a canary leave no room for the new stable, which then never starts:
+# the likely cause of the wait for the automatic rollback that ran out on a fresh machine (never
+# seen with 8).
 RAY_CPUS = 8
 
 
