@@ -11,22 +11,18 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import pytest
 import yaml
+from up_process import Up
 
-from recserve_operator.embedded.processes import free_port, process_tree
+from recserve_operator.embedded.processes import free_port
 from recserve_operator.loadgen import BackgroundTraffic
-from recserve_serving.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.scenario, pytest.mark.long]
 
 REPO = Path(__file__).resolve().parents[2]
-RECSERVE = [sys.executable, "-m", "recserve_operator.cli"]
 
 
 def manifest(canary_uri: str, canary_optimization: dict | None) -> dict:
@@ -60,50 +56,25 @@ def test_canary_promotes_under_traffic_then_a_bad_canary_rolls_back(tmp_path, en
     fp32 = {"backend": "onnxruntime", "precision": "fp32", "maxBatchSize": 64, "maxSequenceLength": 128}
     path.write_text(yaml.safe_dump(manifest("models:/movielens-ranker/1", fp32)))
     port = free_port()
-    lines: list[str] = []
-    up = subprocess.Popen(
-        [*RECSERVE, "up", str(path), "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    reader = threading.Thread(target=lambda: lines.extend(line.rstrip() for line in up.stdout), daemon=True)
-    reader.start()
-
-    def printed(pattern: str) -> bool:
-        if up.poll() is not None:
-            raise AssertionError("recserve up exited:\n" + "\n".join(lines[-40:]))
-        return any(re.search(pattern, line) for line in lines)
-
-    def waiting(pattern: str, timeout: float) -> None:
-        try:
-            wait_for(lambda: printed(pattern), timeout, interval=1.0, message=pattern)
-        except TimeoutError as error:
-            raise AssertionError(f"{error}; recserve up printed:\n" + "\n".join(lines[-30:])) from None
-
+    up = Up(path, env, port)
     traffic: BackgroundTraffic | None = None
-    tree = []
     try:
-        wait_for(lambda: printed(r"^READY "), 1500, interval=1.0, message="READY")
-        tree = process_tree([up.pid])
+        up.wait_ready()
         traffic = BackgroundTraffic(f"http://127.0.0.1:{port}")
-        waiting(r"CanaryPromoted", 900)
-        steps = [int(m.group(1)) for line in lines for m in [re.search(r"at (\d+)% \(step", line)] if m]
-        assert steps[:3] == [5, 25, 50], lines
+        up.wait_printed(r"CanaryPromoted", 900)
+        steps = [int(m.group(1)) for line in up.lines for m in [re.search(r"at (\d+)% \(step", line)] if m]
+        assert steps[:3] == [5, 25, 50], up.lines
 
         path.write_text(yaml.safe_dump(manifest(bad_model, None)))
-        waiting(r"CanaryRolledBack", 600)
+        up.wait_printed(r"CanaryRolledBack", 600)
         rounds = traffic.finish()
         traffic = None
         served = sum(r.requests for r in rounds)
         assert served > 100
         assert sum(r.errors for r in rounds) == 0, [r.failures[:3] for r in rounds]
-        assert any("score shift" in line for line in lines if "CanaryRolledBack" in line)
+        assert any("score shift" in line for line in up.lines if "CanaryRolledBack" in line)
     finally:
         if traffic is not None:
             traffic.finish()
-        subprocess.run([*RECSERVE, "down"], env=env, timeout=180, check=False)
-        up.wait(timeout=120)
-    assert [p.pid for p in tree if p.is_running()] == []
+        up.down()
+    assert up.survivors() == []
