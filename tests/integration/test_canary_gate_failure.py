@@ -35,7 +35,7 @@ def with_canary(doc: dict[str, Any], gate: dict[str, Any]) -> dict[str, Any]:
             "checkpoint": {"uri": "models:/movielens-ranker/1"},
             "optimization": optimization,
             "steps": [{"weight": 50, "pause": "10m"}],
-            "analysis": {"minRequests": 5},
+            "analysis": {"maxErrorRate": 0.01, "minRequests": 5},
         }
     }
     return doc
