@@ -77,4 +77,4 @@ def test_canary_promotes_under_traffic_then_a_bad_canary_rolls_back(tmp_path, en
         if traffic is not None:
             traffic.finish()
         up.down()
-    assert up.survivors() == []
+    assert [p.pid for p in up.tree if p.is_running()] == []
