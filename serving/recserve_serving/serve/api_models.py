@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, StrictBool, model_serializer
 
 VERSION_HEADER = "X-Recserve-Version"
 """Every answer names the model version that served it, so clients and metrics can split by it."""
@@ -19,12 +21,42 @@ class RecommendRequest(BaseModel):
     history: list[int] | None = Field(None, description="Movie ids the user liked, most recent last.")
     candidates: list[int] | None = Field(None, description="Rank only these movie ids (skips retrieval).")
     k: int | None = None
+    explain: StrictBool = Field(
+        False,
+        description='Give each item its reasons; strict, so that a string such as "no" is refused '
+        "rather than read as true.",
+    )
+
+
+class Reason(BaseModel):
+    """A liked movie that raised an item's score: ``contribution`` is how much the item's score
+    drops when this movie is left out of the user's history (in the engine's score units)."""
+
+    movie_id: int
+    title: str
+    contribution: float
+
+
+class Explanation(BaseModel):
+    """Up to three reasons, strongest first, and the same in one sentence."""
+
+    reasons: list[Reason]
+    text: str
 
 
 class RecommendedItem(BaseModel):
     movie_id: int
     title: str
     score: float
+    explanation: Explanation | None = None
+
+    @model_serializer(mode="wrap")
+    def _explanation_only_when_asked(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A request that did not ask for reasons gets the same items as before explanations existed."""
+        data: dict[str, Any] = handler(self)
+        if self.explanation is None:
+            data.pop("explanation", None)
+        return data
 
 
 class RecommendResponse(BaseModel):
