@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, StrictBool, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 VERSION_HEADER = "X-Recserve-Version"
 """Every answer names the model version that served it, so clients and metrics can split by it."""
@@ -48,15 +46,11 @@ class RecommendedItem(BaseModel):
     movie_id: int
     title: str
     score: float
-    explanation: Explanation | None = None
-
-    @model_serializer(mode="wrap")
-    def _explanation_only_when_asked(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """A request that did not ask for reasons gets the same items as before explanations existed."""
-        data: dict[str, Any] = handler(self)
-        if self.explanation is None:
-            data.pop("explanation", None)
-        return data
+    explanation: Explanation | None = Field(
+        None,
+        exclude_if=lambda value: value is None,
+        description="Only when the request asked for it: an answer without reasons keeps its old shape.",
+    )
 
 
 class RecommendResponse(BaseModel):
