@@ -116,20 +116,17 @@ def direct_block(
 
 
 def explain_blocks(
-    engine: Any, catalog: Any, router: Any, users: Sequence[int], seconds: float
+    engine: Any, catalog: Any, router: Any, users: Sequence[int], requests: int
 ) -> tuple[tuple[list[float], float], tuple[list[float], float]]:
-    """Recommend in-process without and with explanations, alternating request by request (same
-    user, plain first), so that a change of load on the machine weighs on both sides alike.
-    (latencies, busy seconds) of each side."""
+    """Recommend in-process without and with explanations, ``requests`` of each, alternating request
+    by request (same user, plain first), so that a change of load on the machine weighs on both
+    sides alike. (latencies, busy seconds) of each side."""
     from recserve_serving.serve.api_models import RecommendRequest
     from recserve_serving.serve.explain import explain_items, occlude
     from recserve_serving.serve.recommend import plan_recommendation
 
     sides: tuple[list[float], list[float]] = ([], [])
-    started = time.monotonic()
-    for i in range(100_000):
-        if time.monotonic() - started >= seconds:
-            break
+    for i in range(requests):
         for side, explain in zip(sides, (False, True), strict=True):
             start = time.perf_counter()
             request = RecommendRequest(user_id=users[i % len(users)], k=K, explain=explain)

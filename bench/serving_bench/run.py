@@ -44,7 +44,7 @@ def measure_explain_in_process(bench: Bench, catalog: Any, router: Any, users: l
     """Recommend k=10 in-process without and with reasons, alternating: what explaining costs the
     engine alone, without HTTP or Ray in the way."""
     (plain, plain_s), (explained, explained_s) = explain_blocks(
-        bench.engine, catalog, router, users, bench.settings.direct_s
+        bench.engine, catalog, router, users, bench.settings.explain_requests
     )
     note = "alternating request by request with the other side; QPS over busy time"
     bench.rows.append(summarize(DIRECT_PLAIN, 1, plain, plain_s, note=note))

@@ -249,6 +249,12 @@ def test_oip_explain_of_too_many_pairs_is_400(monkeypatch, engine):
         response = client.post("/v2/models/m/explain", json=explain_body())
     assert response.status_code == 400
     assert "8 pairs" in response.json()["error"] and "fewer movie_id" in response.json()["error"]
+    router.config = router.config.model_copy(update={"max_infer_pairs": 1})
+    with TestClient(serve_app.http_app, raise_server_exceptions=False) as client:
+        response = client.post("/v2/models/m/explain", json=explain_body())
+    assert response.status_code == 400
+    assert "2 movies" in response.json()["error"]
+    assert engine.calls == []
 
 
 def test_oip_explain_of_another_model_is_404(client):

@@ -261,7 +261,7 @@ class Router:
         self, route: Route, plan: RecommendationPlan, response: RecommendResponse
     ) -> RecommendResponse:
         """``response`` with reasons from the version that ranked it: one more ranker call, for
-        the top k only (see ``explain``)."""
+        the top k only (see ``serve/explain.py``)."""
         movie_ids = [item.movie_id for item in response.items]
         occlusion = occlude(
             self.catalog, plan.user_id, plan.history, plan.user_text, movie_ids, self.config.explain
