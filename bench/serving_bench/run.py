@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.serving_bench.measure import SEED, K, Settings, direct_block, explain_blocks, full_catalog
-from bench.serving_bench.phases import Bench, baseline_phase, kserve_phase, serve_phase
+from bench.serving_bench.phases import EXPLAIN_BLOCK, Bench, baseline_phase, kserve_phase, serve_phase
 from bench.serving_bench.processes import say
 from bench.serving_bench.report import (
     DIRECT,
@@ -115,6 +115,13 @@ def header_lines(
             "the figures check that every path works, they are not the benchmark"
         )
     return header
+
+
+EXPLAIN_NOTE = (
+    'The explain comparison sends the same users without and with "explain": true, alternating '
+    f"(in-process request by request, on Serve in blocks of {EXPLAIN_BLOCK}); its target compares the "
+    "two Serve p50s at concurrency 1."
+)
 
 
 def reading_notes(bench: Bench) -> list[str]:
@@ -225,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
         header=header,
         rows=bench.rows,
         targets=[explain_target(bench.rows)] if args.explain_only else evaluate_targets(bench.rows),
-        notes=bench.notes + reading_notes(bench),
+        notes=bench.notes + ([EXPLAIN_NOTE] if args.explain_only else [*reading_notes(bench), EXPLAIN_NOTE]),
     )
     print(report)
     RESULTS.mkdir(parents=True, exist_ok=True)
