@@ -48,6 +48,7 @@ class LoadResult:
     ok_latencies: list[float] = field(default_factory=list)  # 2xx only: what a served request costs
     codes: Counter[int] = field(default_factory=Counter)
     versions: Counter[str] = field(default_factory=Counter)
+    version_errors: Counter[str] = field(default_factory=Counter)  # 5xx answers, by the version named
     failures: list[str] = field(default_factory=list)
     first_error: str = ""  # the first failure or non-2xx answer, short enough for a report line
     elapsed: float = 0.0
@@ -90,7 +91,10 @@ async def _worker(
         took = time.perf_counter() - start
         result.latencies.append(took)
         result.codes[response.status_code] += 1
-        result.versions[response.headers.get(VERSION_HEADER, UNROUTED)] += 1
+        version = response.headers.get(VERSION_HEADER, UNROUTED)
+        result.versions[version] += 1
+        if response.status_code >= 500:
+            result.version_errors[version] += 1
         if response.is_success:
             result.ok_latencies.append(took)
         else:

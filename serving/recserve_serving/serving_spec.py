@@ -312,6 +312,27 @@ class LimitsSpec(CamelModel):
     )
 
 
+class FaultInjectionSpec(CamelModel):
+    """A chaos drill for a canary: its ranker fails a share of scoring calls on purpose.
+
+    Like Istio's ``fault.abort``, it shows before a real regression does that the rollout's
+    analysis sees a failing version and rolls it back, while stable's users see nothing. The
+    failures happen in the canary's own replicas, so they travel the path a real one would:
+    the version header, the per-version error count, the analysis window.
+    """
+
+    abort_percent: float = Field(
+        ...,
+        gt=0,
+        le=100,
+        description="Percent of the canary's scoring calls that fail with 503 (reason injected fault).",
+    )
+
+    def strikes(self, draw: float) -> bool:
+        """Whether a call whose uniform draw in [0, 1) is ``draw`` fails."""
+        return draw * 100 < self.abort_percent
+
+
 class ServingSpec(CamelModel):
     """Everything about running an engine that does not change the engine itself."""
 

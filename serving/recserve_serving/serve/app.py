@@ -84,6 +84,7 @@ class Ranker:
             self.engine: Engine = PipelineEngine(single.directory, single.manifest, stages, threads=threads)
         else:
             self.engine = load_engine(self.config.engine_dir, threads)
+        self.rng = random.Random()
         batching = self.config.batching
         batcher: Any = self._score_batch  # serve.batch adds setters that its type does not declare
         batcher.set_max_batch_size(batching.max_batch_size)
@@ -107,6 +108,12 @@ class Ranker:
         for name, texts in (("user_texts", user_texts), ("item_texts", item_texts)):
             for position, text in enumerate(texts):
                 check_text(f"{name}[{position}]", text)
+        fault = self.config.fault_injection
+        if fault is not None and fault.strikes(self.rng.random()):
+            raise Unavailable(
+                f"injected fault: {self.config.label} fails {fault.abort_percent:g}% of calls on purpose "
+                "(spec.rollout.canary.faultInjection)"
+            )
         result = await self._score_batch((user_texts, item_texts))
         if isinstance(result, Exception):
             raise result
