@@ -67,7 +67,9 @@ def violation_seconds(result: SimulationResult, slo_ms: float) -> int:
     return sum(1 for latencies in by_second.values() if quantile(latencies, 0.99) > limit)
 
 
-def figures(result: SimulationResult, *, slo_p99_ms: float | None = None, price_per_replica_hour: float | None = None) -> Figures:
+def figures(
+    result: SimulationResult, *, slo_p99_ms: float | None = None, price_per_replica_hour: float | None = None
+) -> Figures:
     answered = [x for x in result.latency_s if x != math.inf]
     duration = result.duration_s
     timeline = result.timeline
@@ -82,9 +84,13 @@ def figures(result: SimulationResult, *, slo_p99_ms: float | None = None, price_
         slo_p99_ms=slo_p99_ms,
         slo_violation_seconds=0 if slo_p99_ms is None else violation_seconds(result, slo_p99_ms),
         replica_seconds=result.replica_seconds,
-        cost=None if price_per_replica_hour is None else result.replica_seconds / 3600 * price_per_replica_hour,
+        cost=None
+        if price_per_replica_hour is None
+        else result.replica_seconds / 3600 * price_per_replica_hour,
         upscales=len(result.upscales),
         downscales=len(result.downscales),
-        mean_replicas=result.replica_seconds / duration if duration > 0 else float(result.knobs.start_replicas),
+        mean_replicas=result.replica_seconds / duration
+        if duration > 0
+        else float(result.knobs.start_replicas),
         peak_replicas=max(timeline.replicas, default=result.knobs.start_replicas),
     )

@@ -20,6 +20,7 @@ only when a push arrives; that lag is the point of modelling it rather than usin
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -85,7 +86,7 @@ def aggregate(report: Report, running: Iterable[int]) -> Aggregate | None:
         if aligned <= merged[-1][0]:
             start = max(aligned, start)
     # ``start`` is one of the merged sample times, so the window holds whole steps only.
-    area = sum(value * (t_next - t) for (t, value), (t_next, _) in zip(merged, merged[1:], strict=False) if t >= start)
+    area = sum(value * (t_next - t) for (t, value), (t_next, _) in itertools.pairwise(merged) if t >= start)
     return Aggregate(start, merged[-1][0], merged[-1][1], area)
 
 

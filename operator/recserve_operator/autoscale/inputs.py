@@ -88,7 +88,9 @@ def parse_instant(text: str, flag: str) -> float:
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
-        raise TraceError(f"{flag} {text!r}: give Unix seconds or an ISO 8601 time like 2026-05-01T00:00:00Z") from None
+        raise TraceError(
+            f"{flag} {text!r}: give Unix seconds or an ISO 8601 time like 2026-05-01T00:00:00Z"
+        ) from None
 
 
 def prometheus_window(since: str | None, start: str | None, end: str | None) -> tuple[float, float]:

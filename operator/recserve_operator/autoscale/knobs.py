@@ -15,7 +15,7 @@ source, so that a simulation of an unchanged spec is a simulation of what Ray re
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from recserve_serving.serving_spec import ServingSpec
 
@@ -52,8 +52,13 @@ class Knobs:
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_replicas <= self.max_replicas:
-            raise ValueError(f"need 0 <= min_replicas <= max_replicas, got {self.min_replicas}..{self.max_replicas}")
-        if self.initial_replicas is not None and not self.min_replicas <= self.initial_replicas <= self.max_replicas:
+            raise ValueError(
+                f"need 0 <= min_replicas <= max_replicas, got {self.min_replicas}..{self.max_replicas}"
+            )
+        if (
+            self.initial_replicas is not None
+            and not self.min_replicas <= self.initial_replicas <= self.max_replicas
+        ):
             raise ValueError(f"initial_replicas {self.initial_replicas} is outside min..max")
         positive = {
             "target_ongoing_requests": self.target_ongoing_requests,
@@ -85,9 +90,6 @@ class Knobs:
     @property
     def record_interval_s(self) -> float:
         return min(self.look_back_period_s * RECORD_INTERVAL_FACTOR, self.metrics_interval_s)
-
-    def with_(self, **changes: object) -> Knobs:
-        return replace(self, **changes)  # type: ignore[arg-type]
 
 
 def knobs_from_spec(serving: ServingSpec, *, startup_s: float = DEFAULT_STARTUP_SECONDS) -> Knobs:

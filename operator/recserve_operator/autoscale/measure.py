@@ -109,7 +109,9 @@ def require_one_replica(ranker: RankerUnderTest, model: str) -> None:
         )
 
 
-def measure_level(endpoint: str, concurrency: int, *, seconds: float, warmup_s: float, seed: int) -> ProfileLevel:
+def measure_level(
+    endpoint: str, concurrency: int, *, seconds: float, warmup_s: float, seed: int
+) -> ProfileLevel:
     """One closed loop of ``concurrency`` clients for ``seconds``, after ``warmup_s`` unmeasured."""
     if warmup_s > 0:
         generate(endpoint, concurrency=concurrency, requests=10**9, seconds=warmup_s, seed=seed + 7919)
@@ -178,7 +180,9 @@ def profile_replica(
     return CapacityProfile(
         model=model,
         engine_key=engine_key,
-        hardware=ProfileHardware(id=hardware_id, replica_cpus=ranker.cpus, replica_gpus=ranker.gpus, host_cpus=host_cpus),
+        hardware=ProfileHardware(
+            id=hardware_id, replica_cpus=ranker.cpus, replica_gpus=ranker.gpus, host_cpus=host_cpus
+        ),
         conditions=ranker.conditions,
         measured_at=datetime.now(UTC),
         saturated=saturated,

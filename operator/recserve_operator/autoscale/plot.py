@@ -58,7 +58,13 @@ def write_timeline(
     tl = result.timeline
     factor = max(1, math.ceil(len(tl.arrivals) / MAX_POINTS))
     step = tl.bucket_s * factor
-    xs_unit, scale = ("h", 3600.0) if result.duration_s > 4 * 3600 else ("min", 60.0) if result.duration_s > 600 else ("s", 1.0)
+    xs_unit, scale = (
+        ("h", 3600.0)
+        if result.duration_s > 4 * 3600
+        else ("min", 60.0)
+        if result.duration_s > 600
+        else ("s", 1.0)
+    )
     rate = _coarsen([a / tl.bucket_s for a in tl.arrivals], factor, "mean")
     xs = [i * step / scale for i in range(len(rate))]
     fig, (load, replicas, latency) = plt.subplots(3, 1, sharex=True, figsize=(11, 8))
@@ -67,11 +73,15 @@ def write_timeline(
     load.set_title(title, fontsize=10)
     n = len(tl.running)
     rx = [i * tl.bucket_s / scale for i in range(n)]
-    replicas.step(rx, tl.replicas, where="post", color="tab:orange", lw=1.2, label="replicas (incl. starting)")
+    replicas.step(
+        rx, tl.replicas, where="post", color="tab:orange", lw=1.2, label="replicas (incl. starting)"
+    )
     replicas.step(rx, tl.running, where="post", color="tab:green", lw=1.2, label="running")
     replicas.step(rx, tl.target, where="post", color="tab:gray", lw=0.8, ls="--", label="autoscaler target")
     for name, points in (observed or {}).items():
-        replicas.step([t / scale for t, _ in points], [v for _, v in points], where="post", lw=1.2, label=name)
+        replicas.step(
+            [t / scale for t, _ in points], [v for _, v in points], where="post", lw=1.2, label=name
+        )
     replicas.set_ylabel("replicas")
     replicas.legend(loc="upper left", fontsize=8)
     p99 = _coarsen(p99_per_bucket(result, tl.bucket_s), factor, "max")

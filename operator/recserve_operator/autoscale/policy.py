@@ -64,7 +64,9 @@ def damped(wish: float, running: int, knobs: Knobs) -> int:
     return scaled
 
 
-def delayed(wanted: int, current_target: int, knobs: Knobs, state: DelayState, now: float) -> tuple[int, DelayState]:
+def delayed(
+    wanted: int, current_target: int, knobs: Knobs, state: DelayState, now: float
+) -> tuple[int, DelayState]:
     """Rule 4: move to ``wanted`` only once the wish has held long enough in one direction."""
     if wanted > current_target:
         since = state.since if state.direction > 0 and state.since is not None else now
@@ -73,7 +75,11 @@ def delayed(wanted: int, current_target: int, knobs: Knobs, state: DelayState, n
         return current_target, DelayState(1, since)
     if wanted < current_target:
         if current_target == 1:
-            delay = knobs.downscale_delay_s if knobs.downscale_to_zero_delay_s is None else knobs.downscale_to_zero_delay_s
+            delay = (
+                knobs.downscale_delay_s
+                if knobs.downscale_to_zero_delay_s is None
+                else knobs.downscale_to_zero_delay_s
+            )
         else:
             delay = knobs.downscale_delay_s
             wanted = max(1, wanted)

@@ -9,6 +9,7 @@ different engine or shape is refused, because the simulation would answer for an
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from datetime import datetime
 
@@ -71,12 +72,16 @@ class CapacityProfile(CamelModel):
             raise ValueError(
                 f"levels must start at concurrency 1 (the lone request's latency), got {self.levels[0].concurrency}"
             )
-        for before, level in zip(self.levels, self.levels[1:], strict=False):
+        for before, level in itertools.pairwise(self.levels):
             if level.concurrency <= before.concurrency:
-                raise ValueError(f"levels must have increasing concurrency ({before.concurrency} then {level.concurrency})")
+                raise ValueError(
+                    f"levels must have increasing concurrency ({before.concurrency} then {level.concurrency})"
+                )
         for level in self.levels:
             if level.p99_ms < level.p50_ms:
-                raise ValueError(f"level {level.concurrency}: p99Ms {level.p99_ms} is below p50Ms {level.p50_ms}")
+                raise ValueError(
+                    f"level {level.concurrency}: p99Ms {level.p99_ms} is below p50Ms {level.p50_ms}"
+                )
         return self
 
     @property
@@ -100,7 +105,9 @@ def parse_profile(text: str, source: str) -> CapacityProfile:
         raise ProfileError(f"{source}: not a capacity profile: {problems}") from None
 
 
-def check_profile_fits(profile: CapacityProfile, serving: ServingSpec, engine_key: str | None, source: str) -> None:
+def check_profile_fits(
+    profile: CapacityProfile, serving: ServingSpec, engine_key: str | None, source: str
+) -> None:
     """Refuse a profile of another engine, or of a replica shaped differently from ``serving``.
 
     ``engine_key`` is the engine the spec serves when known (its status, or a running
@@ -115,10 +122,17 @@ def check_profile_fits(profile: CapacityProfile, serving: ServingSpec, engine_ke
         "resources.cpus": (serving.resources.cpus, profile.hardware.replica_cpus),
         "resources.gpus": (serving.resources.gpus, profile.hardware.replica_gpus),
         "batching.maxBatchSize": (serving.batching.max_batch_size, profile.conditions.max_batch_size),
-        "batching.batchWaitTimeoutMs": (serving.batching.batch_wait_timeout_ms, profile.conditions.batch_wait_timeout_ms),
+        "batching.batchWaitTimeoutMs": (
+            serving.batching.batch_wait_timeout_ms,
+            profile.conditions.batch_wait_timeout_ms,
+        ),
         "retrieval.candidates": (serving.retrieval.candidates, profile.conditions.candidates),
     }
-    differ = [f"{name} {spec:g} (profile: {measured:g})" for name, (spec, measured) in wanted.items() if spec != measured]
+    differ = [
+        f"{name} {spec:g} (profile: {measured:g})"
+        for name, (spec, measured) in wanted.items()
+        if spec != measured
+    ]
     if differ:
         raise ProfileError(
             f"{source} measured a replica shaped differently from spec.serving: {', '.join(differ)}; "

@@ -17,7 +17,9 @@ MAX_POINTS = 11_000
 """Prometheus refuses a range query of more than 11,000 points per series."""
 
 
-def fetch_rates(url: str, query: str, *, start: float, end: float, step_s: float, timeout: float = 30.0) -> Trace:
+def fetch_rates(
+    url: str, query: str, *, start: float, end: float, step_s: float, timeout: float = 30.0
+) -> Trace:
     """GET ``/api/v1/query_range`` for ``query`` from ``start`` to ``end`` (Unix seconds) every ``step_s``."""
     if end <= start:
         raise TraceError(f"the range must end after it starts (start {start:.0f}, end {end:.0f})")

@@ -54,7 +54,9 @@ class Setting:
         return max(batch_size, math.ceil(2 * self.target))
 
     def valid(self, base: Knobs, batch_size: int) -> bool:
-        return self.min_replicas <= base.max_replicas and self.target <= self.effective_max_ongoing(batch_size)
+        return self.min_replicas <= base.max_replicas and self.target <= self.effective_max_ongoing(
+            batch_size
+        )
 
     def knobs(self, base: Knobs, batch_size: int) -> Knobs:
         initial = base.initial_replicas

@@ -70,8 +70,14 @@ def figure_lines(f: Figures, events: list[ScaleEvent], *, price: float | None) -
     ]
     if f.slo_p99_ms is not None:
         verdict = "met" if f.slo_met else "MISSED"
-        lines.append(f"SLO p99 {f.slo_p99_ms:g} ms: {verdict}; violated in {f.slo_violation_seconds:,} s of the trace")
-    cost = f"; cost {f.cost:,.2f} at {price:g} per replica-hour" if f.cost is not None and price is not None else ""
+        lines.append(
+            f"SLO p99 {f.slo_p99_ms:g} ms: {verdict}; violated in {f.slo_violation_seconds:,} s of the trace"
+        )
+    cost = (
+        f"; cost {f.cost:,.2f} at {price:g} per replica-hour"
+        if f.cost is not None and price is not None
+        else ""
+    )
     lines.append(
         f"replica-seconds {f.replica_seconds:,.0f} ({f.replica_hours:.2f} replica-hours, mean "
         f"{f.mean_replicas:.2f} replicas, peak {f.peak_replicas}){cost}"
@@ -123,7 +129,9 @@ def recommendation_lines(rec: Recommendation, slo_ms: float, *, price: float | N
     label = "recommended" if rec.met else "closest"
     lines = []
     if rec.met:
-        lines.append(f"cheapest setting found that meets p99 {slo_ms:g} ms ({rec.simulations} settings simulated):")
+        lines.append(
+            f"cheapest setting found that meets p99 {slo_ms:g} ms ({rec.simulations} settings simulated):"
+        )
     else:
         lines.append(
             f"no setting meets p99 {slo_ms:g} ms on this trace ({rec.simulations} settings simulated, "

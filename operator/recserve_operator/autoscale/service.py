@@ -67,8 +67,12 @@ class ServiceModel:
         return [0.0] + [self.throughput(n) / n for n in range(1, max_in_flight + 1)]
 
     def sizes(self, count: int, seed: int) -> list[float]:
-        """``count`` request sizes with mean 1, the same for the same seed."""
-        rng = random.Random(seed)
+        """``count`` request sizes with mean 1, the same for the same seed.
+
+        The stream is named apart from the trace's arrivals (``trace.Trace.arrivals``): drawn
+        from one seeded stream, each size would be a multiple of the gap before it.
+        """
+        rng = random.Random(f"recserve-request-sizes-{seed}")
         if self.size == "fixed":
             return [1.0] * count
         if self.size == "exponential":

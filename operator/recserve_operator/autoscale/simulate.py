@@ -24,6 +24,7 @@ included: they hold their resources), within the trace's duration.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -249,7 +250,9 @@ class _Simulation:
         self._dispatch(now)
 
     def _update_next_ready(self) -> None:
-        self.next_ready = min((r.ready_at for r in self.replicas.values() if r.state == STARTING), default=math.inf)
+        self.next_ready = min(
+            (r.ready_at for r in self.replicas.values() if r.state == STARTING), default=math.inf
+        )
 
     def record(self, now: float) -> None:
         self.recorder.record(now, len(self.queue), self.in_flight)
@@ -323,7 +326,7 @@ def simulate(
     would be when the trace begins. ``duration_s`` (at least the last arrival) bounds the
     replica-seconds; the simulation runs on until every request has an answer or timed out.
     """
-    if any(b < a for a, b in zip(arrivals, arrivals[1:], strict=False)):
+    if any(b < a for a, b in itertools.pairwise(arrivals)):
         raise ValueError("arrivals must be sorted ascending")
     if arrivals and arrivals[0] < 0:
         raise ValueError(f"arrivals must be >= 0, got {arrivals[0]}")
@@ -339,7 +342,11 @@ def simulate(
     for t in arrivals:
         tl.arrivals[min(int(t / bucket_s), buckets - 1)] += 1
     end = duration + knobs.request_timeout_s
-    intervals = {"control": knobs.control_interval_s, "record": knobs.record_interval_s, "push": knobs.metrics_interval_s}
+    intervals = {
+        "control": knobs.control_interval_s,
+        "record": knobs.record_interval_s,
+        "push": knobs.metrics_interval_s,
+    }
     # Periodic events as tick counts times their interval, so that no sum of floats drifts; on a
     # tie the handle records, then pushes, then the controller decides (Ray's tasks start together).
     ticks = dict.fromkeys(intervals, 0)

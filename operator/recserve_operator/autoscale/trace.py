@@ -41,7 +41,7 @@ class Trace:
         """Request arrival times: the timestamps themselves, or a Poisson process at the rates."""
         if self.rates is None:
             return list(self.times)
-        rng = random.Random(seed)
+        rng = random.Random(f"recserve-arrivals-{seed}")
         arrivals: list[float] = []
         ends = [*self.times[1:], self.duration_s]
         for start, end, rate in zip(self.times, ends, self.rates, strict=True):
@@ -60,7 +60,9 @@ class Trace:
         if self.rates is None:
             return len(self.times) / self.duration_s
         ends = [*self.times[1:], self.duration_s]
-        return sum(r * (e - s) for s, e, r in zip(self.times, ends, self.rates, strict=True)) / self.duration_s
+        return (
+            sum(r * (e - s) for s, e, r in zip(self.times, ends, self.rates, strict=True)) / self.duration_s
+        )
 
     @property
     def peak_rate(self) -> float:
@@ -108,7 +110,9 @@ def parse_trace(text: str, source: str) -> Trace:
     lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1)]
     lines = [(n, line) for n, line in lines if line and not line.startswith("#")]
     if not lines:
-        raise TraceError(f"{source}: empty; write a header line `{TIMESTAMP_HEADER}` or `{RATE_HEADER}`, then data")
+        raise TraceError(
+            f"{source}: empty; write a header line `{TIMESTAMP_HEADER}` or `{RATE_HEADER}`, then data"
+        )
     header_line, header = lines[0]
     columns = ",".join(c.strip().lower() for c in header.split(","))
     data = lines[1:]

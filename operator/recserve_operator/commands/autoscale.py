@@ -50,11 +50,15 @@ def _trace_source(parser: argparse.ArgumentParser, *, required: bool) -> None:
 
 def _model_inputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec", type=Path, required=True, help="the RecommenderModel manifest")
-    parser.add_argument("--profile", type=Path, required=True, help="a capacity profile (`autoscale profile`)")
+    parser.add_argument(
+        "--profile", type=Path, required=True, help="a capacity profile (`autoscale profile`)"
+    )
     _trace_source(parser, required=True)
     parser.add_argument("--price-per-replica-hour", type=float, help="to print a cost")
     parser.add_argument("--png", type=Path, help="write a timeline (load, replicas, p99) here")
-    parser.add_argument("--startup-seconds", type=float, help="replica start-up (default: the profile's, else 15)")
+    parser.add_argument(
+        "--startup-seconds", type=float, help="replica start-up (default: the profile's, else 15)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of Poisson arrivals and request sizes")
     parser.add_argument("--state", help="state directory (default $RECSERVE_HOME or ./.recserve)")
 
@@ -67,7 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     profile.add_argument("--endpoint", help="the model's HTTP endpoint (default: its running `recserve up`)")
     profile.add_argument("--serve-api", help="the Ray dashboard URL (Serve REST API); needed with --endpoint")
     profile.add_argument("--hardware", help="hardware id, when the engine directory is not readable here")
-    profile.add_argument("--seconds", type=float, default=20.0, help="measured seconds per level (default 20)")
+    profile.add_argument(
+        "--seconds", type=float, default=20.0, help="measured seconds per level (default 20)"
+    )
     profile.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before each level")
     profile.add_argument("--max-concurrency", type=int, default=64, help="highest level (default 64)")
     profile.add_argument("--out", type=Path, help="where to write the JSON (default NAME.profile.json)")
@@ -89,7 +95,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     trace.add_argument("--low", type=float, default=0.2, help="night / base / start rate (rps)")
     trace.add_argument("--high", type=float, default=2.0, help="day peak / spike / end rate (rps)")
     trace.add_argument(
-        "--relative-to", type=Path, metavar="PROFILE", help="read --low/--high as multiples of one replica's capacity"
+        "--relative-to",
+        type=Path,
+        metavar="PROFILE",
+        help="read --low/--high as multiples of one replica's capacity",
     )
     trace.add_argument("--duration", type=float, help="seconds (default: 86400, 1800, 3600 by shape)")
     trace.add_argument("--seed", type=int, default=0)
@@ -161,7 +170,9 @@ def _profile(args: argparse.Namespace) -> int:
 
     endpoint, serve_api = args.endpoint, args.serve_api
     if (endpoint is None) != (serve_api is None):
-        raise InvalidRequest("--endpoint and --serve-api go together (a cluster's model); give both or neither")
+        raise InvalidRequest(
+            "--endpoint and --serve-api go together (a cluster's model); give both or neither"
+        )
     if endpoint is None:
         endpoint, serve_api = _embedded_endpoints(args.name, state_dir(args.state))
     planned = max(1, args.max_concurrency.bit_length())
@@ -209,7 +220,9 @@ def _embedded_endpoints(name: str, state: Path) -> tuple[str, str]:
     endpoint = record.get("endpoint")
     dashboard = (record.get("ray") or {}).get("dashboard_url")
     if not endpoint or not dashboard:
-        raise InvalidRequest(f"{name} is still starting (phase {record.get('phase')}); profile it once it is READY")
+        raise InvalidRequest(
+            f"{name} is still starting (phase {record.get('phase')}); profile it once it is READY"
+        )
     return str(endpoint), str(dashboard)
 
 
@@ -222,7 +235,9 @@ def _simulate(args: argparse.Namespace) -> int:
     price = _price(args)
     inputs, knobs, header = _prepare(args)
     arrivals = inputs.trace.arrivals(args.seed)
-    result = simulate(arrivals, knobs, inputs.profile.service_model(), duration_s=inputs.trace.duration_s, seed=args.seed)
+    result = simulate(
+        arrivals, knobs, inputs.profile.service_model(), duration_s=inputs.trace.duration_s, seed=args.seed
+    )
     shown = figures(result, slo_p99_ms=slo, price_per_replica_hour=price)
     print("\n".join([*header, *figure_lines(shown, result.events, price=price)]))
     if args.png:
@@ -242,7 +257,10 @@ def _write_json(path: Path, result: Any, shown: Any) -> None:
     timeline = result.timeline
     body = {
         "figures": figures_json(shown),
-        "events": [{"time": e.time, "before": e.before, "after": e.after, "seen": e.total_requests} for e in result.events],
+        "events": [
+            {"time": e.time, "before": e.before, "after": e.after, "seen": e.total_requests}
+            for e in result.events
+        ],
         "timeline": {
             "bucketSeconds": timeline.bucket_s,
             "arrivals": timeline.arrivals,
@@ -290,7 +308,12 @@ def _recommend(args: argparse.Namespace) -> int:
     if args.png:
         from recserve_operator.autoscale.plot import write_timeline
 
-        write_timeline(rec.best_result, args.png, title=f"{args.spec.name}: {'recommended' if rec.met else 'closest'}", slo_p99_ms=slo)
+        write_timeline(
+            rec.best_result,
+            args.png,
+            title=f"{args.spec.name}: {'recommended' if rec.met else 'closest'}",
+            slo_p99_ms=slo,
+        )
         print(f"timeline: {args.png}")
     if args.apply and changes:
         if not rec.met:
@@ -319,7 +342,9 @@ def _apply(manifest: Path, changes: dict[str, Any]) -> None:
 
 def _trace(args: argparse.Namespace) -> int:
     if (args.shape is None) == (args.from_prometheus is None):
-        raise InvalidRequest("give a SHAPE (diurnal, flash-spike, slow-ramp) or --from-prometheus, one of them")
+        raise InvalidRequest(
+            "give a SHAPE (diurnal, flash-spike, slow-ramp) or --from-prometheus, one of them"
+        )
     if args.from_prometheus:
         trace = _fetch_trace(args)
         comment = f"Prometheus {args.from_prometheus}: {args.query}"
@@ -332,7 +357,9 @@ def _trace(args: argparse.Namespace) -> int:
         comment = f"recserve autoscale trace {args.shape}: {low:.4g} to {high:.4g} requests per second"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(to_csv(trace, comment))
-    print(f"wrote {args.out}: {trace.duration_s:,.0f} s, mean {trace.mean_rate:.3f} rps, peak {trace.peak_rate:.3f} rps")
+    print(
+        f"wrote {args.out}: {trace.duration_s:,.0f} s, mean {trace.mean_rate:.3f} rps, peak {trace.peak_rate:.3f} rps"
+    )
     return 0
 
 
