@@ -30,7 +30,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "manifests/examples/movielens-ra
 
 
 def test_timestamp_trace_starts_at_its_first_request():
-    trace = parse_trace("# an access log\ntimestamp\n1700000000.5\n1700000001\n1700000001\n1700000003.5\n", "t.csv")
+    trace = parse_trace(
+        "# an access log\ntimestamp\n1700000000.5\n1700000001\n1700000001\n1700000003.5\n", "t.csv"
+    )
     assert trace.kind == "timestamps"
     assert trace.arrivals() == [0.0, 0.5, 0.5, 3.0]
     assert trace.duration_s == 3.0
@@ -74,7 +76,10 @@ def test_prometheus_range_answer_becomes_a_rate_trace():
     }
     trace = from_prometheus_matrix(body, "prom")
     assert (trace.times, trace.rates, trace.duration_s) == ((0.0, 60.0), (1.5, 3.0), 120.0)
-    two = {"status": "success", "data": {"resultType": "matrix", "result": [{"metric": {"a": "1"}}, {"metric": {}}]}}
+    two = {
+        "status": "success",
+        "data": {"resultType": "matrix", "result": [{"metric": {"a": "1"}}, {"metric": {}}]},
+    }
     with pytest.raises(TraceError, match="returned 2 series"):
         from_prometheus_matrix(two, "prom")
     with pytest.raises(TraceError, match="the query failed: bad_data"):
@@ -84,10 +89,14 @@ def test_prometheus_range_answer_becomes_a_rate_trace():
 def test_example_shapes():
     day = generate.diurnal(1.0, 10.0, noise=0.0)
     assert len(day.times) == 1440 and day.duration_s == 86_400
-    assert max(day.rates or ()) == pytest.approx(10.0) and min(day.rates or ()) == pytest.approx(1.0, abs=0.01)
+    assert max(day.rates or ()) == pytest.approx(10.0) and min(day.rates or ()) == pytest.approx(
+        1.0, abs=0.01
+    )
     assert (day.rates or ())[14 * 60] == pytest.approx(10.0)  # the peak at 14:00
     spike = generate.flash_spike(2.0, 20.0)
-    assert (spike.rates or ())[0] == 2.0 and (spike.rates or ())[700] == 20.0 and (spike.rates or ())[-1] == 2.0
+    assert (
+        (spike.rates or ())[0] == 2.0 and (spike.rates or ())[700] == 20.0 and (spike.rates or ())[-1] == 2.0
+    )
     ramp = generate.slow_ramp(1.0, 5.0)
     assert (ramp.rates or ())[0] == 1.0 and (ramp.rates or ())[-1] == 5.0
     with pytest.raises(ValueError, match="low <= high"):
@@ -122,7 +131,9 @@ def test_profile_levels_must_start_alone_and_increase():
 
 def test_a_profile_of_another_engine_is_refused():
     profile = parse_profile(json.dumps(profile_doc()), "p.json")
-    with pytest.raises(ProfileError, match=r"p\.json measured engine aaaaaaaaaaaa but the spec serves engine bbbbbbbbbbbb"):
+    with pytest.raises(
+        ProfileError, match=r"p\.json measured engine aaaaaaaaaaaa but the spec serves engine bbbbbbbbbbbb"
+    ):
         check_profile_fits(profile, ServingSpec(), "b" * 64, "p.json")
     check_profile_fits(profile, ServingSpec(), "a" * 64, "p.json")
     check_profile_fits(profile, ServingSpec(), None, "p.json")
@@ -130,7 +141,9 @@ def test_a_profile_of_another_engine_is_refused():
 
 def test_a_profile_of_a_differently_shaped_replica_is_refused():
     profile = parse_profile(json.dumps(profile_doc()), "p.json")
-    serving = ServingSpec.model_validate({"retrieval": {"candidates": 400, "maxK": 100}, "resources": {"cpus": 2}})
+    serving = ServingSpec.model_validate(
+        {"retrieval": {"candidates": 400, "maxK": 100}, "resources": {"cpus": 2}}
+    )
     with pytest.raises(ProfileError, match=r"resources\.cpus 2 \(profile: 1\), retrieval\.candidates 400"):
         check_profile_fits(profile, serving, None, "p.json")
 
@@ -143,7 +156,9 @@ def test_an_slo_below_a_lone_request_is_impossible():
 
 
 def _level(concurrency: int, rps: float, errors: int = 0) -> ProfileLevel:
-    return ProfileLevel(concurrency=concurrency, throughput_rps=rps, p50_ms=100, p99_ms=200, requests=100, errors=errors)
+    return ProfileLevel(
+        concurrency=concurrency, throughput_rps=rps, p50_ms=100, p99_ms=200, requests=100, errors=errors
+    )
 
 
 def test_the_sweep_stops_at_saturation_or_errors():

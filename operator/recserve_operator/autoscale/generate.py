@@ -57,25 +57,33 @@ def flash_spike(
     *,
     duration_s: float = 1800,
     step_s: float = 1,
-    at_s: float = 600,
-    rise_s: float = 10,
-    hold_s: float = 120,
-    decay_s: float = 60,
+    at_s: float | None = None,
+    rise_s: float | None = None,
+    hold_s: float | None = None,
+    decay_s: float | None = None,
 ) -> Trace:
-    """``base`` rps, then a linear rise to ``peak`` at ``at_s``, held, then a linear decay back."""
+    """``base`` rps, then a linear rise to ``peak`` at ``at_s``, held, then a linear decay back.
+
+    Unset, the timing scales with the duration: over the default 30 minutes the spike starts
+    at 10 min, rises in 10 s, holds 2 min and decays in 1 min.
+    """
     _check(base, peak, duration_s, step_s)
+    at = duration_s / 3 if at_s is None else at_s
+    rise = duration_s / 180 if rise_s is None else rise_s
+    hold = duration_s / 15 if hold_s is None else hold_s
+    decay = duration_s / 30 if decay_s is None else decay_s
     steps = math.ceil(duration_s / step_s)
     rates = []
     for i in range(steps):
-        t = i * step_s - at_s
-        if t < 0 or t >= rise_s + hold_s + decay_s:
+        t = i * step_s - at
+        if t < 0 or t >= rise + hold + decay:
             level = base
-        elif t < rise_s:
-            level = base + (peak - base) * t / rise_s
-        elif t < rise_s + hold_s:
+        elif t < rise:
+            level = base + (peak - base) * t / rise
+        elif t < rise + hold:
             level = peak
         else:
-            level = peak - (peak - base) * (t - rise_s - hold_s) / decay_s
+            level = peak - (peak - base) * (t - rise - hold) / decay
         rates.append(level)
     return _trace("flash-spike", step_s, steps * step_s, rates)
 
