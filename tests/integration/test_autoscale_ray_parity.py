@@ -89,7 +89,9 @@ def test_decide_agrees_with_rays_default_policy(seed: int):
         )
         with mock.patch.object(ray_policy.time, "time", return_value=now):
             raw, theirs = policy(context)
-        expected = max(k.min_replicas, min(k.max_replicas, math.ceil(raw)))  # DeploymentAutoscalingState.apply_bounds
+        expected = max(
+            k.min_replicas, min(k.max_replicas, math.ceil(raw))
+        )  # DeploymentAutoscalingState.apply_bounds
         decision = decide(total, running, target, k, mine, now)
         assert decision.replicas == expected, (now, total, running, target)
         mine, target = decision.state, decision.replicas
@@ -127,7 +129,9 @@ def test_aggregate_agrees_with_rays_controller(seed: int):
     state.update_running_replica_ids([replicas[i] for i in running])
     sent_at = 100.0
     queued = _series(rng, sent_at - 30, sent_at) or [(sent_at, 1.0)]
-    per_replica = {i: _series(rng, sent_at - 30 + rng.uniform(0, 25), sent_at) or [(sent_at, 2.0)] for i in replicas}
+    per_replica = {
+        i: _series(rng, sent_at - 30 + rng.uniform(0, 25), sent_at) or [(sent_at, 2.0)] for i in replicas
+    }
     state.record_request_metrics_for_handle(
         HandleMetricReport(
             deployment_id=deployment,

@@ -211,3 +211,49 @@ def test_the_patch_yaml_is_a_merge_patch():
     assert yaml.safe_load(patch_yaml({"minReplicas": 2, "maxOngoingRequests": None})) == {
         "spec": {"serving": {"autoscaling": {"minReplicas": 2, "maxOngoingRequests": None}}}
     }
+
+
+# ---------------------------------------------------------------- what `profile` reads from Ray
+
+
+def _serve_answer(replica_states: list[str], rankers: int = 1) -> dict:
+    ranker = {
+        "deployed_app_config": {
+            "args": {
+                "engineDir": "/state/engines/" + "c" * 64,
+                "batching": {"maxBatchSize": 16, "batchWaitTimeoutMs": 2},
+            }
+        },
+        "deployments": {
+            "Ranker": {
+                "replicas": [{"state": s} for s in replica_states],
+                "deployment_config": {"max_ongoing_requests": 64, "ray_actor_options": {"num_cpus": 1.0}},
+            }
+        },
+    }
+    apps = {
+        "m": {
+            "deployed_app_config": {"args": {"retrieval": {"candidates": 100}}},
+            "deployments": {"Router": {}},
+        }
+    }
+    for i in range(rankers):
+        apps[f"m-{i:010d}"] = ranker
+    return {"applications": apps}
+
+
+def test_the_profiled_ranker_is_read_from_the_serve_rest_api():
+    from recserve_operator.autoscale.measure import ranker_under_test, require_one_replica
+
+    ranker = ranker_under_test(_serve_answer(["RUNNING"]), "m")
+    assert ranker.app == "m-0000000000" and ranker.running == 1 and ranker.engine_dir.endswith("c" * 64)
+    assert (ranker.conditions.max_batch_size, ranker.conditions.candidates) == (16, 100)
+    assert ranker.conditions.max_ongoing_requests == 64 and ranker.cpus == 1.0
+    require_one_replica(ranker, "m")
+    two = ranker_under_test(_serve_answer(["RUNNING", "RUNNING"]), "m")
+    with pytest.raises(ProfileError, match="runs 2 replicas; a profile measures exactly one"):
+        require_one_replica(two, "m")
+    with pytest.raises(ProfileError, match="serves 2 versions"):
+        ranker_under_test(_serve_answer(["RUNNING"], rankers=2), "m")
+    with pytest.raises(ProfileError, match="model other is not deployed"):
+        ranker_under_test(_serve_answer(["RUNNING"]), "other")
