@@ -7,8 +7,8 @@ import math
 import pytest
 from autoscale_fixtures import knobs
 
-from bench.autoscale_bench.compare import first_upscale, p99_ms, replica_seconds, table
 from bench.autoscale_bench.compare import compare as compare_rows
+from bench.autoscale_bench.compare import first_upscale, p99_ms, replica_seconds, table
 from bench.autoscale_bench.observe import Sample, decisions_of, ranker_deployment, sample_of
 from recserve_operator.autoscale.figures import figures
 from recserve_operator.autoscale.service import ServiceModel
