@@ -67,13 +67,13 @@ def test_trace_simulate_recommend_apply(files: dict[str, Path], capsys: pytest.C
     assert shown["figures"]["requests"] == sum(shown["timeline"]["arrivals"])
     assert shown["figures"]["cost"] == pytest.approx(shown["figures"]["replicaSeconds"] / 3600 * 2)
 
-    code = autoscale("recommend", "--slo-p99", "2s", *common, "--apply")
+    code = autoscale("recommend", "--slo-p99", "2s", *common, "--apply", "--patch", d / "patch.yaml")
     out = capsys.readouterr()
     assert code == 0, out.out
     assert "cheapest setting found that meets p99 2000 ms" in out.out
     assert "spec patch" in out.out and f"applied to {files['manifest']}" in out.out
     applied = load_model(files["manifest"]).spec.serving.autoscaling
-    patch = yaml.safe_load(out.out.split("or rerun with --apply):\n", 1)[1].split("applied to")[0])
+    patch = yaml.safe_load((d / "patch.yaml").read_text())
     for key, value in patch["spec"]["serving"]["autoscaling"].items():
         assert applied.model_dump(by_alias=True)[key] == value
     assert "# two cores: at most two one-core replicas" in files["manifest"].read_text()

@@ -88,6 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     recommend.add_argument("--slo-p99", required=True, help="the latency objective, e.g. 300ms or 0.3s")
     _model_inputs(recommend)
     recommend.add_argument("--apply", action="store_true", help="write the patch into the --spec manifest")
+    recommend.add_argument("--patch", type=Path, help="also write the merge patch (YAML) to this file")
 
     trace = sub.add_parser("trace", help="write an example trace, or save one from Prometheus")
     trace.add_argument("shape", nargs="?", choices=("diurnal", "flash-spike", "slow-ramp"))
@@ -305,6 +306,9 @@ def _recommend(args: argparse.Namespace) -> int:
     else:
         print("spec patch (kubectl patch --type merge -p, or rerun with --apply):")
         print(patch_yaml(changes), end="")
+        if args.patch:
+            args.patch.write_text(patch_yaml(changes))
+            print(f"patch: {args.patch}")
     if args.png:
         from recserve_operator.autoscale.plot import write_timeline
 
