@@ -58,10 +58,6 @@ class ServiceModel:
             low_c, low_x = concurrency, throughput
         return low_x
 
-    @property
-    def saturated_throughput(self) -> float:
-        return max(x for _, x in self.levels)
-
     def per_request_rates(self, max_in_flight: int) -> list[float]:
         """``[0, r(1), ..., r(max)]``: the work per second each of ``n`` requests in flight gets."""
         return [0.0] + [self.throughput(n) / n for n in range(1, max_in_flight + 1)]

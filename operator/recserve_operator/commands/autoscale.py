@@ -269,6 +269,7 @@ def _write_json(path: Path, result: Any, shown: Any) -> None:
             "target": timeline.target,
             "replicas": timeline.replicas,
             "ongoing": timeline.ongoing,
+            "seen": timeline.seen,
         },
     }
     path.write_text(json.dumps(body, indent=1) + "\n")
