@@ -153,7 +153,11 @@ def profile_replica(
     host_cpus: int | None,
     on_level: Callable[[ProfileLevel], None] | None = None,
 ) -> CapacityProfile:
-    """Sweep one ranker replica of ``model``; refused unless exactly one replica serves it throughout."""
+    """Sweep one ranker replica of ``model``; refused unless exactly one replica serves it throughout.
+
+    The sweep stops at the replica's ``max_ongoing_requests`` at the latest: serve the model with
+    ``maxOngoingRequests`` at least ``max_concurrency`` so that it can reach saturation.
+    """
     ranker = ranker_under_test(serve_applications(serve_api), model)
     require_one_replica(ranker, model)
     engine_key = Path(ranker.engine_dir).name
@@ -176,7 +180,10 @@ def profile_replica(
             on_level(level)
         return level
 
-    levels, saturated = sweep(measure, max_concurrency=max_concurrency)
+    # Past maxOngoingRequests the extra requests wait in the router, not in the replica.
+    levels, saturated = sweep(
+        measure, max_concurrency=min(max_concurrency, ranker.conditions.max_ongoing_requests)
+    )
     return CapacityProfile(
         model=model,
         engine_key=engine_key,

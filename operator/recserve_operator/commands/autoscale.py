@@ -203,7 +203,13 @@ def _profile(args: argparse.Namespace) -> int:
     bar(len(done), len(done))
     out = args.out or Path(f"{args.name}.profile.json")
     out.write_text(json.dumps(profile.to_dict(), indent=2) + "\n")
-    verdict = "saturated" if profile.saturated else f"not saturated by concurrency {args.max_concurrency}"
+    top = profile.levels[-1].concurrency
+    verdict = (
+        "saturated"
+        if profile.saturated
+        else f"NOT saturated by concurrency {top}: raise --max-concurrency, and the model's "
+        "autoscaling.maxOngoingRequests to at least that, then profile again"
+    )
     print(f"wrote {out}: {len(profile.levels)} levels, {verdict}, engine {profile.engine_key[:12]}")
     return 0
 
