@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from bench.autoscale_bench.observe import Sample
 from recserve_operator.autoscale.figures import Figures, quantile
 from recserve_operator.autoscale.simulate import SimulationResult
+from recserve_operator.loadgen import Replayed
 
 REPLICA_SECONDS_TOLERANCE = 0.20
 P99_TOLERANCE = 0.30
@@ -45,6 +46,19 @@ def first_upscale(samples: Sequence[Sample], start: float) -> float | None:
 def p99_ms(latencies: Sequence[float]) -> float:
     """p99 in ms; a failed request is ``math.inf`` and counts as slower than any answer."""
     return 1000 * quantile(list(latencies), 0.99)
+
+
+def p99_per_second(
+    replayed: Sequence[Replayed], duration: float, bucket_s: float
+) -> list[tuple[float, float]]:
+    """The real p99 (ms) of the requests due in each bucket, failures as infinitely slow."""
+    grouped: dict[int, list[float]] = {}
+    for r in replayed:
+        if r.due < duration:
+            grouped.setdefault(int(r.due / bucket_s), []).append(
+                r.latency if 200 <= r.status < 300 else math.inf
+            )
+    return [(k * bucket_s, p99_ms(v)) for k, v in sorted(grouped.items())]
 
 
 @dataclass(frozen=True)

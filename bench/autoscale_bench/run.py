@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.autoscale_bench.compare import Row, compare, table
+from bench.autoscale_bench.compare import Row, compare, p99_per_second, table
 from bench.autoscale_bench.observe import Observer, sample_of
 from bench.serving_bench.processes import owned, say
 from bench.serving_bench.servers import ServeRun, private_state
@@ -261,7 +261,10 @@ def _setting_phase(
         "real target": [(s.t - start, float(s.target)) for s in observer.samples],
     }
     png = prefix.with_name(f"{prefix.name}-{phase.label.split(' ', 1)[0]}.png")
-    write_timeline(result, png, title=f"{phase.label}: simulated vs real", observed=observed)
+    real_p99 = p99_per_second(replayed, phase.trace.duration_s, result.timeline.bucket_s)
+    write_timeline(
+        result, png, title=f"{phase.label}: simulated vs real", observed=observed, observed_p99=real_p99
+    )
     detail = {
         "autoscaling": phase.autoscaling,
         "samples": [s.__dict__ | {"t": s.t - start} for s in observer.samples],

@@ -8,11 +8,12 @@ import pytest
 from autoscale_fixtures import knobs
 
 from bench.autoscale_bench.compare import compare as compare_rows
-from bench.autoscale_bench.compare import first_upscale, p99_ms, replica_seconds, table
+from bench.autoscale_bench.compare import first_upscale, p99_ms, p99_per_second, replica_seconds, table
 from bench.autoscale_bench.observe import Sample, decisions_of, ranker_deployment, sample_of
 from recserve_operator.autoscale.figures import figures
 from recserve_operator.autoscale.service import ServiceModel
 from recserve_operator.autoscale.simulate import simulate
+from recserve_operator.loadgen import Replayed
 
 pytestmark = pytest.mark.unit
 SAMPLES = [Sample(0.0, 1, 1, 1), Sample(10.0, 3, 1, 3), Sample(20.0, 3, 3, 3), Sample(40.0, 1, 1, 1)]
@@ -67,3 +68,13 @@ def test_the_serve_rest_answer_is_read_for_the_models_ranker():
     assert sample_of(deployment, 3.0) == Sample(3.0, 2, 1, 2)
     assert decisions_of(deployment) == [(5.0, 1, 2)]
     assert ranker_deployment(answer, "other") is None
+
+
+def test_real_p99_per_second_counts_failures_as_slowest():
+    replayed = [
+        Replayed(0.2, 0.1, 200),
+        Replayed(0.7, 0.3, 200),
+        Replayed(1.5, 0.2, 503),
+        Replayed(9.0, 1.0, 200),
+    ]
+    assert p99_per_second(replayed, 5.0, 1.0) == [(0.0, pytest.approx(298.0)), (1.0, math.inf)]

@@ -13,6 +13,7 @@ from recserve_operator.autoscale.figures import quantile
 from recserve_operator.autoscale.simulate import SimulationResult
 
 MAX_POINTS = 2000
+OBSERVED_COLORS = ("tab:blue", "tab:red", "tab:brown", "tab:pink")
 
 
 def p99_per_bucket(result: SimulationResult, bucket_s: float) -> list[float]:
@@ -47,9 +48,11 @@ def write_timeline(
     title: str,
     slo_p99_ms: float | None = None,
     observed: dict[str, list[tuple[float, float]]] | None = None,
+    observed_p99: list[tuple[float, float]] | None = None,
 ) -> None:
     """Write the PNG; ``observed`` overlays measured series (name -> [(seconds, value)]) on the
-    replicas panel, for comparing a simulation with a real run."""
+    replicas panel and ``observed_p99`` (seconds, ms) on the latency panel, for comparing a
+    simulation with a real run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -73,15 +76,17 @@ def write_timeline(
     load.set_title(title, fontsize=10)
     n = len(tl.running)
     rx = [i * tl.bucket_s / scale for i in range(n)]
+    sim = "simulated " if observed else ""
     replicas.step(
-        rx, tl.replicas, where="post", color="tab:orange", lw=1.2, label="replicas (incl. starting)"
+        rx, tl.replicas, where="post", color="tab:orange", lw=1.2, label=f"{sim}replicas (incl. starting)"
     )
-    replicas.step(rx, tl.running, where="post", color="tab:green", lw=1.2, label="running")
-    replicas.step(rx, tl.target, where="post", color="tab:gray", lw=0.8, ls="--", label="autoscaler target")
-    for name, points in (observed or {}).items():
-        replicas.step(
-            [t / scale for t, _ in points], [v for _, v in points], where="post", lw=1.2, label=name
-        )
+    replicas.step(rx, tl.running, where="post", color="tab:green", lw=1.2, label=f"{sim}running")
+    replicas.step(
+        rx, tl.target, where="post", color="tab:gray", lw=0.8, ls="--", label=f"{sim}autoscaler target"
+    )
+    for (name, points), color in zip((observed or {}).items(), OBSERVED_COLORS, strict=False):
+        xs_obs, ys_obs = [t / scale for t, _ in points], [v for _, v in points]
+        replicas.step(xs_obs, ys_obs, where="post", lw=1.4, ls=":", color=color, label=name)
     replicas.set_ylabel("replicas")
     replicas.legend(loc="upper left", fontsize=8)
     p99 = _coarsen(p99_per_bucket(result, tl.bucket_s), factor, "max")
@@ -91,7 +96,16 @@ def write_timeline(
         top = max(top, slo_p99_ms * 1.5)
         latency.axhline(slo_p99_ms, color="tab:red", lw=0.8, ls="--", label=f"SLO {slo_p99_ms:g} ms")
         latency.legend(loc="upper left", fontsize=8)
-    latency.plot(xs, [min(v, top) if not math.isnan(v) else v for v in p99], color="tab:purple", lw=1)
+    label = "simulated p99" if observed_p99 else None
+    latency.plot(
+        xs, [min(v, top) if not math.isnan(v) else v for v in p99], color="tab:purple", lw=1, label=label
+    )
+    if observed_p99:
+        real = [(t / scale, min(v, top)) for t, v in observed_p99]
+        latency.plot(
+            [t for t, _ in real], [v for _, v in real], color="tab:red", lw=1, ls=":", label="real p99"
+        )
+        latency.legend(loc="upper left", fontsize=8)
     latency.set_ylim(0, top)
     latency.set_ylabel(f"p99 ms per {step:g} s")
     latency.set_xlabel(f"time ({xs_unit})")
