@@ -167,6 +167,62 @@ def generate(
     return asyncio.run(_run(url.rstrip("/") + path, concurrency, requests, seconds, k, seed, bodies, timeout))
 
 
+@dataclass(frozen=True)
+class Replayed:
+    """One request of an open-loop replay: when it was due, how long it took, how it ended."""
+
+    due: float  # seconds from the replay's start
+    latency: float  # seconds from sending to the answer (or the failure)
+    status: int  # the HTTP status; 0 when no answer came (connection error, client timeout)
+
+
+async def _replay(
+    url: str, arrivals: Sequence[float], k: int, seed: int, timeout: float, max_in_flight: int
+) -> list[Replayed]:
+    next_body = _random_users(k, random.Random(seed))
+    limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
+    results: list[Replayed] = []
+
+    async def one(client: httpx.AsyncClient, due: float, body: bytes) -> None:
+        start = time.perf_counter()
+        try:
+            response = await client.post(url, content=body, headers=JSON_HEADERS)
+            status = response.status_code
+        except httpx.HTTPError:
+            status = 0
+        results.append(Replayed(due, time.perf_counter() - start, status))
+
+    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+        started = time.perf_counter()
+        tasks = []
+        for due in arrivals:
+            delay = started + due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(client, due, next_body())))
+        await asyncio.gather(*tasks)
+    return sorted(results, key=lambda r: r.due)
+
+
+def replay(
+    url: str,
+    arrivals: Sequence[float],
+    *,
+    k: int = 10,
+    seed: int = 0,
+    path: str = "/v1/recommend",
+    timeout: float = 60.0,
+    max_in_flight: int = 1024,
+) -> list[Replayed]:
+    """Send one recommend request at each of ``arrivals`` (seconds from now), whatever the answers.
+
+    Open loop, unlike ``generate``: a slow server does not slow the senders down, which is how
+    real traffic (and a trace replay) behaves. ``max_in_flight`` bounds the client's connections;
+    keep it above what the server can hold, or the client queues instead of the server.
+    """
+    return asyncio.run(_replay(url.rstrip("/") + path, arrivals, k, seed, timeout, max_in_flight))
+
+
 class BackgroundTraffic:
     """``generate`` in bounded rounds on a background thread until ``finish()``: a rollout's
     steady user traffic, every request of which is kept for counting failures."""
