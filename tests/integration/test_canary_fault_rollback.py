@@ -39,6 +39,8 @@ def with_failing_canary(doc: dict[str, Any]) -> dict[str, Any]:
             "steps": [{"weight": 30, "pause": "20s"}, {"weight": 60, "pause": "20s"}],
             "analysis": {"maxErrorRate": 0.05, "maxScoreShift": 0.6, "minRequests": 20},
             "faultInjection": {"abortPercent": ABORT_PERCENT},
+            # A canary that cannot be judged (never scheduled, no traffic) fails here in minutes.
+            "progressDeadline": "4m",
         }
     }
     return doc
