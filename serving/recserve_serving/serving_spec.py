@@ -328,9 +328,11 @@ class FaultInjectionSpec(CamelModel):
         description="Percent of the canary's scoring calls that fail with 503 (reason injected fault).",
     )
 
-    def strikes(self, draw: float) -> bool:
-        """Whether a call whose uniform draw in [0, 1) is ``draw`` fails."""
-        return draw * 100 < self.abort_percent
+    def strikes(self, call: int) -> bool:
+        """Whether a replica's ``call``-th scoring call (from 0) fails: evenly spread, so that every
+        run of ``100 / abortPercent`` calls holds exactly its share of failures. A drill that fails
+        a fixed fraction is judged on that fraction, not on a random draw's luck."""
+        return math.floor((call + 1) * self.abort_percent / 100) > math.floor(call * self.abort_percent / 100)
 
 
 class ServingSpec(CamelModel):

@@ -87,7 +87,8 @@ def test_a_canary_failing_a_fifth_of_requests_rolls_back_within_one_step(test_st
     assert sum(len(r.failures) for r in rounds) == 0, [r.failures[:3] for r in rounds]
     assert set(failed) <= {canary}, f"every 5xx must name the canary: {failed}"
     share = failed[canary] / answered[canary]
-    assert 0.05 <= share <= 0.45, f"{failed[canary]} of {answered[canary]} canary answers failed"
+    # Each replica fails exactly every fifth call; two replicas' remainders move the share a little.
+    assert 0.1 <= share <= 0.3, f"{failed[canary]} of {answered[canary]} canary answers failed"
     print(
         f"stable: {answered[STABLE_LABEL]} answers, 0 failed; canary {canary}: "
         f"{failed[canary]} of {answered[canary]} failed ({share:.0%}, drill {ABORT_PERCENT}%)"

@@ -220,8 +220,10 @@ def test_a_fault_drill_is_in_the_canary_app_args_alone():
 
 def test_a_fault_strikes_its_share_of_calls():
     drill = FaultInjectionSpec(abort_percent=20)
-    draws = [i / 1000 for i in range(1000)]
-    assert sum(drill.strikes(d) for d in draws) == 200
+    assert [drill.strikes(call) for call in range(10)] == [False, False, False, False, True] * 2
+    for start in range(0, 50, 7):
+        assert sum(drill.strikes(call) for call in range(start, start + 5)) == 1
+    assert sum(FaultInjectionSpec(abort_percent=2.5).strikes(call) for call in range(1000)) == 25
     with pytest.raises(ValueError, match="abortPercent"):
         FaultInjectionSpec.model_validate({"abortPercent": 0})
 

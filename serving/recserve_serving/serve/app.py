@@ -84,7 +84,7 @@ class Ranker:
             self.engine: Engine = PipelineEngine(single.directory, single.manifest, stages, threads=threads)
         else:
             self.engine = load_engine(self.config.engine_dir, threads)
-        self.rng = random.Random()
+        self.calls = 0
         batching = self.config.batching
         batcher: Any = self._score_batch  # serve.batch adds setters that its type does not declare
         batcher.set_max_batch_size(batching.max_batch_size)
@@ -109,7 +109,8 @@ class Ranker:
             for position, text in enumerate(texts):
                 check_text(f"{name}[{position}]", text)
         fault = self.config.fault_injection
-        if fault is not None and fault.strikes(self.rng.random()):
+        self.calls += 1
+        if fault is not None and fault.strikes(self.calls - 1):
             raise Unavailable(
                 f"injected fault: {self.config.label} fails {fault.abort_percent:g}% of calls on purpose "
                 "(spec.rollout.canary.faultInjection)"
