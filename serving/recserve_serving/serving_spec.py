@@ -335,6 +335,26 @@ class FaultInjectionSpec(CamelModel):
         return math.floor((call + 1) * self.abort_percent / 100) > math.floor(call * self.abort_percent / 100)
 
 
+class ExplainSpec(CamelModel):
+    """Reasons for recommendations (``"explain": true``), measured by occlusion on the served engine.
+
+    Explaining costs a second ranker call per request: one pair per explained item and per
+    history item whose leaving-out changes the user's text, so ``maxHistory`` bounds it.
+    """
+
+    enabled: bool = Field(
+        default=True,
+        description="Whether requests may ask for reasons; when false, asking is refused with 400.",
+    )
+    max_history: int = Field(
+        default=10,
+        ge=1,
+        le=50,
+        description="Most recent liked movies that can be a reason; each adds at most one scored pair "
+        "per explained item (fewer when leaving it out does not change the user's text).",
+    )
+
+
 class ServingSpec(CamelModel):
     """Everything about running an engine that does not change the engine itself."""
 
@@ -361,6 +381,7 @@ class ServingSpec(CamelModel):
     parallelism: ParallelismSpec = ParallelismSpec()
     retrieval: RetrievalSpec = RetrievalSpec()
     limits: LimitsSpec = LimitsSpec()
+    explain: ExplainSpec = ExplainSpec()
 
     @model_validator(mode="after")
     def _consistent(self) -> ServingSpec:

@@ -92,6 +92,7 @@ def plan_serve_config(model: RecommenderModel, plan: DeployPlan, site: ServeSite
             index_dir=site.index_dir,
             retrieval=model.spec.serving.retrieval,
             limits=model.spec.serving.limits,
+            explain=model.spec.serving.explain,
         ),
         stable=ranker(plan.stable),
         canary=None if plan.canary is None else ranker(plan.canary),

@@ -26,6 +26,7 @@ from recserve_serving.serve.api_models import VERSION_HEADER
 from recserve_serving.serving_spec import (
     AutoscalingSpec,
     BatchingSpec,
+    ExplainSpec,
     FaultInjectionSpec,
     LimitsSpec,
     ParallelismSpec,
@@ -94,6 +95,7 @@ class RouterConfig(CamelModel):
     max_history: int = Field(50, ge=1, le=10_000, description="Longer client histories are truncated.")
     max_infer_pairs: int = Field(4_096, ge=1, le=1_000_000, description="Largest OIP infer request.")
     limits: LimitsSpec = LimitsSpec()
+    explain: ExplainSpec = ExplainSpec()
 
 
 class Route(CamelModel):
