@@ -312,6 +312,29 @@ class LimitsSpec(CamelModel):
     )
 
 
+class FaultInjectionSpec(CamelModel):
+    """A chaos drill for a canary: its ranker fails a share of scoring calls on purpose.
+
+    Like Istio's ``fault.abort``, it shows before a real regression does that the rollout's
+    analysis sees a failing version and rolls it back, while stable's users see nothing. The
+    failures happen in the canary's own replicas, so they travel the path a real one would:
+    the version header, the per-version error count, the analysis window.
+    """
+
+    abort_percent: float = Field(
+        ...,
+        gt=0,
+        le=100,
+        description="Percent of the canary's scoring calls that fail with 503 (reason injected fault).",
+    )
+
+    def strikes(self, call: int) -> bool:
+        """Whether a replica's ``call``-th scoring call (from 0) fails: evenly spread, so that every
+        run of ``100 / abortPercent`` calls holds exactly its share of failures. A drill that fails
+        a fixed fraction is judged on that fraction, not on a random draw's luck."""
+        return math.floor((call + 1) * self.abort_percent / 100) > math.floor(call * self.abort_percent / 100)
+
+
 class ExplainSpec(CamelModel):
     """Reasons for recommendations (``"explain": true``), measured by occlusion on the served engine.
 

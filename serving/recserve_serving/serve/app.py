@@ -74,6 +74,9 @@ class Scored:
 class Ranker:
     """Scores (user text, item text) pairs with one engine, batching concurrent requests."""
 
+    calls = 0
+    """Scoring calls this replica has taken: the clock of a fault drill (``faultInjection``)."""
+
     def __init__(self, args: dict[str, Any]) -> None:
         from recserve_serving.engine.runtime import load_engine
 
@@ -109,6 +112,13 @@ class Ranker:
         for name, texts in (("user_texts", user_texts), ("item_texts", item_texts)):
             for position, text in enumerate(texts):
                 check_text(f"{name}[{position}]", text)
+        fault = self.config.fault_injection
+        self.calls += 1
+        if fault is not None and fault.strikes(self.calls - 1):
+            raise Unavailable(
+                f"injected fault: {self.config.label} fails {fault.abort_percent:g}% of calls on purpose "
+                "(spec.rollout.canary.faultInjection)"
+            )
         result = await self._score_batch((user_texts, item_texts))
         if isinstance(result, Exception):
             raise result

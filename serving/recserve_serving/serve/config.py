@@ -27,6 +27,7 @@ from recserve_serving.serving_spec import (
     AutoscalingSpec,
     BatchingSpec,
     ExplainSpec,
+    FaultInjectionSpec,
     LimitsSpec,
     ParallelismSpec,
     ResourcesSpec,
@@ -52,6 +53,10 @@ class RankerArgs(CamelModel):
     threads: int = Field(
         ResourcesSpec().engine_threads, ge=1, description="Engine threads per shard (resources.cpus)."
     )
+    fault_injection: FaultInjectionSpec | None = Field(
+        None,
+        description="Only ever set on a canary under a chaos drill (spec.rollout.canary.faultInjection).",
+    )
 
 
 class RankerConfig(CamelModel):
@@ -60,6 +65,7 @@ class RankerConfig(CamelModel):
     label: str = Field(..., min_length=1, description=f"Shown in {VERSION_HEADER}, e.g. movielens-ranker/3.")
     engine_dir: str = Field(..., min_length=1)
     serving: ServingSpec = ServingSpec()
+    fault_injection: FaultInjectionSpec | None = None
 
     def args(self) -> RankerArgs:
         return RankerArgs(
@@ -68,6 +74,7 @@ class RankerConfig(CamelModel):
             batching=self.serving.batching,
             parallelism=self.serving.parallelism,
             threads=self.serving.resources.engine_threads,
+            fault_injection=self.fault_injection,
         )
 
     def app_name(self, model_name: str) -> str:
