@@ -9,23 +9,18 @@ answer, the per-version error count, the analysis window, the rollback.
 from __future__ import annotations
 
 import copy
-import os
 import re
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from up_process import Up
+from up_process import up_example
 
-from recserve_operator.embedded.processes import free_port
 from recserve_operator.loadgen import BackgroundTraffic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.scenario, pytest.mark.long]
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "manifests/examples/movielens-ranker.yaml"
 STABLE_LABEL = "movielens-ranker/1"
 ABORT_PERCENT = 20
 
@@ -47,19 +42,11 @@ def with_failing_canary(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_a_canary_failing_a_fifth_of_requests_rolls_back_within_one_step(test_state, tmp_path) -> None:
-    stable = yaml.safe_load(EXAMPLE.read_text())
-    stable["spec"]["serving"]["retrieval"] = {"candidates": 20, "defaultK": 10, "maxK": 20}
-    manifest = tmp_path / "model.yaml"
-    manifest.write_text(yaml.safe_dump(stable))
-    port = free_port()
-    env = {"RECSERVE_HOME": str(test_state), "RECSERVE_RAY_TMP": str(tmp_path / "ray")}
-    up = Up(manifest, {**os.environ, **env}, port)
+    up, stable, manifest = up_example(test_state, tmp_path)
     traffic: BackgroundTraffic | None = None
     try:
         up.wait_ready()
-        traffic = BackgroundTraffic(
-            f"http://127.0.0.1:{port}", concurrency=4, round_requests=80, round_seconds=8
-        )
+        traffic = BackgroundTraffic(up.endpoint, concurrency=4, round_requests=80, round_seconds=8)
         manifest.write_text(yaml.safe_dump(with_failing_canary(stable)))
         up.wait_printed(r"CanaryRolledBack", 900)
         rounds = traffic.finish()
