@@ -8,7 +8,7 @@ One `recserve up` of a copy of the manifest (its registered checkpoint and cache
 1. one ranker replica is profiled (`recserve autoscale profile`'s measurement) and its start-up
    timed;
 2. for two autoscaling settings in turn, a bounded trace (default: a 10-minute flash spike from
-   0.3× to 1.5× one replica's capacity) is replayed open-loop while the Serve REST API is polled
+   0.3× to 1.2× one replica's capacity) is replayed open-loop while the Serve REST API is polled
    for the target and the replicas;
 3. the simulator replays the same arrivals with the measured profile and start-up, and the
    replica-seconds, p99 and first upscale are compared with the issue's tolerances (±20%, ±30%,

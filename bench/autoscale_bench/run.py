@@ -44,6 +44,11 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MANIFEST = REPO / "manifests" / "examples" / "movielens-ranker.yaml"
 RESULTS = REPO / "bench" / "results"
 PROFILE_MAX_ONGOING = 64
+# The generated spike's peak, in one replica's capacity. At 1.5x the backlog built while the
+# second replica starts outlives the 30 s request timeout on two cores, so both p99s are
+# "infinite" and the ±30% check has nothing to compare; 1.2x still needs the second replica.
+SPIKE_PEAK = 1.2
+SPIKE_BASE = 0.3
 SETTINGS = {
     "A (target 2, up 10 s, down 60 s)": {
         "targetOngoingRequests": 2,
@@ -281,7 +286,9 @@ def _trace(args: argparse.Namespace, mode: Mode, capacity: float) -> Trace:
         from recserve_operator.autoscale.inputs import load_trace
 
         return load_trace(Path(args.trace))
-    return generate.flash_spike(0.3 * capacity, 1.5 * capacity, duration_s=60 * mode.minutes)
+    return generate.flash_spike(
+        SPIKE_BASE * capacity, SPIKE_PEAK * capacity, duration_s=60 * mode.minutes
+    )
 
 
 def _report(

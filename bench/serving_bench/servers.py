@@ -23,6 +23,10 @@ from bench.serving_bench.processes import Child, say, tail, wait_while_alive
 CHILD_ENV = "RECSERVE_BENCH_CHILD"
 ENTRY = Path(__file__).resolve().parents[1] / "serving.py"
 SHARED_STATE = ("mlflow.db", "mlartifacts", "engines", "retrieval")
+SHARED_FILES = ("mlflow.db",)
+"""Shared entries that are files (SQLite creates one through its link); the others are folders,
+made in the shared dir first: a link to a folder that is not there yet would leave the first
+``recserve up`` of a fresh state (the one that trains and registers) nowhere to write."""
 
 
 def private_state(shared: Path, private: Path) -> Path:
@@ -33,6 +37,8 @@ def private_state(shared: Path, private: Path) -> Path:
     """
     private.mkdir(parents=True)
     for name in SHARED_STATE:
+        if name not in SHARED_FILES:
+            (shared / name).mkdir(parents=True, exist_ok=True)
         (private / name).symlink_to(shared / name)
     return private
 
