@@ -1,6 +1,6 @@
-"""Engines side by side: torch eager fp32, ORT fp32, ORT INT8, distilled + INT8, pruned + INT8.
+"""Engines side by side: torch eager fp32, ORT fp32, ORT INT8 (dynamic, static), distilled + INT8, pruned + INT8.
 
-    .venv/bin/python bench/engines.py [--checkpoint models:/movielens-ranker@champion] [--rounds 5]
+    .venv/bin/python bench/engines.py [--checkpoint models:/movielens-ranker@champion] [--rounds 5] [--only ROW ...]
 
 Every engine is built through the real builder (gate relaxed so all of them build, their
 drop is reported instead), scored on the same held-out evaluation lists, and timed in
@@ -30,6 +30,10 @@ ROWS: list[tuple[str, dict]] = [
     ("torch eager fp32", {"backend": "torch", "precision": "fp32"}),
     ("ORT fp32", {"backend": "onnxruntime", "precision": "fp32"}),
     ("ORT INT8", {"backend": "onnxruntime", "precision": "int8"}),
+    (
+        "ORT INT8 static",
+        {"backend": "onnxruntime", "precision": "int8", "quantization": {"mode": "static"}},
+    ),
     (
         "distilled(3L) + INT8",
         {"backend": "onnxruntime", "precision": "int8", "distill": {"layers": 3, "steps": 150}},
@@ -71,7 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=100, help="evaluation users")
     parser.add_argument("--candidates", type=int, default=50, help="candidates per evaluation user")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=[label for label, _ in ROWS],
+        help="these rows alone (the first is the ratios' base)",
+    )
     args = parser.parse_args(argv)
+    rows_wanted = [row for row in ROWS if args.only is None or row[0] in args.only]
 
     from recserve_serving.data import load_movielens
     from recserve_serving.engine.build import build_engine
@@ -87,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     data = load_movielens()
     settings = EvalSettings(users=args.users, candidates=args.candidates, latency_repeats=3)
     engines = []
-    for label, fields in ROWS:
+    for label, fields in rows_wanted:
         recipe = OptimizationRecipe.model_validate(
             {**fields, "maxBatchSize": 32, "qualityGate": {"maxDrop": 1.0}}
         )
