@@ -9,11 +9,16 @@ whatever happened; ``--network none`` or loopback-only port forwarding keep it o
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
+
+from recserve_serving.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO / "scripts" / "build-images.sh"
@@ -54,12 +59,35 @@ class Images:
 
     @contextlib.contextmanager
     def container_name(self, prefix: str = "recserve-test-") -> Iterator[str]:
-        """A unique container name, and the container of that name removed at the end."""
+        """A unique container name, and the container of that name removed at the end, with
+        every host-side process it had (conmon, slirp4netns: their command lines name its id)
+        and its network namespace gone."""
         name = f"{prefix}{uuid.uuid4().hex[:10]}"
         try:
             yield name
         finally:
+            found = self.podman(
+                "ps", "--all", "--no-trunc", "--format", "{{.ID}}", "--filter", f"name=^{name}$", timeout=60
+            ).stdout.split()
+            sandbox = ""
+            if found:
+                sandbox = self.podman(
+                    "inspect", "--format", "{{.NetworkSettings.SandboxKey}}", name, check=False
+                ).stdout.strip()
             self.podman("rm", "--force", "--ignore", "--time", "5", name, timeout=60)
+            if found:
+                wait_for(
+                    lambda: not any(processes_naming(cid) for cid in found),
+                    30,
+                    message=f"the host processes of container {name} to exit",
+                )
+            if sandbox:
+                wait_for(lambda: not Path(sandbox).exists(), 30, message=f"{sandbox} removed")
+            for container_id in found:
+                # podman 4.3 leaves slirp4netns's API socket behind in its run-time directory.
+                (Path(self.env["RECSERVE_PODMAN_RUN"]) / "tmp" / f"{container_id}.net").unlink(
+                    missing_ok=True
+                )
 
     def run(
         self, image: str, command: Sequence[str], *, options: Sequence[str] = (), timeout: float = 120
@@ -72,6 +100,15 @@ class Images:
                 )
             except subprocess.TimeoutExpired as error:
                 raise AssertionError(f"container {name} ran over {timeout}s: {error.stderr!r}") from None
+
+
+def processes_naming(text: str) -> list[int]:
+    """Pids of processes whose command line contains ``text``."""
+    pids = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        if any(text in part for part in process.info["cmdline"] or []):
+            pids.append(process.info["pid"])
+    return pids
 
 
 def ensure_images(log: Path) -> Images:
@@ -90,7 +127,5 @@ def ensure_images(log: Path) -> Images:
     env_lines = subprocess.run(
         ["bash", str(BUILD_SCRIPT), "--env"], capture_output=True, text=True, check=True
     ).stdout.splitlines()
-    import os
-
     env = {**os.environ, **dict(line.split("=", 1) for line in env_lines)}
     return Images(archives, env)

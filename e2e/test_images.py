@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -34,7 +35,7 @@ from e2e.images import ImageBuildError, Images, ensure_images
 from recserve_operator.embedded.local_ray import LOCAL_RAY_ENV
 from recserve_operator.embedded.processes import free_port
 from recserve_operator.planners.k8s_common import IMAGE_UID
-from recserve_operator.planners.rayservice import HOME_MOUNT
+from recserve_operator.planners.rayservice import DASHBOARD_PORT, GCS_PORT, HOME_MOUNT
 from recserve_operator.planners.serve_config import (
     DeployPlan,
     ServedVersion,
@@ -46,11 +47,18 @@ from recserve_operator.planners.serve_config import (
 from recserve_operator.rollout.serve_rest import ServeRestTarget
 from recserve_operator.settings import OperatorSettings
 from recserve_operator.validate import load_model
+from recserve_serving.engine.cache import hardware
+from recserve_serving.engine.manifest import EngineManifest
+from recserve_serving.errors import EngineError
+from recserve_serving.paths import movielens_dir
+from recserve_serving.recipe import OptimizationRecipe
+from recserve_serving.retrieval import index_path
+from recserve_serving.serve.config import SERVE_PORT
 from recserve_serving.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "manifests" / "examples" / "movielens-ranker.yaml"
-STABLE = "models:/movielens-ranker/1"
+STABLE_NAME = "movielens-ranker"
 USER_ID = 42
 CANDIDATES = 20
 
@@ -90,22 +98,50 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Images:
         pytest.fail(f"IMAGE BUILD FAILED:\n{error}", pytrace=False)
 
 
+def cached_engine(engines: Path, name: str, version: str, recipe: OptimizationRecipe) -> Path | None:
+    """The newest finished engine in the cache for this checkpoint, recipe and machine, found by
+    reading manifests (no torch, no registry): ``recserve build`` would return the same one, at
+    the cost of a process that imports torch and MLflow (about 40 s on a loaded 2-core box)."""
+    found = []
+    for manifest_file in engines.glob("*/manifest.json"):
+        try:
+            manifest = EngineManifest.read(manifest_file.parent)
+        except EngineError:
+            continue
+        ref, here = manifest.checkpoint, hardware(manifest.backend)
+        if (
+            (ref.name, ref.version) == (name, version)
+            and manifest.recipe == recipe
+            and manifest.hardware == here
+        ):
+            found.append(manifest_file.parent)
+    return max(found, key=lambda p: p.stat().st_mtime, default=None)
+
+
 @pytest.fixture(scope="session")
 def store(test_state: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The artifact store as a build Job leaves it: the example recipe's engine of the test
-    registry's stable ranker, and the catalog's retrieval index, written by ``recserve build``
-    with the Job's flags (a cache hit when the integration tier built them)."""
-    recipe = json.dumps(yaml.safe_load(EXAMPLE.read_text())["spec"]["optimization"])
-    result = tmp_path_factory.mktemp("build") / "termination-log"
+    registry's stable ranker, and the catalog's retrieval index. Both are in the test registry's
+    cache once the integration tier ran; if not, ``recserve build`` makes them with the Job's
+    flags. They are copied into a store readable by the pod's uid, as a build Job running as that
+    uid leaves it (engines built before the cache published them 0755 are root's only)."""
+    raw = yaml.safe_load(EXAMPLE.read_text())["spec"]["optimization"]
     index = test_state / "retrieval"
-    env = {**os.environ, "RECSERVE_HOME": str(test_state)}
-    subprocess.run(
-        [sys.executable, "-m", "recserve_operator.cli", "build", "--checkpoint", STABLE,
-         "--recipe-json", recipe, "--index-dir", str(index), "--termination-log", str(result)],
-        env=env, check=True, timeout=1800, cwd=REPO, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    engine = Path(json.loads(result.read_text())["engineDir"])
-    return {"engine": engine, "index": index}
+    built = cached_engine(test_state / "engines", STABLE_NAME, "1", OptimizationRecipe.model_validate(raw))
+    if built is None or not index_path(index, movielens_dir()).is_file():
+        result = tmp_path_factory.mktemp("build") / "termination-log"
+        env = {**os.environ, "RECSERVE_HOME": str(test_state)}
+        subprocess.run(
+            [sys.executable, "-m", "recserve_operator.cli", "build", "--checkpoint", f"models:/{STABLE_NAME}/1",
+             "--recipe-json", json.dumps(raw), "--index-dir", str(index), "--termination-log", str(result)],
+            env=env, check=True, timeout=1800, cwd=REPO, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        built = Path(json.loads(result.read_text())["engineDir"])
+    root = tmp_path_factory.mktemp("artifact-store")
+    engine = shutil.copytree(built, root / "engines" / built.name)
+    shutil.copytree(index, root / "retrieval", ignore=shutil.ignore_patterns("*.lock", ".*"))
+    subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
+    return {"engine": engine, "index": root / "retrieval"}
 
 
 @pytest.fixture
@@ -122,7 +158,7 @@ def test_the_serving_image_recommends_like_the_test_suite_read_only_and_without_
     image = images.named("recserve-serving")
     options = [
         "--read-only", "--network=none", "--cap-drop=ALL", "--security-opt=no-new-privileges",
-        "--tmpfs=/tmp:rw,size=256m", f"--tmpfs={HOME_MOUNT}:rw,size=64m,uid={IMAGE_UID},gid={IMAGE_UID}",
+        "--tmpfs=/tmp:rw,size=256m", f"--tmpfs={HOME_MOUNT}:rw,size=64m,mode=1777",
         f"--volume={store['engine']}:{engine_in_store}:ro",
         f"--volume={store['index']}:{settings.index_dir}:ro",
         "--entrypoint=python",
@@ -153,27 +189,29 @@ def test_the_serving_image_recommends_like_the_test_suite_read_only_and_without_
 def test_the_serving_image_runs_ray_serve_and_answers_recommend(
     images: Images, store: dict[str, Path], leftover_check: None
 ) -> None:
-    """The serving path itself in the image: ``ray start --head`` as KubeRay starts a head pod,
-    the serve config the operator renders (router + ranker applications, the first deploy's
-    hand-over) applied through the Serve REST API, and ``/v1/recommend`` answered by the
-    router and the ranker's ONNX Runtime engine. Host networking with every port on 127.0.0.1,
-    as ``recserve up`` binds its local Ray; the container is stopped and removed at the end."""
+    """The serving path itself in the image, as on a KubeRay head pod: ``ray start --head`` on the
+    head pod's ports, the serve config the operator renders for the cluster (router + ranker
+    applications, the first deploy's hand-over, the catalog and index where the operator points
+    routers) applied through the Serve REST API, and ``/v1/recommend`` answered by the router and
+    the ranker's ONNX Runtime engine. The container has a network namespace of its own
+    (slirp4netns, no bridge or firewall rule on the host): only the dashboard and Serve's HTTP
+    port are forwarded, from 127.0.0.1."""
     settings = OperatorSettings()
     model = load_model(EXAMPLE)
     engine_in_store = f"{settings.engine_root}/{store['engine'].name}"
-    gcs, dashboard, serve_port = free_port(), free_port(), free_port()
+    dashboard, serve_port = free_port(), free_port()
     ray_start = [
-        "ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-        "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-        f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
-        f"--ray-client-server-port={free_port()}", "--num-cpus=3", "--object-store-memory=134217728",
-        "--temp-dir=/tmp/ray", "--disable-usage-stats",
+        "ray", "start", "--head", "--block", f"--port={GCS_PORT}", "--include-dashboard=true",
+        "--dashboard-host=0.0.0.0", f"--dashboard-port={DASHBOARD_PORT}", "--num-cpus=3",
+        "--object-store-memory=134217728", "--temp-dir=/tmp/ray", "--disable-usage-stats",
     ]  # fmt: skip
     env = [f"--env={k}={v}" for k, v in {**LOCAL_RAY_ENV, "OMP_NUM_THREADS": "2"}.items()]
     options = [
-        "--detach", "--read-only", "--network=host", "--cap-drop=ALL", "--security-opt=no-new-privileges",
+        "--detach", "--read-only", "--cap-drop=ALL", "--security-opt=no-new-privileges",
+        "--network=slirp4netns:port_handler=slirp4netns",
+        f"--publish=127.0.0.1:{dashboard}:{DASHBOARD_PORT}", f"--publish=127.0.0.1:{serve_port}:{SERVE_PORT}",
         "--shm-size=256m", "--tmpfs=/tmp:rw,size=1g",
-        f"--tmpfs={HOME_MOUNT}:rw,size=64m,uid={IMAGE_UID},gid={IMAGE_UID}",
+        f"--tmpfs={HOME_MOUNT}:rw,size=64m,mode=1777",
         f"--volume={store['engine']}:{engine_in_store}:ro",
         f"--volume={store['index']}:{settings.index_dir}:ro",
         *env, "--entrypoint=bash",
@@ -190,9 +228,7 @@ def test_the_serving_image_runs_ray_serve_and_answers_recommend(
             return True
 
         wait_for(serve_api_up, 180, interval=1.0, message="Ray's Serve REST API in the container")
-        site = ServeSite(
-            data_dir=settings.data_dir, index_dir=settings.index_dir, host="127.0.0.1", port=serve_port
-        )
+        site = ServeSite(data_dir=settings.data_dir, index_dir=settings.index_dir)  # as ClusterPlatform's
         desired = plan_serve_config(model, DeployPlan(stable=ServedVersion("1", engine_in_store)), site)
         hand_over = plan_hand_over(desired, ServeObservation())
         target.apply(hand_over.rendered)

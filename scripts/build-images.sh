@@ -29,7 +29,7 @@
 #                                storage and the archives; deleting it deletes all of it
 #        RECSERVE_DEBIAN_MIRROR  Debian mirror for debootstrap (default: the apt sources' first)
 # Needs root (debootstrap, rootful podman), apt-get, and .venv (scripts/bootstrap.sh, run here).
-# Installs podman, runc, debootstrap, catatonit and uidmap from Debian when missing. Any failure
+# Installs podman, runc, debootstrap, catatonit, uidmap and slirp4netns from Debian when missing. Any failure
 # exits non-zero with a banner.
 set -Eeuo pipefail
 
@@ -62,11 +62,14 @@ trap fail ERR
 # machine's is changed, and removing the cache removes every image and layer this script made.
 # Host quirks (../shared/notes/containers.md): crun refuses hybrid cgroups, so runc; no
 # CAP_SYS_RESOURCE, so the default ulimits must not raise anything and cgroupfs, not systemd.
+# Podman's run-time state (locks, sockets, the per-boot database check) goes to a tmpfs, as its
+# defaults do, under a short path: slirp4netns's API socket must fit in 108 bytes.
 export CONTAINERS_CONF="$PODMAN_DIR/containers.conf"
 export CONTAINERS_STORAGE_CONF="$PODMAN_DIR/storage.conf"
+PODMAN_RUN="/run/recserve-podman-$(printf '%s' "$CACHE" | sha256sum | cut -c1-12)"
 
 write_podman_config() {
-  mkdir -p "$PODMAN_DIR/storage" "$PODMAN_DIR/run" "$PODMAN_DIR/tmp"
+  mkdir -p "$PODMAN_DIR/storage" "$PODMAN_RUN/run" "$PODMAN_RUN/tmp"
   cat >"$CONTAINERS_CONF.tmp" <<EOF
 # Written by scripts/build-images.sh; see the comment there.
 [containers]
@@ -76,14 +79,14 @@ runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 events_logfile_path = "$PODMAN_DIR/events.log"
-tmp_dir = "$PODMAN_DIR/tmp"
+tmp_dir = "$PODMAN_RUN/tmp"
 EOF
   cat >"$CONTAINERS_STORAGE_CONF.tmp" <<EOF
 # Written by scripts/build-images.sh; see the comment there.
 [storage]
 driver = "overlay"
 graphroot = "$PODMAN_DIR/storage"
-runroot = "$PODMAN_DIR/run"
+runroot = "$PODMAN_RUN/run"
 EOF
   mv "$CONTAINERS_CONF.tmp" "$CONTAINERS_CONF"
   mv "$CONTAINERS_STORAGE_CONF.tmp" "$CONTAINERS_STORAGE_CONF"
@@ -92,6 +95,7 @@ EOF
 if [[ "${1:-}" == "--env" ]]; then
   echo "CONTAINERS_CONF=$CONTAINERS_CONF"
   echo "CONTAINERS_STORAGE_CONF=$CONTAINERS_STORAGE_CONF"
+  echo "RECSERVE_PODMAN_RUN=$PODMAN_RUN"
   exit 0
 fi
 
@@ -121,13 +125,16 @@ fi
 }
 
 ensure_packages() {
-  CURRENT="installing podman, runc, debootstrap, catatonit, uidmap with apt-get"
+  CURRENT="installing podman, runc, debootstrap, catatonit, uidmap, slirp4netns with apt-get"
   local missing=()
   command -v podman >/dev/null || missing+=(podman)
   command -v runc >/dev/null || missing+=(runc)
   command -v debootstrap >/dev/null || missing+=(debootstrap)
   [[ -x /usr/libexec/podman/catatonit || -x /usr/bin/catatonit ]] || missing+=(catatonit)
   command -v newuidmap >/dev/null || missing+=(uidmap)
+  # The smoke tests give a container its own network namespace with ports forwarded from
+  # 127.0.0.1 by slirp4netns: no bridge, no firewall rule on the host.
+  command -v slirp4netns >/dev/null || missing+=(slirp4netns)
   if ((${#missing[@]})); then
     echo "[images] installing from Debian: ${missing[*]}"
     apt-get update -qq
