@@ -12,6 +12,11 @@ In it, the router's half of the data path (the catalog shipped in the image at t
 engine from the store) answer one recommendation. The same code on the same engine and index
 outside the container must give the same candidates and the same scores: what the image runs
 is what the test suite checks. The image has no torch, and the container no network.
+
+The second test runs the serving path itself in the image, as on a KubeRay head pod: Ray, the
+serve config the operator renders for the cluster, and ``/v1/recommend`` over HTTP.
+
+Both are in the ``long`` tier (make test-all), with the image build: see ``pytestmark`` below.
 """
 
 from __future__ import annotations
@@ -55,6 +60,10 @@ from recserve_serving.recipe import OptimizationRecipe
 from recserve_serving.retrieval import index_path
 from recserve_serving.serve.config import SERVE_PORT
 from recserve_serving.waiting import wait_for
+
+# make test-all only: a cold image build (~4 CPU-minutes) does not fit what a cold `make test`
+# has to spare; scripts/test.sh --all builds the images in the background.
+pytestmark = pytest.mark.long
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "manifests" / "examples" / "movielens-ranker.yaml"
@@ -185,7 +194,6 @@ def test_the_serving_image_recommends_like_the_test_suite_read_only_and_without_
     assert len(set(np.round(inside["scores"], 4))) > 1, "a real ranker's scores differ between items"
 
 
-@pytest.mark.long
 def test_the_serving_image_runs_ray_serve_and_answers_recommend(
     images: Images, store: dict[str, Path], leftover_check: None
 ) -> None:
