@@ -26,11 +26,12 @@
 #        bash scripts/build-images.sh --print   print NAME=ARCHIVE (exit 1 if one is not built)
 #        bash scripts/build-images.sh --env     print the podman environment (CONTAINERS_CONF, ...)
 # Env:   RECSERVE_IMAGES_CACHE   cache root (default: e2e/.cache/images): podman's configuration,
-#                                storage and the archives; deleting it deletes all of it
+#                                storage and the archives; podman's run-time state is on tmpfs in
+#                                /run/recserve-podman-<hash of the cache path> (`--env` names it)
 #        RECSERVE_DEBIAN_MIRROR  Debian mirror for debootstrap (default: the apt sources' first)
 # Needs root (debootstrap, rootful podman), apt-get, and .venv (scripts/bootstrap.sh, run here).
-# Installs podman, runc, debootstrap, catatonit, uidmap and slirp4netns from Debian when missing. Any failure
-# exits non-zero with a banner.
+# Installs podman, runc, debootstrap, catatonit, uidmap and slirp4netns from Debian when missing.
+# Any failure exits non-zero with a banner.
 set -Eeuo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
