@@ -1,6 +1,6 @@
 """Serving paths side by side: Ray Serve vs the engine in-process vs a plain server vs kserve.
 
-    .venv/bin/python bench/serving.py [--quick] [--state DIR] [--manifest FILE]
+    .venv/bin/python bench/serving.py [--quick] [--explain-only] [--state DIR] [--manifest FILE]
 
 One run on this machine, one engine (the example manifest's ORT INT8 engine, fetched from
 or built into the engine cache exactly as ``recserve up`` does), one request mix: recommend
@@ -8,10 +8,13 @@ k=10 for a seeded list of random MovieLens users, retrieval handing the manifest
 ``retrieval.candidates`` to the ranker. Measured, in this order:
 
 1. the engine in-process, sequentially: ``plan_recommendation`` + ``engine.score`` (the
-   engine's capacity on these cores; measured before and after everything else);
+   engine's capacity on these cores; measured before and after everything else), and the same
+   with ``"explain": true`` (the occlusion call added), alternating request by request with
+   plain requests;
 2. the same engine on the whole catalog (every movie the user has not rated);
-3. the Ray Serve HTTP path: ``recserve up`` of a copy of the manifest on its own port, at
-   concurrency 1, 8 and 32, plus 1-pair OIP infer at 32; then again with
+3. the Ray Serve HTTP path: ``recserve up`` of a copy of the manifest on its own port: recommend
+   at concurrency 1 without and then with ``"explain": true`` (the explain target: p50 at most
+   2× the plain one), at 8 and 32, plus 1-pair OIP infer at 32; then again with
    ``batching.maxBatchSize: 1`` (batching off) at concurrency 32;
 4. kserve's ModelServer hosting the same engine, OIP v2 infer of the same pairs;
 5. a plain baseline: the fine-tuned checkpoint in torch eager fp32 behind FastAPI/uvicorn,
@@ -58,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(name, value)
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short smoke run of every path (a few minutes)")
+    parser.add_argument(
+        "--explain-only",
+        action="store_true",
+        help="only recommend without and with explain (k=10), in-process and on one Serve run",
+    )
     parser.add_argument(
         "--state", default=None, help="state directory (default $RECSERVE_HOME or ./.recserve)"
     )

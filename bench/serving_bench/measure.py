@@ -29,12 +29,13 @@ class Settings:
     catalog_limit: int | None  # quick: "full catalog" is cut to this many movies
     candidates: int | None  # quick: retrieval.candidates override
     issue_s: float  # no new request of a level starts after this
+    explain_requests: int  # each side of the explain comparison (plain, explain) at concurrency 1
 
     @classmethod
     def for_mode(cls, quick: bool) -> Settings:
         if quick:
-            return cls(True, 80, 4, 1, 0, 1, 500, 20, 60)
-        return cls(False, 400, 20, 2, 150, 1, None, None, 300)
+            return cls(True, 80, 4, 1, 0, 1, 500, 20, 60, 8)
+        return cls(False, 400, 20, 2, 150, 1, None, None, 300, 40)
 
     def requests(self, concurrency: int, *, small: bool = False) -> int:
         """Closed-loop requests of one level: whole rounds of ``concurrency`` (so the last round is full)."""
@@ -63,9 +64,11 @@ def measure_http(
     *,
     small: bool = False,
     note: str = "",
+    requests: int | None = None,
 ) -> Row:
-    """One closed-loop level: a whole number of rounds of ``concurrency`` requests, timed end to end."""
-    requests = settings.requests(concurrency, small=small)
+    """One closed-loop level: a whole number of rounds of ``concurrency`` requests, timed end to end
+    (``requests`` of them when given, else as many as the settings say for the level)."""
+    requests = requests or settings.requests(concurrency, small=small)
     result = generate(
         url,
         path=path,
@@ -110,6 +113,33 @@ def direct_block(
         plan.respond(scores.tolist(), "direct")
         latencies.append(time.perf_counter() - start)
     return latencies, time.monotonic() - started
+
+
+def explain_blocks(
+    engine: Any, catalog: Any, router: Any, users: Sequence[int], requests: int
+) -> tuple[tuple[list[float], float], tuple[list[float], float]]:
+    """Recommend in-process without and with explanations, ``requests`` of each, alternating request
+    by request (same user, plain first), so that a change of load on the machine weighs on both
+    sides alike. (latencies, busy seconds) of each side."""
+    from recserve_serving.serve.api_models import RecommendRequest
+    from recserve_serving.serve.explain import explain_items, occlude
+    from recserve_serving.serve.recommend import plan_recommendation
+
+    sides: tuple[list[float], list[float]] = ([], [])
+    for i in range(requests):
+        for side, explain in zip(sides, (False, True), strict=True):
+            start = time.perf_counter()
+            request = RecommendRequest(user_id=users[i % len(users)], k=K, explain=explain)
+            plan = plan_recommendation(request, catalog, router)
+            response = plan.respond(engine.score(plan.user_texts, plan.item_texts).tolist(), "direct")
+            if explain:
+                movie_ids = [item.movie_id for item in response.items]
+                occlusion = occlude(
+                    catalog, plan.user_id, plan.history, plan.user_text, movie_ids, router.explain
+                )
+                explain_items(response.items, occlusion, engine.score(*occlusion.pairs()).tolist(), catalog)
+            side.append(time.perf_counter() - start)
+    return (sides[0], sum(sides[0])), (sides[1], sum(sides[1]))
 
 
 def unrated(catalog: Any, user: int, limit: int | None) -> list[int]:

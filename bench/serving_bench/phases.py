@@ -21,6 +21,7 @@ from bench.serving_bench.report import (
     BASELINE,
     KSERVE,
     SERVE,
+    SERVE_EXPLAIN,
     SERVE_OFF,
     SERVE_OIP1,
     SERVE_OIP1_OFF,
@@ -28,7 +29,7 @@ from bench.serving_bench.report import (
     num,
 )
 from bench.serving_bench.servers import ServeRun, manifest_variant, mean_between, server_child
-from recserve_operator.loadgen import generate
+from recserve_operator.loadgen import LoadResult, generate
 from recserve_serving.serve.metrics import BATCH_SIZE
 
 RECOMMEND = "/v1/recommend"
@@ -52,6 +53,7 @@ class Bench:
     data_dir: str
     index_dir: str
     recommend_bodies: list[bytes]
+    explain_bodies: list[bytes]  # the same recommend requests with "explain": true
     pair_bodies: list[bytes]
     one_pair_bodies: list[bytes]
     full_pairs: int = 0
@@ -65,8 +67,11 @@ class Bench:
             say(f"WARNING: {what} listens beyond loopback: {exposed}")
 
 
-def serve_phase(bench: Bench, variant_name: str, max_batch_size: int | None) -> None:
-    """``recserve up`` of a manifest copy (retried once if it exits before READY), then its levels."""
+def serve_phase(
+    bench: Bench, variant_name: str, max_batch_size: int | None, *, explain_only: bool = False
+) -> None:
+    """``recserve up`` of a manifest copy (retried once if it exits before READY), then its levels
+    (with ``explain_only``, only the explain comparison)."""
     import yaml
 
     from recserve_operator.embedded.processes import free_port
@@ -102,24 +107,68 @@ def serve_phase(bench: Bench, variant_name: str, max_batch_size: int | None) -> 
                     f"{lines[0]} … {lines[-1][:240]}"
                 )
                 say(f"{variant_name}: `recserve up` exited before READY, retrying once: {error}")
-        serve_levels(bench, runs[-1], variant_name, off=max_batch_size is not None)
+        serve_levels(bench, runs[-1], variant_name, off=max_batch_size is not None, explain_only=explain_only)
 
 
-def serve_levels(bench: Bench, serve: ServeRun, variant_name: str, *, off: bool) -> None:
-    """Recommend at 1/8/32 (32 only when batching is off) and 1-pair OIP at 32.
+EXPLAIN_BLOCK = 5
+"""Requests per block of the explain comparison: the sides alternate block by block."""
+
+
+def explain_levels(bench: Bench, serve: ServeRun) -> None:
+    """Recommend k=10 at concurrency 1 without and with ``"explain": true``, alternating in blocks
+    of ``EXPLAIN_BLOCK`` requests on the same users, so that a change of load on the shared machine
+    weighs on both sides alike (one level after the other measured the load, not the explanation);
+    as many requests each as the settings say (more than a plain level's: a p50 is compared)."""
+    count = bench.settings.explain_requests
+    sides = ((SERVE, bench.recommend_bodies), (SERVE_EXPLAIN, bench.explain_bodies))
+    results = {label: LoadResult() for label, _ in sides}
+    for start in range(0, count, EXPLAIN_BLOCK):
+        for label, bodies in sides:
+            block = generate(
+                serve.url,
+                path=RECOMMEND,
+                bodies=bodies[start : start + EXPLAIN_BLOCK],
+                concurrency=1,
+                seconds=bench.settings.issue_s,
+                requests=min(EXPLAIN_BLOCK, count - start),
+                timeout=600,
+            )
+            merged = results[label]
+            merged.ok_latencies += block.ok_latencies
+            merged.codes.update(block.codes)
+            merged.failures += block.failures
+            merged.first_error = merged.first_error or block.first_error
+            merged.elapsed += block.elapsed
+    for label, _ in sides:
+        note = f"{count} requests alternating in blocks of {EXPLAIN_BLOCK} with the other side; QPS over busy time"
+        row = row_of(label, 1, results[label], note)
+        say(f"{label} c=1: {row.ok} ok, {row.errors} err, p50 {row.p50_ms:.0f} ms, p99 {row.p99_ms:.0f} ms")
+        bench.rows.append(row)
+
+
+def serve_levels(
+    bench: Bench, serve: ServeRun, variant_name: str, *, off: bool, explain_only: bool = False
+) -> None:
+    """With batching on: the explain comparison (recommend at 1 without and with reasons), then
+    recommend at 8 and 32 and 1-pair OIP at 32; with batching off, the last two only. With
+    ``explain_only``, the explain comparison only.
 
     Concurrency 32 on recommend runs last: its requests are the longest, and nothing after it
     on this server can be slowed by what it leaves behind.
     """
     infer = f"/v2/models/{variant_name}/infer"
-    plan = [] if off else [(SERVE, RECOMMEND, bench.recommend_bodies, c) for c in (1, 8)]
+    plan = [] if off else [(SERVE, RECOMMEND, bench.recommend_bodies, 8)]  # c=1: explain_levels
     plan += [
         (SERVE_OIP1_OFF if off else SERVE_OIP1, infer, bench.one_pair_bodies, 32),
         (SERVE_OFF if off else SERVE, RECOMMEND, bench.recommend_bodies, 32),
     ]
     say(f"{variant_name} READY on {serve.url} (Ray head pid {serve.ray_pid})")
     bench.check_loopback(f"`recserve up {variant_name}` process tree", [serve.child.pid, serve.ray_pid])
-    warm_up(serve.url, RECOMMEND, bench.recommend_bodies)
+    warm_up(serve.url, RECOMMEND, bench.explain_bodies if not off else bench.recommend_bodies)
+    if not off:
+        explain_levels(bench, serve)
+    if explain_only:
+        return
     for label, path, bodies, concurrency in plan:
         before = serve.metrics()
         small = bodies is bench.one_pair_bodies

@@ -18,10 +18,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.serving_bench.measure import SEED, K, Settings, direct_block, full_catalog
-from bench.serving_bench.phases import Bench, baseline_phase, kserve_phase, serve_phase
+from bench.serving_bench.measure import SEED, K, Settings, direct_block, explain_blocks, full_catalog
+from bench.serving_bench.phases import EXPLAIN_BLOCK, Bench, baseline_phase, kserve_phase, serve_phase
 from bench.serving_bench.processes import say
-from bench.serving_bench.report import DIRECT, FULL, evaluate_targets, render_report, summarize
+from bench.serving_bench.report import (
+    DIRECT,
+    DIRECT_EXPLAIN,
+    DIRECT_PLAIN,
+    FULL,
+    evaluate_targets,
+    explain_target,
+    render_report,
+    summarize,
+)
 from bench.serving_bench.servers import oip_ids_body, oip_pairs_body, private_state
 from recserve_operator.embedded.local_ray import LOCAL_RAY_ENV
 from recserve_serving.offline import OFFLINE_ENV
@@ -31,11 +40,30 @@ DEFAULT_MANIFEST = REPO / "manifests" / "examples" / "movielens-ranker.yaml"
 RESULTS = REPO / "bench" / "results"
 
 
+def measure_explain_in_process(bench: Bench, catalog: Any, router: Any, users: list[int]) -> None:
+    """Recommend k=10 in-process without and with reasons, alternating: what explaining costs the
+    engine alone, without HTTP or Ray in the way."""
+    (plain, plain_s), (explained, explained_s) = explain_blocks(
+        bench.engine, catalog, router, users, bench.settings.explain_requests
+    )
+    note = "alternating request by request with the other side; QPS over busy time"
+    bench.rows.append(summarize(DIRECT_PLAIN, 1, plain, plain_s, note=note))
+    bench.rows.append(summarize(DIRECT_EXPLAIN, 1, explained, explained_s, note=note))
+    say(f"in-process explain: p50 {bench.rows[-1].p50_ms:.0f} ms vs {bench.rows[-2].p50_ms:.0f} ms plain")
+
+
+def measure_explain_only(bench: Bench, catalog: Any, router: Any, users: list[int]) -> None:
+    """``--explain-only``: the explain comparison in-process and on one Serve run, nothing else."""
+    measure_explain_in_process(bench, catalog, router, users)
+    serve_phase(bench, f"{bench.name}-bench", None, explain_only=True)
+
+
 def measure_all(bench: Bench, catalog: Any, router: Any, users: list[int]) -> None:
     """In-process block A, the full catalog, every server, then in-process block B."""
     settings, engine = bench.settings, bench.engine
     lat_a, el_a = direct_block(engine, catalog, router, users, settings.direct_s)
     say(f"in-process block A: {len(lat_a)} requests, {len(lat_a) / el_a:.2f} QPS")
+    measure_explain_in_process(bench, catalog, router, users)
     lat_full, el_full, bench.full_pairs = full_catalog(
         engine, catalog, users[: settings.full_users], settings.full_s, settings.catalog_limit
     )
@@ -75,7 +103,8 @@ def header_lines(
         f"machine: {os.cpu_count()} CPUs shared with other work, load average {load_start:.1f} at start, "
         f"{load_end:.1f} at end; the load generator runs on the same cores as every HTTP server",
         "HTTP levels are closed loops of whole rounds (c=1: "
-        f"{settings.requests(1)} requests, c=8: {settings.requests(8)}, c=32: {settings.requests(32)}, "
+        f"{settings.explain_requests} requests without and {settings.explain_requests} with explain, "
+        f"c=8: {settings.requests(8)}, c=32: {settings.requests(32)}, "
         f"1-pair OIP c=32: {settings.requests(32, small=True)}) after a warm-up of 8; Serve autoscaling "
         f"{autoscaling.min_replicas}..{autoscaling.max_replicas} replicas of {spec.serving.resources.cpus:g} CPU, "
         f"batching maxBatchSize {batching.max_batch_size} / {batching.batch_wait_timeout_ms:g} ms",
@@ -86,6 +115,13 @@ def header_lines(
             "the figures check that every path works, they are not the benchmark"
         )
     return header
+
+
+EXPLAIN_NOTE = (
+    'The explain comparison sends the same users without and with "explain": true, alternating '
+    f"(in-process request by request, on Serve in blocks of {EXPLAIN_BLOCK}); its target compares the "
+    "two Serve p50s at concurrency 1."
+)
 
 
 def reading_notes(bench: Bench) -> list[str]:
@@ -140,7 +176,13 @@ def run(args: argparse.Namespace) -> int:
     catalog = Catalog.load(data_dir, index_dir)
     max_k = min(spec.serving.retrieval.max_k, candidates)
     retrieval = spec.serving.retrieval.model_copy(update={"candidates": candidates, "max_k": max_k})
-    router = RouterConfig(model_name=name, data_dir=data_dir, index_dir=index_dir, retrieval=retrieval)
+    router = RouterConfig(
+        model_name=name,
+        data_dir=data_dir,
+        index_dir=index_dir,
+        retrieval=retrieval,
+        explain=spec.serving.explain,
+    )
     rng = random.Random(SEED)
     known = catalog.movielens.user_ids()
     users = [rng.choice(known) for _ in range(settings.users)]
@@ -168,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
         data_dir=data_dir,
         index_dir=index_dir,
         recommend_bodies=[json.dumps({"user_id": u, "k": K}).encode() for u in users],
+        explain_bodies=[json.dumps({"user_id": u, "k": K, "explain": True}).encode() for u in users],
         pair_bodies=[json.dumps(oip_pairs_body(p.user_texts, p.item_texts)).encode() for p in plans],
         one_pair_bodies=[
             json.dumps(oip_ids_body(u, p.movie_ids[0])).encode() for u, p in zip(users, plans, strict=True)
@@ -176,23 +219,25 @@ def run(args: argparse.Namespace) -> int:
     bench.env["RECSERVE_HOME"] = str(bench.state)
     try:
         engine.score(plans[-1].user_texts, plans[-1].item_texts)
-        measure_all(bench, catalog, router, users)
+        (measure_explain_only if args.explain_only else measure_all)(bench, catalog, router, users)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     header = header_lines(bench, resolved.uri, load_start[0], os.getloadavg()[0], engine.threads)
-    command = ".venv/bin/python bench/serving.py" + (" --quick" if args.quick else "")
+    flags = [flag for flag, on in (("--quick", args.quick), ("--explain-only", args.explain_only)) if on]
+    command = " ".join([".venv/bin/python bench/serving.py", *flags])
     report = render_report(
         command=command,
         started=started,
         header=header,
         rows=bench.rows,
-        targets=evaluate_targets(bench.rows),
-        notes=bench.notes + reading_notes(bench),
+        targets=[explain_target(bench.rows)] if args.explain_only else evaluate_targets(bench.rows),
+        notes=bench.notes + ([EXPLAIN_NOTE] if args.explain_only else [*reading_notes(bench), EXPLAIN_NOTE]),
     )
     print(report)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"serving-{started:%Y-%m-%d}{'-quick' if args.quick else ''}.md"
+    suffix = "".join(f"-{flag.removeprefix('--')}" for flag in flags)
+    out = RESULTS / f"serving-{started:%Y-%m-%d}{suffix}.md"
     out.write_text(report)
     say(f"wrote {out}")
     return 0

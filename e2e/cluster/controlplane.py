@@ -349,12 +349,20 @@ class ControlPlane:
             core.create_node(spec.manifest())
             names.append(spec.name)
         wanted = set(names)
+        missing: list[str] = sorted(wanted)
 
         def all_ready() -> bool:
             ready = {n.metadata.name for n in core.list_node().items if node_is_ready(n)}
-            return wanted <= ready
+            missing[:] = sorted(wanted - ready)
+            return not missing
 
-        self._wait_alive(all_ready, timeout, interval=0.5, message=f"nodes {sorted(wanted)} Ready (kwok)")
+        try:
+            self._wait_alive(all_ready, timeout, interval=0.5, message=f"{len(wanted)} nodes Ready (kwok)")
+        except TimeoutError as error:
+            raise TimeoutError(
+                f"{len(missing)} of {len(wanted)} nodes not Ready (kwok) after {timeout:.0f}s, "
+                f"e.g. {missing[:5]}; is kwok starved of CPU (see its log)?"
+            ) from error
 
     def delete_nodes(self, names: Iterable[str], timeout: float = 120) -> None:
         """Delete Node objects (kwok stops simulating them) and wait until they are gone."""

@@ -48,6 +48,7 @@ class LoadResult:
     ok_latencies: list[float] = field(default_factory=list)  # 2xx only: what a served request costs
     codes: Counter[int] = field(default_factory=Counter)
     versions: Counter[str] = field(default_factory=Counter)
+    version_errors: Counter[str] = field(default_factory=Counter)  # 5xx answers, by the version named
     failures: list[str] = field(default_factory=list)
     first_error: str = ""  # the first failure or non-2xx answer, short enough for a report line
     elapsed: float = 0.0
@@ -90,7 +91,10 @@ async def _worker(
         took = time.perf_counter() - start
         result.latencies.append(took)
         result.codes[response.status_code] += 1
-        result.versions[response.headers.get(VERSION_HEADER, UNROUTED)] += 1
+        version = response.headers.get(VERSION_HEADER, UNROUTED)
+        result.versions[version] += 1
+        if response.status_code >= 500:
+            result.version_errors[version] += 1
         if response.is_success:
             result.ok_latencies.append(took)
         else:
@@ -161,6 +165,62 @@ def generate(
     request mix on every server it compares.
     """
     return asyncio.run(_run(url.rstrip("/") + path, concurrency, requests, seconds, k, seed, bodies, timeout))
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """One request of an open-loop replay: when it was due, how long it took, how it ended."""
+
+    due: float  # seconds from the replay's start
+    latency: float  # seconds from sending to the answer (or the failure)
+    status: int  # the HTTP status; 0 when no answer came (connection error, client timeout)
+
+
+async def _replay(
+    url: str, arrivals: Sequence[float], k: int, seed: int, timeout: float, max_in_flight: int
+) -> list[Replayed]:
+    next_body = _random_users(k, random.Random(seed))
+    limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
+    results: list[Replayed] = []
+
+    async def one(client: httpx.AsyncClient, due: float, body: bytes) -> None:
+        start = time.perf_counter()
+        try:
+            response = await client.post(url, content=body, headers=JSON_HEADERS)
+            status = response.status_code
+        except httpx.HTTPError:
+            status = 0
+        results.append(Replayed(due, time.perf_counter() - start, status))
+
+    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+        started = time.perf_counter()
+        tasks = []
+        for due in arrivals:
+            delay = started + due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(client, due, next_body())))
+        await asyncio.gather(*tasks)
+    return sorted(results, key=lambda r: r.due)
+
+
+def replay(
+    url: str,
+    arrivals: Sequence[float],
+    *,
+    k: int = 10,
+    seed: int = 0,
+    path: str = "/v1/recommend",
+    timeout: float = 60.0,
+    max_in_flight: int = 1024,
+) -> list[Replayed]:
+    """Send one recommend request at each of ``arrivals`` (seconds from now), whatever the answers.
+
+    Open loop, unlike ``generate``: a slow server does not slow the senders down, which is how
+    real traffic (and a trace replay) behaves. ``max_in_flight`` bounds the client's connections;
+    keep it above what the server can hold, or the client queues instead of the server.
+    """
+    return asyncio.run(_replay(url.rstrip("/") + path, arrivals, k, seed, timeout, max_in_flight))
 
 
 class BackgroundTraffic:

@@ -343,7 +343,9 @@ class _Pass:
         canary_spec = self.model.spec.rollout.canary
         if serving_canary and canary_served is not None and canary_spec is not None:
             split = TrafficSplit(canary_weight=decision.weight, shadow_percent=canary_spec.shadow_percent)
-            plan = DeployPlan(stable, canary_served, split)
+            # A drill's faults live only while the version is a canary: promoted, it serves clean.
+            drilled = replace(canary_served, fault_injection=canary_spec.fault_injection)
+            plan = DeployPlan(stable, drilled, split)
         try:
             deployed = self.platform.deploy(self.model, plan)
         except Unavailable as error:

@@ -312,6 +312,49 @@ class LimitsSpec(CamelModel):
     )
 
 
+class FaultInjectionSpec(CamelModel):
+    """A chaos drill for a canary: its ranker fails a share of scoring calls on purpose.
+
+    Like Istio's ``fault.abort``, it shows before a real regression does that the rollout's
+    analysis sees a failing version and rolls it back, while stable's users see nothing. The
+    failures happen in the canary's own replicas, so they travel the path a real one would:
+    the version header, the per-version error count, the analysis window.
+    """
+
+    abort_percent: float = Field(
+        ...,
+        gt=0,
+        le=100,
+        description="Percent of the canary's scoring calls that fail with 503 (reason injected fault).",
+    )
+
+    def strikes(self, call: int) -> bool:
+        """Whether a replica's ``call``-th scoring call (from 0) fails: evenly spread, so that every
+        run of ``100 / abortPercent`` calls holds exactly its share of failures. A drill that fails
+        a fixed fraction is judged on that fraction, not on a random draw's luck."""
+        return math.floor((call + 1) * self.abort_percent / 100) > math.floor(call * self.abort_percent / 100)
+
+
+class ExplainSpec(CamelModel):
+    """Reasons for recommendations (``"explain": true``), measured by occlusion on the served engine.
+
+    Explaining costs a second ranker call per request: one pair per explained item and per
+    history item whose leaving-out changes the user's text, so ``maxHistory`` bounds it.
+    """
+
+    enabled: bool = Field(
+        default=True,
+        description="Whether requests may ask for reasons; when false, asking is refused with 400.",
+    )
+    max_history: int = Field(
+        default=10,
+        ge=1,
+        le=50,
+        description="Most recent liked movies that can be a reason; each adds at most one scored pair "
+        "per explained item (fewer when leaving it out does not change the user's text).",
+    )
+
+
 class ServingSpec(CamelModel):
     """Everything about running an engine that does not change the engine itself."""
 
@@ -338,6 +381,7 @@ class ServingSpec(CamelModel):
     parallelism: ParallelismSpec = ParallelismSpec()
     retrieval: RetrievalSpec = RetrievalSpec()
     limits: LimitsSpec = LimitsSpec()
+    explain: ExplainSpec = ExplainSpec()
 
     @model_validator(mode="after")
     def _consistent(self) -> ServingSpec:

@@ -18,10 +18,12 @@ from bench.serving_bench.report import (
     DIRECT,
     FULL,
     SERVE,
+    SERVE_EXPLAIN,
     SERVE_OFF,
     SERVE_OIP1,
     SERVE_OIP1_OFF,
     evaluate_targets,
+    explain_target,
     format_table,
     ratio,
     render_report,
@@ -57,12 +59,13 @@ def test_ratio_is_nan_safe():
     assert math.isnan(ratio(math.nan, 1.0))
 
 
-def rows(*, serve_qps=9.0, off_qps=8.0, oip_on=60.0, oip_off=20.0, full_p99=8000.0):
+def rows(*, serve_qps=9.0, off_qps=8.0, oip_on=60.0, oip_off=20.0, full_p99=8000.0, explain_s=0.3):
     s = summarize
     return [
         s(DIRECT, 1, [0.1] * 10, elapsed_s=1.0),  # 10 QPS, p99 100 ms
         s(FULL, 1, [full_p99 / 1000] * 2, elapsed_s=2 * full_p99 / 1000),
         s(SERVE, 1, [0.2] * 5, elapsed_s=1.0),
+        s(SERVE_EXPLAIN, 1, [explain_s] * 5, elapsed_s=5 * explain_s),
         s(SERVE, 32, [1.0] * int(serve_qps * 10), elapsed_s=10.0),
         s(SERVE_OIP1, 32, [0.5] * int(oip_on * 10), elapsed_s=10.0),
         s(SERVE_OFF, 32, [1.0] * int(off_qps * 10), elapsed_s=10.0),
@@ -75,7 +78,7 @@ def test_table_has_ratios_against_the_engine_and_the_baseline():
     table = format_table(rows())
     lines = table.splitlines()
     assert "QPS × engine in-process" in lines[0] and "QPS × baseline" in lines[0]
-    assert len(lines) == 2 + 8
+    assert len(lines) == 2 + 9
     serve32 = next(line for line in lines if line.startswith(f"| {SERVE} | 32 |"))
     cells = [c.strip() for c in serve32.split("|")]
     assert cells[5] == "9.00"  # QPS
@@ -87,7 +90,7 @@ def test_table_has_ratios_against_the_engine_and_the_baseline():
 
 def test_targets_met_and_missed():
     verdicts = {t.name: t for t in evaluate_targets(rows())}
-    assert len(verdicts) == 4
+    assert len(verdicts) == 5
     serve = next(t for name, t in verdicts.items() if name.startswith("Ray Serve path"))
     assert serve.value == pytest.approx(0.9) and serve.met  # best level (32) vs in-process
     recommend = next(t for name, t in verdicts.items() if "recommend" in name and "batching" in name)
@@ -97,6 +100,12 @@ def test_targets_met_and_missed():
     two_stage = next(t for name, t in verdicts.items() if name.startswith("two-stage"))
     assert two_stage.value == pytest.approx(80.0) and two_stage.met
     assert "**MET**" in two_stage.line() and "**MISSED**" in recommend.line()
+    explain = next(t for name, t in verdicts.items() if "explain" in name)
+    assert explain.value == pytest.approx(1.5) and explain.met  # p50 300 ms vs 200 ms: at most 2×
+    assert "(target ≤ 2×)" in explain.line()
+    costly = explain_target(rows(explain_s=0.5))
+    assert costly.value == pytest.approx(2.5) and not costly.met
+    assert not explain_target(rows()[:3]).met  # no explain row: missed, not crashed
 
     missing = evaluate_targets(rows(serve_qps=8.0)[:3])
     assert all(not t.met for t in missing[1:3])  # no batching rows: missed, not crashed
@@ -153,7 +162,7 @@ def test_report_has_table_targets_and_command():
     assert text.startswith("# Serving benchmark, 2026-01-02 03:04 UTC")
     assert "`.venv/bin/python bench/serving.py`" in text
     assert format_table(data) in text
-    assert text.count("→ **") == 4
+    assert text.count("→ **") == 5
 
 
 def test_levels_are_whole_rounds_and_quick_is_smaller():
@@ -164,3 +173,4 @@ def test_levels_are_whole_rounds_and_quick_is_smaller():
             assert settings.requests(concurrency, small=True) % concurrency == 0
     assert quick.candidates and full.candidates is None and full.catalog_limit is None
     assert all(quick.requests(c) <= full.requests(c) for c in (1, 8, 32))
+    assert 0 < quick.explain_requests <= full.explain_requests

@@ -9,22 +9,16 @@ running `up`.
 from __future__ import annotations
 
 import copy
-import os
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
-from up_process import Up
+from up_process import up_example
 
-from recserve_operator.embedded.processes import free_port
 from recserve_operator.loadgen import BackgroundTraffic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.scenario, pytest.mark.long]
-
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "manifests/examples/movielens-ranker.yaml"
 
 
 def with_canary(doc: dict[str, Any], gate: dict[str, Any]) -> dict[str, Any]:
@@ -42,14 +36,8 @@ def with_canary(doc: dict[str, Any], gate: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_a_canary_that_fails_its_quality_gate_leaves_stable_serving(test_state, tmp_path) -> None:
-    stable = yaml.safe_load(EXAMPLE.read_text())
-    stable["spec"]["serving"]["retrieval"] = {"candidates": 20, "defaultK": 10, "maxK": 20}
-    manifest = tmp_path / "model.yaml"
-    manifest.write_text(yaml.safe_dump(stable))
-    port = free_port()
-    env = {"RECSERVE_HOME": str(test_state), "RECSERVE_RAY_TMP": str(tmp_path / "ray")}
-    up = Up(manifest, {**os.environ, **env}, port)
-    endpoint = f"http://127.0.0.1:{port}"
+    up, stable, manifest = up_example(test_state, tmp_path)
+    endpoint = up.endpoint
     traffic: BackgroundTraffic | None = None
     try:
         up.wait_ready()

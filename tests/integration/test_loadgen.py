@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from recserve_operator.embedded.processes import free_port
-from recserve_operator.loadgen import generate, percentile_ms
+from recserve_operator.loadgen import generate, percentile_ms, replay
 
 pytestmark = pytest.mark.integration
 
@@ -75,3 +76,16 @@ def test_percentiles_interpolate_and_are_nan_when_empty() -> None:
     assert percentile_ms([i / 1000 for i in range(1, 101)], 50) == pytest.approx(50.5)
     assert percentile_ms([0.2], 99) == pytest.approx(200.0)
     assert math.isnan(percentile_ms([], 50))
+
+
+def test_replay_sends_each_request_when_it_is_due(server: tuple[str, list[tuple[str, bytes]]]) -> None:
+    url, received = server
+    due = [0.0, 0.05, 0.05, 0.3, 0.6]
+    started = time.perf_counter()
+    results = replay(url, due, seed=4)
+    assert time.perf_counter() - started >= 0.6
+    assert [r.due for r in results] == due and len(received) == 5
+    assert {r.status for r in results} <= {200, 503}
+    assert all(r.latency > 0 for r in results)
+    unanswered = replay(f"http://127.0.0.1:{free_port()}", [0.0], timeout=5)
+    assert unanswered[0].status == 0

@@ -3,18 +3,22 @@ prints, and `down` plus a check that every process of its tree is gone."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import psutil
+import yaml
 
-from recserve_operator.embedded.processes import process_tree
+from recserve_operator.embedded.processes import free_port, process_tree
 from recserve_serving.waiting import wait_for
 
 RECSERVE = [sys.executable, "-m", "recserve_operator.cli"]
+EXAMPLE = Path(__file__).resolve().parents[2] / "manifests/examples/movielens-ranker.yaml"
 
 
 class Up:
@@ -22,6 +26,7 @@ class Up:
 
     def __init__(self, manifest: Path, env: dict[str, str], port: int) -> None:
         self.env = env
+        self.endpoint = f"http://127.0.0.1:{port}"
         self.lines: list[str] = []
         self.process = subprocess.Popen(
             [*RECSERVE, "up", str(manifest), "--port", str(port)],
@@ -67,3 +72,16 @@ class Up:
 
     def survivors(self) -> list[int]:
         return [p.pid for p in self.tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def up_example(state: Path, work: Path) -> tuple[Up, dict[str, Any], Path]:
+    """`recserve up` of the example manifest (written to ``work``, so a test can edit it as a
+    GitOps commit would) with the test state's registry and engines: the run, the manifest as
+    applied, and its path. Twenty candidates per request keep a loaded 2-core machine at several
+    requests a second, so canary steps see their minimum of requests within minutes."""
+    stable = yaml.safe_load(EXAMPLE.read_text())
+    stable["spec"]["serving"]["retrieval"] = {"candidates": 20, "defaultK": 10, "maxK": 20}
+    manifest = work / "model.yaml"
+    manifest.write_text(yaml.safe_dump(stable))
+    env = {**os.environ, "RECSERVE_HOME": str(state), "RECSERVE_RAY_TMP": str(work / "ray")}
+    return Up(manifest, env, free_port()), stable, manifest

@@ -4,19 +4,31 @@ from __future__ import annotations
 
 from recserve_serving.errors import InvalidRequest, NotFound
 
+LIKED = {8: [7, 5, 12]}
+"""Stored likes, oldest first: user 8 has a history (what explanations read), the others none."""
+
 
 class FakeCatalog:
-    """Users 1..9 and movies 1..99, each with a fixed text."""
+    """Users 1..9 and movies 1..99, each with a fixed text; a user's text lists their likes."""
 
     def check_items(self, movie_ids: list[int], field: str) -> None:
         unknown = [m for m in movie_ids if not 1 <= m <= 99]
         if unknown:
             raise InvalidRequest(f"{field}: unknown movie ids {unknown}")
 
-    def user_text(self, user_id: int, history: list[int] | None) -> str:
-        if not 1 <= user_id <= 9:
-            raise NotFound(f"unknown user {user_id}")
-        return f"user {user_id}"
+    def user_text(self, user_id: int | None, history: list[int] | None) -> str:
+        if history is None:
+            if user_id is None or not 1 <= user_id <= 9:
+                raise NotFound(f"unknown user {user_id}")
+            history = LIKED.get(user_id, [])
+        else:
+            self.check_items(history, "history")
+        return f"user {user_id}" + (f" likes {' '.join(map(str, history))}" if history else "")
+
+    def history(self, user_id: int | None, history: list[int] | None) -> list[int]:
+        if history is not None:
+            return history
+        return LIKED.get(user_id, []) if user_id is not None else []
 
     def item_text(self, movie_id: int) -> str:
         return f"movie {movie_id}"

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from recserve_operator.embedded.platform import EmbeddedPlatform
+from recserve_operator.embedded.runner import ray_cpus
 from recserve_operator.platform import CheckpointInfo
+from recserve_operator.validate import load_model
 from recserve_serving.errors import EngineError, QualityGateFailed
 from recserve_serving.recipe import OptimizationRecipe
 
@@ -51,3 +54,12 @@ def test_a_corrupt_cached_engine_is_a_failed_outcome_not_an_exception(monkeypatc
     outcome = platform.ensure_engine(None, "canary", CHECKPOINT, OptimizationRecipe())  # type: ignore[arg-type]
     assert (outcome.state, outcome.failure, outcome.report) == ("Failed", "EngineFailed", None)
     assert "does not match its manifest" in outcome.message
+
+
+def test_ray_has_room_for_a_canary_added_after_up_started():
+    """A manifest without a canary still gets CPUs for one (the router, then stable and a canary
+    at their max replicas), since a GitOps edit can add the canary to a running `up`."""
+    stable_only = load_model(Path(__file__).resolve().parents[2] / "manifests/examples/movielens-ranker.yaml")
+    assert stable_only.spec.rollout.canary is None
+    serving = stable_only.spec.serving
+    assert ray_cpus(stable_only) >= 1 + 2 * serving.resources.cpus * serving.autoscaling.max_replicas

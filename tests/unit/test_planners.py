@@ -27,7 +27,7 @@ from recserve_operator.settings import OperatorSettings
 from recserve_operator.validate import load_model
 from recserve_serving.errors import InvalidRequest
 from recserve_serving.serve.config import TrafficSplit, render_serve_config
-from recserve_serving.serving_spec import ResourcesSpec
+from recserve_serving.serving_spec import FaultInjectionSpec, ResourcesSpec
 
 pytestmark = pytest.mark.unit
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests/examples"
@@ -200,6 +200,32 @@ def test_promotion_changes_no_application_args():
     assert set(after_apps) < set(before_apps)
     for name, app in after_apps.items():
         assert app["args"] == before_apps[name]["args"], name
+
+
+def test_a_fault_drill_is_in_the_canary_app_args_alone():
+    drill = FaultInjectionSpec(abort_percent=20)
+    plan = DeployPlan(
+        ServedVersion("m/1", "/artifacts/engines/a"),
+        ServedVersion("m/2", "/artifacts/engines/b", fault_injection=drill),
+        TrafficSplit(canary_weight=25),
+    )
+    drilled = _apps(render_serve_config(plan_serve_config(CANARY, plan, SITE)))
+    plain = _apps(render_serve_config(_serve(CANARY, canary=True, weight=25)))
+    by_label = {app["args"].get("label"): (name, app["args"]) for name, app in drilled.items()}
+    assert by_label["m/2"][1]["faultInjection"] == {"abortPercent": 20.0}
+    assert "faultInjection" not in by_label["m/1"][1]
+    assert by_label["m/1"][0] in plain, "stable's application is the same with or without a drill"
+    assert by_label["m/2"][0] not in plain, "the drilled canary is an application of its own"
+
+
+def test_a_fault_strikes_its_share_of_calls():
+    drill = FaultInjectionSpec(abort_percent=20)
+    assert [drill.strikes(call) for call in range(10)] == [False, False, False, False, True] * 2
+    for start in range(0, 50, 7):
+        assert sum(drill.strikes(call) for call in range(start, start + 5)) == 1
+    assert sum(FaultInjectionSpec(abort_percent=2.5).strikes(call) for call in range(1000)) == 25
+    with pytest.raises(ValueError, match="abortPercent"):
+        FaultInjectionSpec.model_validate({"abortPercent": 0})
 
 
 def test_a_split_without_a_canary_leaves_everything_on_stable():

@@ -478,3 +478,23 @@ def test_a_new_step_takes_its_metrics_baseline_as_it_starts():
     advanced = T0 + timedelta(seconds=31)
     step(model, w, advanced)
     assert w.windows[-1] == (advanced, advanced)
+
+
+# A chaos drill (spec.rollout.canary.faultInjection) fails only the canary, and only as a canary.
+
+
+def test_a_fault_drill_reaches_the_canary_alone_and_ends_with_promotion():
+    w = world()
+    drill = canary_with(canary_model(), faultInjection={"abortPercent": 20})
+    w.metrics = GOOD
+    model, now, outcome = drill, T0, None
+    while outcome is None or outcome.status.canary.state != "Promoted":
+        model, outcome = step(model, w, now)
+        plan = w.deployed[-1]
+        if plan.canary is not None:
+            assert plan.canary.fault_injection is not None
+            assert plan.canary.fault_injection.abort_percent == 20
+        assert plan.stable.fault_injection is None
+        now += timedelta(minutes=1)
+    assert w.deployed[-1].stable.label == "movielens-ranker/2"
+    assert w.deployed[-1].stable.fault_injection is None and w.deployed[-1].canary is None

@@ -23,7 +23,7 @@ from recserve_serving.serve import app as serve_app
 from recserve_serving.serve.api_models import VERSION_HEADER
 from recserve_serving.serve.config import RankerArgs, Route, RouterConfig, TrafficConfig
 from recserve_serving.serve.frontdoor import Gate, configure
-from recserve_serving.serving_spec import LimitsSpec
+from recserve_serving.serving_spec import FaultInjectionSpec, LimitsSpec
 
 pytestmark = pytest.mark.unit
 
@@ -47,9 +47,9 @@ class TextEngine:
         return [float(len(item)) for item in items]
 
 
-def in_process_ranker(engine) -> serve_app.Ranker:
+def in_process_ranker(engine, fault: FaultInjectionSpec | None = None) -> serve_app.Ranker:
     ranker = object.__new__(serve_app.Ranker)
-    ranker.config = RankerArgs(label="m/1", engine_dir="unused")
+    ranker.config = RankerArgs(label="m/1", engine_dir="unused", fault_injection=fault)
     ranker.engine = engine
     return ranker
 
@@ -275,6 +275,28 @@ def test_lone_surrogate_sent_straight_to_a_ranker_is_refused_before_batching():
     with pytest.raises(InvalidRequest, match="item_texts\\[0\\]"):
         asyncio.run(in_process_ranker(engine).score(["u"], ["\ud800"]))
     assert engine.calls == []
+
+
+def test_a_drilled_ranker_fails_exactly_its_share_of_calls_with_503():
+    ranker = in_process_ranker(TextEngine(), FaultInjectionSpec(abort_percent=20))
+
+    async def ten_calls() -> list[BaseException | None]:
+        outcomes: list[BaseException | None] = []
+        for _ in range(10):
+            try:
+                await ranker.score(["u"], ["abc"])
+                outcomes.append(None)
+            except Unavailable as error:
+                outcomes.append(error)
+        return outcomes
+
+    context = SimpleNamespace(_deployment_config=SimpleNamespace(max_ongoing_requests=32))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(serve, "get_replica_context", lambda: context)
+        outcomes = asyncio.run(ten_calls())
+    failed = [o for o in outcomes if o is not None]
+    assert len(failed) == 2 and all(f.http_status == 503 for f in failed)
+    assert "injected fault" in str(failed[0]) and "faultInjection" in str(failed[0])
 
 
 def in_turn(*calls):

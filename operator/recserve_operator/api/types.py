@@ -17,7 +17,7 @@ from pydantic import ConfigDict, Field, model_validator
 from recserve_operator.api.status import RecommenderModelStatus
 from recserve_serving.recipe import OptimizationRecipe
 from recserve_serving.schema import CamelModel
-from recserve_serving.serving_spec import ServingSpec
+from recserve_serving.serving_spec import FaultInjectionSpec, ServingSpec
 from recserve_serving.spec_rules import CelRule, Loc, Problem, cel_rules, hinted_pattern, raise_if_any
 from recserve_serving.uri_paths import S3_UNSUPPORTED, UNSAFE_PATH_CEL, path_problem
 
@@ -255,6 +255,12 @@ class CanarySpec(CamelModel):
         description="How long a step may wait for a verdict once its pause is over (the canary not "
         "serving, too little traffic, no metrics) before the canary is rolled back "
         "(reason ProgressDeadlineExceeded). At most 24h.",
+    )
+
+    fault_injection: FaultInjectionSpec | None = Field(
+        default=None,
+        description="Chaos drill: the canary's replicas fail this share of calls on purpose, to show "
+        "that analysis rolls a failing version back. Never applies to stable, nor after promotion.",
     )
 
     @property

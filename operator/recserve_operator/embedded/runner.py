@@ -59,11 +59,16 @@ def model_name(model: RecommenderModel) -> str:
     return model.metadata.name
 
 
-def _ray_cpus(model: RecommenderModel) -> int:
-    """Logical CPUs for Ray: what two versions' replicas ask for at most, never below the machine's."""
+def ray_cpus(model: RecommenderModel) -> int:
+    """Logical CPUs for Ray: the router, plus a stable and a canary version at their max replicas,
+    never below the machine's.
+
+    Room for the canary is kept even when the manifest has none: the cluster is sized once, when
+    `up` starts, while a canary can be added to the manifest at any time after. Sized for stable
+    alone, a stable scaled to its max leaves the canary's replicas unschedulable, so the canary
+    gets no traffic and is rolled back at its progress deadline without ever being judged."""
     serving = model.spec.serving
-    versions = 2 if model.spec.rollout.canary else 1
-    wanted = 1 + versions * serving.resources.cpus * serving.autoscaling.max_replicas
+    wanted = 1 + 2 * serving.resources.cpus * serving.autoscaling.max_replicas
     return max(os.cpu_count() or 1, math.ceil(wanted))
 
 
@@ -134,7 +139,7 @@ class EmbeddedRun:
     def start(self, record: RunRecord) -> None:
         from recserve_operator.rollout.serve_rest import ServeRestTarget
 
-        self.ray = start_local_ray(self.options.state, num_cpus=_ray_cpus(self.model))
+        self.ray = start_local_ray(self.options.state, num_cpus=ray_cpus(self.model))
         record.update(ray=to_dict(self.ray), phase="deploying")
         self.say(f"local Ray cluster up (pid {self.ray.pid}, dashboard {self.ray.dashboard_url})")
         self.platform.target = ServeRestTarget(self.ray.dashboard_url)

@@ -30,6 +30,7 @@ from recserve_serving.serve.config import (
     deployed_traffic,
     render_serve_config,
 )
+from recserve_serving.serving_spec import FaultInjectionSpec
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class ServedVersion:
 
     label: str
     engine_dir: str
+    fault_injection: FaultInjectionSpec | None = None
+    """Set only while the version is a canary under a chaos drill."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,12 @@ def plan_serve_config(model: RecommenderModel, plan: DeployPlan, site: ServeSite
     name = model.metadata.name or ""
 
     def ranker(version: ServedVersion) -> RankerConfig:
-        return RankerConfig(label=version.label, engine_dir=version.engine_dir, serving=model.spec.serving)
+        return RankerConfig(
+            label=version.label,
+            engine_dir=version.engine_dir,
+            serving=model.spec.serving,
+            fault_injection=version.fault_injection,
+        )
 
     return ServeAppConfig(
         name=name,
@@ -84,6 +92,7 @@ def plan_serve_config(model: RecommenderModel, plan: DeployPlan, site: ServeSite
             index_dir=site.index_dir,
             retrieval=model.spec.serving.retrieval,
             limits=model.spec.serving.limits,
+            explain=model.spec.serving.explain,
         ),
         stable=ranker(plan.stable),
         canary=None if plan.canary is None else ranker(plan.canary),

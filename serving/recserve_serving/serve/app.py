@@ -36,11 +36,13 @@ from recserve_serving.serve.config import (
     RouterConfig,
     TrafficConfig,
 )
+from recserve_serving.serve.explain import explain_items, explain_pairs, explain_response, occlude
 from recserve_serving.serve.frontdoor import FrontDoor, Gate, configure, mark_version
 from recserve_serving.serve.http_errors import install_error_handlers
 from recserve_serving.serve.metrics import ServingMetrics
+from recserve_serving.serve.occlusion import Occlusion
 from recserve_serving.serve.oip import check_text, infer_pairs, infer_response, model_metadata
-from recserve_serving.serve.recommend import plan_recommendation
+from recserve_serving.serve.recommend import RecommendationPlan, plan_recommendation
 from recserve_serving.serve.routing import choose_version
 from recserve_serving.serve.scoring import score_each
 
@@ -71,6 +73,9 @@ class Scored:
 
 class Ranker:
     """Scores (user text, item text) pairs with one engine, batching concurrent requests."""
+
+    calls = 0
+    """Scoring calls this replica has taken: the clock of a fault drill (``faultInjection``)."""
 
     def __init__(self, args: dict[str, Any]) -> None:
         from recserve_serving.engine.runtime import load_engine
@@ -107,6 +112,13 @@ class Ranker:
         for name, texts in (("user_texts", user_texts), ("item_texts", item_texts)):
             for position, text in enumerate(texts):
                 check_text(f"{name}[{position}]", text)
+        fault = self.config.fault_injection
+        self.calls += 1
+        if fault is not None and fault.strikes(self.calls - 1):
+            raise Unavailable(
+                f"injected fault: {self.config.label} fails {fault.abort_percent:g}% of calls on purpose "
+                "(spec.rollout.canary.faultInjection)"
+            )
         result = await self._score_batch((user_texts, item_texts))
         if isinstance(result, Exception):
             raise result
@@ -144,13 +156,15 @@ class Router:
         return route
 
     async def _score(
-        self, route: Route, user_texts: list[str], item_texts: list[str], *, retry: bool
+        self, route: Route, user_texts: list[str], item_texts: list[str], *, retry: bool, observe: bool = True
     ) -> list[float]:
         """The version's scores. With ``retry``, a call whose replica died is sent once more on
         the same handle, whose router then picks a live replica of the same version: scoring
         only reads, so a second call is safe, and one is enough to survive a single replica's
         death without hammering a version that is dying everywhere. The front door's request
-        timeout bounds both calls together, and cancels whichever is running when it expires."""
+        timeout bounds both calls together, and cancels whichever is running when it expires.
+        Without ``observe``, the scores stay out of the score histogram that canary analysis
+        compares between versions (an explanation's left-out pairs are not answers)."""
         labels = (self.config.model_name, route.label)
         handle = self.handles[route.app]
         queue = self.metrics.queue_length.labels(*labels)
@@ -177,9 +191,10 @@ class Router:
         finally:
             queue.dec()
         self.metrics.batch_size.labels(*labels).observe(scored.batch_size)
-        histogram = self.metrics.scores.labels(*labels)
-        for value in scored.scores:
-            histogram.observe(value)
+        if observe:
+            histogram = self.metrics.scores.labels(*labels)
+            for value in scored.scores:
+                histogram.observe(value)
         return scored.scores
 
     @staticmethod
@@ -208,8 +223,8 @@ class Router:
         user_id: int | None,
         user_texts: list[str],
         item_texts: list[str],
-    ) -> tuple[str, list[float]]:
-        """Score with the version this user is routed to (its label and the scores), mirroring
+    ) -> tuple[Route, list[float]]:
+        """Score with the version this user is routed to (its route and the scores), mirroring
         to the canary when asked. The version is marked on the request before it is called, so
         that its failures are answered and counted as that version's."""
         version = self._version_for(user_id)
@@ -225,7 +240,7 @@ class Router:
             task = asyncio.create_task(self._shadow(canary, user_texts, item_texts, scores))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
-        return route.label, scores
+        return route, scores
 
     async def _shadow(
         self, canary: Route, user_texts: list[str], item_texts: list[str], stable_scores: list[float]
@@ -246,18 +261,50 @@ class Router:
     @http_app.post("/v1/recommend", response_model=RecommendResponse)
     async def recommend(self, body: RecommendRequest, request: Request) -> RecommendResponse:
         plan = plan_recommendation(body, self.catalog, self.config)
-        label, scores = await self._scored(request.scope, body.user_id, plan.user_texts, plan.item_texts)
-        return plan.respond(scores, label)
+        route, scores = await self._scored(request.scope, body.user_id, plan.user_texts, plan.item_texts)
+        response = plan.respond(scores, route.label)
+        if body.explain:
+            response = await self._explained(route, plan, response)
+        return response
+
+    async def _explained(
+        self, route: Route, plan: RecommendationPlan, response: RecommendResponse
+    ) -> RecommendResponse:
+        """``response`` with reasons from the version that ranked it: one more ranker call, for
+        the top k only (see ``serve/explain.py``)."""
+        movie_ids = [item.movie_id for item in response.items]
+        occlusion = occlude(
+            self.catalog, plan.user_id, plan.history, plan.user_text, movie_ids, self.config.explain
+        )
+        scores = await self._occluded(route, occlusion)
+        items = explain_items(response.items, occlusion, scores, self.catalog)
+        return response.model_copy(update={"items": items})
+
+    async def _occluded(self, route: Route, occlusion: Occlusion) -> list[float]:
+        """An explanation's scores. Never shadowed to the canary, and kept out of the score
+        histogram: its pairs are counterfactuals, and would skew the score shift between versions."""
+        user_texts, item_texts = occlusion.pairs()
+        return await self._score(route, user_texts, item_texts, retry=True, observe=False)
 
     @http_app.post("/v2/models/{name}/infer")
     async def infer(self, name: str, body: InferenceRequest, request: Request) -> dict[str, Any]:
         self._check_model(name)
         limits = self.config.limits
         pairs = infer_pairs(body, self.catalog, self.config.max_infer_pairs, limits.max_text_chars)
-        label, scores = await self._scored(
+        route, scores = await self._scored(
             request.scope, pairs.sticky_user, pairs.user_texts, pairs.item_texts
         )
-        return infer_response(name, label, body.id, scores)
+        return infer_response(name, route.label, body.id, scores)
+
+    @http_app.post("/v2/models/{name}/explain")
+    async def explain(self, name: str, body: InferenceRequest, request: Request) -> dict[str, Any]:
+        """Open Inference Protocol explain: one user's movies with each history item's contribution."""
+        self._check_model(name)
+        pairs = explain_pairs(body, self.catalog, self.config)
+        route = self._route(self._version_for(pairs.user_id))
+        mark_version(request.scope, route.label)
+        scores = await self._occluded(route, pairs.occlusion)
+        return explain_response(name, route.label, body.id, pairs.occlusion, scores, self.catalog.title)
 
     @http_app.get("/v2/models/{name}")
     async def metadata(self, name: str, request: Request) -> dict[str, Any]:

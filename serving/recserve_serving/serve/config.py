@@ -26,6 +26,8 @@ from recserve_serving.serve.api_models import VERSION_HEADER
 from recserve_serving.serving_spec import (
     AutoscalingSpec,
     BatchingSpec,
+    ExplainSpec,
+    FaultInjectionSpec,
     LimitsSpec,
     ParallelismSpec,
     ResourcesSpec,
@@ -51,6 +53,10 @@ class RankerArgs(CamelModel):
     threads: int = Field(
         ResourcesSpec().engine_threads, ge=1, description="Engine threads per shard (resources.cpus)."
     )
+    fault_injection: FaultInjectionSpec | None = Field(
+        None,
+        description="Only ever set on a canary under a chaos drill (spec.rollout.canary.faultInjection).",
+    )
 
 
 class RankerConfig(CamelModel):
@@ -59,6 +65,7 @@ class RankerConfig(CamelModel):
     label: str = Field(..., min_length=1, description=f"Shown in {VERSION_HEADER}, e.g. movielens-ranker/3.")
     engine_dir: str = Field(..., min_length=1)
     serving: ServingSpec = ServingSpec()
+    fault_injection: FaultInjectionSpec | None = None
 
     def args(self) -> RankerArgs:
         return RankerArgs(
@@ -67,6 +74,7 @@ class RankerConfig(CamelModel):
             batching=self.serving.batching,
             parallelism=self.serving.parallelism,
             threads=self.serving.resources.engine_threads,
+            fault_injection=self.fault_injection,
         )
 
     def app_name(self, model_name: str) -> str:
@@ -87,6 +95,7 @@ class RouterConfig(CamelModel):
     max_history: int = Field(50, ge=1, le=10_000, description="Longer client histories are truncated.")
     max_infer_pairs: int = Field(4_096, ge=1, le=1_000_000, description="Largest OIP infer request.")
     limits: LimitsSpec = LimitsSpec()
+    explain: ExplainSpec = ExplainSpec()
 
 
 class Route(CamelModel):

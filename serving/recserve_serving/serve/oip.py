@@ -28,7 +28,7 @@ class Pairs:
     sticky_user: int | None
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     """A value as the client wrote it (JSON), short and safe to echo whatever it contains."""
     try:
         shown = json.dumps(value)
@@ -37,12 +37,12 @@ def _show(value: Any) -> str:
     return shown if len(shown) <= _SHOWN_CHARS else shown[: _SHOWN_CHARS - 1] + "…"
 
 
-def _by_name(request: InferenceRequest) -> dict[str, RequestInput]:
+def inputs_by_name(request: InferenceRequest) -> dict[str, RequestInput]:
     names = [tensor.name for tensor in request.inputs]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise InvalidRequest(
-            f"input {', '.join(map(_show, repeated))} given more than once; send each input once"
+            f"input {', '.join(map(show_value, repeated))} given more than once; send each input once"
         )
     return {tensor.name: tensor for tensor in request.inputs}
 
@@ -51,7 +51,7 @@ def _tensor(inputs: dict[str, RequestInput], name: str, datatypes: set[str]) -> 
     tensor = inputs[name]
     if tensor.datatype not in datatypes:
         raise InvalidRequest(
-            f"input {name!r}: datatype must be one of {sorted(datatypes)}, got {_show(tensor.datatype)}"
+            f"input {name!r}: datatype must be one of {sorted(datatypes)}, got {show_value(tensor.datatype)}"
         )
     if len(tensor.shape) != 1:
         raise InvalidRequest(f"input {name!r}: shape must be [n], got {tensor.shape}")
@@ -61,7 +61,7 @@ def _tensor(inputs: dict[str, RequestInput], name: str, datatypes: set[str]) -> 
     return data
 
 
-def _integers(inputs: dict[str, RequestInput], name: str) -> list[int]:
+def integer_data(inputs: dict[str, RequestInput], name: str) -> list[int]:
     """The values of an INT64/INT32 input, which must be JSON integers within the type's range:
     coercing strings, booleans or fractions would score an item the client did not name."""
     data = _tensor(inputs, name, set(_INT_RANGES))
@@ -70,7 +70,7 @@ def _integers(inputs: dict[str, RequestInput], name: str) -> list[int]:
     for position, value in enumerate(data):
         if type(value) is not int:
             raise InvalidRequest(
-                f"input {name!r}: data[{position}] is {_show(value)}, not an integer; "
+                f"input {name!r}: data[{position}] is {show_value(value)}, not an integer; "
                 f"{datatype} data must be JSON integers such as 42, without quotes or decimals"
             )
         if not low <= value <= high:
@@ -82,7 +82,7 @@ def check_text(name: str, value: Any, max_chars: int | None = None) -> str:
     """A client's text: a string the tokenizer can encode (UTF-8, so no lone surrogate) and,
     when bounded, at most ``max_chars`` long, so that one text cannot hold a replica for seconds."""
     if not isinstance(value, str):
-        raise InvalidRequest(f"{name} is {_show(value)}, not a string; BYTES data must be JSON strings")
+        raise InvalidRequest(f"{name} is {show_value(value)}, not a string; BYTES data must be JSON strings")
     if max_chars is not None and len(value) > max_chars:
         raise InvalidRequest(
             f"{name} is {len(value)} characters, over the limit of {max_chars} "
@@ -93,7 +93,7 @@ def check_text(name: str, value: Any, max_chars: int | None = None) -> str:
     except UnicodeEncodeError as error:
         raise InvalidRequest(
             f"{name} is not valid Unicode text ({error.reason} at character {error.start}: "
-            f"{_show(value[error.start : error.end])}); send UTF-8 text"
+            f"{show_value(value[error.start : error.end])}); send UTF-8 text"
         ) from None
     return value
 
@@ -118,7 +118,7 @@ def infer_pairs(request: InferenceRequest, catalog: Catalog, max_pairs: int, max
     Everything is checked here, in the router, so that a bad request is refused on its own and
     never reaches a ranker's batch, where its failure would fail the requests batched with it.
     """
-    inputs = _by_name(request)
+    inputs = inputs_by_name(request)
     if request.id is not None:
         check_text("id", request.id)
     if {"user_text", "item_text"} <= inputs.keys():
@@ -129,10 +129,10 @@ def infer_pairs(request: InferenceRequest, catalog: Catalog, max_pairs: int, max
     if not {"user_id", "movie_id"} <= inputs.keys():
         raise InvalidRequest(
             "inputs must be user_id+movie_id (INT64) or user_text+item_text (BYTES), "
-            f"got {', '.join(map(_show, sorted(inputs))) or 'none'}"
+            f"got {', '.join(map(show_value, sorted(inputs))) or 'none'}"
         )
-    users = _integers(inputs, "user_id")
-    movies = _integers(inputs, "movie_id")
+    users = integer_data(inputs, "user_id")
+    movies = integer_data(inputs, "movie_id")
     _check_lengths(users, movies, max_pairs)
     catalog.check_items(movies, "movie_id")
     texts = {u: catalog.user_text(u, None) for u in set(users)}

@@ -12,11 +12,15 @@ from recserve_serving.errors import InvalidRequest
 from recserve_serving.serve.api_models import RecommendedItem, RecommendRequest, RecommendResponse
 from recserve_serving.serve.catalog import Catalog
 from recserve_serving.serve.config import RouterConfig
+from recserve_serving.serve.explain import require_explain
 
 
 @dataclass(frozen=True)
 class RecommendationPlan:
     user_id: int | None
+    history: list[int]
+    """The liked movie ids the user's text was built from, oldest first: what reasons come from."""
+    user_text: str
     movie_ids: list[int]
     user_texts: list[str]
     item_texts: list[str]
@@ -42,6 +46,8 @@ def plan_recommendation(
     request: RecommendRequest, catalog: Catalog, config: RouterConfig
 ) -> RecommendationPlan:
     k = _k(request, config)
+    if request.explain:
+        require_explain(config.explain)
     history = request.history
     if history is not None:
         if not history:
@@ -52,6 +58,7 @@ def plan_recommendation(
     seen = set(history or ())
     if request.user_id is not None and catalog.knows_user(request.user_id):
         seen |= catalog.seen(request.user_id)
+    liked = catalog.history(request.user_id, history)
     if request.candidates is not None:
         if not request.candidates:
             raise InvalidRequest("candidates is empty; omit it to let retrieval choose")
@@ -62,10 +69,11 @@ def plan_recommendation(
         catalog.check_items(request.candidates, "candidates")
         movie_ids = list(dict.fromkeys(request.candidates))
     else:
-        liked = catalog.history(request.user_id, history)
         movie_ids = catalog.candidates(liked, seen, config.retrieval.candidates)
     return RecommendationPlan(
         user_id=request.user_id,
+        history=liked,
+        user_text=user_text,
         movie_ids=movie_ids,
         user_texts=[user_text] * len(movie_ids),
         item_texts=[catalog.item_text(m) for m in movie_ids],
