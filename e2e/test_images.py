@@ -229,13 +229,19 @@ def test_the_serving_image_runs_ray_serve_and_answers_recommend(
         images.podman("run", "--name", name, *options, image, "-c", "exec " + " ".join(ray_start))
         target = ServeRestTarget(f"http://127.0.0.1:{dashboard}")
 
+        def exited() -> bool:
+            return images.podman("inspect", "--format", "{{.State.Running}}", name).stdout.strip() != "true"
+
         def serve_api_up() -> bool:
-            if images.podman("inspect", "--format", "{{.State.Running}}", name).stdout.strip() != "true":
-                raise AssertionError(f"ray start exited:\n{images.podman('logs', name).stderr[-3000:]}")
+            if exited():
+                return True  # reported just below, without waiting out the timeout
             target.status()
             return True
 
-        wait_for(serve_api_up, 180, interval=1.0, message="Ray's Serve REST API in the container")
+        wait_for(serve_api_up, 300, interval=1.0, message="Ray's Serve REST API in the container")
+        if exited():
+            logs = images.podman("logs", name, check=False)
+            raise AssertionError(f"ray start exited in the container:\n{(logs.stdout + logs.stderr)[-4000:]}")
         site = ServeSite(data_dir=settings.data_dir, index_dir=settings.index_dir)  # as ClusterPlatform's
         desired = plan_serve_config(model, DeployPlan(stable=ServedVersion("1", engine_in_store)), site)
         hand_over = plan_hand_over(desired, ServeObservation())
