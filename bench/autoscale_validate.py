@@ -24,7 +24,6 @@ replica's capacity is measured once and assumed for both replays.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.autoscale_bench.run import DEFAULT_MANIFEST, RESULTS, run
-from bench.serving_bench.processes import raise_interrupt, say
+from bench.serving_bench.processes import run_interruptibly
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,14 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", default=str(DEFAULT_MANIFEST), help="the RecommenderModel to serve")
     parser.add_argument("--out", default=str(RESULTS), help="where the report and plots go")
     args = parser.parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, raise_interrupt)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        say("interrupted; everything started was stopped")
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return run_interruptibly(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -37,14 +37,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from pathlib import Path
 
 # Run as a script, only bench/ is on the path; the parts are imported from the `bench` package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.serving_bench.processes import raise_interrupt, say
+from bench.serving_bench.processes import run_interruptibly
 from bench.serving_bench.run import DEFAULT_MANIFEST, run
 from bench.serving_bench.servers import CHILD_ENV, run_child
 from recserve_operator.embedded.local_ray import LOCAL_RAY_ENV
@@ -71,14 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--manifest", default=str(DEFAULT_MANIFEST), help="the RecommenderModel to serve")
     args = parser.parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, raise_interrupt)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        say("interrupted; everything started was stopped")
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return run_interruptibly(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -49,7 +49,6 @@ from e2e.harness import (
 )
 from recserve_operator.embedded.local_ray import RayClusterInfo, start_local_ray, stop_local_ray
 from recserve_operator.loadgen import BackgroundTraffic, generate
-from recserve_serving.errors import Unavailable
 from recserve_serving.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -84,27 +83,13 @@ def light(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def start_ray(state: Path, attempts: int = 3) -> RayClusterInfo:
-    """``start_local_ray``, again when the head exits during start-up: on a loaded 2-core machine
-    its raylet can take longer than the 30 s Ray's client server waits for it (a fixed timeout
-    in Ray), and the whole head exits. Each attempt is logged; the last failure is raised."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return start_local_ray(state, num_cpus=RAY_CPUS)
-        except Unavailable as error:
-            if attempt == attempts:
-                raise
-            print(f"local Ray start {attempt}/{attempts} failed: {error}")
-    raise AssertionError("unreachable")
-
-
 @pytest.fixture
 def local_ray(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RayClusterInfo]:
     """A real single-node Ray cluster (RAY_CPUS logical CPUs) on 127.0.0.1, stopped by pid afterwards."""
     ray_tmp = Path(tempfile.mkdtemp(prefix="rse2e-"))  # short: Ray's socket paths have a limit
     monkeypatch.setenv("RECSERVE_RAY_TMP", str(ray_tmp))
     try:
-        info = start_ray(tmp_path)
+        info = start_local_ray(tmp_path, num_cpus=RAY_CPUS)  # retries a head that exits while starting
         try:
             yield info
         finally:

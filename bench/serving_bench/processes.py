@@ -27,6 +27,19 @@ def raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+def run_interruptibly(run: Callable[[], int]) -> int:
+    """``run()`` with SIGTERM unwinding like Ctrl-C; an interrupted run (whose ``finally`` blocks
+    stopped what it started) exits 130."""
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        return run()
+    except KeyboardInterrupt:
+        say("interrupted; everything started was stopped")
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

@@ -9,9 +9,10 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
+from loopback import loopback_server
 
 from recserve_operator.autoscale.measure import profile_replica
 from recserve_operator.autoscale.profile import ProfileError
@@ -69,14 +70,8 @@ def stand_in() -> Iterator[tuple[str, list[int]]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", replicas
-    finally:
-        httpd.shutdown()
-        thread.join(timeout=10)
+    with loopback_server(Handler) as url:
+        yield url, replicas
 
 
 def test_the_sweep_finds_the_stand_ins_capacity(stand_in: tuple[str, list[int]]) -> None:

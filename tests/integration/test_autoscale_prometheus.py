@@ -7,12 +7,12 @@ string; tests/unit/test_autoscale_inputs.py covers the answer's shapes and error
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from loopback import loopback_server
 
 from recserve_operator.autoscale.prometheus import fetch_rates
 from recserve_operator.autoscale.trace import TraceError
@@ -45,14 +45,8 @@ def prometheus() -> Iterator[tuple[str, list[dict[str, list[str]]]]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", asked
-    finally:
-        httpd.shutdown()
-        thread.join(timeout=10)
+    with loopback_server(Handler) as url:
+        yield url, asked
 
 
 def test_a_range_query_becomes_a_rates_trace(prometheus: tuple[str, list[dict[str, list[str]]]]) -> None:

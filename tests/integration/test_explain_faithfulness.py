@@ -39,7 +39,9 @@ from recserve_serving.recipe import OptimizationRecipe
 from recserve_serving.serve import app as serve_app
 from recserve_serving.serve.config import Route, RouterConfig, TrafficConfig
 
-pytestmark = pytest.mark.integration
+# Long (make test-all): about two minutes on a loaded machine, which the warm make test budget
+# (25 min, already near full) cannot pay for; the HTTP behaviour is in tests/unit/test_explain_http.py.
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 USERS = 30
 CANDIDATES = 20

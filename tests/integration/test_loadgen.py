@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
+from loopback import loopback_server
 
 from recserve_operator.embedded.processes import free_port
 from recserve_operator.loadgen import generate, percentile_ms, replay
@@ -39,14 +39,8 @@ def server() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", received
-    finally:
-        httpd.shutdown()
-        thread.join(timeout=10)
+    with loopback_server(Handler) as url:
+        yield url, received
 
 
 def test_bodies_are_sent_in_order_to_the_path(server: tuple[str, list[tuple[str, bytes]]]) -> None:

@@ -54,8 +54,29 @@ def ray_environment() -> dict[str, str]:
     return env
 
 
+HEAD_START_ATTEMPTS = 3
+
+
+class HeadExited(Unavailable):
+    """``ray start`` exited before its dashboard answered."""
+
+
 def start_local_ray(state: Path, *, num_cpus: int, timeout: float = 120.0) -> RayClusterInfo:
-    """Start the head node and wait until its dashboard (and Serve REST API) answers."""
+    """Start the head node and wait until its dashboard (and Serve REST API) answers.
+
+    A head that exits while starting is started again (three tries in all), on fresh ports: on a loaded machine
+    one of its own processes can time out waiting for the others (Ray's client server "timed
+    out waiting for node info") and take the head down with it, which says nothing about the
+    next try. A head that never answers is not retried: its wait already took ``timeout``."""
+    for _ in range(HEAD_START_ATTEMPTS - 1):
+        try:
+            return _start_head(state, num_cpus, timeout)
+        except HeadExited:
+            continue
+    return _start_head(state, num_cpus, timeout)
+
+
+def _start_head(state: Path, num_cpus: int, timeout: float) -> RayClusterInfo:
     temp_dir = _temp_dir(state)
     log_file = temp_dir / "ray-head.log"
     gcs_port, dashboard_port = free_port(), free_port()
@@ -91,11 +112,14 @@ def start_local_ray(state: Path, *, num_cpus: int, timeout: float = 120.0) -> Ra
 
     try:
         wait_for(serve_api_up, timeout, interval=0.5, message="the local Ray dashboard")
-        if process.poll() is not None:
-            raise Unavailable(f"ray start exited with code {process.returncode}; see {log_file}")
-    except (WaitTimeout, Unavailable) as error:
+    except WaitTimeout as error:
         stop_local_ray(info)
         raise Unavailable(f"local Ray cluster did not start: {error}; log: {log_file}") from error
+    if process.poll() is not None:
+        stop_local_ray(info)
+        raise HeadExited(
+            f"local Ray cluster did not start: ray start exited with code {process.returncode}; log: {log_file}"
+        )
     return info
 
 
