@@ -11,11 +11,14 @@ FROM ${UV_IMAGE} AS uv
 FROM ${PYTHON_IMAGE} AS build
 COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_NO_CACHE=1
-RUN python -m venv /opt/recserve
+# uv installs everything; the venv needs no pip of its own.
+RUN python -m venv --without-pip /opt/recserve
 WORKDIR /src
-COPY requirements.lock pyproject.toml README.md ./
+COPY requirements.lock ./
 COPY docker/operator-requirements.in docker/
 RUN uv pip install --python /opt/recserve/bin/python -c requirements.lock -r docker/operator-requirements.in
+# The package last, so that a code or README change rebuilds from here on, not the install above.
+COPY pyproject.toml README.md ./
 COPY operator/ operator/
 COPY serving/ serving/
 # --no-deps: the package's full dependency list (torch, Ray) is the serving image's business.

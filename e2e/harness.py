@@ -218,17 +218,19 @@ def build_jobs(kube: Any, namespace: str, model: str | None = None) -> list[Any]
     return list(client.BatchV1Api(kube).list_namespaced_job(namespace, label_selector=selector).items)
 
 
-def run_build_job_locally(kube: Any, job: Any, workdir: Path, cache: Path) -> str:
+def run_build_job_locally(kube: Any, job: Any, workdir: Path, cache: Path, index: Path) -> str:
     """Run the Job's container command (``recserve build ...``) here, with the Job's own
     arguments and environment, and return what it wrote to its termination log: exactly the
-    message a real build pod would leave in its terminated state. Two paths are node-local in
-    a pod and moved here: ``--cache`` (the artifact store's engine root) goes to ``cache``, and
-    ``--termination-log`` to a file in ``workdir``."""
+    message a real build pod would leave in its terminated state. Three paths are node-local in
+    a pod and moved here: ``--cache`` (the artifact store's engine root) goes to ``cache``,
+    ``--index-dir`` (the store's retrieval index) to ``index``, and ``--termination-log`` to a
+    file in ``workdir``."""
     data = kube.sanitize_for_serialization(job)
     (container,) = data["spec"]["template"]["spec"]["containers"]
     args = list(container["args"])
     out = workdir / f"{data['metadata']['name']}.termination-log"
     args[args.index("--cache") + 1] = str(cache)
+    args[args.index("--index-dir") + 1] = str(index)
     args[args.index("--termination-log") + 1] = str(out)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
     env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})

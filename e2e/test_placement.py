@@ -47,7 +47,7 @@ from e2e.harness import (
     run_build_job_locally,
     unschedulable_message,
 )
-from e2e.tiny_ranker import cache_dir
+from e2e.tiny_ranker import cache_dir, index_dir
 from recserve_serving.waiting import wait_for
 
 NAME = "movielens-ranker-gpu"
@@ -104,7 +104,7 @@ def test_gpu_model_is_built_on_its_gpu_product_and_its_ray_cluster_placed_by_rep
 
         pod = wait_for(pending_pod, 60, message="the build pod Pending on its claim")
         assert 'persistentvolumeclaim "recserve-artifacts" not found' in str(unschedulable_message(pod))
-        result = run_build_job_locally(kube, job, tmp_path, cache_dir() / "engines")
+        result = run_build_job_locally(kube, job, tmp_path, cache_dir() / "engines", index_dir())
         engine = json.loads(result)["engine"]
         hand_result_to_pod(kube, pod, result)
         artifact_store.open()

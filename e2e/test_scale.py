@@ -55,7 +55,7 @@ from e2e.harness import (
     now_rfc3339,
     run_build_job_locally,
 )
-from e2e.tiny_ranker import cache_dir
+from e2e.tiny_ranker import cache_dir, index_dir
 from recserve_serving.waiting import wait_for
 
 # A benchmark of many minutes: make test-all runs it, make test does not.
@@ -164,7 +164,7 @@ def test_many_models_on_many_nodes(
         jobs = build_jobs(kube, namespace)
         args = {tuple(j.spec.template.spec.containers[0].args) for j in jobs}
         assert len(args) == 1, "every build Job carries the same build"
-        result = run_build_job_locally(kube, jobs[0], tmp_path, cache_dir() / "engines")
+        result = run_build_job_locally(kube, jobs[0], tmp_path, cache_dir() / "engines", index_dir())
         built = time.monotonic()
         for job in jobs:
             (pod,) = wait_for(

@@ -30,6 +30,13 @@ def cache_dir() -> Path:
     return path
 
 
+def index_dir() -> Path:
+    """Where a build Job's ``--index-dir`` (the artifact store's retrieval index) goes here: the
+    test registry's, ``.recserve-test/retrieval``, where the integration tier builds the same
+    catalog's index (same key), so the e2e tier does not build one of its own after it."""
+    return E2E_DIR.parent / ".recserve-test" / "retrieval"
+
+
 def tiny_checkpoint() -> Path:
     """The checkpoint directory, created on first use (under a lock: sessions may overlap)."""
     root = cache_dir()

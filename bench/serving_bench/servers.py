@@ -234,8 +234,9 @@ def baseline_child(config: dict[str, Any]) -> None:
     import uvicorn
     from fastapi import FastAPI
 
-    from recserve_serving.model import encode, load_checkpoint, torch_inputs
+    from recserve_serving.model import load_checkpoint, torch_inputs
     from recserve_serving.serve.catalog import Catalog
+    from recserve_serving.tokens import encode
 
     torch.set_num_threads(2)
     catalog = Catalog.load(config["data_dir"], config["index_dir"])

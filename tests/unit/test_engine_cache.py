@@ -92,6 +92,15 @@ def test_publish_is_atomic_and_the_second_writer_loses_cleanly(tmp_path) -> None
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == [key]
 
 
+def test_a_published_engine_is_readable_by_the_pods_that_load_it(tmp_path) -> None:
+    """A serving pod reads the store with its own uid; the build's 0700 scratch mode would hide it."""
+    key = "e" * 64
+    build = _finished_build(tmp_path, key)
+    assert build.stat().st_mode & 0o777 == 0o700  # mkdtemp's
+    assert cache.publish(build, tmp_path / key) is True
+    assert (tmp_path / key).stat().st_mode & 0o777 == 0o755
+
+
 def test_a_file_digest_is_remembered_until_the_file_changes(tmp_path, monkeypatch) -> None:
     import builtins
 

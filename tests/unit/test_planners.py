@@ -391,13 +391,16 @@ def test_serving_pods_mount_the_artifact_store_read_only():
     assert mount["readOnly"] is False, "build Jobs write the engines"
 
 
-def test_routers_cache_the_retrieval_index_off_the_read_only_store():
-    index, tmp = SETTINGS.index_dir, "/tmp/"
-    assert index.startswith(tmp) and not index.startswith(SETTINGS.artifact_mount)
+def test_build_jobs_write_the_retrieval_index_that_routers_read_from_the_store():
+    """Building the index takes torch, which the serving image lacks: the build Job (read-write
+    mount) writes it into the artifact store, and routers read it there (read-only mount)."""
+    index = SETTINGS.index_dir
+    assert index.startswith(SETTINGS.artifact_mount + "/")
+    args = _build_pod()["containers"][0]["args"]
+    assert args[args.index("--index-dir") + 1] == index
     for template in _pods(plan_rayservice(CPU, render_serve_config(_serve(CPU)), SETTINGS)):
-        mounts = {m["mountPath"]: m["name"] for m in template["spec"]["containers"][0]["volumeMounts"]}
-        volumes = {v["name"]: v for v in template["spec"]["volumes"]}
-        assert "emptyDir" in volumes[mounts["/tmp"]]
+        mounts = {m["mountPath"]: m for m in template["spec"]["containers"][0]["volumeMounts"]}
+        assert mounts[SETTINGS.artifact_mount]["readOnly"] is True
 
 
 @pytest.mark.parametrize("kind", ["serving", "build"])

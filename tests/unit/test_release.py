@@ -54,9 +54,10 @@ def test_the_charts_default_images_are_the_releases() -> None:
 
     assert default(values["operator"]["image"]) == release.OPERATOR_IMAGE
     assert default(values["images"]["serving"]) == release.SERVING_IMAGE
-    assert default(values["images"]["builder"]) == release.SERVING_IMAGE
+    assert default(values["images"]["builder"]) == release.BUILDER_IMAGE
     settings = OperatorSettings()
-    assert settings.serving_image == settings.builder_image == release.SERVING_IMAGE
+    assert settings.serving_image == release.SERVING_IMAGE
+    assert settings.builder_image == release.BUILDER_IMAGE
 
 
 def test_the_ray_version_is_the_pinned_one() -> None:

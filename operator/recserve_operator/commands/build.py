@@ -31,6 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cache", type=Path, default=None, help="engine cache root (default <state>/engines)"
     )
     parser.add_argument(
+        "--index-dir",
+        type=Path,
+        default=None,
+        help="also make sure the catalog's retrieval index is in this directory (build Jobs: routers, "
+        "whose image has no torch, only read it)",
+    )
+    parser.add_argument(
         "--termination-log",
         type=Path,
         default=None,
@@ -131,6 +138,12 @@ def run(args: argparse.Namespace) -> int:
         if args.termination_log is not None:
             write_failure(args.termination_log, error)
         raise
+    index = None
+    if args.index_dir is not None:
+        from recserve_serving.paths import movielens_dir
+        from recserve_serving.serve.catalog import Catalog
+
+        index = Catalog.ensure_index(movielens_dir(), args.index_dir)
     if args.termination_log is not None:
         write_result(args.termination_log, built)
     manifest = built.manifest
@@ -143,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
         ("hardware", manifest.hardware),
         ("cache", "hit" if built.cache_hit else "built"),
     ]
+    if index is not None:
+        rows.append(("retrieval index", str(index)))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")

@@ -110,6 +110,8 @@ def plan_build_job(
                     json.dumps(request.recipe.to_dict(), sort_keys=True),
                     "--cache",
                     settings.engine_root,
+                    "--index-dir",
+                    settings.index_dir,
                     "--termination-log",
                     TERMINATION_LOG,
                 ],

@@ -13,7 +13,7 @@ import numpy as np
 
 from recserve_serving.engine.manifest import EngineManifest
 from recserve_serving.errors import CheckpointError, EngineError, InvalidRequest
-from recserve_serving.model import encode, load_tokenizer
+from recserve_serving.tokens import encode, load_tokenizer
 
 DEFAULT_THREADS = 2
 """Threads of an engine loaded outside a Serve replica (the build gate, benchmarks). A replica

@@ -32,9 +32,10 @@ from recserve_serving.engine.reuse import intact
 from recserve_serving.engine.runtime import load_engine, verify
 from recserve_serving.errors import CheckpointError, EngineError, QualityGateFailed, RecipeError
 from recserve_serving.evaluate import EvalSettings, eval_set
-from recserve_serving.model import TOKENIZER_FILES, Checkpoint, count_parameters, load_checkpoint
+from recserve_serving.model import Checkpoint, count_parameters, load_checkpoint
 from recserve_serving.recipe import OptimizationRecipe
 from recserve_serving.registry import ResolvedCheckpoint
+from recserve_serving.tokens import TOKENIZER_FILES
 
 REPORTS = "reports"
 REFERENCES = "references"

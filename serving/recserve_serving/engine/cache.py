@@ -175,7 +175,12 @@ def quarantine(engine_dir: Path) -> Path:
 
 
 def publish(temp: Path, final: Path) -> bool:
-    """Atomically move a finished build into place; False if another build got there first."""
+    """Atomically move a finished build into place; False if another build got there first.
+
+    The engine's directory becomes readable by every user (its files already are): ``mkdtemp``
+    made it 0700, which would hide it from any uid but the builder's, and the pods that load an
+    engine need not run as the one that built it."""
+    os.chmod(temp, 0o755)
     try:
         os.rename(temp, final)
     except OSError as error:

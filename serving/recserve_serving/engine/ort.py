@@ -1,4 +1,9 @@
-"""ONNX Runtime backend: export, fuse, quantize at build time; a CPU session at run time."""
+"""ONNX Runtime backend: export, fuse, quantize at build time; a CPU session at run time.
+
+The build side needs torch (export) and onnx (quantization); the run side needs only
+onnxruntime and the engine's tokenizer. The build's imports stay inside ``build`` so that the
+serving image, which has no torch and no onnx, can load engines.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,17 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from recserve_serving.engine.base import DEFAULT_THREADS, Engine
-from recserve_serving.engine.export import export_onnx, fuse
 from recserve_serving.engine.manifest import EngineManifest
-from recserve_serving.engine.quantize import quantize_dynamic_int8, quantize_static_int8
 from recserve_serving.errors import EngineError
-from recserve_serving.model import Checkpoint
 from recserve_serving.recipe import OptimizationRecipe
+
+if TYPE_CHECKING:
+    from recserve_serving.model import Checkpoint
 
 MODEL_FILE = "model.onnx"
 
@@ -28,6 +33,9 @@ def build(
     calibration: Callable[[], Iterator[dict[str, np.ndarray]]],
 ) -> str:
     """Write ``model.onnx`` into ``target``; ``calibration()`` yields input batches for static INT8."""
+    from recserve_serving.engine.export import export_onnx, fuse
+    from recserve_serving.engine.quantize import quantize_dynamic_int8, quantize_static_int8
+
     encoder: Any = checkpoint.model.encoder
     attention = encoder.encoder.layer[0].attention.self
     with tempfile.TemporaryDirectory(prefix="recserve-export-") as scratch:

@@ -19,8 +19,9 @@ import torch
 
 from recserve_serving.data import MovieLens
 from recserve_serving.engine.distill import train_against_teacher
-from recserve_serving.model import Checkpoint, CheckpointMeta, encode, prune_layer, torch_inputs
+from recserve_serving.model import Checkpoint, CheckpointMeta, prune_layer, torch_inputs
 from recserve_serving.recipe import PruneSpec
+from recserve_serving.tokens import encode
 from recserve_serving.train import TrainSettings, listwise_loss
 
 IMPORTANCE_BATCHES = 8

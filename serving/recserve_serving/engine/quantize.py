@@ -20,7 +20,8 @@ import onnx
 from recserve_serving.data import MovieLens
 from recserve_serving.engine.export import quiet_onnxruntime_tools
 from recserve_serving.errors import EngineError
-from recserve_serving.model import Checkpoint, encode
+from recserve_serving.model import Checkpoint
+from recserve_serving.tokens import encode
 
 CALIBRATION_BATCH = 32
 

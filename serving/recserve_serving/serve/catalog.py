@@ -11,7 +11,11 @@ from pathlib import Path
 
 from recserve_serving.data import POSITIVE_RATING, MovieLens, load_movielens
 from recserve_serving.errors import InvalidRequest, NotFound
-from recserve_serving.retrieval import ItemIndex, load_or_build_index
+from recserve_serving.retrieval import ItemIndex, index_path, load_or_build_index
+
+
+def _item_texts(movielens: MovieLens) -> dict[int, str]:
+    return {int(m): movielens.item_text(int(m)) for m in movielens.movie_ids}
 
 
 @dataclass
@@ -26,8 +30,17 @@ class Catalog:
         ratings = movielens.ratings.sort_values("timestamp", kind="stable")
         positives = ratings[ratings.rating >= POSITIVE_RATING]
         liked = {int(u): [int(m) for m in frame.movieId] for u, frame in positives.groupby("userId")}
-        texts = {int(m): movielens.item_text(int(m)) for m in movielens.movie_ids}
-        return cls(movielens, liked, load_or_build_index(Path(index_dir), Path(data_dir), texts))
+        return cls(
+            movielens, liked, load_or_build_index(Path(index_dir), Path(data_dir), _item_texts(movielens))
+        )
+
+    @staticmethod
+    def ensure_index(data_dir: str | Path, index_dir: str | Path) -> Path:
+        """Build this catalog's retrieval index into ``index_dir`` unless it is there, and
+        return its path: build Jobs do it, so that routers (no torch) only read it."""
+        movielens = load_movielens(Path(data_dir))
+        load_or_build_index(Path(index_dir), Path(data_dir), _item_texts(movielens))
+        return index_path(Path(index_dir), Path(data_dir))
 
     def knows_user(self, user_id: int) -> bool:
         try:

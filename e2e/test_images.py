@@ -1,0 +1,266 @@
+"""The serving image, built for real, runs the serving path in a real container.
+
+``scripts/build-images.sh`` builds the images with podman (runc) from a Debian base made with
+debootstrap; a warm run only compares stamps. The container runs as a serving pod would: as the
+image's non-root user, with a read-only root filesystem, every capability dropped, no privilege
+escalation, ``/tmp`` and the home directory as scratch, and the artifact store mounted read-only
+at the operator's path, holding a real engine and retrieval index that ``recserve build`` (what
+a build Job runs) wrote for the test registry's ``movielens-ranker``.
+
+In it, the router's half of the data path (the catalog shipped in the image at the operator's
+``data_dir``, and retrieval from the index in the store) and the ranker's half (the ONNX Runtime
+engine from the store) answer one recommendation. The same code on the same engine and index
+outside the container must give the same candidates and the same scores: what the image runs
+is what the test suite checks. The image has no torch, and the container no network.
+
+The second test runs the serving path itself in the image, as on a KubeRay head pod: Ray, the
+serve config the operator renders for the cluster, and ``/v1/recommend`` over HTTP.
+
+Both are in the ``long`` tier (make test-all), with the image build: see ``pytestmark`` below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+from e2e.images import ImageBuildError, Images, ensure_images
+from recserve_operator.embedded.local_ray import LOCAL_RAY_ENV
+from recserve_operator.embedded.processes import free_port
+from recserve_operator.planners.k8s_common import IMAGE_UID
+from recserve_operator.planners.rayservice import DASHBOARD_PORT, GCS_PORT, HOME_MOUNT
+from recserve_operator.planners.serve_config import (
+    DeployPlan,
+    ServedVersion,
+    ServeObservation,
+    ServeSite,
+    plan_hand_over,
+    plan_serve_config,
+)
+from recserve_operator.rollout.serve_rest import ServeRestTarget
+from recserve_operator.settings import OperatorSettings
+from recserve_operator.validate import load_model
+from recserve_serving.engine.cache import hardware
+from recserve_serving.engine.manifest import EngineManifest
+from recserve_serving.errors import EngineError
+from recserve_serving.paths import movielens_dir
+from recserve_serving.recipe import OptimizationRecipe
+from recserve_serving.retrieval import index_path
+from recserve_serving.serve.config import SERVE_PORT
+from recserve_serving.waiting import wait_for
+
+# make test-all only: a cold image build (~4 CPU-minutes) does not fit what a cold `make test`
+# has to spare; scripts/test.sh --all builds the images in the background.
+pytestmark = pytest.mark.long
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "manifests" / "examples" / "movielens-ranker.yaml"
+STABLE_NAME = "movielens-ranker"
+USER_ID = 42
+CANDIDATES = 20
+
+# Runs in the container, and (with the repository's code and data) on the host.
+RECOMMEND = textwrap.dedent(
+    """
+    import importlib.util, json, os, sys
+    from recserve_serving.engine.runtime import load_engine
+    from recserve_serving.serve.catalog import Catalog
+    engine_dir, data_dir, index_dir, user = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    catalog = Catalog.load(data_dir, index_dir)
+    engine = load_engine(engine_dir)
+    candidates = catalog.index.search(catalog.history(user, None), catalog.seen(user), int(sys.argv[5]))
+    text = catalog.user_text(user, None)
+    scores = engine.score([text] * len(candidates), [catalog.item_text(m) for m in candidates])
+    try:
+        open("/opt/recserve/written", "w").close()
+        root_writable = True
+    except OSError:
+        root_writable = False
+    print(json.dumps({
+        "engine": engine.name, "candidates": candidates, "scores": [float(s) for s in scores],
+        "uid": os.getuid(), "gid": os.getgid(), "root_writable": root_writable,
+        "torch": importlib.util.find_spec("torch") is not None,
+    }))
+    """
+)
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Images:
+    """The images, built if missing (a failed build fails the tests; nothing is skipped)."""
+    log = tmp_path_factory.mktemp("images") / "build.log"
+    try:
+        return ensure_images(log)
+    except ImageBuildError as error:
+        pytest.fail(f"IMAGE BUILD FAILED:\n{error}", pytrace=False)
+
+
+def cached_engine(engines: Path, name: str, version: str, recipe: OptimizationRecipe) -> Path | None:
+    """The newest finished engine in the cache for this checkpoint, recipe and machine, found by
+    reading manifests (no torch, no registry): ``recserve build`` would return the same one, at
+    the cost of a process that imports torch and MLflow (about 40 s on a loaded 2-core box)."""
+    found = []
+    for manifest_file in engines.glob("*/manifest.json"):
+        try:
+            manifest = EngineManifest.read(manifest_file.parent)
+        except EngineError:
+            continue
+        ref, here = manifest.checkpoint, hardware(manifest.backend)
+        if (
+            (ref.name, ref.version) == (name, version)
+            and manifest.recipe == recipe
+            and manifest.hardware == here
+        ):
+            found.append(manifest_file.parent)
+    return max(found, key=lambda p: p.stat().st_mtime, default=None)
+
+
+@pytest.fixture(scope="session")
+def store(test_state: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The artifact store as a build Job leaves it: the example recipe's engine of the test
+    registry's stable ranker, and the catalog's retrieval index. Both are in the test registry's
+    cache once the integration tier ran; if not, ``recserve build`` makes them with the Job's
+    flags. They are copied into a store readable by the pod's uid, as a build Job running as that
+    uid leaves it (engines built before the cache published them 0755 are root's only)."""
+    raw = yaml.safe_load(EXAMPLE.read_text())["spec"]["optimization"]
+    index = test_state / "retrieval"
+    built = cached_engine(test_state / "engines", STABLE_NAME, "1", OptimizationRecipe.model_validate(raw))
+    if built is None or not index_path(index, movielens_dir()).is_file():
+        result = tmp_path_factory.mktemp("build") / "termination-log"
+        env = {**os.environ, "RECSERVE_HOME": str(test_state)}
+        subprocess.run(
+            [sys.executable, "-m", "recserve_operator.cli", "build", "--checkpoint", f"models:/{STABLE_NAME}/1",
+             "--recipe-json", json.dumps(raw), "--index-dir", str(index), "--termination-log", str(result)],
+            env=env, check=True, timeout=1800, cwd=REPO, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        built = Path(json.loads(result.read_text())["engineDir"])
+    root = tmp_path_factory.mktemp("artifact-store")
+    engine = shutil.copytree(built, root / "engines" / built.name)
+    shutil.copytree(index, root / "retrieval", ignore=shutil.ignore_patterns("*.lock", ".*"))
+    subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
+    return {"engine": engine, "index": root / "retrieval"}
+
+
+@pytest.fixture
+def leftover_check(images: Images) -> Iterator[None]:
+    yield
+    assert images.leftovers("recserve-test-") == [], "a test container was left behind"
+
+
+def test_the_serving_image_recommends_like_the_test_suite_read_only_and_without_torch(
+    images: Images, store: dict[str, Path], leftover_check: None
+) -> None:
+    settings = OperatorSettings()
+    engine_in_store = f"{settings.engine_root}/{store['engine'].name}"
+    image = images.named("recserve-serving")
+    options = [
+        "--read-only", "--network=none", "--cap-drop=ALL", "--security-opt=no-new-privileges",
+        "--tmpfs=/tmp:rw,size=256m", f"--tmpfs={HOME_MOUNT}:rw,size=64m,mode=1777",
+        f"--volume={store['engine']}:{engine_in_store}:ro",
+        f"--volume={store['index']}:{settings.index_dir}:ro",
+        "--entrypoint=python",
+    ]  # fmt: skip
+    args = [engine_in_store, settings.data_dir, settings.index_dir, str(USER_ID), str(CANDIDATES)]
+    proc = images.run(image, ["-c", RECOMMEND, *args], options=options, timeout=180)
+    assert proc.returncode == 0, f"in the container:\n{proc.stderr}"
+    inside: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
+
+    assert inside["uid"] == inside["gid"] == IMAGE_UID and not inside["root_writable"]
+    assert inside["torch"] is False, "the serving image must not ship torch"
+    assert len(inside["candidates"]) == CANDIDATES
+
+    data = REPO / "data" / "movielens-small"
+    host_args = [str(store["engine"]), str(data), str(store["index"]), str(USER_ID), str(CANDIDATES)]
+    host = subprocess.run(
+        [sys.executable, "-c", RECOMMEND, *host_args], capture_output=True, text=True, timeout=300, cwd=REPO
+    )
+    assert host.returncode == 0, host.stderr
+    outside = json.loads(host.stdout.splitlines()[-1])
+    assert inside["engine"] == outside["engine"]
+    assert inside["candidates"] == outside["candidates"]
+    np.testing.assert_allclose(inside["scores"], outside["scores"], rtol=1e-4, atol=1e-4)
+    assert len(set(np.round(inside["scores"], 4))) > 1, "a real ranker's scores differ between items"
+
+
+def test_the_serving_image_runs_ray_serve_and_answers_recommend(
+    images: Images, store: dict[str, Path], leftover_check: None
+) -> None:
+    """The serving path itself in the image, as on a KubeRay head pod: ``ray start --head`` on the
+    head pod's ports, the serve config the operator renders for the cluster (router + ranker
+    applications, the first deploy's hand-over, the catalog and index where the operator points
+    routers) applied through the Serve REST API, and ``/v1/recommend`` answered by the router and
+    the ranker's ONNX Runtime engine. The container has a network namespace of its own
+    (slirp4netns, no bridge or firewall rule on the host): only the dashboard and Serve's HTTP
+    port are forwarded, from 127.0.0.1."""
+    settings = OperatorSettings()
+    model = load_model(EXAMPLE)
+    engine_in_store = f"{settings.engine_root}/{store['engine'].name}"
+    dashboard, serve_port = free_port(), free_port()
+    ray_start = [
+        "ray", "start", "--head", "--block", f"--port={GCS_PORT}", "--include-dashboard=true",
+        "--dashboard-host=0.0.0.0", f"--dashboard-port={DASHBOARD_PORT}", "--num-cpus=3",
+        "--object-store-memory=134217728", "--temp-dir=/tmp/ray", "--disable-usage-stats",
+    ]  # fmt: skip
+    env = [f"--env={k}={v}" for k, v in {**LOCAL_RAY_ENV, "OMP_NUM_THREADS": "2"}.items()]
+    options = [
+        "--detach", "--read-only", "--cap-drop=ALL", "--security-opt=no-new-privileges",
+        "--network=slirp4netns:port_handler=slirp4netns",
+        f"--publish=127.0.0.1:{dashboard}:{DASHBOARD_PORT}", f"--publish=127.0.0.1:{serve_port}:{SERVE_PORT}",
+        "--shm-size=256m", "--tmpfs=/tmp:rw,size=1g",
+        f"--tmpfs={HOME_MOUNT}:rw,size=64m,mode=1777",
+        f"--volume={store['engine']}:{engine_in_store}:ro",
+        f"--volume={store['index']}:{settings.index_dir}:ro",
+        *env, "--entrypoint=bash",
+    ]  # fmt: skip
+    image = images.named("recserve-serving")
+    with images.container_name() as name:
+        images.podman("run", "--name", name, *options, image, "-c", "exec " + " ".join(ray_start))
+        target = ServeRestTarget(f"http://127.0.0.1:{dashboard}")
+
+        def exited() -> bool:
+            return images.podman("inspect", "--format", "{{.State.Running}}", name).stdout.strip() != "true"
+
+        def serve_api_up() -> bool:
+            if exited():
+                return True  # reported just below, without waiting out the timeout
+            target.status()
+            return True
+
+        wait_for(serve_api_up, 300, interval=1.0, message="Ray's Serve REST API in the container")
+        if exited():
+            logs = images.podman("logs", name, check=False)
+            raise AssertionError(f"ray start exited in the container:\n{(logs.stdout + logs.stderr)[-4000:]}")
+        site = ServeSite(data_dir=settings.data_dir, index_dir=settings.index_dir)  # as ClusterPlatform's
+        desired = plan_serve_config(model, DeployPlan(stable=ServedVersion("1", engine_in_store)), site)
+        hand_over = plan_hand_over(desired, ServeObservation())
+        target.apply(hand_over.rendered)
+
+        def running() -> bool:
+            failed = target.failed_applications(desired.name)
+            assert not failed, f"applications failed in the container: {failed}"
+            observed = target.observe(desired.name)
+            return {a["name"] for a in hand_over.rendered["applications"]} <= observed.running
+
+        wait_for(running, 300, interval=1.0, message="the router and ranker applications RUNNING")
+        response = httpx.post(
+            f"http://127.0.0.1:{serve_port}/v1/recommend", json={"user_id": USER_ID, "k": 5}, timeout=60
+        )
+        assert response.status_code == 200, response.text
+        assert response.headers["X-Recserve-Version"] == "1"
+        items = response.json()["items"]
+        assert len(items) == 5 and all(item["title"] for item in items)
+        scores = [item["score"] for item in items]
+        assert scores == sorted(scores, reverse=True)
+        images.podman("stop", "--time", "30", name, timeout=90)
