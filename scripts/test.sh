@@ -60,11 +60,13 @@ trap report EXIT
 # build.sh runs at nice 19 in the background from the start, so it fills the CPU the lint and the
 # Ray-bound tests leave idle; whatever needs a binary first waits for it (build.sh holds a lock).
 build_log=$(mktemp -t recserve-e2e-build.XXXXXX)
-wait_for_binaries() {
+# Wait for a background build whose pid is in the variable named $1, clear that variable (so that
+# report() has nothing left to kill) and print its log ($2); its exit code is the build's.
+finish_background() {
   local code=0
-  wait "$build_pid" || code=$?
-  build_pid=""
-  cat "$build_log"
+  wait "${!1}" || code=$?
+  printf -v "$1" '%s' ""
+  cat "$2"
   return "$code"
 }
 
@@ -73,13 +75,6 @@ wait_for_binaries() {
 # `make test` has to spare beside the control-plane build; a warm one ~2 s. It runs at nice 19 in
 # the background like build.sh; the tests' fixture waits for it through the script's lock.
 images_log=$(mktemp -t recserve-images-build.XXXXXX)
-wait_for_images() {
-  local code=0
-  wait "$images_pid" || code=$?
-  images_pid=""
-  cat "$images_log"
-  return "$code"
-}
 
 phase "venv (scripts/bootstrap.sh)" bash scripts/bootstrap.sh || exit
 phase "manifest tools (kubeconform, promtool)" bash scripts/build-manifest-tools.sh
@@ -94,9 +89,9 @@ phase "mypy" .venv/bin/mypy
 phase "import contracts (lint-imports)" .venv/bin/lint-imports
 phase "pytest unit" tier unit tests "$@"
 phase "pytest integration" tier integration tests "$@"
-phase "e2e binaries (rest of the background build)" wait_for_binaries
+phase "e2e binaries (rest of the background build)" finish_background build_pid "$build_log"
 if [[ -n "${images_pid:-}" ]]; then
-  phase "container images (rest of the background build)" wait_for_images
+  phase "container images (rest of the background build)" finish_background images_pid "$images_log"
 fi
 phase "pytest e2e" tier e2e e2e "$@"
 exit "$status"

@@ -286,9 +286,7 @@ def _trace(args: argparse.Namespace, mode: Mode, capacity: float) -> Trace:
         from recserve_operator.autoscale.inputs import load_trace
 
         return load_trace(Path(args.trace))
-    return generate.flash_spike(
-        SPIKE_BASE * capacity, SPIKE_PEAK * capacity, duration_s=60 * mode.minutes
-    )
+    return generate.flash_spike(SPIKE_BASE * capacity, SPIKE_PEAK * capacity, duration_s=60 * mode.minutes)
 
 
 def _report(
