@@ -14,12 +14,13 @@
 # make test's cold build budget does not grow:
 #   kubelet-v1.37.2     kubelet (k8s.io/kubernetes/cmd/kubelet; tools/kubelet: the same pins and
 #                       replaces as tools/kubernetes, tidied for the kubelet alone)
+#   pause-v1            pause (tools/pause: a static pod-sandbox process, ours, no dependency)
 #
 # Usage: bash e2e/cluster/build.sh            build what is missing, print the bin dirs
 #        bash e2e/cluster/build.sh --print    only print the bin dirs (exit 1 if any is missing)
 # Env:   RECSERVE_E2E_GO_PARALLEL  go build -p (default: 1, or nproc when CI=true)
 #        RECSERVE_E2E_CACHE        cache root (default: e2e/.cache)
-#        RECSERVE_E2E_REAL_NODE    1: also build the real-node components (kubelet)
+#        RECSERVE_E2E_REAL_NODE    1: also build the real-node components (kubelet, pause)
 set -Eeuo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -32,6 +33,7 @@ ETCD_VERSION=v3.7.0
 KWOK_VERSION=v0.8.0
 KUBERAY_VERSION=v1.5.0
 HELM_VERSION=v3.22.0
+PAUSE_VERSION=v1
 
 CURRENT="(setup)"
 PARTIAL=""
@@ -132,6 +134,7 @@ print_dirs() {
   echo "helm=$(dir_of helm "$HELM_VERSION")"
   if real_node; then
     echo "kubelet=$(dir_of kubelet "$K8S_VERSION")"
+    echo "pause=$(dir_of pause "$PAUSE_VERSION")"
   fi
 }
 
@@ -202,6 +205,8 @@ build helm "$HELM_VERSION" helm "-X helm.sh/helm/v3/internal/version.version=$HE
 # turning the real node on never invalidates the control plane's binaries.
 if real_node; then
   build kubelet "$K8S_VERSION" kubelet "$K8S_LD" kubelet=k8s.io/kubernetes/cmd/kubelet
+  # The pod sandbox's pause process: registry.k8s.io/pause cannot be pulled here.
+  CGO_ENABLED=0 build pause "$PAUSE_VERSION" pause "" pause=./cmd/pause
 fi
 
 echo "[e2e build] all components ready in $(($(date +%s) - total_start))s"

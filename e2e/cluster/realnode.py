@@ -1,0 +1,533 @@
+"""A real node on this machine: containerd plus a kubelet, running real containers with runc.
+
+Groundwork for running e2e pods for real beside kwok's simulated ones. Everything the node
+owns lives under one workdir (containerd's root, state and socket, runc's state, the kubelet's
+root, pod logs, static pod manifests) and one cgroup root, ``/recserve-realnode-<id>`` in every
+v1 hierarchy, so that teardown can remove all of it and nothing else.
+
+Host state is protected three ways. containerd and the kubelet run inside one private mount
+namespace, held open by a ``pause`` process: the mounts they make (container root filesystems,
+volumes, network namespaces) are invisible to the host and go away with the namespace. In that
+namespace the six sysctl files the kubelet insists on (vm.overcommit_memory, kernel.panic, ...)
+are covered by read-only files holding the values it wants, and ``protectKernelDefaults`` makes
+it only check them: without that a kubelet rewrites those host sysctls. The kubelet's own
+``oomScoreAdj`` is 0 and containerd's ``restrict_oom_score_adj`` is on, since root here has no
+CAP_SYS_RESOURCE to lower an OOM score.
+
+Command line:
+
+    python -m e2e.cluster.realnode demo     # start, run a static busybox pod, show it, stop
+    python -m e2e.cluster.realnode up       # start and leave running (prints the workdir)
+    python -m e2e.cluster.realnode down DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from e2e.cluster.controlplane import BUILD_SCRIPT, BuildError, free_port
+from e2e.cluster.ociimage import ImageSpec, write_archive
+from e2e.cluster.process import Component, ComponentError, pid_alive, processes_using
+from recserve_serving.waiting import wait_for
+
+WORKDIR_PREFIX = "recserve-realnode-"
+PAUSE_IMAGE = "localhost/recserve/pause:v1"
+BUSYBOX_IMAGE = "localhost/recserve/busybox:v1"
+CGROUP_FS = Path("/sys/fs/cgroup")
+# What the kubelet's setupKernelTunables wants to find (k8s.io/component-helpers sysctl).
+KUBELET_SYSCTLS = {
+    "vm/overcommit_memory": "1",
+    "vm/panic_on_oom": "0",
+    "kernel/panic": "10",
+    "kernel/panic_on_oops": "1",
+    "kernel/keys/root_maxkeys": "1000000",
+    "kernel/keys/root_maxbytes": "25000000",
+}
+# Host folders that the node's mount namespace sees as workdir folders instead.
+PRIVATE_PATHS = ("/run", "/var/lib", "/var/log")
+BUSYBOX_APPLETS = ("sh", "sleep", "echo", "cat", "ls", "hostname", "id", "ps", "wget", "nc")
+
+
+@dataclass(frozen=True)
+class NodeBinaries:
+    kubelet: Path
+    pause: Path
+    containerd: Path
+    containerd_shim: Path
+    ctr: Path
+    runc: Path
+    busybox: Path
+
+    @classmethod
+    def ensure_built(cls, containerd_dir: Path | None = None) -> NodeBinaries:
+        """Build the opt-in real-node components (instant when warm) and find the host's
+        runtime packages. ``containerd_dir`` picks a containerd other than Debian's."""
+        env = {**os.environ, "RECSERVE_E2E_REAL_NODE": "1"}
+        proc = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise BuildError(f"{BUILD_SCRIPT} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+        dirs = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+        runtime = containerd_dir or Path("/usr/bin")
+        bins = cls(
+            kubelet=Path(dirs["kubelet"]) / "kubelet",
+            pause=Path(dirs["pause"]) / "pause",
+            containerd=runtime / "containerd",
+            containerd_shim=runtime / "containerd-shim-runc-v2",
+            ctr=runtime / "ctr",
+            runc=Path(shutil.which("runc") or "/usr/sbin/runc"),
+            busybox=Path("/bin/busybox"),
+        )
+        missing = [str(p) for p in bins.__dict__.values() if not p.exists()]
+        if missing:
+            raise BuildError("real-node binaries missing (apt-get install containerd runc busybox-static?): " + ", ".join(missing))
+        return bins
+
+
+def containerd_major(containerd: Path) -> int:
+    out = subprocess.run([str(containerd), "--version"], capture_output=True, text=True, check=True).stdout
+    version = next(word for word in out.split() if word[:1] in "v0123456789" and "." in word)
+    return int(version.lstrip("v").split(".")[0])
+
+
+def containerd_config(workdir: Path, bins: NodeBinaries) -> str:
+    """containerd's config: its own root, state and sockets, runc with its state in the
+    workdir, the local pause image, Debian's CNI plugins; config version 2 for containerd 1.x,
+    3 for 2.x (whose CRI plugin is split into images and runtime)."""
+    cri_runtime = {
+        "restrict_oom_score_adj": True,
+        "cni": {"bin_dir": "/usr/lib/cni", "conf_dir": str(workdir / "cni")},
+        "containerd": {
+            "default_runtime_name": "runc",
+            "runtimes": {
+                "runc": {
+                    "runtime_type": "io.containerd.runc.v2",
+                    "options": {"BinaryName": str(bins.runc), "Root": str(workdir / "runc"), "SystemdCgroup": False},
+                }
+            },
+        },
+    }
+    if containerd_major(bins.containerd) >= 2:
+        plugins: dict[str, Any] = {
+            "io.containerd.cri.v1.images": {"pinned_images": {"sandbox": PAUSE_IMAGE}},
+            "io.containerd.cri.v1.runtime": cri_runtime,
+        }
+        version = 3
+    else:
+        plugins = {"io.containerd.grpc.v1.cri": {"sandbox_image": PAUSE_IMAGE, **cri_runtime}}
+        version = 2
+    lines = [
+        f"version = {version}",
+        f'root = "{workdir / "containerd" / "root"}"',
+        f'state = "{workdir / "containerd" / "state"}"',
+        "[grpc]",
+        f'  address = "{workdir / "containerd.sock"}"',
+        "[ttrpc]",
+        f'  address = "{workdir / "containerd.sock"}.ttrpc"',
+        "[debug]",
+        '  level = "info"',
+    ]
+    lines += _toml_tables("plugins", plugins)
+    return "\n".join(lines) + "\n"
+
+
+def _toml_tables(prefix: str, table: dict[str, Any]) -> list[str]:
+    """Just enough TOML for containerd's nested plugin tables (quoted keys, scalars)."""
+    scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    lines = [f"[{prefix}]"] if scalars else []
+    for key, value in scalars.items():
+        lines.append(f"  {key} = {json.dumps(value)}")
+    for key, value in table.items():
+        if isinstance(value, dict):
+            lines += _toml_tables(f'{prefix}."{key}"', value)
+    return lines
+
+
+def kubelet_config(workdir: Path, cgroup_root: str, port: int, healthz_port: int) -> dict[str, Any]:
+    """Standalone kubelet: static pods only, cgroupfs on this cgroup v1 host, nothing written
+    to host sysctls or iptables, its API on loopback without authentication (tests only)."""
+    return {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "failCgroupV1": False,
+        "cgroupDriver": "cgroupfs",
+        "cgroupRoot": cgroup_root,
+        "containerRuntimeEndpoint": f"unix://{workdir / 'containerd.sock'}",
+        "staticPodPath": str(workdir / "manifests"),
+        "fileCheckFrequency": "2s",
+        "podLogsDir": str(workdir / "pod-logs"),
+        "address": "127.0.0.1",
+        "port": port,
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": healthz_port,
+        "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
+        "authorization": {"mode": "AlwaysAllow"},
+        "protectKernelDefaults": True,
+        "makeIPTablesUtilChains": False,
+        "oomScoreAdj": 0,
+        "failSwapOn": False,
+        "resolvConf": "/etc/resolv.conf",
+        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+    }
+
+
+def busybox_pod(name: str, message: str) -> dict[str, Any]:
+    """A static pod on the host network (no CNI needed) that prints ``message`` and stays up."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "hostNetwork": True,
+            "terminationGracePeriodSeconds": 2,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": BUSYBOX_IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": ["/bin/sh", "-c", f"echo {message}; exec sleep 100000"],
+                }
+            ],
+        },
+    }
+
+
+class RealNode:
+    def __init__(self, bins: NodeBinaries, workdir: Path | None = None, *, keep: bool = False) -> None:
+        self.bins = bins
+        self.keep = keep
+        self.workdir = (workdir or Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))).resolve()
+        self.cgroup_root = "/" + self.workdir.name
+        self.logs = self.workdir / "logs"
+        self.components: list[Component] = []
+        self.port = free_port()
+        self.healthz_port = free_port()
+        self.timings: dict[str, float] = {}
+
+    # -- start ---------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 120) -> RealNode:
+        try:
+            t0 = time.monotonic()
+            self._prepare_dirs()
+            self._start_holder()
+            self._start_containerd(timeout)
+            self.timings["containerd_ready_s"] = time.monotonic() - t0
+            self._import_images()
+            self.timings["images_imported_s"] = time.monotonic() - t0
+            self._start_kubelet(timeout)
+            self.timings["kubelet_healthy_s"] = time.monotonic() - t0
+            self._write_state()
+        except BaseException:
+            if not self.keep:
+                self.stop()
+            raise
+        return self
+
+    def _prepare_dirs(self) -> None:
+        for sub in ("logs", "manifests", "pod-logs", "cni", "runc", "kubelet", "images", "sysctl"):
+            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        for path in PRIVATE_PATHS:
+            (self.workdir / "ns" / path.strip("/").replace("/", "-")).mkdir(parents=True, exist_ok=True)
+        for key, value in KUBELET_SYSCTLS.items():
+            (self.workdir / "sysctl" / key.replace("/", ".")).write_text(value + "\n")
+        for hierarchy in self._cgroup_hierarchies():
+            (hierarchy / self.cgroup_root.lstrip("/")).mkdir(exist_ok=True)
+
+    @staticmethod
+    def _cgroup_hierarchies() -> list[Path]:
+        return sorted(p for p in CGROUP_FS.iterdir() if p.is_dir() and (p / "cgroup.procs").exists())
+
+    def _component(self, name: str, argv: Sequence[str | os.PathLike[str]]) -> Component:
+        comp = Component(name, argv, self.logs / f"{name}.log", cwd=self.workdir, die_with_parent=not self.keep)
+        self.components.append(comp)
+        comp.start()
+        return comp
+
+    def _start_holder(self) -> None:
+        """A private mount namespace held by ``pause``: the kubelet's sysctl files covered, and
+        /run, /var/lib and /var/log replaced by workdir folders, since the kubelet and containerd
+        write to fixed paths there whatever their flags say (device-plugin sockets, shim sockets,
+        network namespaces, /var/log/containers links, CNI's IP allocations)."""
+        binds = [
+            f"mount --bind -o ro {self.workdir / 'sysctl' / key.replace('/', '.')} /proc/sys/{key}"
+            for key in KUBELET_SYSCTLS
+        ]
+        binds += [f"mount --bind {self.workdir / 'ns' / path.strip('/').replace('/', '-')} {path}" for path in PRIVATE_PATHS]
+        script = " && ".join(["set -e", *binds, f"exec {self.bins.pause}"])
+        self.holder = self._component("mount-namespace", ["unshare", "--mount", "--propagation", "private", "sh", "-c", script])
+
+        def ready() -> bool:
+            self.holder.check_alive()
+            return os.readlink(f"/proc/{self.holder.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt") and (
+                Path(f"/proc/{self.holder.pid}/exe").resolve() == self.bins.pause.resolve()
+            )
+
+        wait_for(ready, 10, interval=0.05, message="mount namespace holder")
+
+    def _in_namespace(self, argv: Sequence[str | os.PathLike[str]]) -> list[str]:
+        return ["nsenter", f"--target={self.holder.pid}", "--mount", "--", *map(str, argv)]
+
+    def _start_containerd(self, timeout: float) -> None:
+        config = self.workdir / "containerd.toml"
+        config.write_text(containerd_config(self.workdir, self.bins))
+        env_path = f"{self.bins.containerd_shim.parent}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
+        self.containerd = self._component(
+            "containerd", self._in_namespace(["env", f"PATH={env_path}", self.bins.containerd, "--config", config])
+        )
+        wait_for(lambda: self.containerd.check_alive() or self.ctr("version").returncode == 0, timeout, interval=0.2, message="containerd answers")
+
+    def ctr(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        cmd = [str(self.bins.ctr), "--address", str(self.workdir / "containerd.sock"), "--namespace", "k8s.io", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=60)
+
+    def _import_images(self) -> None:
+        pause = ImageSpec(PAUSE_IMAGE, ["/pause"], files={"/pause": self.bins.pause})
+        busybox = ImageSpec(
+            BUSYBOX_IMAGE,
+            ["/bin/sh"],
+            files={"/bin/busybox": self.bins.busybox},
+            symlinks={f"/bin/{applet}": "busybox" for applet in BUSYBOX_APPLETS},
+        )
+        for spec in (pause, busybox):
+            archive = write_archive(spec, self.workdir / "images" / (spec.name.rsplit("/", 1)[-1].replace(":", "-") + ".tar"))
+            proc = self.ctr("images", "import", "--no-unpack", str(archive))
+            if proc.returncode != 0 or spec.name not in self.ctr("images", "list", "-q").stdout:
+                raise ComponentError(f"ctr import of {spec.name} failed: {proc.stdout}{proc.stderr}")
+
+    def _start_kubelet(self, timeout: float) -> None:
+        config = self.workdir / "kubelet.yaml"
+        config.write_text(yaml.safe_dump(kubelet_config(self.workdir, self.cgroup_root, self.port, self.healthz_port)))
+        self.kubelet = self._component(
+            "kubelet",
+            self._in_namespace(
+                [
+                    self.bins.kubelet,
+                    f"--config={config}",
+                    f"--root-dir={self.workdir / 'kubelet'}",
+                    f"--cert-dir={self.workdir / 'kubelet' / 'pki'}",
+                    "--hostname-override=realnode-0",
+                    "--node-ip=127.0.0.1",
+                    "--v=2",
+                ]
+            ),
+        )
+
+        def healthy() -> bool:
+            self.kubelet.check_alive()
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.healthz_port}/healthz", timeout=3) as resp:
+                return resp.status == 200
+
+        wait_for(healthy, timeout, interval=0.3, message="kubelet healthz")
+
+    def _write_state(self) -> None:
+        state = {"pids": {c.name: c.pid for c in self.components}, "cgroup_root": self.cgroup_root}
+        (self.workdir / "state.json").write_text(json.dumps(state, indent=2))
+
+    # -- use -----------------------------------------------------------------------------------
+
+    def kubelet_pods(self) -> list[dict[str, Any]]:
+        """The kubelet's own view of its pods (its /pods endpoint), status included."""
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with urllib.request.urlopen(f"https://127.0.0.1:{self.port}/pods", context=ctx, timeout=5) as resp:
+            return json.loads(resp.read())["items"]
+
+    def run_static_pod(self, pod: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+        """Drop ``pod`` into the manifest folder and wait until the kubelet reports it Running."""
+        name = pod["metadata"]["name"]
+        (self.workdir / "manifests" / f"{name}.yaml").write_text(yaml.safe_dump(pod))
+
+        def running() -> dict[str, Any] | None:
+            self.kubelet.check_alive()
+            for item in self.kubelet_pods():
+                statuses = item.get("status", {}).get("containerStatuses") or []
+                if item["metadata"]["name"].startswith(name) and statuses and all("running" in s["state"] for s in statuses):
+                    return item
+            return None
+
+        return wait_for(running, timeout, interval=0.5, message=f"static pod {name} running")
+
+    def remove_static_pods(self, timeout: float = 60) -> None:
+        """Delete every manifest and wait until the kubelet has stopped every container."""
+        for manifest in (self.workdir / "manifests").glob("*.yaml"):
+            manifest.unlink()
+
+        def stopped() -> bool:
+            return "RUNNING" not in self.ctr("tasks", "list").stdout
+
+        wait_for(stopped, timeout, interval=0.5, message="kubelet stops its containers")
+
+    # -- stop ----------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop the kubelet, kill what containers remain, stop containerd and the namespace
+        holder, then check that no process and no cgroup of ours is left before removing the
+        workdir. Raises ComponentError naming whatever could not be cleaned."""
+        problems: list[str] = []
+        by_name = {c.name: c for c in self.components}
+        if "kubelet" in by_name:
+            by_name["kubelet"].stop()
+        if "containerd" in by_name and by_name["containerd"].alive():
+            problems += self._kill_tasks()
+            by_name["containerd"].stop()
+        problems += self._kill_leftovers()
+        if "mount-namespace" in by_name:
+            by_name["mount-namespace"].stop()
+        problems += self._remove_cgroups()
+        leftover = processes_using(self.workdir)
+        if leftover:
+            problems.append(f"processes still using {self.workdir}: {leftover}")
+        if problems:
+            raise ComponentError("real node teardown incomplete:\n" + "\n".join(problems))
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _kill_tasks(self) -> list[str]:
+        """SIGKILL and delete every task and container containerd still has (shims survive a
+        containerd stop, so they must go first)."""
+        problems = []
+        for cid in self.ctr("containers", "list", "-q").stdout.split():
+            self.ctr("tasks", "kill", "--signal", "SIGKILL", cid)
+            with contextlib.suppress(Exception):
+                wait_for(lambda cid=cid: "RUNNING" not in self.ctr("tasks", "list").stdout, 20, interval=0.3, message=f"task {cid} killed")
+            self.ctr("tasks", "delete", "--force", cid)
+            proc = self.ctr("containers", "delete", cid)
+            if proc.returncode != 0:
+                problems.append(f"ctr containers delete {cid}: {proc.stderr.strip()}")
+        return problems
+
+    def _namespace_members(self) -> list[int]:
+        """Live processes in the node's mount namespace, or naming its workdir, but the holder:
+        every shim and container process is in that namespace, whatever its command line."""
+        holder = getattr(self, "holder", None)
+        if holder is None or holder.pid is None:
+            return []
+        members = set(processes_using(self.workdir))
+        with contextlib.suppress(OSError):
+            ns = os.readlink(f"/proc/{holder.pid}/ns/mnt")
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit():
+                    with contextlib.suppress(OSError):
+                        if os.readlink(entry / "ns" / "mnt") == ns:
+                            members.add(int(entry.name))
+        return sorted(p for p in members - {holder.pid} if pid_alive(p))
+
+    def _kill_leftovers(self) -> list[str]:
+        """Processes of the node still running after containerd stopped: a shim whose task was
+        deleted exits on its own within moments; whatever is left after 5 s gets SIGKILL."""
+        with contextlib.suppress(Exception):
+            wait_for(lambda: not self._namespace_members(), 5, interval=0.1, message="shims exit")
+        pids = self._namespace_members()
+        if pids:
+            print(f"real node: SIGKILL to leftover processes {pids}", file=sys.stderr)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        deadline = time.monotonic() + 10
+        while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return [f"pid {p} survived SIGKILL" for p in pids if pid_alive(p)]
+
+    def _remove_cgroups(self) -> list[str]:
+        problems = []
+        for hierarchy in self._cgroup_hierarchies():
+            top = hierarchy / self.cgroup_root.lstrip("/")
+            if not top.exists():
+                continue
+            for path in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [top]:
+                try:
+                    path.rmdir()
+                except OSError as exc:
+                    problems.append(f"rmdir {path}: {exc}")
+        return problems
+
+
+def down(workdir: Path) -> None:
+    """Stop a node left running by ``up``, from its state file."""
+    state = json.loads((workdir / "state.json").read_text())
+    node = RealNode.__new__(RealNode)
+    node.workdir, node.cgroup_root, node.logs = workdir, state["cgroup_root"], workdir / "logs"
+    node.bins = NodeBinaries.ensure_built()
+    node.components = []
+    for name, pid in state["pids"].items():
+        comp = Component(name, [], node.logs / f"{name}.log", cwd=workdir)
+        comp.pid = pid
+        node.components.append(comp)
+    node.holder = next(c for c in node.components if c.name == "mount-namespace")
+    node.stop()
+
+
+def demo(bins: NodeBinaries, logs_to: Path | None = None) -> int:
+    t0 = time.monotonic()
+    node = RealNode(bins).start()
+    try:
+        print(f"node up in {time.monotonic() - t0:.1f}s: {json.dumps({k: round(v, 1) for k, v in node.timings.items()})}")
+        t1 = time.monotonic()
+        pod = node.run_static_pod(busybox_pod("hello", "hello-from-a-real-kubelet"))
+        print(f"static pod Running {time.monotonic() - t1:.1f}s after its manifest was written")
+        print("kubelet /pods:", json.dumps({"name": pod["metadata"]["name"], "phase": pod["status"]["phase"], "containerStatuses": pod["status"]["containerStatuses"]}, indent=1))
+        print("$ ctr -n k8s.io containers list\n" + node.ctr("containers", "list").stdout)
+        tasks = node.ctr("tasks", "list").stdout
+        print("$ ctr -n k8s.io tasks list\n" + tasks)
+        for line in tasks.splitlines()[1:]:
+            pid = line.split()[1]
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cgroup = [g for g in Path(f"/proc/{pid}/cgroup").read_text().splitlines() if ":memory:" in g]
+            print(f"pid {pid}: {cmdline.strip()}  {cgroup[0] if cgroup else ''}")
+        for log in (node.workdir / "pod-logs").rglob("*.log"):
+            print(f"{log.relative_to(node.workdir)}: {log.read_text().strip()}")
+        t2 = time.monotonic()
+        node.remove_static_pods()
+        print(f"static pod removed by the kubelet in {time.monotonic() - t2:.1f}s")
+    finally:
+        t3 = time.monotonic()
+        workdir = node.workdir
+        if logs_to is not None:
+            shutil.copytree(node.logs, logs_to, dirs_exist_ok=True)
+        node.stop()
+        print(f"node stopped and cleaned in {time.monotonic() - t3:.1f}s; workdir gone: {not workdir.exists()}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m e2e.cluster.realnode", description=__doc__)
+    parser.add_argument("--containerd-dir", type=Path, help="folder with containerd, its shim and ctr (default /usr/bin)")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    dm = sub.add_parser("demo", help="start, run a static busybox pod, show it, stop")
+    dm.add_argument("--logs-to", type=Path, help="copy the components' logs here before cleaning up")
+    sub.add_parser("up", help="start a node and leave it running")
+    dn = sub.add_parser("down", help="stop a node left running")
+    dn.add_argument("workdir", type=Path)
+    args = parser.parse_args(argv)
+    if args.cmd == "down":
+        down(args.workdir)
+        return 0
+    bins = NodeBinaries.ensure_built(args.containerd_dir)
+    if args.cmd == "demo":
+        return demo(bins, args.logs_to)
+    node = RealNode(bins, keep=True).start()
+    print(f"workdir: {node.workdir}\nstop with: python -m e2e.cluster.realnode down {node.workdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
