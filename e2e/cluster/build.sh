@@ -15,12 +15,17 @@
 #   kubelet-v1.37.2     kubelet (k8s.io/kubernetes/cmd/kubelet; tools/kubelet: the same pins and
 #                       replaces as tools/kubernetes, tidied for the kubelet alone)
 #   pause-v1            pause (tools/pause: a static pod-sandbox process, ours, no dependency)
+# Opt-in on top (RECSERVE_E2E_REAL_NODE=1 RECSERVE_E2E_CONTAINERD=build): Debian's containerd
+# 1.6 serves kubelet v1.37 (with a warning); the kubelets after it need containerd 2:
+#   containerd-v2.4.2   containerd containerd-shim-runc-v2 ctr (github.com/containerd/containerd/v2)
 #
 # Usage: bash e2e/cluster/build.sh            build what is missing, print the bin dirs
 #        bash e2e/cluster/build.sh --print    only print the bin dirs (exit 1 if any is missing)
 # Env:   RECSERVE_E2E_GO_PARALLEL  go build -p (default: 1, or nproc when CI=true)
 #        RECSERVE_E2E_CACHE        cache root (default: e2e/.cache)
 #        RECSERVE_E2E_REAL_NODE    1: also build the real-node components (kubelet, pause)
+#        RECSERVE_E2E_CONTAINERD   build: with RECSERVE_E2E_REAL_NODE=1, also build containerd 2
+#                                  (default deb: the node uses Debian's containerd package)
 set -Eeuo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -34,6 +39,7 @@ KWOK_VERSION=v0.8.0
 KUBERAY_VERSION=v1.5.0
 HELM_VERSION=v3.22.0
 PAUSE_VERSION=v1
+CONTAINERD_VERSION=v2.4.2
 
 CURRENT="(setup)"
 PARTIAL=""
@@ -63,6 +69,7 @@ export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
 command -v go >/dev/null || { CURRENT="go toolchain (go not on PATH)"; false; }
 
 real_node() { [[ "${RECSERVE_E2E_REAL_NODE:-0}" == "1" ]]; }
+build_containerd() { real_node && [[ "${RECSERVE_E2E_CONTAINERD:-deb}" == "build" ]]; }
 
 dir_of() { echo "$BIN_ROOT/$1-$2"; }
 
@@ -136,6 +143,9 @@ print_dirs() {
     echo "kubelet=$(dir_of kubelet "$K8S_VERSION")"
     echo "pause=$(dir_of pause "$PAUSE_VERSION")"
   fi
+  if build_containerd; then
+    echo "containerd=$(dir_of containerd "$CONTAINERD_VERSION")"
+  fi
 }
 
 if [[ "${1:-}" == "--print" ]]; then
@@ -207,6 +217,14 @@ if real_node; then
   build kubelet "$K8S_VERSION" kubelet "$K8S_LD" kubelet=k8s.io/kubernetes/cmd/kubelet
   # The pod sandbox's pause process: registry.k8s.io/pause cannot be pulled here.
   CGO_ENABLED=0 build pause "$PAUSE_VERSION" pause "" pause=./cmd/pause
+fi
+if build_containerd; then
+  # Static, as containerd's own release builds are; without cgo the btrfs snapshotter drops out.
+  CGO_ENABLED=0 build containerd "$CONTAINERD_VERSION" containerd \
+    "-X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION" \
+    containerd=github.com/containerd/containerd/v2/cmd/containerd \
+    containerd-shim-runc-v2=github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
+    ctr=github.com/containerd/containerd/v2/cmd/ctr
 fi
 
 echo "[e2e build] all components ready in $(($(date +%s) - total_start))s"

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,7 @@ KUBELET_SYSCTLS = {
     "kernel/keys/root_maxkeys": "1000000",
     "kernel/keys/root_maxbytes": "25000000",
 }
+POD_SUBNET = "10.88.0.0/24"
 # Host folders that the node's mount namespace sees as workdir folders instead.
 PRIVATE_PATHS = ("/run", "/var/lib", "/var/log")
 BUSYBOX_APPLETS = ("sh", "sleep", "echo", "cat", "ls", "hostname", "id", "ps", "wget", "nc")
@@ -83,7 +84,7 @@ class NodeBinaries:
         if proc.returncode != 0:
             raise BuildError(f"{BUILD_SCRIPT} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
         dirs = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
-        runtime = containerd_dir or Path("/usr/bin")
+        runtime = (containerd_dir or Path("/usr/bin")).resolve()
         bins = cls(
             kubelet=Path(dirs["kubelet"]) / "kubelet",
             pause=Path(dirs["pause"]) / "pause",
@@ -123,6 +124,7 @@ def containerd_config(workdir: Path, bins: NodeBinaries) -> str:
         },
     }
     if containerd_major(bins.containerd) >= 2:
+        cri_runtime["cni"] = {"bin_dirs": ["/usr/lib/cni"], "conf_dir": str(workdir / "cni")}
         plugins: dict[str, Any] = {
             "io.containerd.cri.v1.images": {"pinned_images": {"sandbox": PAUSE_IMAGE}},
             "io.containerd.cri.v1.runtime": cri_runtime,
@@ -158,6 +160,32 @@ def _toml_tables(prefix: str, table: dict[str, Any]) -> list[str]:
     return lines
 
 
+def cni_config(workdir: Path) -> dict[str, Any]:
+    """A bridge network for pods. It lives in containerd's own network namespace (a pod's
+    veth pair and the bridge are made where the CNI plugins run), so the bridge, the routes and
+    the forwarding sysctl never touch the host's network and vanish with that namespace. The
+    price: pod IPs are reachable from that namespace only (not from the kubelet's probes)."""
+    return {
+        "cniVersion": "0.4.0",
+        "name": "recserve-realnode",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": "recserve0",
+                "isGateway": True,
+                "ipMasq": False,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": POD_SUBNET}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": str(workdir / "cni-ipam"),
+                },
+            }
+        ],
+    }
+
+
 def kubelet_config(workdir: Path, cgroup_root: str, port: int, healthz_port: int) -> dict[str, Any]:
     """Standalone kubelet: static pods only, cgroupfs on this cgroup v1 host, nothing written
     to host sysctls or iptables, its API on loopback without authentication (tests only)."""
@@ -190,13 +218,12 @@ def kubelet_config(workdir: Path, cgroup_root: str, port: int, healthz_port: int
 
 
 def busybox_pod(name: str, message: str) -> dict[str, Any]:
-    """A static pod on the host network (no CNI needed) that prints ``message`` and stays up."""
+    """A pod on the node's bridge network that prints ``message`` and stays up."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": "default"},
         "spec": {
-            "hostNetwork": True,
             "terminationGracePeriodSeconds": 2,
             "containers": [
                 {
@@ -272,28 +299,46 @@ class RealNode:
             for key in KUBELET_SYSCTLS
         ]
         binds += [f"mount --bind {self.workdir / 'ns' / path.strip('/').replace('/', '-')} {path}" for path in PRIVATE_PATHS]
-        script = " && ".join(["set -e", *binds, f"exec {self.bins.pause}"])
-        self.holder = self._component("mount-namespace", ["unshare", "--mount", "--propagation", "private", "sh", "-c", script])
+        script = " && ".join(["set -e", *binds, "ip link set lo up", f"exec {self.bins.pause}"])
+        self.holder = self._component(
+            "node-namespaces", ["unshare", "--mount", "--net", "--propagation", "private", "sh", "-c", script]
+        )
 
         def ready() -> bool:
-            self.holder.check_alive()
             return os.readlink(f"/proc/{self.holder.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt") and (
                 Path(f"/proc/{self.holder.pid}/exe").resolve() == self.bins.pause.resolve()
             )
 
-        wait_for(ready, 10, interval=0.05, message="mount namespace holder")
+        self._wait(ready, 10, "node namespaces held by pause")
 
-    def _in_namespace(self, argv: Sequence[str | os.PathLike[str]]) -> list[str]:
-        return ["nsenter", f"--target={self.holder.pid}", "--mount", "--", *map(str, argv)]
+    def _wait(self, predicate: Callable[[], Any], timeout: float, message: str) -> Any:
+        """``wait_for``, except that a component that exits ends the wait at once, with its log
+        (``wait_for`` alone would count the error as "not yet" until the timeout)."""
+
+        def done() -> Any:
+            if not all(c.alive() for c in self.components):
+                return True
+            return predicate()
+
+        result = wait_for(done, timeout, interval=0.2, message=message)
+        for comp in self.components:
+            comp.check_alive()
+        return result
+
+    def _in_namespace(self, argv: Sequence[str | os.PathLike[str]], *, net: bool = False) -> list[str]:
+        """``argv`` in the node's mount namespace, and in its network namespace with ``net``."""
+        return ["nsenter", f"--target={self.holder.pid}", "--mount", *(["--net"] if net else []), "--", *map(str, argv)]
 
     def _start_containerd(self, timeout: float) -> None:
         config = self.workdir / "containerd.toml"
         config.write_text(containerd_config(self.workdir, self.bins))
+        (self.workdir / "cni" / "10-recserve.conflist").write_text(json.dumps(cni_config(self.workdir), indent=2))
         env_path = f"{self.bins.containerd_shim.parent}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
         self.containerd = self._component(
-            "containerd", self._in_namespace(["env", f"PATH={env_path}", self.bins.containerd, "--config", config])
+            "containerd",
+            self._in_namespace(["env", f"PATH={env_path}", self.bins.containerd, "--config", config], net=True),
         )
-        wait_for(lambda: self.containerd.check_alive() or self.ctr("version").returncode == 0, timeout, interval=0.2, message="containerd answers")
+        self._wait(lambda: self.ctr("version").returncode == 0, timeout, "containerd answers")
 
     def ctr(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         cmd = [str(self.bins.ctr), "--address", str(self.workdir / "containerd.sock"), "--namespace", "k8s.io", *args]
@@ -325,18 +370,16 @@ class RealNode:
                     f"--root-dir={self.workdir / 'kubelet'}",
                     f"--cert-dir={self.workdir / 'kubelet' / 'pki'}",
                     "--hostname-override=realnode-0",
-                    "--node-ip=127.0.0.1",
                     "--v=2",
                 ]
             ),
         )
 
         def healthy() -> bool:
-            self.kubelet.check_alive()
             with urllib.request.urlopen(f"http://127.0.0.1:{self.healthz_port}/healthz", timeout=3) as resp:
                 return resp.status == 200
 
-        wait_for(healthy, timeout, interval=0.3, message="kubelet healthz")
+        self._wait(healthy, timeout, "kubelet healthz")
 
     def _write_state(self) -> None:
         state = {"pids": {c.name: c.pid for c in self.components}, "cgroup_root": self.cgroup_root}
@@ -358,14 +401,13 @@ class RealNode:
         (self.workdir / "manifests" / f"{name}.yaml").write_text(yaml.safe_dump(pod))
 
         def running() -> dict[str, Any] | None:
-            self.kubelet.check_alive()
             for item in self.kubelet_pods():
                 statuses = item.get("status", {}).get("containerStatuses") or []
                 if item["metadata"]["name"].startswith(name) and statuses and all("running" in s["state"] for s in statuses):
                     return item
             return None
 
-        return wait_for(running, timeout, interval=0.5, message=f"static pod {name} running")
+        return self._wait(running, timeout, f"static pod {name} running")
 
     def remove_static_pods(self, timeout: float = 60) -> None:
         """Delete every manifest and wait until the kubelet has stopped every container."""
@@ -391,8 +433,8 @@ class RealNode:
             problems += self._kill_tasks()
             by_name["containerd"].stop()
         problems += self._kill_leftovers()
-        if "mount-namespace" in by_name:
-            by_name["mount-namespace"].stop()
+        if "node-namespaces" in by_name:
+            by_name["node-namespaces"].stop()
         problems += self._remove_cgroups()
         leftover = processes_using(self.workdir)
         if leftover:
@@ -472,7 +514,7 @@ def down(workdir: Path) -> None:
         comp = Component(name, [], node.logs / f"{name}.log", cwd=workdir)
         comp.pid = pid
         node.components.append(comp)
-    node.holder = next(c for c in node.components if c.name == "mount-namespace")
+    node.holder = next(c for c in node.components if c.name == "node-namespaces")
     node.stop()
 
 
@@ -484,7 +526,7 @@ def demo(bins: NodeBinaries, logs_to: Path | None = None) -> int:
         t1 = time.monotonic()
         pod = node.run_static_pod(busybox_pod("hello", "hello-from-a-real-kubelet"))
         print(f"static pod Running {time.monotonic() - t1:.1f}s after its manifest was written")
-        print("kubelet /pods:", json.dumps({"name": pod["metadata"]["name"], "phase": pod["status"]["phase"], "containerStatuses": pod["status"]["containerStatuses"]}, indent=1))
+        print("kubelet /pods:", json.dumps({"name": pod["metadata"]["name"], "phase": pod["status"]["phase"], "podIPs": pod["status"].get("podIPs"), "containerStatuses": pod["status"]["containerStatuses"]}, indent=1))
         print("$ ctr -n k8s.io containers list\n" + node.ctr("containers", "list").stdout)
         tasks = node.ctr("tasks", "list").stdout
         print("$ ctr -n k8s.io tasks list\n" + tasks)
