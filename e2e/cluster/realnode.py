@@ -237,10 +237,32 @@ def busybox_pod(name: str, message: str) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Registration:
+    """How the kubelet joins an API server instead of running standalone: a kubeconfig whose
+    client certificate says ``system:node:<name>`` in ``system:nodes`` (the Node authorizer and
+    NodeRestriction admission then hold it to its own node), and the labels and taints it
+    registers its Node with."""
+
+    kubeconfig: Path
+    labels: dict[str, str]
+    taints: list[dict[str, str]]
+
+
 class RealNode:
-    def __init__(self, bins: NodeBinaries, workdir: Path | None = None, *, keep: bool = False) -> None:
+    def __init__(
+        self,
+        bins: NodeBinaries,
+        workdir: Path | None = None,
+        *,
+        keep: bool = False,
+        name: str = "realnode-0",
+        registration: Registration | None = None,
+    ) -> None:
         self.bins = bins
         self.keep = keep
+        self.name = name
+        self.registration = registration
         self.workdir = (workdir or Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))).resolve()
         self.cgroup_root = "/" + self.workdir.name
         self.logs = self.workdir / "logs"
@@ -360,7 +382,13 @@ class RealNode:
 
     def _start_kubelet(self, timeout: float) -> None:
         config = self.workdir / "kubelet.yaml"
-        config.write_text(yaml.safe_dump(kubelet_config(self.workdir, self.cgroup_root, self.port, self.healthz_port)))
+        settings = kubelet_config(self.workdir, self.cgroup_root, self.port, self.healthz_port)
+        extra = []
+        if self.registration is not None:
+            settings["registerWithTaints"] = self.registration.taints
+            labels = ",".join(f"{k}={v}" for k, v in self.registration.labels.items())
+            extra = [f"--kubeconfig={self.registration.kubeconfig}", f"--node-labels={labels}"]
+        config.write_text(yaml.safe_dump(settings))
         self.kubelet = self._component(
             "kubelet",
             self._in_namespace(
@@ -369,8 +397,9 @@ class RealNode:
                     f"--config={config}",
                     f"--root-dir={self.workdir / 'kubelet'}",
                     f"--cert-dir={self.workdir / 'kubelet' / 'pki'}",
-                    "--hostname-override=realnode-0",
+                    f"--hostname-override={self.name}",
                     "--v=2",
+                    *extra,
                 ]
             ),
         )
