@@ -32,7 +32,11 @@ def registration(plane: ControlPlane, name: str) -> Registration:
     assert plane.pki is not None
     client = plane.pki.issue(f"kubelet-{name}", f"system:node:{name}", orgs=("system:nodes",), client=True)
     kubeconfig = write_kubeconfig(
-        plane.workdir / "kubeconfigs" / f"kubelet-{name}", plane.server, plane.pki.ca, f"system:node:{name}", client
+        plane.workdir / "kubeconfigs" / f"kubelet-{name}",
+        plane.server,
+        plane.pki.ca,
+        f"system:node:{name}",
+        client,
     )
     return Registration(kubeconfig, labels=dict([NODE_LABEL]), taints=[NODE_TAINT])
 
@@ -90,7 +94,9 @@ def run(containerd_dir: Path | None, logs_to: Path | None) -> int:
             return pod if pod.status.phase == "Running" else None
 
         pod = wait_for(running, 120, interval=0.5, message="pod hello-api Running")
-        print(f"pod Running {time.monotonic() - t2:.1f}s after it was created: node={pod.spec.node_name} ip={pod.status.pod_ip}")
+        print(
+            f"pod Running {time.monotonic() - t2:.1f}s after it was created: node={pod.spec.node_name} ip={pod.status.pod_ip}"
+        )
         print(plane.kubectl("get", "pods", "-A", "-o", "wide").stdout)
         print("$ ctr -n k8s.io tasks list\n" + node.ctr("tasks", "list").stdout)
         for log in (node.workdir / "pod-logs").rglob("*.log"):
@@ -118,7 +124,9 @@ def run(containerd_dir: Path | None, logs_to: Path | None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e.cluster.nodejoin", description=__doc__)
-    parser.add_argument("--containerd-dir", type=Path, help="folder with containerd, its shim and ctr (default /usr/bin)")
+    parser.add_argument(
+        "--containerd-dir", type=Path, help="folder with containerd, its shim and ctr (default /usr/bin)"
+    )
     parser.add_argument("--logs-to", type=Path, help="copy every component's log here before cleaning up")
     args = parser.parse_args(argv)
     return run(args.containerd_dir, args.logs_to)

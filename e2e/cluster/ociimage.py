@@ -91,7 +91,12 @@ def write_archive(spec: ImageSpec, out: Path) -> Path:
         tar.addfile(_tar_member("blobs/sha256", tarfile.DIRTYPE, 0o755))
         config_desc = {"mediaType": _MEDIA_CONFIG, **_blob(tar, _json(config))}
         layer_desc = {"mediaType": _MEDIA_LAYER, **_blob(tar, layer_gz)}
-        manifest = {"schemaVersion": 2, "mediaType": _MEDIA_MANIFEST, "config": config_desc, "layers": [layer_desc]}
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": _MEDIA_MANIFEST,
+            "config": config_desc,
+            "layers": [layer_desc],
+        }
         manifest_desc = {
             "mediaType": _MEDIA_MANIFEST,
             **_blob(tar, _json(manifest)),
@@ -102,6 +107,9 @@ def write_archive(spec: ImageSpec, out: Path) -> Path:
             },
         }
         index = {"schemaVersion": 2, "manifests": [manifest_desc]}
-        for name, data in (("oci-layout", _json({"imageLayoutVersion": "1.0.0"})), ("index.json", _json(index))):
+        for name, data in (
+            ("oci-layout", _json({"imageLayoutVersion": "1.0.0"})),
+            ("index.json", _json(index)),
+        ):
             tar.addfile(_tar_member(name, tarfile.REGTYPE, 0o644, len(data)), io.BytesIO(data))
     return out

@@ -7,8 +7,11 @@ v1 hierarchy, so that teardown can remove all of it and nothing else.
 
 Host state is protected three ways. containerd and the kubelet run inside one private mount
 namespace, held open by a ``pause`` process: the mounts they make (container root filesystems,
-volumes, network namespaces) are invisible to the host and go away with the namespace. In that
-namespace the six sysctl files the kubelet insists on (vm.overcommit_memory, kernel.panic, ...)
+volumes, network namespaces) are invisible to the host and go away with the namespace, and
+/run, /var/lib and /var/log there are workdir folders. containerd also runs in a network
+namespace of its own, where the CNI bridge and the pods' veths live; the kubelet stays on the
+host's network to reach the API server, and talks to containerd over its unix socket. In the
+mount namespace the six sysctl files the kubelet insists on (vm.overcommit_memory, kernel.panic, ...)
 are covered by read-only files holding the values it wants, and ``protectKernelDefaults`` makes
 it only check them: without that a kubelet rewrites those host sysctls. The kubelet's own
 ``oomScoreAdj`` is 0 and containerd's ``restrict_oom_score_adj`` is on, since root here has no
@@ -96,7 +99,10 @@ class NodeBinaries:
         )
         missing = [str(p) for p in bins.__dict__.values() if not p.exists()]
         if missing:
-            raise BuildError("real-node binaries missing (apt-get install containerd runc busybox-static?): " + ", ".join(missing))
+            raise BuildError(
+                "real-node binaries missing (apt-get install containerd runc busybox-static?): "
+                + ", ".join(missing)
+            )
         return bins
 
 
@@ -118,7 +124,11 @@ def containerd_config(workdir: Path, bins: NodeBinaries) -> str:
             "runtimes": {
                 "runc": {
                     "runtime_type": "io.containerd.runc.v2",
-                    "options": {"BinaryName": str(bins.runc), "Root": str(workdir / "runc"), "SystemdCgroup": False},
+                    "options": {
+                        "BinaryName": str(bins.runc),
+                        "Root": str(workdir / "runc"),
+                        "SystemdCgroup": False,
+                    },
                 }
             },
         },
@@ -250,6 +260,9 @@ class Registration:
 
 
 class RealNode:
+    """One node: ``start()``, then ``run_static_pod`` (standalone) or pods through the API
+    server (with a ``Registration``), then ``stop()``, which leaves nothing behind or raises."""
+
     def __init__(
         self,
         bins: NodeBinaries,
@@ -306,13 +319,15 @@ class RealNode:
         return sorted(p for p in CGROUP_FS.iterdir() if p.is_dir() and (p / "cgroup.procs").exists())
 
     def _component(self, name: str, argv: Sequence[str | os.PathLike[str]]) -> Component:
-        comp = Component(name, argv, self.logs / f"{name}.log", cwd=self.workdir, die_with_parent=not self.keep)
+        comp = Component(
+            name, argv, self.logs / f"{name}.log", cwd=self.workdir, die_with_parent=not self.keep
+        )
         self.components.append(comp)
         comp.start()
         return comp
 
     def _start_holder(self) -> None:
-        """A private mount namespace held by ``pause``: the kubelet's sysctl files covered, and
+        """Private mount and network namespaces held by ``pause``: the kubelet's sysctl files covered, and
         /run, /var/lib and /var/log replaced by workdir folders, since the kubelet and containerd
         write to fixed paths there whatever their flags say (device-plugin sockets, shim sockets,
         network namespaces, /var/log/containers links, CNI's IP allocations)."""
@@ -320,7 +335,10 @@ class RealNode:
             f"mount --bind -o ro {self.workdir / 'sysctl' / key.replace('/', '.')} /proc/sys/{key}"
             for key in KUBELET_SYSCTLS
         ]
-        binds += [f"mount --bind {self.workdir / 'ns' / path.strip('/').replace('/', '-')} {path}" for path in PRIVATE_PATHS]
+        binds += [
+            f"mount --bind {self.workdir / 'ns' / path.strip('/').replace('/', '-')} {path}"
+            for path in PRIVATE_PATHS
+        ]
         script = " && ".join(["set -e", *binds, "ip link set lo up", f"exec {self.bins.pause}"])
         self.holder = self._component(
             "node-namespaces", ["unshare", "--mount", "--net", "--propagation", "private", "sh", "-c", script]
@@ -349,21 +367,41 @@ class RealNode:
 
     def _in_namespace(self, argv: Sequence[str | os.PathLike[str]], *, net: bool = False) -> list[str]:
         """``argv`` in the node's mount namespace, and in its network namespace with ``net``."""
-        return ["nsenter", f"--target={self.holder.pid}", "--mount", *(["--net"] if net else []), "--", *map(str, argv)]
+        return [
+            "nsenter",
+            f"--target={self.holder.pid}",
+            "--mount",
+            *(["--net"] if net else []),
+            "--",
+            *map(str, argv),
+        ]
 
     def _start_containerd(self, timeout: float) -> None:
         config = self.workdir / "containerd.toml"
         config.write_text(containerd_config(self.workdir, self.bins))
-        (self.workdir / "cni" / "10-recserve.conflist").write_text(json.dumps(cni_config(self.workdir), indent=2))
-        env_path = f"{self.bins.containerd_shim.parent}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
+        (self.workdir / "cni" / "10-recserve.conflist").write_text(
+            json.dumps(cni_config(self.workdir), indent=2)
+        )
+        env_path = (
+            f"{self.bins.containerd_shim.parent}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
+        )
         self.containerd = self._component(
             "containerd",
-            self._in_namespace(["env", f"PATH={env_path}", self.bins.containerd, "--config", config], net=True),
+            self._in_namespace(
+                ["env", f"PATH={env_path}", self.bins.containerd, "--config", config], net=True
+            ),
         )
         self._wait(lambda: self.ctr("version").returncode == 0, timeout, "containerd answers")
 
     def ctr(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-        cmd = [str(self.bins.ctr), "--address", str(self.workdir / "containerd.sock"), "--namespace", "k8s.io", *args]
+        cmd = [
+            str(self.bins.ctr),
+            "--address",
+            str(self.workdir / "containerd.sock"),
+            "--namespace",
+            "k8s.io",
+            *args,
+        ]
         return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=60)
 
     def _import_images(self) -> None:
@@ -375,7 +413,9 @@ class RealNode:
             symlinks={f"/bin/{applet}": "busybox" for applet in BUSYBOX_APPLETS},
         )
         for spec in (pause, busybox):
-            archive = write_archive(spec, self.workdir / "images" / (spec.name.rsplit("/", 1)[-1].replace(":", "-") + ".tar"))
+            archive = write_archive(
+                spec, self.workdir / "images" / (spec.name.rsplit("/", 1)[-1].replace(":", "-") + ".tar")
+            )
             proc = self.ctr("images", "import", "--no-unpack", str(archive))
             if proc.returncode != 0 or spec.name not in self.ctr("images", "list", "-q").stdout:
                 raise ComponentError(f"ctr import of {spec.name} failed: {proc.stdout}{proc.stderr}")
@@ -406,7 +446,7 @@ class RealNode:
 
         def healthy() -> bool:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.healthz_port}/healthz", timeout=3) as resp:
-                return resp.status == 200
+                return bool(resp.status == 200)
 
         self._wait(healthy, timeout, "kubelet healthz")
 
@@ -422,7 +462,8 @@ class RealNode:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         with urllib.request.urlopen(f"https://127.0.0.1:{self.port}/pods", context=ctx, timeout=5) as resp:
-            return json.loads(resp.read())["items"]
+            items: list[dict[str, Any]] = json.loads(resp.read())["items"]
+        return items
 
     def run_static_pod(self, pod: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
         """Drop ``pod`` into the manifest folder and wait until the kubelet reports it Running."""
@@ -432,11 +473,16 @@ class RealNode:
         def running() -> dict[str, Any] | None:
             for item in self.kubelet_pods():
                 statuses = item.get("status", {}).get("containerStatuses") or []
-                if item["metadata"]["name"].startswith(name) and statuses and all("running" in s["state"] for s in statuses):
+                if (
+                    item["metadata"]["name"].startswith(name)
+                    and statuses
+                    and all("running" in s["state"] for s in statuses)
+                ):
                     return item
             return None
 
-        return self._wait(running, timeout, f"static pod {name} running")
+        status: dict[str, Any] = self._wait(running, timeout, f"static pod {name} running")
+        return status
 
     def remove_static_pods(self, timeout: float = 60) -> None:
         """Delete every manifest and wait until the kubelet has stopped every container."""
@@ -479,7 +525,12 @@ class RealNode:
         for cid in self.ctr("containers", "list", "-q").stdout.split():
             self.ctr("tasks", "kill", "--signal", "SIGKILL", cid)
             with contextlib.suppress(Exception):
-                wait_for(lambda cid=cid: "RUNNING" not in self.ctr("tasks", "list").stdout, 20, interval=0.3, message=f"task {cid} killed")
+                wait_for(
+                    lambda cid=cid: "RUNNING" not in self.ctr("tasks", "list").stdout,
+                    20,
+                    interval=0.3,
+                    message=f"task {cid} killed",
+                )
             self.ctr("tasks", "delete", "--force", cid)
             proc = self.ctr("containers", "delete", cid)
             if proc.returncode != 0:
@@ -524,7 +575,10 @@ class RealNode:
             top = hierarchy / self.cgroup_root.lstrip("/")
             if not top.exists():
                 continue
-            for path in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [top]:
+            children = sorted(
+                (p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
+            )
+            for path in [*children, top]:
                 try:
                     path.rmdir()
                 except OSError as exc:
@@ -551,11 +605,24 @@ def demo(bins: NodeBinaries, logs_to: Path | None = None) -> int:
     t0 = time.monotonic()
     node = RealNode(bins).start()
     try:
-        print(f"node up in {time.monotonic() - t0:.1f}s: {json.dumps({k: round(v, 1) for k, v in node.timings.items()})}")
+        print(
+            f"node up in {time.monotonic() - t0:.1f}s: {json.dumps({k: round(v, 1) for k, v in node.timings.items()})}"
+        )
         t1 = time.monotonic()
         pod = node.run_static_pod(busybox_pod("hello", "hello-from-a-real-kubelet"))
         print(f"static pod Running {time.monotonic() - t1:.1f}s after its manifest was written")
-        print("kubelet /pods:", json.dumps({"name": pod["metadata"]["name"], "phase": pod["status"]["phase"], "podIPs": pod["status"].get("podIPs"), "containerStatuses": pod["status"]["containerStatuses"]}, indent=1))
+        print(
+            "kubelet /pods:",
+            json.dumps(
+                {
+                    "name": pod["metadata"]["name"],
+                    "phase": pod["status"]["phase"],
+                    "podIPs": pod["status"].get("podIPs"),
+                    "containerStatuses": pod["status"]["containerStatuses"],
+                },
+                indent=1,
+            ),
+        )
         print("$ ctr -n k8s.io containers list\n" + node.ctr("containers", "list").stdout)
         tasks = node.ctr("tasks", "list").stdout
         print("$ ctr -n k8s.io tasks list\n" + tasks)
@@ -575,13 +642,17 @@ def demo(bins: NodeBinaries, logs_to: Path | None = None) -> int:
         if logs_to is not None:
             shutil.copytree(node.logs, logs_to, dirs_exist_ok=True)
         node.stop()
-        print(f"node stopped and cleaned in {time.monotonic() - t3:.1f}s; workdir gone: {not workdir.exists()}")
+        print(
+            f"node stopped and cleaned in {time.monotonic() - t3:.1f}s; workdir gone: {not workdir.exists()}"
+        )
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e.cluster.realnode", description=__doc__)
-    parser.add_argument("--containerd-dir", type=Path, help="folder with containerd, its shim and ctr (default /usr/bin)")
+    parser.add_argument(
+        "--containerd-dir", type=Path, help="folder with containerd, its shim and ctr (default /usr/bin)"
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     dm = sub.add_parser("demo", help="start, run a static busybox pod, show it, stop")
     dm.add_argument("--logs-to", type=Path, help="copy the components' logs here before cleaning up")

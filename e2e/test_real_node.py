@@ -1,0 +1,73 @@
+"""A real kubelet and containerd beside kwok's simulated fleet (opt-in: RECSERVE_E2E_REAL_NODE=1).
+
+Collected only with RECSERVE_E2E_REAL_NODE=1 (see ``conftest.collect_ignore``): it needs root,
+Debian's containerd, runc, CNI plugins and busybox-static, and a kubelet build that ``make test``
+does not pay for. With it, nothing here is simulated: the scheduler binds the pod to the real
+node, whose kubelet runs it in containerd with runc.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from e2e.cluster.controlplane import ControlPlane
+from e2e.cluster.nodejoin import NODE_LABEL, NODE_TAINT, node_ready, pod_for_real_node, registration
+from e2e.cluster.realnode import NodeBinaries, RealNode
+from recserve_serving.waiting import wait_for
+
+NODE = "realnode-e2e"
+
+
+@pytest.fixture(scope="module")
+def real_node(control_plane: ControlPlane) -> Iterator[RealNode]:
+    containerd_dir = os.environ.get("RECSERVE_E2E_CONTAINERD_DIR")
+    bins = NodeBinaries.ensure_built(Path(containerd_dir) if containerd_dir else None)
+    node = RealNode(bins, name=NODE, registration=registration(control_plane, NODE)).start()
+    core = client.CoreV1Api(control_plane.api_client())
+    try:
+        wait_for(lambda: node_ready(core, NODE), 120, interval=0.5, message=f"node {NODE} Ready")
+        yield node
+    finally:
+        workdir = node.workdir
+        node.stop()
+        core.delete_node(NODE)
+        assert not workdir.exists()
+
+
+def test_real_node_registers_ready_with_its_label_and_taint(
+    control_plane: ControlPlane, real_node: RealNode
+) -> None:
+    node = client.CoreV1Api(control_plane.api_client()).read_node(NODE)
+    assert node.metadata.labels[NODE_LABEL[0]] == NODE_LABEL[1]
+    assert [(t.key, t.value, t.effect) for t in node.spec.taints] == [
+        (NODE_TAINT["key"], NODE_TAINT["value"], NODE_TAINT["effect"])
+    ]
+    assert node.status.node_info.kubelet_version == "v1.37.2"
+
+
+def test_pod_through_the_api_runs_in_a_real_container(
+    control_plane: ControlPlane, real_node: RealNode, namespace: str
+) -> None:
+    core = client.CoreV1Api(control_plane.api_client())
+    core.create_namespaced_pod(namespace, pod_for_real_node("hello", "hello-from-a-real-container"))
+
+    def running() -> Any:
+        pod = core.read_namespaced_pod("hello", namespace)
+        return pod if pod.status.phase == "Running" else None
+
+    pod = wait_for(running, 120, interval=0.5, message="pod hello Running on the real node")
+    assert pod.spec.node_name == NODE
+    assert pod.status.pod_ip.startswith("10.88.0.")
+    logs = [p.read_text() for p in (real_node.workdir / "pod-logs").glob(f"{namespace}_hello_*/main/*.log")]
+    assert any("hello-from-a-real-container" in text for text in logs)
+    assert "RUNNING" in real_node.ctr("tasks", "list").stdout
+    core.delete_namespaced_pod("hello", namespace)
+    wait_for(
+        lambda: not core.list_namespaced_pod(namespace).items, 60, interval=0.5, message="pod hello deleted"
+    )
