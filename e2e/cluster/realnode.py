@@ -451,7 +451,11 @@ class RealNode:
         self._wait(healthy, timeout, "kubelet healthz")
 
     def _write_state(self) -> None:
-        state = {"pids": {c.name: c.pid for c in self.components}, "cgroup_root": self.cgroup_root}
+        state = {
+            "pids": {c.name: c.pid for c in self.components},
+            "cgroup_root": self.cgroup_root,
+            "containerd_dir": str(self.bins.containerd.parent),
+        }
         (self.workdir / "state.json").write_text(json.dumps(state, indent=2))
 
     # -- use -----------------------------------------------------------------------------------
@@ -591,7 +595,7 @@ def down(workdir: Path) -> None:
     state = json.loads((workdir / "state.json").read_text())
     node = RealNode.__new__(RealNode)
     node.workdir, node.cgroup_root, node.logs = workdir, state["cgroup_root"], workdir / "logs"
-    node.bins = NodeBinaries.ensure_built()
+    node.bins = NodeBinaries.ensure_built(Path(state["containerd_dir"]))
     node.components = []
     for name, pid in state["pids"].items():
         comp = Component(name, [], node.logs / f"{name}.log", cwd=workdir)
