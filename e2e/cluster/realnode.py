@@ -276,6 +276,8 @@ class RealNode:
         self.keep = keep
         self.name = name
         self.registration = registration
+        if workdir is None:
+            sweep_stale()
         self.workdir = (workdir or Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))).resolve()
         self.cgroup_root = "/" + self.workdir.name
         self.logs = self.workdir / "logs"
@@ -590,6 +592,50 @@ class RealNode:
         return problems
 
 
+def _cgroup_pids(name: str) -> set[int]:
+    """Every pid in the cgroup tree ``/<name>`` of any v1 hierarchy: the containers of a node,
+    whose command lines do not name its workdir."""
+    pids: set[int] = set()
+    for procs in CGROUP_FS.glob(f"*/{name}/**/cgroup.procs"):
+        with contextlib.suppress(OSError):
+            pids.update(int(line) for line in procs.read_text().split())
+    return pids
+
+
+def sweep_stale(root: Path | None = None, min_age_s: float = 600.0) -> list[Path]:
+    """Clean up after nodes whose session was SIGKILLed: the kubelet, containerd and the
+    namespace holder die with it (PR_SET_PDEATHSIG), but shims and containers do not. For a
+    workdir older than ``min_age_s`` whose holder is gone: SIGKILL the processes naming it or in
+    its cgroups, remove its cgroups, then the workdir. A node left up on purpose (``up``) keeps
+    its holder alive and is left alone."""
+    swept = []
+    for workdir in Path(root or tempfile.gettempdir()).glob(WORKDIR_PREFIX + "*"):
+        try:
+            age = time.time() - workdir.stat().st_mtime
+            state = json.loads((workdir / "state.json").read_text())
+            holder = state["pids"].get("node-namespaces")
+        except (OSError, ValueError, KeyError):
+            holder = None
+        if age < min_age_s or (holder is not None and pid_alive(holder)):
+            continue
+        pids = (set(processes_using(workdir)) | _cgroup_pids(workdir.name)) - {os.getpid()}
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        deadline = time.monotonic() + 10
+        while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for top in CGROUP_FS.glob(f"*/{workdir.name}"):
+            dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
+            for path in [*dirs, top]:
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+        if not any(pid_alive(p) for p in pids):
+            shutil.rmtree(workdir, ignore_errors=True)
+            swept.append(workdir)
+    return swept
+
+
 def down(workdir: Path) -> None:
     """Stop a node left running by ``up``, from its state file."""
     state = json.loads((workdir / "state.json").read_text())
@@ -663,9 +709,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("up", help="start a node and leave it running")
     dn = sub.add_parser("down", help="stop a node left running")
     dn.add_argument("workdir", type=Path)
+    sw = sub.add_parser("sweep", help="clean up after nodes whose session was killed")
+    sw.add_argument("--min-age", type=float, default=600.0, help="seconds (default 600)")
     args = parser.parse_args(argv)
     if args.cmd == "down":
         down(args.workdir)
+        return 0
+    if args.cmd == "sweep":
+        print(f"swept: {[str(p) for p in sweep_stale(min_age_s=args.min_age)] or 'nothing'}")
         return 0
     bins = NodeBinaries.ensure_built(args.containerd_dir)
     if args.cmd == "demo":
