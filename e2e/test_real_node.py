@@ -8,7 +8,9 @@ node, whose kubelet runs it in containerd with runc.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from kubernetes import client
 
 from e2e.cluster.controlplane import ControlPlane
 from e2e.cluster.nodejoin import NODE_LABEL, NODE_TAINT, node_ready, pod_for_real_node, registration
-from e2e.cluster.realnode import NodeBinaries, RealNode
+from e2e.cluster.realnode import BUSYBOX_IMAGE, NodeBinaries, RealNode
 from recserve_serving.waiting import wait_for
 
 NODE = "realnode-e2e"
@@ -38,6 +40,7 @@ def real_node(control_plane: ControlPlane) -> Iterator[RealNode]:
         node.stop()
         core.delete_node(NODE)
         assert not workdir.exists()
+        assert not node.net.exists()
 
 
 def test_real_node_registers_ready_with_its_label_and_taint(
@@ -63,11 +66,43 @@ def test_pod_through_the_api_runs_in_a_real_container(
 
     pod = wait_for(running, 120, interval=0.5, message="pod hello Running on the real node")
     assert pod.spec.node_name == NODE
-    assert pod.status.pod_ip.startswith("10.88.0.")
+    assert ipaddress.ip_address(pod.status.pod_ip) in ipaddress.ip_network(real_node.net.pod_subnet)
     logs = [p.read_text() for p in (real_node.workdir / "pod-logs").glob(f"{namespace}_hello_*/main/*.log")]
     assert any("hello-from-a-real-container" in text for text in logs)
     assert "RUNNING" in real_node.ctr("tasks", "list").stdout
     core.delete_namespaced_pod("hello", namespace)
     wait_for(
         lambda: not core.list_namespaced_pod(namespace).items, 60, interval=0.5, message="pod hello deleted"
+    )
+
+
+def test_http_readiness_probe_and_the_host_reach_the_pod_ip(
+    control_plane: ControlPlane, real_node: RealNode, namespace: str
+) -> None:
+    """The kubelet (host network) probes the pod's IP on the node's bridge, and so can a test."""
+    core = client.CoreV1Api(control_plane.api_client())
+    pod = pod_for_real_node("web", "unused")
+    pod["spec"]["containers"][0].update(
+        command=[
+            "/bin/sh",
+            "-c",
+            "mkdir -p /tmp/www && echo ok > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
+        ],
+        readinessProbe={"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1},
+    )
+    assert pod["spec"]["containers"][0]["image"] == BUSYBOX_IMAGE
+    core.create_namespaced_pod(namespace, pod)
+
+    def ready() -> Any:
+        status = core.read_namespaced_pod("web", namespace).status
+        return (
+            status if any(c.type == "Ready" and c.status == "True" for c in status.conditions or []) else None
+        )
+
+    status = wait_for(ready, 120, interval=0.5, message="pod web Ready by its httpGet probe")
+    with urllib.request.urlopen(f"http://{status.pod_ip}:8080/", timeout=5) as resp:
+        assert resp.read() == b"ok\n"
+    core.delete_namespaced_pod("web", namespace)
+    wait_for(
+        lambda: not core.list_namespaced_pod(namespace).items, 60, interval=0.5, message="pod web deleted"
     )

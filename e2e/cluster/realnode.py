@@ -10,7 +10,8 @@ namespace, held open by a ``pause`` process: the mounts they make (container roo
 volumes, network namespaces) are invisible to the host and go away with the namespace, and
 /run, /var/lib and /var/log there are workdir folders. containerd also runs in a network
 namespace of its own, where the CNI bridge and the pods' veths live; the kubelet stays on the
-host's network to reach the API server, and talks to containerd over its unix socket. In the
+host's network to reach the API server, talks to containerd over its unix socket, and reaches
+pods through one veth link with a route (``nodenet``), gone with the namespace. In the
 mount namespace the six sysctl files the kubelet insists on (vm.overcommit_memory, kernel.panic, ...)
 are covered by read-only files holding the values it wants, and ``protectKernelDefaults`` makes
 it only check them: without that a kubelet rewrites those host sysctls. The kubelet's own
@@ -45,6 +46,7 @@ from typing import Any
 import yaml
 
 from e2e.cluster.controlplane import BUILD_SCRIPT, BuildError, free_port
+from e2e.cluster.nodenet import NodeNetwork
 from e2e.cluster.ociimage import ImageSpec, write_archive
 from e2e.cluster.process import Component, ComponentError, pid_alive, processes_using
 from recserve_serving.waiting import wait_for
@@ -62,10 +64,9 @@ KUBELET_SYSCTLS = {
     "kernel/keys/root_maxkeys": "1000000",
     "kernel/keys/root_maxbytes": "25000000",
 }
-POD_SUBNET = "10.88.0.0/24"
 # Host folders that the node's mount namespace sees as workdir folders instead.
 PRIVATE_PATHS = ("/run", "/var/lib", "/var/log")
-BUSYBOX_APPLETS = ("sh", "sleep", "echo", "cat", "ls", "hostname", "id", "ps", "wget", "nc")
+BUSYBOX_APPLETS = ("sh", "sleep", "echo", "cat", "ls", "mkdir", "hostname", "id", "ps", "wget", "nc", "httpd")
 
 
 @dataclass(frozen=True)
@@ -170,11 +171,11 @@ def _toml_tables(prefix: str, table: dict[str, Any]) -> list[str]:
     return lines
 
 
-def cni_config(workdir: Path) -> dict[str, Any]:
+def cni_config(workdir: Path, subnet: str) -> dict[str, Any]:
     """A bridge network for pods. It lives in containerd's own network namespace (a pod's
     veth pair and the bridge are made where the CNI plugins run), so the bridge, the routes and
-    the forwarding sysctl never touch the host's network and vanish with that namespace. The
-    price: pod IPs are reachable from that namespace only (not from the kubelet's probes)."""
+    the forwarding sysctl never touch the host's network and vanish with that namespace; the
+    host reaches the pods through the node's one veth link (``nodenet``)."""
     return {
         "cniVersion": "0.4.0",
         "name": "recserve-realnode",
@@ -187,7 +188,7 @@ def cni_config(workdir: Path) -> dict[str, Any]:
                 "hairpinMode": True,
                 "ipam": {
                     "type": "host-local",
-                    "ranges": [[{"subnet": POD_SUBNET}]],
+                    "ranges": [[{"subnet": subnet}]],
                     "routes": [{"dst": "0.0.0.0/0"}],
                     "dataDir": str(workdir / "cni-ipam"),
                 },
@@ -280,6 +281,7 @@ class RealNode:
             sweep_stale()
         self.workdir = (workdir or Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))).resolve()
         self.cgroup_root = "/" + self.workdir.name
+        self.net = NodeNetwork.for_name(self.workdir.name)
         self.logs = self.workdir / "logs"
         self.components: list[Component] = []
         self.port = free_port()
@@ -293,6 +295,7 @@ class RealNode:
             t0 = time.monotonic()
             self._prepare_dirs()
             self._start_holder()
+            self._link_network()
             self._start_containerd(timeout)
             self.timings["containerd_ready_s"] = time.monotonic() - t0
             self._import_images()
@@ -341,7 +344,8 @@ class RealNode:
             f"mount --bind {self.workdir / 'ns' / path.strip('/').replace('/', '-')} {path}"
             for path in PRIVATE_PATHS
         ]
-        script = " && ".join(["set -e", *binds, "ip link set lo up", f"exec {self.bins.pause}"])
+        forward = "echo 1 > /proc/sys/net/ipv4/ip_forward"  # the node's namespace only
+        script = " && ".join(["set -e", *binds, "ip link set lo up", forward, f"exec {self.bins.pause}"])
         self.holder = self._component(
             "node-namespaces", ["unshare", "--mount", "--net", "--propagation", "private", "sh", "-c", script]
         )
@@ -367,6 +371,12 @@ class RealNode:
             comp.check_alive()
         return result
 
+    def _link_network(self) -> None:
+        conflict = self.net.conflicts()
+        if conflict:
+            raise ComponentError(f"node network {self.net} is taken on the host:\n{conflict}")
+        self.net.link(self.holder.pid)
+
     def _in_namespace(self, argv: Sequence[str | os.PathLike[str]], *, net: bool = False) -> list[str]:
         """``argv`` in the node's mount namespace, and in its network namespace with ``net``."""
         return [
@@ -382,7 +392,7 @@ class RealNode:
         config = self.workdir / "containerd.toml"
         config.write_text(containerd_config(self.workdir, self.bins))
         (self.workdir / "cni" / "10-recserve.conflist").write_text(
-            json.dumps(cni_config(self.workdir), indent=2)
+            json.dumps(cni_config(self.workdir, self.net.pod_subnet), indent=2)
         )
         env_path = (
             f"{self.bins.containerd_shim.parent}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
@@ -516,6 +526,10 @@ class RealNode:
         problems += self._kill_leftovers()
         if "node-namespaces" in by_name:
             by_name["node-namespaces"].stop()
+        try:
+            self.net.unlink()
+        except RuntimeError as exc:
+            problems.append(str(exc))
         problems += self._remove_cgroups()
         leftover = processes_using(self.workdir)
         if leftover:
@@ -630,6 +644,8 @@ def sweep_stale(root: Path | None = None, min_age_s: float = 600.0) -> list[Path
             for path in [*dirs, top]:
                 with contextlib.suppress(OSError):
                     path.rmdir()
+        with contextlib.suppress(RuntimeError):
+            NodeNetwork.for_name(workdir.name).unlink()
         if not any(pid_alive(p) for p in pids):
             shutil.rmtree(workdir, ignore_errors=True)
             swept.append(workdir)
@@ -641,6 +657,7 @@ def down(workdir: Path) -> None:
     state = json.loads((workdir / "state.json").read_text())
     node = RealNode.__new__(RealNode)
     node.workdir, node.cgroup_root, node.logs = workdir, state["cgroup_root"], workdir / "logs"
+    node.net = NodeNetwork.for_name(workdir.name)
     node.bins = NodeBinaries.ensure_built(Path(state["containerd_dir"]))
     node.components = []
     for name, pid in state["pids"].items():
