@@ -67,8 +67,11 @@ def test_pod_through_the_api_runs_in_a_real_container(
     pod = wait_for(running, 120, interval=0.5, message="pod hello Running on the real node")
     assert pod.spec.node_name == NODE
     assert ipaddress.ip_address(pod.status.pod_ip) in ipaddress.ip_network(real_node.net.pod_subnet)
-    logs = [p.read_text() for p in (real_node.workdir / "pod-logs").glob(f"{namespace}_hello_*/main/*.log")]
-    assert any("hello-from-a-real-container" in text for text in logs)
+    # Through the API server, which reaches the kubelet with its client certificate.
+    logs = control_plane.kubectl("logs", "-n", namespace, "hello").stdout
+    assert logs == "hello-from-a-real-container\n"
+    exec_out = control_plane.kubectl("exec", "-n", namespace, "hello", "--", "hostname").stdout
+    assert exec_out.strip() == "hello"
     assert "RUNNING" in real_node.ctr("tasks", "list").stdout
     core.delete_namespaced_pod("hello", namespace)
     wait_for(

@@ -38,7 +38,7 @@ def registration(plane: ControlPlane, name: str) -> Registration:
         f"system:node:{name}",
         client,
     )
-    return Registration(kubeconfig, labels=dict([NODE_LABEL]), taints=[NODE_TAINT])
+    return Registration(kubeconfig, plane.pki.ca.cert, labels=dict([NODE_LABEL]), taints=[NODE_TAINT])
 
 
 def pod_for_real_node(name: str, message: str) -> dict[str, Any]:
@@ -99,8 +99,9 @@ def run(containerd_dir: Path | None, logs_to: Path | None) -> int:
         )
         print(plane.kubectl("get", "pods", "-A", "-o", "wide").stdout)
         print("$ ctr -n k8s.io tasks list\n" + node.ctr("tasks", "list").stdout)
-        for log in (node.workdir / "pod-logs").rglob("*.log"):
-            print(f"{log.relative_to(node.workdir)}: {log.read_text().strip()}")
+        for args in (["logs", "hello-api"], ["exec", "hello-api", "--", "hostname"]):
+            proc = plane.kubectl(*args, check=False)
+            print(f"$ kubectl {' '.join(args)}: {(proc.stdout + proc.stderr).strip()}")
 
         t3 = time.monotonic()
         core.delete_namespaced_pod("hello-api", "default")

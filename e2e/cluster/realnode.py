@@ -113,10 +113,13 @@ def containerd_major(containerd: Path) -> int:
     return int(version.lstrip("v").split(".")[0])
 
 
-def containerd_config(workdir: Path, bins: NodeBinaries) -> str:
+def containerd_config(workdir: Path, bins: NodeBinaries, stream_address: str) -> str:
     """containerd's config: its own root, state and sockets, runc with its state in the
     workdir, the local pause image, Debian's CNI plugins; config version 2 for containerd 1.x,
-    3 for 2.x (whose CRI plugin is split into images and runtime)."""
+    3 for 2.x (whose CRI plugin is split into images and runtime). The streaming server (exec,
+    attach, port-forward) listens on the node's end of its link, where the kubelet, on the
+    host's network, can reach it."""
+    stream = {"stream_server_address": stream_address, "stream_server_port": "0"}
     cri_runtime = {
         "restrict_oom_score_adj": True,
         "cni": {"bin_dir": "/usr/lib/cni", "conf_dir": str(workdir / "cni")},
@@ -139,10 +142,11 @@ def containerd_config(workdir: Path, bins: NodeBinaries) -> str:
         plugins: dict[str, Any] = {
             "io.containerd.cri.v1.images": {"pinned_images": {"sandbox": PAUSE_IMAGE}},
             "io.containerd.cri.v1.runtime": cri_runtime,
+            "io.containerd.grpc.v1.cri": stream,
         }
         version = 3
     else:
-        plugins = {"io.containerd.grpc.v1.cri": {"sandbox_image": PAUSE_IMAGE, **cri_runtime}}
+        plugins = {"io.containerd.grpc.v1.cri": {"sandbox_image": PAUSE_IMAGE, **stream, **cri_runtime}}
         version = 2
     lines = [
         f"version = {version}",
@@ -252,10 +256,11 @@ def busybox_pod(name: str, message: str) -> dict[str, Any]:
 class Registration:
     """How the kubelet joins an API server instead of running standalone: a kubeconfig whose
     client certificate says ``system:node:<name>`` in ``system:nodes`` (the Node authorizer and
-    NodeRestriction admission then hold it to its own node), and the labels and taints it
-    registers its Node with."""
+    NodeRestriction admission then hold it to its own node), the CA that signs the API server's
+    client certificate for kubelets (logs, exec), and the labels and taints it registers with."""
 
     kubeconfig: Path
+    client_ca: Path
     labels: dict[str, str]
     taints: list[dict[str, str]]
 
@@ -390,7 +395,7 @@ class RealNode:
 
     def _start_containerd(self, timeout: float) -> None:
         config = self.workdir / "containerd.toml"
-        config.write_text(containerd_config(self.workdir, self.bins))
+        config.write_text(containerd_config(self.workdir, self.bins, self.net.node_ip))
         (self.workdir / "cni" / "10-recserve.conflist").write_text(
             json.dumps(cni_config(self.workdir, self.net.pod_subnet), indent=2)
         )
@@ -437,9 +442,23 @@ class RealNode:
         settings = kubelet_config(self.workdir, self.cgroup_root, self.port, self.healthz_port)
         extra = []
         if self.registration is not None:
+            # Served on the host's end of the node's link (a node IP may not be loopback), and
+            # authenticated and authorized as kubeadm's kubelets are: client certificates of the
+            # cluster's CA, bearer tokens by TokenReview, every request by SubjectAccessReview.
             settings["registerWithTaints"] = self.registration.taints
+            settings["address"] = self.net.host_ip
+            settings["authentication"] = {
+                "anonymous": {"enabled": False},
+                "webhook": {"enabled": True},
+                "x509": {"clientCAFile": str(self.registration.client_ca)},
+            }
+            settings["authorization"] = {"mode": "Webhook"}
             labels = ",".join(f"{k}={v}" for k, v in self.registration.labels.items())
-            extra = [f"--kubeconfig={self.registration.kubeconfig}", f"--node-labels={labels}"]
+            extra = [
+                f"--kubeconfig={self.registration.kubeconfig}",
+                f"--node-labels={labels}",
+                f"--node-ip={self.net.host_ip}",
+            ]
         config.write_text(yaml.safe_dump(settings))
         self.kubelet = self._component(
             "kubelet",
