@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.cluster import realnode
+from e2e.cluster import nodeconfig
 from e2e.cluster.nodenet import NodeNetwork
 from e2e.cluster.ociimage import ImageSpec, write_archive
 
@@ -45,19 +45,14 @@ def test_oci_archive_is_reproducible_and_its_digests_match(tmp_path: Path) -> No
     assert config["config"]["Entrypoint"] == ["/bin/tool"]
 
 
-def _bins(tmp_path: Path) -> realnode.NodeBinaries:
-    p = tmp_path
-    return realnode.NodeBinaries(
-        p / "kubelet", p / "pause", p / "containerd", p / "shim", p / "ctr", p / "runc", p / "bb"
-    )
-
-
 @pytest.mark.parametrize(("major", "version"), [(1, 2), (2, 3)])
 def test_containerd_config_keeps_everything_in_the_workdir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, major: int, version: int
 ) -> None:
-    monkeypatch.setattr(realnode, "containerd_major", lambda _: major)
-    config = tomllib.loads(realnode.containerd_config(tmp_path, _bins(tmp_path), "10.89.7.2"))
+    monkeypatch.setattr(nodeconfig, "containerd_major", lambda _: major)
+    config = tomllib.loads(
+        nodeconfig.containerd_config(tmp_path, tmp_path / "containerd", tmp_path / "runc", "10.89.7.2")
+    )
     assert config["version"] == version
     assert config["grpc"]["address"] == str(tmp_path / "containerd.sock")
     assert config["root"].startswith(str(tmp_path)) and config["state"].startswith(str(tmp_path))
@@ -70,7 +65,7 @@ def test_containerd_config_keeps_everything_in_the_workdir(
 
 
 def test_kubelet_config_leaves_host_settings_alone(tmp_path: Path) -> None:
-    config = realnode.kubelet_config(tmp_path, "/recserve-realnode-x", 1, 2)
+    config = nodeconfig.kubelet_config(tmp_path, "/recserve-realnode-x", 1, 2)
     assert config["failCgroupV1"] is False
     assert config["cgroupDriver"] == "cgroupfs"
     assert config["protectKernelDefaults"] is True
@@ -84,6 +79,6 @@ def test_node_networks_are_per_workdir_and_in_their_ranges() -> None:
     assert a == NodeNetwork.for_name("recserve-realnode-a")
     assert 1 <= a.index <= 250 and len(a.host_link) <= 15
     assert a.pod_subnet == f"10.88.{a.index}.0/24" and a.node_ip == f"10.89.{a.index}.2"
-    cni = realnode.cni_config(Path("/w"), a.pod_subnet)
+    cni = nodeconfig.cni_config(Path("/w"), a.pod_subnet)
     [bridge] = cni["plugins"]
     assert bridge["ipMasq"] is False and bridge["ipam"]["ranges"] == [[{"subnet": a.pod_subnet}]]
