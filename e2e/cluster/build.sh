@@ -10,11 +10,22 @@
 #   kwok-v0.8.0         kwok (sigs.k8s.io/kwok)
 #   kuberay-v1.5.0      ray-operator + crds/ (github.com/ray-project/kuberay/ray-operator)
 #   helm-v3.22.0        helm (helm.sh/helm/v3)
+# Opt-in (RECSERVE_E2E_REAL_NODE=1), for a real node beside kwok's; off by default so that
+# make test's cold build budget does not grow:
+#   kubelet-v1.37.2     kubelet (k8s.io/kubernetes/cmd/kubelet; tools/kubelet: the same pins and
+#                       replaces as tools/kubernetes, tidied for the kubelet alone)
+#   pause-v1            pause (tools/pause: a static pod-sandbox process, ours, no dependency)
+# Opt-in on top (RECSERVE_E2E_REAL_NODE=1 RECSERVE_E2E_CONTAINERD=build): Debian's containerd
+# 1.6 serves kubelet v1.37 (with a warning); the kubelets after it need containerd 2:
+#   containerd-v2.4.2   containerd containerd-shim-runc-v2 ctr (github.com/containerd/containerd/v2)
 #
 # Usage: bash e2e/cluster/build.sh            build what is missing, print the bin dirs
 #        bash e2e/cluster/build.sh --print    only print the bin dirs (exit 1 if any is missing)
 # Env:   RECSERVE_E2E_GO_PARALLEL  go build -p (default: 1, or nproc when CI=true)
 #        RECSERVE_E2E_CACHE        cache root (default: e2e/.cache)
+#        RECSERVE_E2E_REAL_NODE    1: also build the real-node components (kubelet, pause)
+#        RECSERVE_E2E_CONTAINERD   build: with RECSERVE_E2E_REAL_NODE=1, also build containerd 2
+#                                  (default deb: the node uses Debian's containerd package)
 set -Eeuo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,6 +38,8 @@ ETCD_VERSION=v3.7.0
 KWOK_VERSION=v0.8.0
 KUBERAY_VERSION=v1.5.0
 HELM_VERSION=v3.22.0
+PAUSE_VERSION=v1
+CONTAINERD_VERSION=v2.4.2
 
 CURRENT="(setup)"
 PARTIAL=""
@@ -54,6 +67,9 @@ export GOFLAGS="${GOFLAGS:-} -p=$PAR -mod=readonly"
 # Every module here names go 1.26.0; refuse to fetch another toolchain behind our back.
 export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
 command -v go >/dev/null || { CURRENT="go toolchain (go not on PATH)"; false; }
+
+real_node() { [[ "${RECSERVE_E2E_REAL_NODE:-0}" == "1" ]]; }
+build_containerd() { real_node && [[ "${RECSERVE_E2E_CONTAINERD:-deb}" == "build" ]]; }
 
 dir_of() { echo "$BIN_ROOT/$1-$2"; }
 
@@ -123,6 +139,13 @@ print_dirs() {
   echo "kwok=$(dir_of kwok "$KWOK_VERSION")"
   echo "kuberay=$(dir_of kuberay "$KUBERAY_VERSION")"
   echo "helm=$(dir_of helm "$HELM_VERSION")"
+  if real_node; then
+    echo "kubelet=$(dir_of kubelet "$K8S_VERSION")"
+    echo "pause=$(dir_of pause "$PAUSE_VERSION")"
+  fi
+  if build_containerd; then
+    echo "containerd=$(dir_of containerd "$CONTAINERD_VERSION")"
+  fi
 }
 
 if [[ "${1:-}" == "--print" ]]; then
@@ -187,6 +210,22 @@ fi
 
 build helm "$HELM_VERSION" helm "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
   helm=helm.sh/helm/v3/cmd/helm
+
+# The kubelet has the control plane's pins and ldflags in a module of its own (tools/kubelet):
+# turning the real node on never invalidates the control plane's binaries.
+if real_node; then
+  build kubelet "$K8S_VERSION" kubelet "$K8S_LD" kubelet=k8s.io/kubernetes/cmd/kubelet
+  # The pod sandbox's pause process: registry.k8s.io/pause cannot be pulled here.
+  CGO_ENABLED=0 build pause "$PAUSE_VERSION" pause "" pause=./cmd/pause
+fi
+if build_containerd; then
+  # Static, as containerd's own release builds are; without cgo the btrfs snapshotter drops out.
+  CGO_ENABLED=0 build containerd "$CONTAINERD_VERSION" containerd \
+    "-X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION" \
+    containerd=github.com/containerd/containerd/v2/cmd/containerd \
+    containerd-shim-runc-v2=github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
+    ctr=github.com/containerd/containerd/v2/cmd/ctr
+fi
 
 echo "[e2e build] all components ready in $(($(date +%s) - total_start))s"
 print_dirs

@@ -442,6 +442,10 @@ class ControlPlane:
         # controller-manager's and scheduler's delegated authentication is complete.
         self.front_proxy = pki.issue("front-proxy-client", "front-proxy-client", client=True)
         self.admin = pki.issue("admin", "recserve-e2e-admin", orgs=("system:masters",), client=True)
+        # The API server's identity towards kubelets (logs, exec): only a real node has one.
+        self.kubelet_client = pki.issue(
+            "apiserver-kubelet-client", "kube-apiserver-kubelet-client", orgs=("system:masters",), client=True
+        )
         self.kcm_client = pki.issue("controller-manager", "system:kube-controller-manager", client=True)
         self.scheduler_client = pki.issue("scheduler", "system:kube-scheduler", client=True)
         self.kcm_serving = pki.issue(
@@ -527,6 +531,10 @@ class ControlPlane:
             "--requestheader-extra-headers-prefix=X-Remote-Extra-",
             f"--proxy-client-cert-file={self.front_proxy.cert}",
             f"--proxy-client-key-file={self.front_proxy.key}",
+            f"--kubelet-client-certificate={self.kubelet_client.cert}",
+            f"--kubelet-client-key={self.kubelet_client.key}",
+            # Node names resolve nowhere here; a real node's InternalIP is on this machine.
+            "--kubelet-preferred-address-types=InternalIP",
             f"--service-account-issuer={SA_ISSUER}",
             f"--service-account-key-file={self.sa_key.cert}",
             f"--service-account-signing-key-file={self.sa_key.key}",

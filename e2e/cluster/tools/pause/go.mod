@@ -1,0 +1,3 @@
+module recserve.dev/e2e/tools/pause
+
+go 1.26.0
