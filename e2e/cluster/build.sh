@@ -214,6 +214,19 @@ build helm "$HELM_VERSION" helm "-X helm.sh/helm/v3/internal/version.version=$HE
 # The kubelet has the control plane's pins and ldflags in a module of its own (tools/kubelet):
 # turning the real node on never invalidates the control plane's binaries.
 if real_node; then
+  # The node's runtime comes from Debian, like the images' podman (scripts/build-images.sh):
+  # containerd 1.6, runc, the CNI plugins (/usr/lib/cni) and the busybox the test pod runs.
+  CURRENT="installing the real node's containerd, runc, CNI plugins, busybox-static with apt-get"
+  missing=()
+  [[ -x /usr/bin/containerd && -x /usr/bin/containerd-shim-runc-v2 && -x /usr/bin/ctr ]] || missing+=(containerd)
+  command -v runc >/dev/null || missing+=(runc)
+  [[ -x /usr/lib/cni/bridge ]] || missing+=(containernetworking-plugins)
+  [[ -x /bin/busybox ]] || missing+=(busybox-static)
+  if ((${#missing[@]})); then
+    echo "[e2e build] real node: installing from Debian: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
   build kubelet "$K8S_VERSION" kubelet "$K8S_LD" kubelet=k8s.io/kubernetes/cmd/kubelet
   # The pod sandbox's pause process: registry.k8s.io/pause cannot be pulled here.
   CGO_ENABLED=0 build pause "$PAUSE_VERSION" pause "" pause=./cmd/pause
