@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from e2e.cluster.controlplane import Binaries, ControlPlane, write_kubeconfig
-from e2e.cluster.realnode import BUSYBOX_IMAGE, NodeBinaries, RealNode, Registration
+from e2e.cluster.realnode import NodeBinaries, RealNode, Registration, busybox_pod
 from recserve_serving.waiting import wait_for
 
 NODE_NAME = "realnode-0"
@@ -44,24 +44,11 @@ def registration(plane: ControlPlane, name: str) -> Registration:
 def pod_for_real_node(name: str, message: str) -> dict[str, Any]:
     """A pod that only the real node accepts: it selects the node's label and tolerates its
     taint; the image is the one imported into the node's containerd, never pulled."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "nodeSelector": dict([NODE_LABEL]),
-            "tolerations": [{"key": NODE_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}],
-            "terminationGracePeriodSeconds": 2,
-            "containers": [
-                {
-                    "name": "main",
-                    "image": BUSYBOX_IMAGE,
-                    "imagePullPolicy": "Never",
-                    "command": ["/bin/sh", "-c", f"echo {message}; exec sleep 100000"],
-                }
-            ],
-        },
-    }
+    pod = busybox_pod(name, message)
+    del pod["metadata"]["namespace"]
+    pod["spec"]["nodeSelector"] = dict([NODE_LABEL])
+    pod["spec"]["tolerations"] = [{"key": NODE_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}]
+    return pod
 
 
 def node_ready(core: Any, name: str) -> bool:

@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -480,12 +480,7 @@ class RealNode:
         pids = self._namespace_members()
         if pids:
             print(f"real node: SIGKILL to leftover processes {pids}", file=sys.stderr)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
-        deadline = time.monotonic() + 10
-        while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        kill_and_wait(pids)
         return [f"pid {p} survived SIGKILL" for p in pids if pid_alive(p)]
 
     def _remove_cgroups(self) -> list[str]:
@@ -503,6 +498,16 @@ class RealNode:
                 except OSError as exc:
                     problems.append(f"rmdir {path}: {exc}")
         return problems
+
+
+def kill_and_wait(pids: Collection[int], timeout: float = 10.0) -> None:
+    """SIGKILL each pid, then give the kernel up to ``timeout`` to reap them; the caller checks
+    what survived (a process in uninterruptible sleep can outlast any signal)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+    with contextlib.suppress(TimeoutError):
+        wait_for(lambda: not any(pid_alive(p) for p in pids), timeout, interval=0.1, message="killed")
 
 
 def _cgroup_pids(name: str) -> set[int]:
@@ -532,12 +537,7 @@ def sweep_stale(root: Path | None = None, min_age_s: float = 600.0) -> list[Path
         if age < min_age_s or (holder is not None and pid_alive(holder)):
             continue
         pids = (set(processes_using(workdir)) | _cgroup_pids(workdir.name)) - {os.getpid()}
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
-        deadline = time.monotonic() + 10
-        while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        kill_and_wait(pids)
         for top in CGROUP_FS.glob(f"*/{workdir.name}"):
             dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
             for path in [*dirs, top]:
