@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import uuid
@@ -18,17 +19,32 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from e2e.cluster.controlplane import KEEP_ENV, Binaries, BuildError, ControlPlane
+from e2e.cluster.nodejoin import node_ready, registration
+from e2e.cluster.realnode import NodeBinaries, RealNode
 from e2e.harness import ArtifactStore, Install, install_chart, uninstall_chart
+from e2e.images import ImageBuildError, Images, ensure_images
+from recserve_serving.engine.cache import hardware
+from recserve_serving.engine.manifest import EngineManifest
+from recserve_serving.errors import EngineError
 from recserve_serving.offline import OFFLINE_ENV
+from recserve_serving.paths import movielens_dir
+from recserve_serving.recipe import OptimizationRecipe
+from recserve_serving.retrieval import index_path
 from recserve_serving.waiting import wait_for
 
 E2E_DIR = Path(__file__).resolve().parent
+REPO = E2E_DIR.parent
+EXAMPLE = REPO / "manifests" / "examples" / "movielens-ranker.yaml"
+STABLE_NAME = "movielens-ranker"
 _PLANE_KEY = pytest.StashKey[ControlPlane]()
 # The real-node test is opt-in, not skipped: it is collected only when asked for, since it needs
 # root, Debian's containerd and a kubelet build that make test's cold budget has no room for.
-collect_ignore = [] if os.environ.get("RECSERVE_E2E_REAL_NODE") == "1" else ["test_real_node.py"]
+REAL_NODE_TESTS = ["test_real_node.py", "test_real_node_serving.py"]
+collect_ignore = [] if os.environ.get("RECSERVE_E2E_REAL_NODE") == "1" else REAL_NODE_TESTS
+REAL_NODE = "realnode-e2e"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -153,3 +169,80 @@ def artifact_store(kube: Any, namespace: str) -> Iterator[ArtifactStore]:
     store = ArtifactStore(kube, namespace)
     yield store
     store.close()
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Images:
+    """The images, built if missing (a failed build fails the tests; nothing is skipped)."""
+    log = tmp_path_factory.mktemp("images") / "build.log"
+    try:
+        return ensure_images(log)
+    except ImageBuildError as error:
+        pytest.fail(f"IMAGE BUILD FAILED:\n{error}", pytrace=False)
+
+
+def cached_engine(engines: Path, name: str, version: str, recipe: OptimizationRecipe) -> Path | None:
+    """The newest finished engine in the cache for this checkpoint, recipe and machine, found by
+    reading manifests (no torch, no registry): ``recserve build`` would return the same one, at
+    the cost of a process that imports torch and MLflow (about 40 s on a loaded 2-core box)."""
+    found = []
+    for manifest_file in engines.glob("*/manifest.json"):
+        try:
+            manifest = EngineManifest.read(manifest_file.parent)
+        except EngineError:
+            continue
+        ref, here = manifest.checkpoint, hardware(manifest.backend)
+        if (
+            (ref.name, ref.version) == (name, version)
+            and manifest.recipe == recipe
+            and manifest.hardware == here
+        ):
+            found.append(manifest_file.parent)
+    return max(found, key=lambda p: p.stat().st_mtime, default=None)
+
+
+@pytest.fixture(scope="session")
+def store(test_state: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The artifact store as a build Job leaves it: the example recipe's engine of the test
+    registry's stable ranker, and the catalog's retrieval index. Both are in the test registry's
+    cache once the integration tier ran; if not, ``recserve build`` makes them with the Job's
+    flags. They are copied into a store readable by the pod's uid, as a build Job running as that
+    uid leaves it (engines built before the cache published them 0755 are root's only)."""
+    raw = yaml.safe_load(EXAMPLE.read_text())["spec"]["optimization"]
+    index = test_state / "retrieval"
+    built = cached_engine(test_state / "engines", STABLE_NAME, "1", OptimizationRecipe.model_validate(raw))
+    if built is None or not index_path(index, movielens_dir()).is_file():
+        result = tmp_path_factory.mktemp("build") / "termination-log"
+        env = {**os.environ, "RECSERVE_HOME": str(test_state)}
+        subprocess.run(
+            [sys.executable, "-m", "recserve_operator.cli", "build", "--checkpoint", f"models:/{STABLE_NAME}/1",
+             "--recipe-json", json.dumps(raw), "--index-dir", str(index), "--termination-log", str(result)],
+            env=env, check=True, timeout=1800, cwd=REPO, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        built = Path(json.loads(result.read_text())["engineDir"])
+    root = tmp_path_factory.mktemp("artifact-store")
+    engine = shutil.copytree(built, root / "engines" / built.name)
+    shutil.copytree(index, root / "retrieval", ignore=shutil.ignore_patterns("*.lock", ".*"))
+    subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
+    return {"engine": engine, "index": root / "retrieval"}
+
+
+@pytest.fixture(scope="module")
+def real_node(control_plane: ControlPlane) -> Iterator[RealNode]:
+    """A real kubelet and containerd joined to the control plane, one per test module (its
+    start costs seconds); stopped at the end, which must leave nothing behind."""
+    from kubernetes import client
+
+    containerd_dir = os.environ.get("RECSERVE_E2E_CONTAINERD_DIR")
+    bins = NodeBinaries.ensure_built(Path(containerd_dir) if containerd_dir else None)
+    node = RealNode(bins, name=REAL_NODE, registration=registration(control_plane, REAL_NODE)).start()
+    core = client.CoreV1Api(control_plane.api_client())
+    try:
+        wait_for(lambda: node_ready(core, REAL_NODE), 120, interval=0.5, message=f"node {REAL_NODE} Ready")
+        yield node
+    finally:
+        workdir = node.workdir
+        node.stop()
+        core.delete_node(REAL_NODE)
+        assert not workdir.exists()
+        assert not node.net.exists()

@@ -22,8 +22,6 @@ Both are in the ``long`` tier (make test-all), with the image build: see ``pytes
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -34,9 +32,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import yaml
 
-from e2e.images import ImageBuildError, Images, ensure_images
+from e2e.images import Images
 from recserve_operator.embedded.local_ray import LOCAL_RAY_ENV
 from recserve_operator.embedded.processes import free_port
 from recserve_operator.planners.k8s_common import IMAGE_UID
@@ -52,12 +49,6 @@ from recserve_operator.planners.serve_config import (
 from recserve_operator.rollout.serve_rest import ServeRestTarget
 from recserve_operator.settings import OperatorSettings
 from recserve_operator.validate import load_model
-from recserve_serving.engine.cache import hardware
-from recserve_serving.engine.manifest import EngineManifest
-from recserve_serving.errors import EngineError
-from recserve_serving.paths import movielens_dir
-from recserve_serving.recipe import OptimizationRecipe
-from recserve_serving.retrieval import index_path
 from recserve_serving.serve.config import SERVE_PORT
 from recserve_serving.waiting import wait_for
 
@@ -67,7 +58,6 @@ pytestmark = pytest.mark.long
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "manifests" / "examples" / "movielens-ranker.yaml"
-STABLE_NAME = "movielens-ranker"
 USER_ID = 42
 CANDIDATES = 20
 
@@ -95,62 +85,6 @@ RECOMMEND = textwrap.dedent(
     }))
     """
 )
-
-
-@pytest.fixture(scope="session")
-def images(tmp_path_factory: pytest.TempPathFactory) -> Images:
-    """The images, built if missing (a failed build fails the tests; nothing is skipped)."""
-    log = tmp_path_factory.mktemp("images") / "build.log"
-    try:
-        return ensure_images(log)
-    except ImageBuildError as error:
-        pytest.fail(f"IMAGE BUILD FAILED:\n{error}", pytrace=False)
-
-
-def cached_engine(engines: Path, name: str, version: str, recipe: OptimizationRecipe) -> Path | None:
-    """The newest finished engine in the cache for this checkpoint, recipe and machine, found by
-    reading manifests (no torch, no registry): ``recserve build`` would return the same one, at
-    the cost of a process that imports torch and MLflow (about 40 s on a loaded 2-core box)."""
-    found = []
-    for manifest_file in engines.glob("*/manifest.json"):
-        try:
-            manifest = EngineManifest.read(manifest_file.parent)
-        except EngineError:
-            continue
-        ref, here = manifest.checkpoint, hardware(manifest.backend)
-        if (
-            (ref.name, ref.version) == (name, version)
-            and manifest.recipe == recipe
-            and manifest.hardware == here
-        ):
-            found.append(manifest_file.parent)
-    return max(found, key=lambda p: p.stat().st_mtime, default=None)
-
-
-@pytest.fixture(scope="session")
-def store(test_state: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The artifact store as a build Job leaves it: the example recipe's engine of the test
-    registry's stable ranker, and the catalog's retrieval index. Both are in the test registry's
-    cache once the integration tier ran; if not, ``recserve build`` makes them with the Job's
-    flags. They are copied into a store readable by the pod's uid, as a build Job running as that
-    uid leaves it (engines built before the cache published them 0755 are root's only)."""
-    raw = yaml.safe_load(EXAMPLE.read_text())["spec"]["optimization"]
-    index = test_state / "retrieval"
-    built = cached_engine(test_state / "engines", STABLE_NAME, "1", OptimizationRecipe.model_validate(raw))
-    if built is None or not index_path(index, movielens_dir()).is_file():
-        result = tmp_path_factory.mktemp("build") / "termination-log"
-        env = {**os.environ, "RECSERVE_HOME": str(test_state)}
-        subprocess.run(
-            [sys.executable, "-m", "recserve_operator.cli", "build", "--checkpoint", f"models:/{STABLE_NAME}/1",
-             "--recipe-json", json.dumps(raw), "--index-dir", str(index), "--termination-log", str(result)],
-            env=env, check=True, timeout=1800, cwd=REPO, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        built = Path(json.loads(result.read_text())["engineDir"])
-    root = tmp_path_factory.mktemp("artifact-store")
-    engine = shutil.copytree(built, root / "engines" / built.name)
-    shutil.copytree(index, root / "retrieval", ignore=shutil.ignore_patterns("*.lock", ".*"))
-    subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
-    return {"engine": engine, "index": root / "retrieval"}
 
 
 @pytest.fixture

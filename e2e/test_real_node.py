@@ -9,44 +9,21 @@ node, whose kubelet runs it in containerd with runc.
 from __future__ import annotations
 
 import ipaddress
-import os
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from kubernetes import client
 
 from e2e.cluster.controlplane import ControlPlane
-from e2e.cluster.nodejoin import NODE_LABEL, NODE_TAINT, node_ready, pod_for_real_node, registration
-from e2e.cluster.realnode import BUSYBOX_IMAGE, NodeBinaries, RealNode
+from e2e.cluster.nodejoin import NODE_LABEL, NODE_TAINT, pod_for_real_node
+from e2e.cluster.realnode import BUSYBOX_IMAGE, RealNode
 from recserve_serving.waiting import wait_for
-
-NODE = "realnode-e2e"
-
-
-@pytest.fixture(scope="module")
-def real_node(control_plane: ControlPlane) -> Iterator[RealNode]:
-    containerd_dir = os.environ.get("RECSERVE_E2E_CONTAINERD_DIR")
-    bins = NodeBinaries.ensure_built(Path(containerd_dir) if containerd_dir else None)
-    node = RealNode(bins, name=NODE, registration=registration(control_plane, NODE)).start()
-    core = client.CoreV1Api(control_plane.api_client())
-    try:
-        wait_for(lambda: node_ready(core, NODE), 120, interval=0.5, message=f"node {NODE} Ready")
-        yield node
-    finally:
-        workdir = node.workdir
-        node.stop()
-        core.delete_node(NODE)
-        assert not workdir.exists()
-        assert not node.net.exists()
 
 
 def test_real_node_registers_ready_with_its_label_and_taint(
     control_plane: ControlPlane, real_node: RealNode
 ) -> None:
-    node = client.CoreV1Api(control_plane.api_client()).read_node(NODE)
+    node = client.CoreV1Api(control_plane.api_client()).read_node(real_node.name)
     assert node.metadata.labels[NODE_LABEL[0]] == NODE_LABEL[1]
     assert [(t.key, t.value, t.effect) for t in node.spec.taints] == [
         (NODE_TAINT["key"], NODE_TAINT["value"], NODE_TAINT["effect"])
@@ -65,7 +42,7 @@ def test_pod_through_the_api_runs_in_a_real_container(
         return pod if pod.status.phase == "Running" else None
 
     pod = wait_for(running, 120, interval=0.5, message="pod hello Running on the real node")
-    assert pod.spec.node_name == NODE
+    assert pod.spec.node_name == real_node.name
     assert ipaddress.ip_address(pod.status.pod_ip) in ipaddress.ip_network(real_node.net.pod_subnet)
     # Through the API server, which reaches the kubelet with its client certificate.
     logs = control_plane.kubectl("logs", "-n", namespace, "hello").stdout

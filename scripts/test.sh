@@ -4,7 +4,8 @@
 #   bash scripts/test.sh         what CI runs (`make test`): every tier without the long variants
 #   bash scripts/test.sh --all   `make test-all`: the long variants too (tests marked `long`), the
 #                                container images they run (scripts/build-images.sh) and the
-#                                real kubelet node (e2e/test_real_node.py)
+#                                real kubelet node (e2e/test_real_node.py, and the serving image
+#                                as a pod on it: e2e/test_real_node_serving.py)
 # Every tier runs even when an earlier one failed; the exit code is the first failure's.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -289,7 +289,7 @@ class RealNode:
         )
         self._wait(lambda: self.ctr("version").returncode == 0, timeout, "containerd answers")
 
-    def ctr(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    def ctr(self, *args: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         cmd = [
             str(self.bins.ctr),
             "--address",
@@ -298,7 +298,7 @@ class RealNode:
             "k8s.io",
             *args,
         ]
-        return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=60)
+        return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=timeout)
 
     def _import_images(self) -> None:
         pause = ImageSpec(PAUSE_IMAGE, ["/pause"], files={"/pause": self.bins.pause})
@@ -315,6 +315,17 @@ class RealNode:
             proc = self.ctr("images", "import", "--no-unpack", str(archive))
             if proc.returncode != 0 or spec.name not in self.ctr("images", "list", "-q").stdout:
                 raise ComponentError(f"ctr import of {spec.name} failed: {proc.stdout}{proc.stderr}")
+
+    def import_archive(self, archive: Path, name: str, timeout: float = 600) -> float:
+        """Import an OCI archive (``scripts/build-images.sh`` writes the release images as such)
+        into the node's containerd, where the kubelet finds it by ``name`` with
+        ``imagePullPolicy: Never``; returns the seconds it took. Unpacked when a container first
+        uses it, as the node's own images are: the import only copies blobs."""
+        t0 = time.monotonic()
+        proc = self.ctr("images", "import", "--no-unpack", str(archive), timeout=timeout)
+        if proc.returncode != 0 or name not in self.ctr("images", "list", "-q").stdout.split():
+            raise ComponentError(f"ctr import of {name} from {archive} failed: {proc.stdout}{proc.stderr}")
+        return time.monotonic() - t0
 
     def _start_kubelet(self, timeout: float) -> None:
         config = self.workdir / "kubelet.yaml"

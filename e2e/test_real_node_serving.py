@@ -1,0 +1,181 @@
+"""The serving image as a pod on the real node, created through the API server, answering
+``/v1/recommend`` (opt-in: RECSERVE_E2E_REAL_NODE=1, and in the ``long`` tier with the images).
+
+``test_images.py`` runs the serving image under podman; here the same OCI archive is imported
+into the real node's containerd and the kubelet runs it with runc, as a KubeRay head pod would
+run: ``ray start --head`` as the image's uid with a read-only root filesystem, every capability
+dropped, emptyDirs for ``/tmp``, the home directory and ``/dev/shm``, and the engine and
+retrieval index that ``recserve build`` wrote mounted read-only at the operator's paths
+(hostPath volumes standing in for the artifact claim). The test deploys the serve config the
+operator renders for the cluster through the Serve REST API on the pod's IP, the pod turns Ready
+by an httpGet probe on Serve's HTTP port, and the test asks it for a recommendation over the
+node's link. Deleting the pod must leave no container behind in containerd.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client
+
+from e2e.cluster.controlplane import ControlPlane
+from e2e.cluster.nodejoin import pod_for_real_node
+from e2e.cluster.realnode import RealNode
+from e2e.images import Images
+from recserve_operator.embedded.local_ray import LOCAL_RAY_ENV
+from recserve_operator.planners.k8s_common import IMAGE_UID
+from recserve_operator.planners.rayservice import DASHBOARD_PORT, GCS_PORT, HOME_MOUNT
+from recserve_operator.planners.serve_config import (
+    DeployPlan,
+    ServedVersion,
+    ServeObservation,
+    ServeSite,
+    plan_hand_over,
+    plan_serve_config,
+)
+from recserve_operator.rollout.serve_rest import ServeRestTarget
+from recserve_operator.settings import OperatorSettings
+from recserve_operator.validate import load_model
+from recserve_serving.serve.config import SERVE_PORT
+from recserve_serving.waiting import wait_for
+
+pytestmark = pytest.mark.long
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "manifests" / "examples" / "movielens-ranker.yaml"
+POD = "serving"
+USER_ID = 42
+
+
+def serving_pod(image: str, engine: Path, engine_in_store: str, index: Path) -> dict[str, Any]:
+    """A Ray head pod for the real node, secured as the operator's pod templates are; Ray binds
+    the pod's IP (from the downward API) so that the dashboard and Serve are reachable on it."""
+    settings = OperatorSettings()
+    pod = pod_for_real_node(POD, "unused")
+    ray_start = [
+        "ray", "start", "--head", "--block", f"--port={GCS_PORT}", "--node-ip-address=$POD_IP",
+        "--include-dashboard=true", "--dashboard-host=0.0.0.0", f"--dashboard-port={DASHBOARD_PORT}",
+        "--num-cpus=3", "--object-store-memory=134217728", "--temp-dir=/tmp/ray", "--disable-usage-stats",
+    ]  # fmt: skip
+    env = [{"name": k, "value": v} for k, v in {**LOCAL_RAY_ENV, "OMP_NUM_THREADS": "2"}.items()]
+    env.append({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
+    pod["spec"]["terminationGracePeriodSeconds"] = 10
+    pod["spec"]["securityContext"] = {"runAsNonRoot": True, "runAsUser": IMAGE_UID, "runAsGroup": IMAGE_UID}
+    pod["spec"]["containers"][0].update(
+        name="ray-head",
+        image=image,
+        command=["bash", "-c", "exec " + " ".join(ray_start)],
+        env=env,
+        ports=[{"containerPort": SERVE_PORT}, {"containerPort": DASHBOARD_PORT}],
+        readinessProbe={"httpGet": {"path": "/-/healthz", "port": SERVE_PORT}, "periodSeconds": 2},
+        securityContext={
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        volumeMounts=[
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "home", "mountPath": HOME_MOUNT},
+            {"name": "shm", "mountPath": "/dev/shm"},
+            {"name": "engine", "mountPath": engine_in_store, "readOnly": True},
+            {"name": "index", "mountPath": settings.index_dir, "readOnly": True},
+        ],
+    )
+    pod["spec"]["volumes"] = [
+        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+        {"name": "home", "emptyDir": {"sizeLimit": "64Mi"}},
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}},
+        {"name": "engine", "hostPath": {"path": str(engine), "type": "Directory"}},
+        {"name": "index", "hostPath": {"path": str(index), "type": "Directory"}},
+    ]
+    return pod
+
+
+def test_the_serving_image_runs_as_a_pod_on_the_real_node_and_recommends(
+    control_plane: ControlPlane,
+    real_node: RealNode,
+    namespace: str,
+    images: Images,
+    store: dict[str, Path],
+    record_property: Any,
+) -> None:
+    settings = OperatorSettings()
+    image = images.named("recserve-serving")
+    timings: dict[str, float] = {"image_import_s": real_node.import_archive(images.archives[image], image)}
+    engine_in_store = f"{settings.engine_root}/{store['engine'].name}"
+    core = client.CoreV1Api(control_plane.api_client())
+    created = time.monotonic()
+    core.create_namespaced_pod(
+        namespace, serving_pod(image, store["engine"], engine_in_store, store["index"])
+    )
+
+    def status() -> Any:
+        found = core.read_namespaced_pod(POD, namespace).status
+        for container in found.container_statuses or []:
+            if container.restart_count or container.state.terminated:
+                logs = control_plane.kubectl("logs", "-n", namespace, POD, check=False)
+                raise AssertionError(f"ray start exited in the pod:\n{(logs.stdout + logs.stderr)[-4000:]}")
+        return found
+
+    def running() -> Any:
+        found = status()
+        return found if found.phase == "Running" and found.pod_ip else None
+
+    pod_ip = wait_for(running, 300, interval=0.5, message=f"pod {POD} Running on the real node").pod_ip
+    timings["create_to_running_s"] = time.monotonic() - created
+    target = ServeRestTarget(f"http://{pod_ip}:{DASHBOARD_PORT}")
+
+    def serve_api_up() -> bool:
+        status()
+        target.status()
+        return True
+
+    wait_for(serve_api_up, 300, interval=1.0, message="Ray's Serve REST API on the pod's IP")
+    timings["create_to_serve_api_s"] = time.monotonic() - created
+    model = load_model(EXAMPLE)
+    site = ServeSite(data_dir=settings.data_dir, index_dir=settings.index_dir)
+    desired = plan_serve_config(model, DeployPlan(stable=ServedVersion("1", engine_in_store)), site)
+    hand_over = plan_hand_over(desired, ServeObservation())
+    target.apply(hand_over.rendered)
+
+    def ready() -> Any:
+        failed = target.failed_applications(desired.name)
+        assert not failed, f"applications failed in the pod: {failed}"
+        found = status()
+        return any(c.type == "Ready" and c.status == "True" for c in found.conditions or [])
+
+    wait_for(ready, 300, interval=1.0, message=f"pod {POD} Ready by its probe on Serve's port")
+    timings["create_to_ready_s"] = time.monotonic() - created
+    url = f"http://{pod_ip}:{SERVE_PORT}/v1/recommend"
+    for attempt in ("first_request_s", "second_request_s"):
+        sent = time.monotonic()
+        response = httpx.post(url, json={"user_id": USER_ID, "k": 5}, timeout=60)
+        timings[attempt] = time.monotonic() - sent
+        assert response.status_code == 200, response.text
+    assert response.headers["X-Recserve-Version"] == "1"
+    items = response.json()["items"]
+    assert len(items) == 5 and all(item["title"] for item in items)
+    scores = [item["score"] for item in items]
+    assert scores == sorted(scores, reverse=True) and len(set(scores)) > 1
+
+    uid = control_plane.kubectl("exec", "-n", namespace, POD, "--", "id", "-u").stdout.strip()
+    assert uid == str(IMAGE_UID)
+    touch = control_plane.kubectl("exec", "-n", namespace, POD, "--", "touch", "/opt/written", check=False)
+    assert touch.returncode != 0 and "Read-only file system" in touch.stdout + touch.stderr
+
+    deleted = time.monotonic()
+    core.delete_namespaced_pod(POD, namespace)
+    wait_for(lambda: not core.list_namespaced_pod(namespace).items, 120, interval=0.5, message="pod deleted")
+    wait_for(
+        lambda: not real_node.ctr("containers", "list", "-q").stdout.split(),
+        120,
+        interval=0.5,
+        message="the pod's containers (and its sandbox) gone from containerd",
+    )
+    timings["delete_to_gone_s"] = time.monotonic() - deleted
+    for key, value in timings.items():
+        record_property(key, round(value, 2))
+    print("real-node serving timings:", {k: round(v, 2) for k, v in timings.items()})
