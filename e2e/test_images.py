@@ -34,21 +34,13 @@ import numpy as np
 import pytest
 
 from e2e.images import Images
+from e2e.serving_checks import apply_stable, assert_recommendations
 from recserve_operator.embedded.local_ray import LOCAL_RAY_ENV
 from recserve_operator.embedded.processes import free_port
 from recserve_operator.planners.k8s_common import IMAGE_UID
 from recserve_operator.planners.rayservice import DASHBOARD_PORT, GCS_PORT, HOME_MOUNT
-from recserve_operator.planners.serve_config import (
-    DeployPlan,
-    ServedVersion,
-    ServeObservation,
-    ServeSite,
-    plan_hand_over,
-    plan_serve_config,
-)
 from recserve_operator.rollout.serve_rest import ServeRestTarget
 from recserve_operator.settings import OperatorSettings
-from recserve_operator.validate import load_model
 from recserve_serving.serve.config import SERVE_PORT
 from recserve_serving.waiting import wait_for
 
@@ -57,7 +49,6 @@ from recserve_serving.waiting import wait_for
 pytestmark = pytest.mark.long
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "manifests" / "examples" / "movielens-ranker.yaml"
 USER_ID = 42
 CANDIDATES = 20
 
@@ -139,7 +130,6 @@ def test_the_serving_image_runs_ray_serve_and_answers_recommend(
     (slirp4netns, no bridge or firewall rule on the host): only the dashboard and Serve's HTTP
     port are forwarded, from 127.0.0.1."""
     settings = OperatorSettings()
-    model = load_model(EXAMPLE)
     engine_in_store = f"{settings.engine_root}/{store['engine'].name}"
     dashboard, serve_port = free_port(), free_port()
     ray_start = [
@@ -176,10 +166,7 @@ def test_the_serving_image_runs_ray_serve_and_answers_recommend(
         if exited():
             logs = images.podman("logs", name, check=False)
             raise AssertionError(f"ray start exited in the container:\n{(logs.stdout + logs.stderr)[-4000:]}")
-        site = ServeSite(data_dir=settings.data_dir, index_dir=settings.index_dir)  # as ClusterPlatform's
-        desired = plan_serve_config(model, DeployPlan(stable=ServedVersion("1", engine_in_store)), site)
-        hand_over = plan_hand_over(desired, ServeObservation())
-        target.apply(hand_over.rendered)
+        desired, hand_over = apply_stable(target, engine_in_store)
 
         def running() -> bool:
             failed = target.failed_applications(desired.name)
@@ -191,10 +178,5 @@ def test_the_serving_image_runs_ray_serve_and_answers_recommend(
         response = httpx.post(
             f"http://127.0.0.1:{serve_port}/v1/recommend", json={"user_id": USER_ID, "k": 5}, timeout=60
         )
-        assert response.status_code == 200, response.text
-        assert response.headers["X-Recserve-Version"] == "1"
-        items = response.json()["items"]
-        assert len(items) == 5 and all(item["title"] for item in items)
-        scores = [item["score"] for item in items]
-        assert scores == sorted(scores, reverse=True)
+        assert_recommendations(response, 5)
         images.podman("stop", "--time", "30", name, timeout=90)

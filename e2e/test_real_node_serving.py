@@ -26,26 +26,17 @@ from e2e.cluster.controlplane import ControlPlane
 from e2e.cluster.nodejoin import pod_for_real_node
 from e2e.cluster.realnode import RealNode
 from e2e.images import Images
+from e2e.serving_checks import apply_stable, assert_recommendations
 from recserve_operator.embedded.local_ray import LOCAL_RAY_ENV
 from recserve_operator.planners.k8s_common import IMAGE_UID
 from recserve_operator.planners.rayservice import DASHBOARD_PORT, GCS_PORT, HOME_MOUNT
-from recserve_operator.planners.serve_config import (
-    DeployPlan,
-    ServedVersion,
-    ServeObservation,
-    ServeSite,
-    plan_hand_over,
-    plan_serve_config,
-)
 from recserve_operator.rollout.serve_rest import ServeRestTarget
 from recserve_operator.settings import OperatorSettings
-from recserve_operator.validate import load_model
 from recserve_serving.serve.config import SERVE_PORT
 from recserve_serving.waiting import wait_for
 
 pytestmark = pytest.mark.long
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "manifests" / "examples" / "movielens-ranker.yaml"
 POD = "serving"
 USER_ID = 42
 
@@ -135,11 +126,7 @@ def test_the_serving_image_runs_as_a_pod_on_the_real_node_and_recommends(
 
     wait_for(serve_api_up, 300, interval=1.0, message="Ray's Serve REST API on the pod's IP")
     timings["create_to_serve_api_s"] = time.monotonic() - created
-    model = load_model(EXAMPLE)
-    site = ServeSite(data_dir=settings.data_dir, index_dir=settings.index_dir)
-    desired = plan_serve_config(model, DeployPlan(stable=ServedVersion("1", engine_in_store)), site)
-    hand_over = plan_hand_over(desired, ServeObservation())
-    target.apply(hand_over.rendered)
+    desired, _ = apply_stable(target, engine_in_store)
 
     def ready() -> Any:
         failed = target.failed_applications(desired.name)
@@ -154,12 +141,7 @@ def test_the_serving_image_runs_as_a_pod_on_the_real_node_and_recommends(
         sent = time.monotonic()
         response = httpx.post(url, json={"user_id": USER_ID, "k": 5}, timeout=60)
         timings[attempt] = time.monotonic() - sent
-        assert response.status_code == 200, response.text
-    assert response.headers["X-Recserve-Version"] == "1"
-    items = response.json()["items"]
-    assert len(items) == 5 and all(item["title"] for item in items)
-    scores = [item["score"] for item in items]
-    assert scores == sorted(scores, reverse=True) and len(set(scores)) > 1
+        assert_recommendations(response, 5)
 
     uid = control_plane.kubectl("exec", "-n", namespace, POD, "--", "id", "-u").stdout.strip()
     assert uid == str(IMAGE_UID)

@@ -1,0 +1,47 @@
+"""What the tests that serve from a built image share: the stable serve config the operator
+renders for one engine in the artifact store, applied through a Serve REST API, and what a real
+answer of ``/v1/recommend`` looks like. One copy, so a container and a pod are held to the same
+deployment and the same answer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from recserve_operator.planners.serve_config import (
+    DeployPlan,
+    ServedVersion,
+    ServeObservation,
+    ServeSite,
+    plan_hand_over,
+    plan_serve_config,
+)
+from recserve_operator.rollout.serve_rest import ServeRestTarget
+from recserve_operator.settings import OperatorSettings
+from recserve_operator.validate import load_model
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "manifests" / "examples" / "movielens-ranker.yaml"
+
+
+def apply_stable(target: ServeRestTarget, engine_in_store: str) -> tuple[Any, Any]:
+    """Apply the example model's serve config for ``engine_in_store`` as version "1", with the
+    data and index paths a cluster's routers use; returns (desired, hand_over) for polling."""
+    settings = OperatorSettings()
+    site = ServeSite(data_dir=settings.data_dir, index_dir=settings.index_dir)  # as ClusterPlatform's
+    plan = DeployPlan(stable=ServedVersion("1", engine_in_store))
+    desired = plan_serve_config(load_model(EXAMPLE), plan, site)
+    hand_over = plan_hand_over(desired, ServeObservation())
+    target.apply(hand_over.rendered)
+    return desired, hand_over
+
+
+def assert_recommendations(response: httpx.Response, k: int) -> None:
+    """A real answer from version "1": k titled items, ranked by scores that differ."""
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Recserve-Version"] == "1"
+    items = response.json()["items"]
+    assert len(items) == k and all(item["title"] for item in items)
+    scores = [item["score"] for item in items]
+    assert scores == sorted(scores, reverse=True) and len(set(scores)) > 1
