@@ -37,8 +37,7 @@ import yaml
 
 from e2e.cluster.fleet import NodeSpec, default_fleet, node_is_ready
 from e2e.cluster.pki import PKI, CertPair
-from e2e.cluster.process import Component, ComponentError, pid_alive, processes_using
-from recserve_serving.waiting import wait_for
+from e2e.cluster.process import Component, ComponentError, pid_alive, processes_using, wait_while_alive
 
 HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE / "build.sh"
@@ -398,16 +397,7 @@ class ControlPlane:
     def _wait_alive(
         self, predicate: Callable[[], object], timeout: float, *, interval: float, message: str
     ) -> None:
-        """``wait_for`` (a predicate's errors mean "not yet", e.g. connection refused while a
-        server starts), except that a component that exits ends the wait at once, with its log."""
-
-        def done() -> object:
-            if not all(comp.alive() for comp in self.components):
-                return True
-            return predicate()
-
-        wait_for(done, timeout, interval=interval, message=message)
-        self.check_alive()
+        wait_while_alive(self.components, predicate, timeout, interval=interval, message=message)
 
     def _wait_http(
         self, comp: Component, url: str, ctx: ssl.SSLContext | None, expect: bytes | None = None

@@ -9,8 +9,11 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+from recserve_serving.waiting import wait_for
 
 _PR_SET_PDEATHSIG = 1
 
@@ -159,3 +162,26 @@ class Component:
             if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
                 return True
         return False
+
+
+def wait_while_alive(
+    components: Sequence[Component],
+    predicate: Callable[[], Any],
+    timeout: float,
+    *,
+    interval: float,
+    message: str,
+) -> Any:
+    """``wait_for`` (a predicate's errors mean "not yet", e.g. connection refused while a server
+    starts), except that a component that exits ends the wait at once, with its log: ``wait_for``
+    alone would count that as "not yet" until the timeout. Returns the predicate's value."""
+
+    def done() -> Any:
+        if not all(comp.alive() for comp in components):
+            return True
+        return predicate()
+
+    result = wait_for(done, timeout, interval=interval, message=message)
+    for comp in components:
+        comp.check_alive()  # raises, with the log, for the component that ended the wait
+    return result

@@ -50,7 +50,7 @@ from e2e.cluster.controlplane import BUILD_SCRIPT, BuildError, free_port
 from e2e.cluster.nodeconfig import PAUSE_IMAGE, cni_config, containerd_config, kubelet_config
 from e2e.cluster.nodenet import NodeNetwork
 from e2e.cluster.ociimage import ImageSpec, write_archive
-from e2e.cluster.process import Component, ComponentError, pid_alive, processes_using
+from e2e.cluster.process import Component, ComponentError, pid_alive, processes_using, wait_while_alive
 from recserve_serving.waiting import wait_for
 
 WORKDIR_PREFIX = "recserve-realnode-"
@@ -239,18 +239,7 @@ class RealNode:
         self._wait(ready, 10, "node namespaces held by pause")
 
     def _wait(self, predicate: Callable[[], Any], timeout: float, message: str) -> Any:
-        """``wait_for``, except that a component that exits ends the wait at once, with its log
-        (``wait_for`` alone would count the error as "not yet" until the timeout)."""
-
-        def done() -> Any:
-            if not all(c.alive() for c in self.components):
-                return True
-            return predicate()
-
-        result = wait_for(done, timeout, interval=0.2, message=message)
-        for comp in self.components:
-            comp.check_alive()
-        return result
+        return wait_while_alive(self.components, predicate, timeout, interval=0.2, message=message)
 
     def _link_network(self) -> None:
         conflict = self.net.conflicts()
@@ -498,17 +487,22 @@ class RealNode:
         problems = []
         for hierarchy in self._cgroup_hierarchies():
             top = hierarchy / self.cgroup_root.lstrip("/")
-            if not top.exists():
-                continue
-            children = sorted(
-                (p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
-            )
-            for path in [*children, top]:
-                try:
-                    path.rmdir()
-                except OSError as exc:
-                    problems.append(f"rmdir {path}: {exc}")
+            if top.exists():
+                problems += remove_cgroup_tree(top)
         return problems
+
+
+def remove_cgroup_tree(top: Path) -> list[str]:
+    """rmdir a cgroup and every cgroup below it, deepest first (a cgroup with children cannot
+    go); what would not go, and why."""
+    problems = []
+    children = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
+    for path in [*children, top]:
+        try:
+            path.rmdir()
+        except OSError as exc:
+            problems.append(f"rmdir {path}: {exc}")
+    return problems
 
 
 def kill_and_wait(pids: Collection[int], timeout: float = 10.0) -> None:
@@ -550,10 +544,7 @@ def sweep_stale(root: Path | None = None, min_age_s: float = 600.0) -> list[Path
         pids = (set(processes_using(workdir)) | _cgroup_pids(workdir.name)) - {os.getpid()}
         kill_and_wait(pids)
         for top in CGROUP_FS.glob(f"*/{workdir.name}"):
-            dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
-            for path in [*dirs, top]:
-                with contextlib.suppress(OSError):
-                    path.rmdir()
+            remove_cgroup_tree(top)  # best effort: what survives is swept again next time
         with contextlib.suppress(RuntimeError):
             NodeNetwork.for_name(workdir.name).unlink()
         if not any(pid_alive(p) for p in pids):
