@@ -16,8 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
+from e2e.cluster.process import processes_using
 from recserve_serving.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +76,7 @@ class Images:
             self.podman("rm", "--force", "--ignore", "--time", "5", name, timeout=60)
             if found:
                 wait_for(
-                    lambda: not any(processes_naming(cid) for cid in found),
+                    lambda: not any(processes_using(cid) for cid in found),
                     30,
                     message=f"the host processes of container {name} to exit",
                 )
@@ -100,15 +99,6 @@ class Images:
                 )
             except subprocess.TimeoutExpired as error:
                 raise AssertionError(f"container {name} ran over {timeout}s: {error.stderr!r}") from None
-
-
-def processes_naming(text: str) -> list[int]:
-    """Pids of processes whose command line contains ``text``."""
-    pids = []
-    for process in psutil.process_iter(["pid", "cmdline"]):
-        if any(text in part for part in process.info["cmdline"] or []):
-            pids.append(process.info["pid"])
-    return pids
 
 
 def ensure_images(log: Path) -> Images:
