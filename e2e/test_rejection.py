@@ -80,6 +80,14 @@ def variant(name: str, edit: Any) -> dict[str, Any]:
     return doc
 
 
+POOL = {
+    "nodeSelector": {"recserve.dev/pool": "inference"},
+    "tolerations": [
+        {"key": "recserve.dev/pool", "operator": "Equal", "value": "inference", "effect": "NoSchedule"}
+    ],
+}
+"""A valid ``spec.placement``: a dedicated pool's label and its taint."""
+
 # (name, edit, the field the API server names, its message, whether it is a CEL rule of the CRD)
 INVALID = [
     (
@@ -111,6 +119,20 @@ INVALID = [
         False,
     ),
     (
+        "toleration",
+        lambda s: s.update(placement={"tolerations": [{"key": "pool", "operator": "Exists", "value": "x"}]}),
+        "spec.placement.tolerations[0].value",
+        "operator Exists takes no value",
+        True,
+    ),
+    (
+        "selector",
+        lambda s: s.update(placement={"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-L4"}}),
+        "spec.placement.nodeSelector",
+        "select a GPU product with spec.serving.resources.gpuProduct",
+        True,
+    ),
+    (
         "bound",
         lambda s: s.update(rollout={"canary": {**CANARY, "steps": [{"weight": 101, "pause": "1m"}]}}),
         "spec.rollout.canary.steps[0].weight",
@@ -125,7 +147,9 @@ def test_schema_and_cel_reject_invalid_specs_at_apply(
 ) -> None:
     chart()
     documented = crd_messages(kube)
-    assert apply(control_plane, namespace, variant("valid", lambda s: None)).returncode == 0
+    assert (
+        apply(control_plane, namespace, variant("valid", lambda s: s.update(placement=POOL))).returncode == 0
+    )
     for name, edit, field, message, cel in INVALID:
         result = apply(control_plane, namespace, variant(name, edit), check=False)
         assert result.returncode != 0, name

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ from recserve_serving.paths import IMAGE_DATA_DIR
 from recserve_serving.redact import has_credentials
 from recserve_serving.release import BUILDER_IMAGE, SERVING_IMAGE
 from recserve_serving.serve.config import SERVE_PORT
+from recserve_serving.serving_spec import QUANTITY_PATTERN, quantity_bytes
 
 PVC_PREFIX = "pvc://"
 MLFLOW_SECRET_KEYS = {"MLFLOW_TRACKING_USERNAME": "username", "MLFLOW_TRACKING_PASSWORD": "password"}
@@ -27,6 +29,8 @@ NETWORK_POLICY_PEERS = ("servingClients", "operator", "kuberay", "metrics")
 NetworkPolicyPeer): clients on the Serve HTTP port, the recserve operator on the Serve HTTP
 port (it scrapes ``/metrics``), the KubeRay operator on the dashboard, Prometheus on both
 metrics ports."""
+CPU_QUANTITY = r"^([0-9]+(\.[0-9]{1,3})?|[0-9]+m)$"
+"""What the operator accepts as a CPU request: whole or decimal cores, or millicores."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,14 @@ class OperatorSettings:
     """The catalog inside the serving image, read by every router."""
     network_policy: dict[str, list[dict[str, Any]]] | None = field(default=None, hash=False)
     """Peers per ``NETWORK_POLICY_PEERS`` key; None: the operator plans no NetworkPolicy."""
+    ray_head_cpu: str = "2"
+    """The Ray head's CPU request and limit. The head runs the Serve controller, the HTTP proxy
+    and the router, so its size follows the traffic, not the model: small nodes or quiet models
+    take less, busy ones more."""
+    ray_head_memory: str = "4Gi"
+    ray_worker_overhead_cpu: float = 1.0
+    """CPUs each worker pod requests beyond its replica's shards: the raylet, the object store and
+    a placement group's coordinator. Lower it where nodes are small and replicas light."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
@@ -68,11 +80,27 @@ class OperatorSettings:
             serve_port=int(env.get("RECSERVE_SERVE_PORT", base.serve_port)),
             local_state=env.get("RECSERVE_HOME") or None,
             network_policy=_network_policy(env.get("RECSERVE_NETWORK_POLICY") or None),
+            ray_head_cpu=env.get("RECSERVE_RAY_HEAD_CPU") or base.ray_head_cpu,
+            ray_head_memory=env.get("RECSERVE_RAY_HEAD_MEMORY") or base.ray_head_memory,
+            ray_worker_overhead_cpu=_overhead_cpu(env.get("RECSERVE_RAY_WORKER_OVERHEAD_CPU") or None),
         )
         settings.check()
         return settings
 
     def check(self) -> None:
+        if not re.fullmatch(CPU_QUANTITY, self.ray_head_cpu) or cpu_millis(self.ray_head_cpu) == 0:
+            raise InvalidRequest(
+                f"RECSERVE_RAY_HEAD_CPU={self.ray_head_cpu!r}: must be a positive CPU quantity such as "
+                "2, 1.5 or 500m (chart value config.rayHeadCpu)"
+            )
+        if (
+            not re.fullmatch(QUANTITY_PATTERN, self.ray_head_memory)
+            or quantity_bytes(self.ray_head_memory) < 2**30
+        ):
+            raise InvalidRequest(
+                f"RECSERVE_RAY_HEAD_MEMORY={self.ray_head_memory!r}: must be a memory quantity of at least "
+                "1Gi, such as 4Gi (chart value config.rayHeadMemory); a Ray head with less does not start"
+            )
         if not self.artifact_store.startswith(PVC_PREFIX) or not self.artifact_store.removeprefix(PVC_PREFIX):
             raise InvalidRequest(
                 f"RECSERVE_ARTIFACT_STORE={self.artifact_store!r}: the artifact store must be "
@@ -97,6 +125,28 @@ class OperatorSettings:
         Jobs (the builder image has torch, which building it takes) and read by routers, whose
         image has no torch, from their read-only mount."""
         return f"{self.artifact_mount}/retrieval"
+
+
+def cpu_millis(quantity: str) -> int:
+    """Millicores of a CPU quantity (``2``, ``1.5``, ``500m``)."""
+    if quantity.endswith("m"):
+        return int(quantity[:-1])
+    return round(float(quantity) * 1000)
+
+
+def _overhead_cpu(raw: str | None) -> float:
+    if raw is None:
+        return OperatorSettings.ray_worker_overhead_cpu
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 64:
+        raise InvalidRequest(
+            f"RECSERVE_RAY_WORKER_OVERHEAD_CPU={raw!r}: must be a number of CPUs from 0 to 64, such "
+            "as 1 or 0.25 (chart value config.rayWorkerOverheadCpu)"
+        )
+    return value
 
 
 def _network_policy(raw: str | None) -> dict[str, list[dict[str, Any]]] | None:

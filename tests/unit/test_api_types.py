@@ -402,3 +402,40 @@ def test_spec_is_frozen() -> None:
     spec = RecommenderModelSpec(checkpoint=CheckpointRef(uri="models:/m/1"))
     with pytest.raises(ValidationError):
         spec.task = "ranking"
+
+
+@pytest.mark.parametrize(
+    ("placement", "path", "words"),
+    [
+        (
+            {"tolerations": [{"key": "pool", "operator": "Exists", "value": "x"}]},
+            "tolerations[0].value",
+            "takes no value",
+        ),
+        ({"tolerations": [{"value": "x"}]}, "tolerations[0].key", "needs a key"),
+        (
+            {"tolerations": [{"key": "pool", "tolerationSeconds": 5}]},
+            "tolerations[0].tolerationSeconds",
+            "NoExecute only (effect is unset)",
+        ),
+        ({"nodeSelector": {"not a key": "x"}}, "", "not a Kubernetes label key"),
+        ({"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-L4"}}, "", "spec.serving.resources.gpuProduct"),
+        ({"nodeSelector": {"pool": "-bad-"}}, "nodeSelector.pool", "label value"),
+    ],
+)
+def test_placement_refuses_what_kubernetes_would(placement: dict[str, Any], path: str, words: str) -> None:
+    found = paths(with_spec(placement=placement))
+    (where, message), *_ = found.items()
+    assert where.startswith(f"spec.placement.{path}".rstrip(".")), found
+    assert words in message, found
+
+
+def test_placement_keeps_kubernetes_spelling_in_pod_specs() -> None:
+    doc = with_spec(
+        placement={"tolerations": [{"key": "pool", "operator": "Exists", "effect": "NoSchedule"}]}
+    )
+    model, problems = check_document(doc)
+    assert model is not None, problems
+    assert [t.manifest() for t in model.spec.placement.tolerations] == [
+        {"key": "pool", "operator": "Exists", "effect": "NoSchedule"}
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -318,6 +319,101 @@ def test_rayservice_head_has_no_gpu_and_workers_fit_a_placement_group():
     )
     assert cluster["enableInTreeAutoscaling"] is True
     assert yaml.safe_load(service["spec"]["serveConfigV2"]) == render_serve_config(_serve(GPU))
+
+
+POOL = {
+    "nodeSelector": {"recserve.dev/pool": "inference"},
+    "tolerations": [{"key": "recserve.dev/pool", "operator": "Exists", "effect": "NoSchedule"}],
+}
+
+
+def _placed(base, placement):
+    spec = base.spec.model_copy(update={"placement": type(base.spec.placement).model_validate(placement)})
+    return base.model_copy(update={"spec": spec})
+
+
+def test_placement_reaches_the_head_and_joins_a_gpu_groups_own_selector_and_toleration():
+    placed = _placed(GPU, POOL)
+    cluster = plan_rayservice(placed, render_serve_config(_serve(placed)), SETTINGS)["spec"][
+        "rayClusterConfig"
+    ]
+    head = cluster["headGroupSpec"]["template"]["spec"]
+    assert head["nodeSelector"] == POOL["nodeSelector"]
+    assert head["tolerations"] == POOL["tolerations"]
+    worker = cluster["workerGroupSpecs"][0]["template"]["spec"]
+    product = GPU.spec.serving.resources.gpu_product
+    assert worker["nodeSelector"] == {**POOL["nodeSelector"], "nvidia.com/gpu.product": product}
+    assert worker["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+        *POOL["tolerations"],
+    ]
+
+
+def test_without_placement_cpu_pods_carry_no_selector_or_toleration():
+    cluster = plan_rayservice(CPU, render_serve_config(_serve(CPU)), SETTINGS)["spec"]["rayClusterConfig"]
+    for template in (cluster["headGroupSpec"]["template"], cluster["workerGroupSpecs"][0]["template"]):
+        assert "nodeSelector" not in template["spec"] and "tolerations" not in template["spec"]
+
+
+def test_head_size_and_worker_overhead_come_from_the_settings():
+    small = OperatorSettings(ray_head_cpu="500m", ray_head_memory="2Gi", ray_worker_overhead_cpu=0.25)
+    light = CPU.model_copy(
+        update={
+            "spec": CPU.spec.model_copy(
+                update={
+                    "serving": CPU.spec.serving.model_copy(
+                        update={"resources": ResourcesSpec(cpus=0.25, memory="512Mi")}
+                    )
+                }
+            )
+        }
+    )
+    cluster = plan_rayservice(light, render_serve_config(_serve(light)), small)["spec"]["rayClusterConfig"]
+    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["resources"]
+    assert head["requests"] == head["limits"] == {"cpu": "500m", "memory": "2Gi"}
+    (group,) = cluster["workerGroupSpecs"]
+    worker = group["template"]["spec"]["containers"][0]["resources"]
+    assert worker["requests"] == worker["limits"] == {"cpu": "500m", "memory": "2Gi"}
+    assert group["rayStartParams"]["num-cpus"] == "2"  # the replica and a coordinator, in Ray's terms
+    default = plan_rayservice(CPU, render_serve_config(_serve(CPU)), SETTINGS)["spec"]["rayClusterConfig"]
+    cpus = CPU.spec.serving.resources.cpus
+    assert default["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"]["requests"][
+        "cpu"
+    ] == (str(int(cpus + 1)) if float(cpus).is_integer() else f"{round((cpus + 1) * 1000)}m")
+    assert default["headGroupSpec"]["template"]["spec"]["containers"][0]["resources"]["requests"] == {
+        "cpu": "2",
+        "memory": "4Gi",
+    }
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"RECSERVE_RAY_HEAD_CPU": "two"}, "RECSERVE_RAY_HEAD_CPU='two'"),
+        ({"RECSERVE_RAY_HEAD_CPU": "0m"}, "positive CPU quantity"),
+        ({"RECSERVE_RAY_HEAD_MEMORY": "512Mi"}, "at least 1Gi"),
+        ({"RECSERVE_RAY_WORKER_OVERHEAD_CPU": "-1"}, "from 0 to 64"),
+        ({"RECSERVE_RAY_WORKER_OVERHEAD_CPU": "lots"}, "config.rayWorkerOverheadCpu"),
+    ],
+)
+def test_ray_pod_sizes_are_refused_at_startup_with_the_fix(env, words):
+    with pytest.raises(InvalidRequest, match=re.escape(words)):
+        OperatorSettings.from_env(env)
+
+
+def test_ray_pod_sizes_are_read_from_the_environment():
+    settings = OperatorSettings.from_env(
+        {
+            "RECSERVE_RAY_HEAD_CPU": "1.5",
+            "RECSERVE_RAY_HEAD_MEMORY": "3Gi",
+            "RECSERVE_RAY_WORKER_OVERHEAD_CPU": "0",
+        }
+    )
+    assert (settings.ray_head_cpu, settings.ray_head_memory, settings.ray_worker_overhead_cpu) == (
+        "1.5",
+        "3Gi",
+        0,
+    )
 
 
 def test_worker_group_names_are_dns_safe():

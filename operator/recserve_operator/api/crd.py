@@ -45,6 +45,8 @@ _PASSTHROUGH = (
     "pattern",
     "minItems",
     "maxItems",
+    "minProperties",
+    "maxProperties",
     "required",
 )
 _KEY_ORDER = (
@@ -62,6 +64,8 @@ _KEY_ORDER = (
     "pattern",
     "minItems",
     "maxItems",
+    "minProperties",
+    "maxProperties",
     "items",
     "properties",
     "additionalProperties",

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
+from recserve_operator.api.placement import PlacementSpec
 from recserve_operator.api.status import RecommenderModelStatus
 from recserve_serving.recipe import OptimizationRecipe
 from recserve_serving.schema import CamelModel
@@ -384,6 +385,7 @@ class RecommenderModelSpec(CamelModel):
     )
     optimization: OptimizationRecipe = OptimizationRecipe()
     serving: ServingSpec = ServingSpec()
+    placement: PlacementSpec = PlacementSpec()
     rollout: RolloutSpec = RolloutSpec()
 
     @model_validator(mode="after")

@@ -75,10 +75,16 @@ def _container(
 
 
 def _pod_template(model: RecommenderModel, pod: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "metadata": {"labels": serving_pod_labels(model)},
-        "spec": {"securityContext": pod_security_context(), **pod},
-    }
+    """``spec.placement`` joins what the group itself needs (a GPU product, the GPU taint)."""
+    placement = model.spec.placement
+    selector = {**placement.node_selector, **pod.pop("nodeSelector", {})}
+    tolerations = [*pod.pop("tolerations", []), *(t.manifest() for t in placement.tolerations)]
+    spec: dict[str, Any] = {"securityContext": pod_security_context(), **pod}
+    if selector:
+        spec["nodeSelector"] = selector
+    if tolerations:
+        spec["tolerations"] = tolerations
+    return {"metadata": {"labels": serving_pod_labels(model)}, "spec": spec}
 
 
 def _head(
@@ -88,7 +94,8 @@ def _head(
     volumes: list[dict[str, Any]],
     env: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    container = _container(settings.serving_image, {"cpu": "2", "memory": "4Gi"}, mounts, env)
+    requests = {"cpu": settings.ray_head_cpu, "memory": settings.ray_head_memory}
+    container = _container(settings.serving_image, requests, mounts, env)
     container["ports"] = [
         {"containerPort": GCS_PORT, "name": "gcs"},
         {"containerPort": DASHBOARD_PORT, "name": "dashboard"},
@@ -115,9 +122,12 @@ def _worker_group(
 ) -> dict[str, Any]:
     serving = model.spec.serving
     resources, shards = serving.resources, serving.parallelism.shards
+    # Ray's logical CPUs hold the replica's shards and a placement group's coordinator; the pod
+    # requests the shards' CPUs plus the configured overhead for the raylet and object store.
     cpus = math.ceil(resources.cpus * shards) + 1
+    cpu_millis = round((resources.cpus * shards + settings.ray_worker_overhead_cpu) * 1000)
     memory_gib = math.ceil(quantity_bytes(resources.memory) * shards / 2**30) + 1
-    requests: dict[str, Any] = {"cpu": str(cpus), "memory": f"{memory_gib}Gi"}
+    requests: dict[str, Any] = {"cpu": _cpu_quantity(cpu_millis), "memory": f"{memory_gib}Gi"}
     start_params = {"num-cpus": str(cpus)}
     pod: dict[str, Any] = {"containers": [], "volumes": volumes}
     gpu_product = resources.gpu_product or settings.default_gpu_product
@@ -138,6 +148,11 @@ def _worker_group(
         "rayStartParams": start_params,
         "template": _pod_template(model, pod),
     }
+
+
+def _cpu_quantity(millis: int) -> str:
+    """Whole cores as Kubernetes prints them (``2``), anything else in millicores (``1500m``)."""
+    return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
 
 
 def plan_rayservice(
