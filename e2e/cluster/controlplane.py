@@ -651,6 +651,10 @@ class ControlPlane:
         self._wait_http(comp, f"http://127.0.0.1:{self.ports['kwok']}/healthz", None)
 
     def _start_kuberay(self) -> None:
+        """KubeRay runs outside the cluster's pod network and DNS (a host process, as the API
+        server is), so it reaches each head's dashboard through the API server's service proxy
+        (``--use-kubernetes-proxy``, a mode KubeRay supports for exactly that); the API server
+        reaches a real node's pod IPs over the node's link."""
         comp = self._component(
             "kuberay-operator",
             [
@@ -658,6 +662,7 @@ class ControlPlane:
                 f"--metrics-addr=127.0.0.1:{self.ports['kuberay-metrics']}",
                 f"--health-probe-bind-address=127.0.0.1:{self.ports['kuberay-probe']}",
                 "--enable-leader-election=false",
+                "--use-kubernetes-proxy",
                 "--log-stdout-encoder=console",
             ],
             env={**os.environ, "KUBECONFIG": str(self.kuberay_kubeconfig)},

@@ -416,6 +416,17 @@ def test_ray_pod_sizes_are_read_from_the_environment():
     )
 
 
+def test_a_fixed_size_worker_group_runs_without_the_ray_autoscaler():
+    serving = CPU.spec.serving
+    fixed = serving.model_copy(
+        update={"autoscaling": serving.autoscaling.model_copy(update={"min_replicas": 2, "max_replicas": 2})}
+    )
+    model = CPU.model_copy(update={"spec": CPU.spec.model_copy(update={"serving": fixed})})
+    cluster = plan_rayservice(model, render_serve_config(_serve(model)), SETTINGS)["spec"]["rayClusterConfig"]
+    assert "enableInTreeAutoscaling" not in cluster and "autoscalerOptions" not in cluster
+    assert cluster["workerGroupSpecs"][0]["replicas"] == 2
+
+
 def test_worker_group_names_are_dns_safe():
     assert worker_group_name("NVIDIA-H100-80GB-HBM3", 1) == "gpu-nvidia-h100-80gb-hbm3"
     assert worker_group_name(None, 0) == "cpu"

@@ -4,7 +4,8 @@ Shape: a CPU-only head (it runs the Serve controller, proxy and router, never a 
 and one worker group whose pods each hold a whole ranker replica, so a replica's
 placement group (pipeline × tensor shards, STRICT_PACK) always fits on one node. GPU
 worker groups select their product by node label and tolerate the GPU taint. The Ray
-autoscaler adds worker pods between bounds derived from Serve's replica bounds; the Serve
+autoscaler adds worker pods between bounds derived from Serve's replica bounds (a group whose
+bounds are equal runs without it); the Serve
 replica counts themselves stay inside Ray and never appear in anything tracked in git.
 
 Every Ray pod carries the model's serving labels (``serving_pod_labels``): KubeRay keeps a
@@ -166,25 +167,26 @@ def plan_rayservice(
         volumes, mounts = [*volumes, volume], [*mounts, mount]
     env = [*common_env(settings), *store_env]
     versions = max(1, len(serve_config["applications"]) - 1)  # every app but the router
+    workers = _worker_group(model, settings, versions, mounts, volumes, env)
+    cluster: dict[str, Any] = {"rayVersion": RAY_VERSION}
+    if workers["minReplicas"] < workers["maxReplicas"]:
+        # Ray's autoscaler (a sidecar of the head, with API access to patch the RayCluster) adds
+        # worker pods when Serve's replicas outgrow them; a fixed-size group has nothing for it
+        # to decide, so such models run without the sidecar and its permissions.
+        cluster["enableInTreeAutoscaling"] = True
+        cluster["autoscalerOptions"] = {
+            "upscalingMode": "Default",
+            "idleTimeoutSeconds": 60,
+            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        }
+    cluster["headGroupSpec"] = _head(model, settings, mounts, volumes, env)
+    cluster["workerGroupSpecs"] = [workers]
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
         "metadata": metadata(model, model.metadata.name or "", SERVING_COMPONENT),
         "spec": {
             "serveConfigV2": yaml.safe_dump(serve_config, sort_keys=False),
-            "rayClusterConfig": {
-                "rayVersion": RAY_VERSION,
-                "enableInTreeAutoscaling": True,
-                "autoscalerOptions": {
-                    "upscalingMode": "Default",
-                    "idleTimeoutSeconds": 60,
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "capabilities": {"drop": ["ALL"]},
-                    },
-                },
-                "headGroupSpec": _head(model, settings, mounts, volumes, env),
-                "workerGroupSpecs": [_worker_group(model, settings, versions, mounts, volumes, env)],
-            },
+            "rayClusterConfig": cluster,
         },
     }
