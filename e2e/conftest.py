@@ -42,7 +42,7 @@ STABLE_NAME = "movielens-ranker"
 _PLANE_KEY = pytest.StashKey[ControlPlane]()
 # The real-node test is opt-in, not skipped: it is collected only when asked for, since it needs
 # root, Debian's containerd and a kubelet build that make test's cold budget has no room for.
-REAL_NODE_TESTS = ["test_real_node.py", "test_real_node_serving.py"]
+REAL_NODE_TESTS = ["test_real_node.py", "test_real_node_serving.py", "test_real_node_rayservice.py"]
 collect_ignore = [] if os.environ.get("RECSERVE_E2E_REAL_NODE") == "1" else REAL_NODE_TESTS
 REAL_NODE = "realnode-e2e"
 

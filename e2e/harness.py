@@ -270,8 +270,8 @@ class ArtifactStore:
     """The claim behind the operator's default store (``pvc://recserve-artifacts``), created on
     demand: until it exists, the real scheduler keeps every pod that mounts it Pending, which is
     how a test gets to hand a build pod its result before kwok runs and completes it. The
-    PersistentVolume is pre-bound to the claim (the real PV controller binds them); no kubelet
-    ever mounts it. ``close()`` deletes the cluster-scoped volume."""
+    PersistentVolume is pre-bound to the claim (the real PV controller binds them); kwok's pods
+    never mount it, a real node's pods mount ``host_path``. ``close()`` deletes the cluster-scoped volume."""
 
     def __init__(self, kube: Any, namespace: str) -> None:
         self.core = client.CoreV1Api(kube)
@@ -279,7 +279,8 @@ class ArtifactStore:
         self.volume = f"{namespace}-artifacts"[:63]
         self.created = False
 
-    def open(self, timeout: float = 60) -> None:
+    def open(self, timeout: float = 60, host_path: Path | None = None) -> None:
+        """``host_path``: a folder a real kubelet mounts (the store as build Jobs leave it)."""
         self.core.create_persistent_volume(
             {
                 "metadata": {"name": self.volume, "labels": {"recserve.dev/e2e": "true"}},
@@ -288,7 +289,7 @@ class ArtifactStore:
                     "accessModes": ["ReadWriteMany"],
                     "persistentVolumeReclaimPolicy": "Retain",
                     "storageClassName": "",
-                    "hostPath": {"path": "/nonexistent/recserve-e2e-artifacts"},
+                    "hostPath": {"path": str(host_path or "/nonexistent/recserve-e2e-artifacts")},
                     "claimRef": {"namespace": self.namespace, "name": ARTIFACT_CLAIM},
                 },
             }
