@@ -99,7 +99,8 @@ class PlacementSpec(CamelModel):
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
             CelRule(
-                f"self.nodeSelector.all(k, k.matches('{LABEL_KEY_PATTERN}'))",
+                # CEL strings take no backslash escapes such as ``\.``: the regex's dot goes in a class.
+                f"self.nodeSelector.all(k, k.matches('{LABEL_KEY_PATTERN.replace(chr(92) + '.', '[.]')}'))",
                 "nodeSelector keys must be Kubernetes label keys, e.g. recserve.dev/pool",
                 ".nodeSelector",
             ),
