@@ -1,9 +1,10 @@
 """A real kubelet and containerd beside kwok's simulated fleet (opt-in: RECSERVE_E2E_REAL_NODE=1).
 
 Collected only with RECSERVE_E2E_REAL_NODE=1 (see ``conftest.collect_ignore``): it needs root,
-Debian's containerd, runc, CNI plugins and busybox-static, and a kubelet build that ``make test``
-does not pay for. With it, nothing here is simulated: the scheduler binds the pod to the real
-node, whose kubelet runs it in containerd with runc.
+Debian's containerd, runc, CNI plugins and busybox-static, and the node's cluster DNS, whose
+CoreDNS build ``make test`` does not pay for. With it, nothing here is simulated: the scheduler
+binds the pod to the real node, whose kubelet runs it in containerd with runc, and pods resolve
+Service names through CoreDNS reading the API server.
 """
 
 from __future__ import annotations
