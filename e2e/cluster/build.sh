@@ -10,11 +10,18 @@
 #   kwok-v0.8.0         kwok (sigs.k8s.io/kwok)
 #   kuberay-v1.5.0      ray-operator + crds/ (github.com/ray-project/kuberay/ray-operator)
 #   helm-v3.22.0        helm (helm.sh/helm/v3)
-# Opt-in (RECSERVE_E2E_REAL_NODE=1), for a real node beside kwok's; off by default so that
-# make test's cold build budget does not grow:
+# and the real node beside kwok's (make test runs a real pod on it; the kubelet builds in 42 s
+# at -p=2 with the control plane's GOCACHE warm), with Debian's containerd, runc, CNI plugins
+# and busybox-static installed by apt-get when missing:
 #   kubelet-v1.37.2     kubelet (k8s.io/kubernetes/cmd/kubelet; tools/kubelet: the same pins and
 #                       replaces as tools/kubernetes, tidied for the kubelet alone)
 #   pause-v1            pause (tools/pause: a static pod-sandbox process, ours, no dependency)
+# Opt-in (RECSERVE_E2E_REAL_NODE=1), for the real node's cluster DNS; off by default because
+# its cold build is ~110 s of CPU even with the control plane's GOCACHE warm (CoreDNS needs
+# newer golang.org/x/*, grpc and protobuf than k8s v1.37.2, so almost none of client-go's
+# compiled packages can be shared):
+#   coredns-v1.15.0     coredns (tools/coredns: coremain with only the bind, errors, log and
+#                       kubernetes plugins; k8s.io/* required at v0.37.2, the control plane's)
 # Opt-in on top (RECSERVE_E2E_REAL_NODE=1 RECSERVE_E2E_CONTAINERD=build): Debian's containerd
 # 1.6 serves kubelet v1.37 (with a warning); the kubelets after it need containerd 2:
 #   containerd-v2.4.2   containerd containerd-shim-runc-v2 ctr (github.com/containerd/containerd/v2)
@@ -23,7 +30,7 @@
 #        bash e2e/cluster/build.sh --print    only print the bin dirs (exit 1 if any is missing)
 # Env:   RECSERVE_E2E_GO_PARALLEL  go build -p (default: 1, or nproc when CI=true)
 #        RECSERVE_E2E_CACHE        cache root (default: e2e/.cache)
-#        RECSERVE_E2E_REAL_NODE    1: also build the real-node components (kubelet, pause)
+#        RECSERVE_E2E_REAL_NODE    1: also build the real node's cluster DNS (coredns)
 #        RECSERVE_E2E_CONTAINERD   build: with RECSERVE_E2E_REAL_NODE=1, also build containerd 2
 #                                  (default deb: the node uses Debian's containerd package)
 set -Eeuo pipefail
@@ -40,6 +47,7 @@ KUBERAY_VERSION=v1.5.0
 HELM_VERSION=v3.22.0
 PAUSE_VERSION=v1
 CONTAINERD_VERSION=v2.4.2
+COREDNS_VERSION=v1.15.0
 
 CURRENT="(setup)"
 PARTIAL=""
@@ -139,9 +147,10 @@ print_dirs() {
   echo "kwok=$(dir_of kwok "$KWOK_VERSION")"
   echo "kuberay=$(dir_of kuberay "$KUBERAY_VERSION")"
   echo "helm=$(dir_of helm "$HELM_VERSION")"
+  echo "kubelet=$(dir_of kubelet "$K8S_VERSION")"
+  echo "pause=$(dir_of pause "$PAUSE_VERSION")"
   if real_node; then
-    echo "kubelet=$(dir_of kubelet "$K8S_VERSION")"
-    echo "pause=$(dir_of pause "$PAUSE_VERSION")"
+    echo "coredns=$(dir_of coredns "$COREDNS_VERSION")"
   fi
   if build_containerd; then
     echo "containerd=$(dir_of containerd "$CONTAINERD_VERSION")"
@@ -211,25 +220,27 @@ fi
 build helm "$HELM_VERSION" helm "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
   helm=helm.sh/helm/v3/cmd/helm
 
+# The real node's runtime comes from Debian, like the images' podman (scripts/build-images.sh):
+# containerd 1.6, runc, the CNI plugins (/usr/lib/cni) and the busybox the test pods run.
+CURRENT="installing the real node's containerd, runc, CNI plugins, busybox-static with apt-get"
+missing=()
+[[ -x /usr/bin/containerd && -x /usr/bin/containerd-shim-runc-v2 && -x /usr/bin/ctr ]] || missing+=(containerd)
+command -v runc >/dev/null || missing+=(runc)
+[[ -x /usr/lib/cni/bridge ]] || missing+=(containernetworking-plugins)
+[[ -x /bin/busybox ]] || missing+=(busybox-static)
+if ((${#missing[@]})); then
+  echo "[e2e build] real node: installing from Debian: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 # The kubelet has the control plane's pins and ldflags in a module of its own (tools/kubelet):
-# turning the real node on never invalidates the control plane's binaries.
+# a kubelet change never invalidates the control plane's binaries.
+build kubelet "$K8S_VERSION" kubelet "$K8S_LD" kubelet=k8s.io/kubernetes/cmd/kubelet
+# The pod sandbox's pause process: registry.k8s.io/pause cannot be pulled here.
+CGO_ENABLED=0 build pause "$PAUSE_VERSION" pause "" pause=./cmd/pause
 if real_node; then
-  # The node's runtime comes from Debian, like the images' podman (scripts/build-images.sh):
-  # containerd 1.6, runc, the CNI plugins (/usr/lib/cni) and the busybox the test pod runs.
-  CURRENT="installing the real node's containerd, runc, CNI plugins, busybox-static with apt-get"
-  missing=()
-  [[ -x /usr/bin/containerd && -x /usr/bin/containerd-shim-runc-v2 && -x /usr/bin/ctr ]] || missing+=(containerd)
-  command -v runc >/dev/null || missing+=(runc)
-  [[ -x /usr/lib/cni/bridge ]] || missing+=(containernetworking-plugins)
-  [[ -x /bin/busybox ]] || missing+=(busybox-static)
-  if ((${#missing[@]})); then
-    echo "[e2e build] real node: installing from Debian: ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
-  build kubelet "$K8S_VERSION" kubelet "$K8S_LD" kubelet=k8s.io/kubernetes/cmd/kubelet
-  # The pod sandbox's pause process: registry.k8s.io/pause cannot be pulled here.
-  CGO_ENABLED=0 build pause "$PAUSE_VERSION" pause "" pause=./cmd/pause
+  # With cgo, as the control plane's binaries are: the std packages it compiles are shared.
+  build coredns "$COREDNS_VERSION" coredns "" coredns=./cmd/coredns
 fi
 if build_containerd; then
   # Static, as containerd's own release builds are; without cgo the btrfs snapshotter drops out.

@@ -112,7 +112,13 @@ def cni_config(workdir: Path, subnet: str) -> dict[str, Any]:
 
 def kubelet_config(workdir: Path, cgroup_root: str, port: int, healthz_port: int) -> dict[str, Any]:
     """Standalone kubelet: static pods only, cgroupfs on this cgroup v1 host, nothing written
-    to host sysctls or iptables, its API on loopback without authentication (tests only)."""
+    to host sysctls or iptables, its API on loopback without authentication (tests only).
+
+    ``cpuCFSQuota: false``: a container's CPU limit is not enforced by a CFS quota. This node
+    shares a 2-core machine with the control plane and the tests, and the pods it runs (a Ray
+    head and two workers) ask for fractions of a CPU; a quota would throttle them to their
+    limits in 100 ms periods even while cores sit idle, so their start-up (Python imports, Ray's
+    processes) would take many times longer. Requests still drive scheduling and CPU shares."""
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
@@ -134,6 +140,7 @@ def kubelet_config(workdir: Path, cgroup_root: str, port: int, healthz_port: int
         "makeIPTablesUtilChains": False,
         "oomScoreAdj": 0,
         "failSwapOn": False,
+        "cpuCFSQuota": False,
         "resolvConf": "/etc/resolv.conf",
         "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
         "imageGCHighThresholdPercent": 100,

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from e2e.cluster.clusterdns import dns_identity
 from e2e.cluster.controlplane import Binaries, ControlPlane, write_kubeconfig
 from e2e.cluster.realnode import NodeBinaries, RealNode, Registration, busybox_pod
 from recserve_serving.waiting import wait_for
@@ -27,8 +28,10 @@ NODE_LABEL = ("recserve.dev/node", "real")
 NODE_TAINT = {"key": "recserve.dev/real-node", "value": "true", "effect": "NoSchedule"}
 
 
-def registration(plane: ControlPlane, name: str) -> Registration:
-    """A node identity issued by the control plane's CA, as kubeadm's would be."""
+def registration(plane: ControlPlane, name: str, *, dns: bool = True) -> Registration:
+    """A node identity issued by the control plane's CA, as kubeadm's would be, and with
+    ``dns`` one for the node's cluster DNS (whose binary ``NodeBinaries.ensure_built(dns=True)``
+    builds)."""
     assert plane.pki is not None
     client = plane.pki.issue(f"kubelet-{name}", f"system:node:{name}", orgs=("system:nodes",), client=True)
     kubeconfig = write_kubeconfig(
@@ -38,7 +41,13 @@ def registration(plane: ControlPlane, name: str) -> Registration:
         f"system:node:{name}",
         client,
     )
-    return Registration(kubeconfig, plane.pki.ca.cert, labels=dict([NODE_LABEL]), taints=[NODE_TAINT])
+    return Registration(
+        kubeconfig,
+        plane.pki.ca.cert,
+        labels=dict([NODE_LABEL]),
+        taints=[NODE_TAINT],
+        dns_kubeconfig=dns_identity(plane) if dns else None,
+    )
 
 
 def pod_for_real_node(name: str, message: str) -> dict[str, Any]:

@@ -18,6 +18,9 @@ import hashlib
 import subprocess
 from dataclasses import dataclass
 
+# Every real node's pod subnet is a /24 of this range (the cluster DNS serves its reverse zone).
+POD_NETWORK = "10.88.0.0/16"
+
 
 @dataclass(frozen=True)
 class NodeNetwork:
@@ -63,8 +66,12 @@ class NodeNetwork:
         return _ip("link", "show", self.host_link, check=False).returncode == 0
 
     def unlink(self) -> None:
+        """Delete the pair now; tolerated when the kernel is deleting it already (the holder's
+        network namespace is torn down asynchronously after its last process exits)."""
         if self.exists():
-            _ip("link", "delete", self.host_link)
+            proc = _ip("link", "delete", self.host_link, check=False)
+            if proc.returncode != 0 and self.exists():
+                raise RuntimeError(f"ip link delete {self.host_link}: {proc.stderr.strip()}")
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -18,6 +18,9 @@ it only check them: without that a kubelet rewrites those host sysctls. The kube
 ``oomScoreAdj`` is 0 and containerd's ``restrict_oom_score_adj`` is on, since root here has no
 CAP_SYS_RESOURCE to lower an OOM score.
 
+A node registered with an API server can also run the cluster's DNS (``clusterdns``: CoreDNS
+on the host's end of its link); its kubelet then hands pods a resolv.conf that names it.
+
 Command line:
 
     python -m e2e.cluster.realnode demo     # start, run a static busybox pod, show it, stop
@@ -46,6 +49,7 @@ from typing import Any
 
 import yaml
 
+from e2e.cluster.clusterdns import CLUSTER_DOMAIN, PROBE_NAME, cluster_zones, corefile, resolve
 from e2e.cluster.controlplane import BUILD_SCRIPT, BuildError, free_port
 from e2e.cluster.nodeconfig import PAUSE_IMAGE, cni_config, containerd_config, kubelet_config
 from e2e.cluster.nodenet import NodeNetwork
@@ -67,7 +71,21 @@ KUBELET_SYSCTLS = {
 }
 # Host folders that the node's mount namespace sees as workdir folders instead.
 PRIVATE_PATHS = ("/run", "/var/lib", "/var/log")
-BUSYBOX_APPLETS = ("sh", "sleep", "echo", "cat", "ls", "mkdir", "hostname", "id", "ps", "wget", "nc", "httpd")
+BUSYBOX_APPLETS = (
+    "sh",
+    "sleep",
+    "echo",
+    "cat",
+    "ls",
+    "mkdir",
+    "hostname",
+    "id",
+    "ps",
+    "wget",
+    "nc",
+    "httpd",
+    "nslookup",
+)
 
 
 @dataclass(frozen=True)
@@ -79,12 +97,14 @@ class NodeBinaries:
     ctr: Path
     runc: Path
     busybox: Path
+    coredns: Path | None
 
     @classmethod
-    def ensure_built(cls, containerd_dir: Path | None = None) -> NodeBinaries:
-        """Build the opt-in real-node components (instant when warm) and find the host's
-        runtime packages. ``containerd_dir`` picks a containerd other than Debian's."""
-        env = {**os.environ, "RECSERVE_E2E_REAL_NODE": "1"}
+    def ensure_built(cls, containerd_dir: Path | None = None, *, dns: bool = True) -> NodeBinaries:
+        """Build the real-node components (instant when warm) and find the host's runtime
+        packages. ``containerd_dir`` picks a containerd other than Debian's; ``dns`` also builds
+        the opt-in cluster DNS (CoreDNS), which a node registered with ``dns_kubeconfig`` runs."""
+        env = {**os.environ, "RECSERVE_E2E_REAL_NODE": "1" if dns else "0"}
         proc = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             raise BuildError(f"{BUILD_SCRIPT} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
@@ -98,8 +118,9 @@ class NodeBinaries:
             ctr=runtime / "ctr",
             runc=Path(shutil.which("runc") or "/usr/sbin/runc"),
             busybox=Path("/bin/busybox"),
+            coredns=Path(dirs["coredns"]) / "coredns" if dns else None,
         )
-        missing = [str(p) for p in bins.__dict__.values() if not p.exists()]
+        missing = [str(p) for p in bins.__dict__.values() if p is not None and not p.exists()]
         if missing:
             raise BuildError(
                 "real-node binaries missing (apt-get install containerd runc busybox-static?): "
@@ -133,12 +154,14 @@ class Registration:
     """How the kubelet joins an API server instead of running standalone: a kubeconfig whose
     client certificate says ``system:node:<name>`` in ``system:nodes`` (the Node authorizer and
     NodeRestriction admission then hold it to its own node), the CA that signs the API server's
-    client certificate for kubelets (logs, exec), and the labels and taints it registers with."""
+    client certificate for kubelets (logs, exec), the labels and taints it registers with, and,
+    for a node that runs the cluster DNS (``clusterdns``), CoreDNS's kubeconfig."""
 
     kubeconfig: Path
     client_ca: Path
     labels: dict[str, str]
     taints: list[dict[str, str]]
+    dns_kubeconfig: Path | None = None
 
 
 class RealNode:
@@ -181,6 +204,9 @@ class RealNode:
             self.timings["containerd_ready_s"] = time.monotonic() - t0
             self._import_images()
             self.timings["images_imported_s"] = time.monotonic() - t0
+            if self.registration is not None and self.registration.dns_kubeconfig is not None:
+                self._start_dns(self.registration.dns_kubeconfig, timeout)
+                self.timings["dns_ready_s"] = time.monotonic() - t0
             self._start_kubelet(timeout)
             self.timings["kubelet_healthy_s"] = time.monotonic() - t0
             self._write_state()
@@ -316,6 +342,21 @@ class RealNode:
             raise ComponentError(f"ctr import of {name} from {archive} failed: {proc.stdout}{proc.stderr}")
         return time.monotonic() - t0
 
+    def _start_dns(self, kubeconfig: Path, timeout: float) -> None:
+        """CoreDNS on the host's end of the node's link (``clusterdns``), ready once it answers
+        the API server's own Service name with an address, which needs its API watch synced."""
+        if self.bins.coredns is None:
+            raise BuildError("a node with cluster DNS needs NodeBinaries.ensure_built(dns=True)")
+        config = self.workdir / "Corefile"
+        config.write_text(corefile(self.net.host_ip, kubeconfig, cluster_zones()))
+        self._component("coredns", [self.bins.coredns, "-conf", config])
+
+        def answers() -> bool:
+            rcode, addresses = resolve(self.net.host_ip, PROBE_NAME, timeout=1)
+            return rcode == 0 and bool(addresses)
+
+        self._wait(answers, timeout, f"cluster DNS on {self.net.host_ip}:53 answers {PROBE_NAME}")
+
     def _start_kubelet(self, timeout: float) -> None:
         config = self.workdir / "kubelet.yaml"
         settings = kubelet_config(self.workdir, self.cgroup_root, self.port, self.healthz_port)
@@ -332,6 +373,10 @@ class RealNode:
                 "x509": {"clientCAFile": str(self.registration.client_ca)},
             }
             settings["authorization"] = {"mode": "Webhook"}
+            if self.registration.dns_kubeconfig is not None:
+                # Pods get a resolv.conf naming the node's CoreDNS and the cluster's search path.
+                settings["clusterDNS"] = [self.net.host_ip]
+                settings["clusterDomain"] = CLUSTER_DOMAIN
             labels = ",".join(f"{k}={v}" for k, v in self.registration.labels.items())
             extra = [
                 f"--kubeconfig={self.registration.kubeconfig}",
@@ -418,6 +463,8 @@ class RealNode:
         by_name = {c.name: c for c in self.components}
         if "kubelet" in by_name:
             by_name["kubelet"].stop()
+        if "coredns" in by_name:
+            by_name["coredns"].stop()
         if "containerd" in by_name and by_name["containerd"].alive():
             problems += self._kill_tasks()
             by_name["containerd"].stop()

@@ -71,6 +71,7 @@ def test_kubelet_config_leaves_host_settings_alone(tmp_path: Path) -> None:
     assert config["protectKernelDefaults"] is True
     assert config["makeIPTablesUtilChains"] is False
     assert config["oomScoreAdj"] == 0
+    assert config["cpuCFSQuota"] is False
     assert config["podLogsDir"] == str(tmp_path / "pod-logs")
 
 
