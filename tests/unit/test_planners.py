@@ -427,6 +427,16 @@ def test_a_fixed_size_worker_group_runs_without_the_ray_autoscaler():
     assert cluster["workerGroupSpecs"][0]["replicas"] == 2
 
 
+def test_workers_are_ready_when_their_raylet_is_since_only_the_head_runs_a_serve_proxy():
+    config = render_serve_config(_serve(CPU))
+    assert config["proxy_location"] == "HeadOnly"
+    cluster = plan_rayservice(CPU, config, SETTINGS)["spec"]["rayClusterConfig"]
+    probe = cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["readinessProbe"]
+    command = probe["exec"]["command"][-1]
+    assert "local_raylet_healthz" in command and ":8000" not in command
+    assert "readinessProbe" not in cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+
+
 def test_worker_group_names_are_dns_safe():
     assert worker_group_name("NVIDIA-H100-80GB-HBM3", 1) == "gpu-nvidia-h100-80gb-hbm3"
     assert worker_group_name(None, 0) == "cpu"

@@ -43,6 +43,8 @@ from recserve_serving.serving_spec import quantity_bytes
 
 GCS_PORT = 6379
 DASHBOARD_PORT = 8265
+DASHBOARD_AGENT_PORT = 52365
+"""KubeRay's default ``dashboard-agent-listen-port``: the raylet's health endpoint is served there."""
 RAY_METRICS_PORT = 8080
 """KubeRay's default ``metrics-export-port`` of every Ray pod (Ray's own Prometheus metrics)."""
 SERVING_COMPONENT = "serving"
@@ -113,6 +115,21 @@ def _head(
     }
 
 
+def _raylet_ready_probe() -> dict[str, Any]:
+    """A worker is ready when its raylet is. KubeRay's default probe for RayService workers also
+    asks for a Serve HTTP proxy on the worker, but only the head runs one here (``HeadOnly``:
+    requests enter through the router, which calls rankers by handle), so that probe would keep
+    every worker unready for good."""
+    check = f"wget --tries 1 -T 2 -q -O- http://localhost:{DASHBOARD_AGENT_PORT}/api/local_raylet_healthz | grep success"
+    return {
+        "exec": {"command": ["bash", "-c", check]},
+        "initialDelaySeconds": 10,
+        "periodSeconds": 5,
+        "timeoutSeconds": 2,
+        "failureThreshold": 10,
+    }
+
+
 def _worker_group(
     model: RecommenderModel,
     settings: OperatorSettings,
@@ -139,7 +156,9 @@ def _worker_group(
         pod["tolerations"] = gpu_tolerations()
         if gpu_product:
             pod["nodeSelector"] = {GPU_PRODUCT_LABEL: gpu_product}
-    pod["containers"] = [_container(settings.serving_image, requests, mounts, env)]
+    container = _container(settings.serving_image, requests, mounts, env)
+    container["readinessProbe"] = _raylet_ready_probe()
+    pod["containers"] = [container]
     autoscaling = serving.autoscaling
     return {
         "groupName": worker_group_name(gpu_product, resources.gpus),
