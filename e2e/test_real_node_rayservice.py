@@ -61,6 +61,7 @@ from recserve_serving.waiting import wait_for
 pytestmark = pytest.mark.long
 
 NAME = "real-ranker"
+STABLE_LABEL = "movielens-ranker/1"
 RAY = ("ray.io", "v1")
 CANARY = {
     "checkpoint": {"uri": "models:/movielens-ranker/1"},
@@ -142,6 +143,19 @@ def finish_build(
     wait_for(complete, 120, message=f"build Job {job.metadata.name} Complete")
     cordon.set(True)
     return result
+
+
+def live_router_weight(plane: ControlPlane, namespace: str) -> int:
+    """The canary weight the running router holds, read from Serve's REST API on the head (over
+    the API server's service proxy, as KubeRay reaches it): what the RayService's spec says is
+    only what KubeRay was asked to apply."""
+    cluster = plane.kubectl(
+        "get", "rayclusters", "-n", namespace, "-o", "jsonpath={.items[0].status.head.serviceName}"
+    )
+    path = f"/api/v1/namespaces/{namespace}/services/{cluster.stdout}:dashboard/proxy/api/serve/applications/"
+    apps = json.loads(plane.kubectl("get", "--raw", path).stdout)["applications"]
+    router = apps[NAME]["deployments"]["Router"]["deployment_config"]["user_config"]
+    return int(router["canaryWeight"])
 
 
 class PortForward:
@@ -266,9 +280,14 @@ def test_a_model_on_the_real_node_serves_through_its_service_steps_a_canary_and_
 
                 wait_for(lambda: len(running_apps()) == 3, 300, message="router, stable and canary RUNNING")
 
+                assert live_router_weight(control_plane, namespace) == 50
+
                 def both_versions_answer() -> bool:
-                    seen = {r.versions for r in traffic.rounds[-2:]}
-                    return any(len(v) >= 2 for v in seen)
+                    labels = {label for r in list(traffic.rounds)[-4:] for label in r.versions}
+                    return {STABLE_LABEL, canary_label()} <= labels
+
+                def canary_label() -> str:
+                    return str(get_model(kube, namespace, NAME)["status"]["canary"]["label"])
 
                 wait_for(both_versions_answer, 300, interval=2.0, message="traffic on both versions")
                 rounds = traffic.finish()
