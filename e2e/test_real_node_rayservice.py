@@ -61,7 +61,6 @@ from recserve_serving.waiting import wait_for
 pytestmark = pytest.mark.long
 
 NAME = "real-ranker"
-STABLE_LABEL = "movielens-ranker/1"
 RAY = ("ray.io", "v1")
 CANARY = {
     "checkpoint": {"uri": "models:/movielens-ranker/1"},
@@ -282,12 +281,11 @@ def test_a_model_on_the_real_node_serves_through_its_service_steps_a_canary_and_
 
                 assert live_router_weight(control_plane, namespace) == 50
 
-                def both_versions_answer() -> bool:
-                    labels = {label for r in list(traffic.rounds)[-4:] for label in r.versions}
-                    return {STABLE_LABEL, canary_label()} <= labels
+                served_by = get_model(kube, namespace, NAME)["status"]
+                labels = {served_by["stable"]["label"], served_by["canary"]["label"]}
 
-                def canary_label() -> str:
-                    return str(get_model(kube, namespace, NAME)["status"]["canary"]["label"])
+                def both_versions_answer() -> bool:
+                    return labels <= {label for r in list(traffic.rounds)[-4:] for label in r.versions}
 
                 wait_for(both_versions_answer, 300, interval=2.0, message="traffic on both versions")
                 rounds = traffic.finish()
