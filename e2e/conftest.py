@@ -40,11 +40,10 @@ REPO = E2E_DIR.parent
 EXAMPLE = REPO / "manifests" / "examples" / "movielens-ranker.yaml"
 STABLE_NAME = "movielens-ranker"
 _PLANE_KEY = pytest.StashKey[ControlPlane]()
-# The real-node test is opt-in, not skipped: it is collected only when asked for, since it needs
-# root, Debian's containerd and a kubelet build that make test's cold budget has no room for.
-REAL_NODE_TESTS = ["test_real_node.py", "test_real_node_serving.py"]
-collect_ignore = [] if os.environ.get("RECSERVE_E2E_REAL_NODE") == "1" else REAL_NODE_TESTS
 REAL_NODE = "realnode-e2e"
+# What make test builds and runs (e2e/test_real_node_smoke.py); the operator image is built for
+# make test-all's tests (``images``).
+SERVING_DOCKERFILE = "serving-cpu.Dockerfile"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -177,6 +176,17 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Images:
     log = tmp_path_factory.mktemp("images") / "build.log"
     try:
         return ensure_images(log)
+    except ImageBuildError as error:
+        pytest.fail(f"IMAGE BUILD FAILED:\n{error}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def serving_image(tmp_path_factory: pytest.TempPathFactory) -> Images:
+    """Only the CPU serving image, built if missing: what ``make test`` runs, without the
+    operator image's cold build (a failed build fails the tests; nothing is skipped)."""
+    log = tmp_path_factory.mktemp("images") / "build.log"
+    try:
+        return ensure_images(log, only=[SERVING_DOCKERFILE])
     except ImageBuildError as error:
         pytest.fail(f"IMAGE BUILD FAILED:\n{error}", pytrace=False)
 
