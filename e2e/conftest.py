@@ -40,11 +40,10 @@ REPO = E2E_DIR.parent
 EXAMPLE = REPO / "manifests" / "examples" / "movielens-ranker.yaml"
 STABLE_NAME = "movielens-ranker"
 _PLANE_KEY = pytest.StashKey[ControlPlane]()
-# The real-node test is opt-in, not skipped: it is collected only when asked for, since it needs
-# root, Debian's containerd and a kubelet build that make test's cold budget has no room for.
-REAL_NODE_TESTS = ["test_real_node.py", "test_real_node_serving.py", "test_real_node_rayservice.py"]
-collect_ignore = [] if os.environ.get("RECSERVE_E2E_REAL_NODE") == "1" else REAL_NODE_TESTS
 REAL_NODE = "realnode-e2e"
+# What make test builds and runs (e2e/test_real_node_smoke.py); the operator image is built for
+# make test-all's tests (``images``).
+SERVING_DOCKERFILE = "serving-cpu.Dockerfile"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -181,6 +180,17 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Images:
         pytest.fail(f"IMAGE BUILD FAILED:\n{error}", pytrace=False)
 
 
+@pytest.fixture(scope="session")
+def serving_image(tmp_path_factory: pytest.TempPathFactory) -> Images:
+    """Only the CPU serving image, built if missing: what ``make test`` runs, without the
+    operator image's cold build (a failed build fails the tests; nothing is skipped)."""
+    log = tmp_path_factory.mktemp("images") / "build.log"
+    try:
+        return ensure_images(log, only=[SERVING_DOCKERFILE])
+    except ImageBuildError as error:
+        pytest.fail(f"IMAGE BUILD FAILED:\n{error}", pytrace=False)
+
+
 def cached_engine(engines: Path, name: str, version: str, recipe: OptimizationRecipe) -> Path | None:
     """The newest finished engine in the cache for this checkpoint, recipe and machine, found by
     reading manifests (no torch, no registry): ``recserve build`` would return the same one, at
@@ -227,15 +237,13 @@ def store(test_state: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     return {"engine": engine, "index": root / "retrieval"}
 
 
-@pytest.fixture(scope="module")
-def real_node(control_plane: ControlPlane) -> Iterator[RealNode]:
-    """A real kubelet and containerd joined to the control plane, one per test module (its
-    start costs seconds); stopped at the end, which must leave nothing behind."""
+def _joined_real_node(control_plane: ControlPlane, *, dns: bool) -> Iterator[RealNode]:
     from kubernetes import client
 
     containerd_dir = os.environ.get("RECSERVE_E2E_CONTAINERD_DIR")
-    bins = NodeBinaries.ensure_built(Path(containerd_dir) if containerd_dir else None)
-    node = RealNode(bins, name=REAL_NODE, registration=registration(control_plane, REAL_NODE)).start()
+    bins = NodeBinaries.ensure_built(Path(containerd_dir) if containerd_dir else None, dns=dns)
+    joined = registration(control_plane, REAL_NODE, dns=dns)
+    node = RealNode(bins, name=REAL_NODE, registration=joined).start()
     core = client.CoreV1Api(control_plane.api_client())
     try:
         wait_for(lambda: node_ready(core, REAL_NODE), 120, interval=0.5, message=f"node {REAL_NODE} Ready")
@@ -246,3 +254,20 @@ def real_node(control_plane: ControlPlane) -> Iterator[RealNode]:
         core.delete_node(REAL_NODE)
         assert not workdir.exists()
         assert not node.net.exists()
+
+
+@pytest.fixture(scope="module")
+def real_node(control_plane: ControlPlane) -> Iterator[RealNode]:
+    """A real kubelet and containerd joined to the control plane, one per test module (its
+    start costs seconds); stopped at the end, which must leave nothing behind. No cluster DNS:
+    make test's tests need none, and CoreDNS's build (about 110 CPU-seconds cold) is
+    make test-all's."""
+    yield from _joined_real_node(control_plane, dns=False)
+
+
+@pytest.fixture(scope="module")
+def real_node_with_dns(control_plane: ControlPlane) -> Iterator[RealNode]:
+    """``real_node`` with CoreDNS as its cluster DNS, for pods that find each other by Service
+    name (a KubeRay worker finds its head so). Never in the same module as ``real_node``: both
+    are the one node ``REAL_NODE``."""
+    yield from _joined_real_node(control_plane, dns=True)

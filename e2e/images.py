@@ -101,12 +101,17 @@ class Images:
                 raise AssertionError(f"container {name} ran over {timeout}s: {error.stderr!r}") from None
 
 
-def ensure_images(log: Path) -> Images:
-    """Build what is missing or stale (a warm run only compares stamps) and return the images.
+def ensure_images(log: Path, only: Sequence[str] = ()) -> Images:
+    """Build what is missing or stale (a warm run only compares stamps) and return the images:
+    every one the script builds, or only those of the Dockerfiles in ``only`` (``make test``
+    needs only the serving image, and a cold operator image costs CPU it cannot spare).
     The build script serializes itself with a lock, so a build already running in the
     background (scripts/test.sh starts one) is waited for, not repeated."""
+    selection = [arg for dockerfile in only for arg in ("--only", dockerfile)]
     with log.open("w") as out:
-        proc = subprocess.run(["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, stderr=out, text=True)
+        proc = subprocess.run(
+            ["bash", str(BUILD_SCRIPT), *selection], stdout=subprocess.PIPE, stderr=out, text=True
+        )
     if proc.returncode != 0:
         raise ImageBuildError(f"{BUILD_SCRIPT} exited {proc.returncode}:\n{log.read_text()[-4000:]}")
     archives = {}

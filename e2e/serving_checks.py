@@ -1,10 +1,12 @@
 """What the tests that serve from a built image share: the stable serve config the operator
-renders for one engine in the artifact store, applied through a Serve REST API, and what a real
-answer of ``/v1/recommend`` looks like. One copy, so a container and a pod are held to the same
-deployment and the same answer."""
+renders for one engine in the artifact store, applied through a Serve REST API, what a real
+answer of ``/v1/recommend`` looks like, and the serving path without Ray as one script
+(``RECOMMEND``). One copy, so a container and a pod are held to the same deployment and the same
+answer."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,35 @@ from recserve_operator.settings import OperatorSettings
 from recserve_operator.validate import load_model
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "manifests" / "examples" / "movielens-ranker.yaml"
+
+# The serving path without Ray, as one script: the router's half (the catalog at data_dir,
+# retrieval from the index) and the ranker's half (the engine) for one user, with what the
+# process may do (uid, a writable root, torch) as JSON on its last line. Run in the serving image
+# (a podman container, a pod on the real node) and, with the repository's code and data, on the host.
+# Arguments: engine_dir data_dir index_dir user_id candidates.
+RECOMMEND = textwrap.dedent(
+    """
+    import importlib.util, json, os, sys
+    from recserve_serving.engine.runtime import load_engine
+    from recserve_serving.serve.catalog import Catalog
+    engine_dir, data_dir, index_dir, user = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    catalog = Catalog.load(data_dir, index_dir)
+    engine = load_engine(engine_dir)
+    candidates = catalog.index.search(catalog.history(user, None), catalog.seen(user), int(sys.argv[5]))
+    text = catalog.user_text(user, None)
+    scores = engine.score([text] * len(candidates), [catalog.item_text(m) for m in candidates])
+    try:
+        open("/opt/recserve/written", "w").close()
+        root_writable = True
+    except OSError:
+        root_writable = False
+    print(json.dumps({
+        "engine": engine.name, "candidates": candidates, "scores": [float(s) for s in scores],
+        "uid": os.getuid(), "gid": os.getgid(), "root_writable": root_writable,
+        "torch": importlib.util.find_spec("torch") is not None,
+    }))
+    """
+)
 
 
 def apply_stable(target: ServeRestTarget, engine_in_store: str) -> tuple[Any, Any]:

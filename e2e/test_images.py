@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ import numpy as np
 import pytest
 
 from e2e.images import Images
-from e2e.serving_checks import apply_stable, assert_recommendations
+from e2e.serving_checks import RECOMMEND, apply_stable, assert_recommendations
 from recserve_operator.embedded.local_ray import LOCAL_RAY_ENV
 from recserve_operator.embedded.processes import free_port
 from recserve_operator.planners.k8s_common import IMAGE_UID
@@ -51,31 +50,6 @@ pytestmark = pytest.mark.long
 REPO = Path(__file__).resolve().parents[1]
 USER_ID = 42
 CANDIDATES = 20
-
-# Runs in the container, and (with the repository's code and data) on the host.
-RECOMMEND = textwrap.dedent(
-    """
-    import importlib.util, json, os, sys
-    from recserve_serving.engine.runtime import load_engine
-    from recserve_serving.serve.catalog import Catalog
-    engine_dir, data_dir, index_dir, user = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    catalog = Catalog.load(data_dir, index_dir)
-    engine = load_engine(engine_dir)
-    candidates = catalog.index.search(catalog.history(user, None), catalog.seen(user), int(sys.argv[5]))
-    text = catalog.user_text(user, None)
-    scores = engine.score([text] * len(candidates), [catalog.item_text(m) for m in candidates])
-    try:
-        open("/opt/recserve/written", "w").close()
-        root_writable = True
-    except OSError:
-        root_writable = False
-    print(json.dumps({
-        "engine": engine.name, "candidates": candidates, "scores": [float(s) for s in scores],
-        "uid": os.getuid(), "gid": os.getgid(), "root_writable": root_writable,
-        "torch": importlib.util.find_spec("torch") is not None,
-    }))
-    """
-)
 
 
 @pytest.fixture

@@ -186,7 +186,7 @@ class PortForward:
 def test_a_model_on_the_real_node_serves_through_its_service_steps_a_canary_and_deletes_clean(
     control_plane: ControlPlane,
     kube: Any,
-    real_node: RealNode,
+    real_node_with_dns: RealNode,
     namespace: str,
     chart: Any,
     images: Images,
@@ -196,6 +196,7 @@ def test_a_model_on_the_real_node_serves_through_its_service_steps_a_canary_and_
     tmp_path: Path,
     record_property: Any,
 ) -> None:
+    real_node = real_node_with_dns
     core, custom = client.CoreV1Api(kube), client.CustomObjectsApi(kube)
     image = images.named("recserve-serving")
     timings = {"image_import_s": real_node.import_archive(images.archives[image], image)}

@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
 # The whole suite, phase by phase with a wall time for each and a total: the venv, lint, types,
 # import contracts, the binaries the tests use, then each pytest tier (unit, integration, e2e).
-#   bash scripts/test.sh         what CI runs (`make test`): every tier without the long variants
-#   bash scripts/test.sh --all   `make test-all`: the long variants too (tests marked `long`), the
-#                                container images they run (scripts/build-images.sh) and the
-#                                real kubelet node (e2e/test_real_node.py, and the serving image
-#                                as a pod on it: e2e/test_real_node_serving.py)
+#   bash scripts/test.sh         what CI runs (`make test`): every tier without the long variants;
+#                                it builds the CPU serving image (scripts/build-images.sh --only
+#                                serving-cpu.Dockerfile) and runs one pod of it on the real kubelet
+#                                node (e2e/test_real_node.py, e2e/test_real_node_smoke.py)
+#   bash scripts/test.sh --all   `make test-all`: the long variants too (tests marked `long`), with
+#                                the operator image as well: the images under podman
+#                                (e2e/test_images.py) and the serving image as a Ray head pod on the
+#                                real node answering /v1/recommend (e2e/test_real_node_serving.py),
+#                                and with CoreDNS as the node's cluster DNS (RECSERVE_E2E_REAL_NODE=1
+#                                makes build.sh build it) a RecommenderModel served by KubeRay on
+#                                the real node through a canary step (e2e/test_real_node_rayservice.py)
 # Every tier runs even when an earlier one failed; the exit code is the first failure's.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 selection="not long"
+# make test builds only the serving image its smoke runs; the operator image (~1 CPU-minute
+# cold) is for make test-all's tests.
+images=(--only serving-cpu.Dockerfile)
 if [[ "${1:-}" == "--all" ]]; then
   selection=""
-  # The real node (e2e/test_real_node.py, its kubelet from build.sh, containerd from Debian) is
-  # opt-in: a cold kubelet build costs ~3.5 min, which a cold make test cannot spare.
+  images=()
   export RECSERVE_E2E_REAL_NODE=1
   shift
 fi
@@ -61,7 +69,8 @@ report() {
 }
 trap report EXIT
 
-# The control-plane binaries take most of a cold run's CPU (Kubernetes alone ~12 min on 2 cores).
+# The control-plane binaries take most of a cold run's CPU (Kubernetes alone ~12 min on 2 cores;
+# the real node's kubelet and pause, and its Debian packages, come from the same script).
 # build.sh runs at nice 19 in the background from the start, so it fills the CPU the lint and the
 # Ray-bound tests leave idle; whatever needs a binary first waits for it (build.sh holds a lock).
 build_log=$(mktemp -t recserve-e2e-build.XXXXXX)
@@ -75,28 +84,25 @@ finish_background() {
   return "$code"
 }
 
-# make test-all only: the container images (scripts/build-images.sh), for the long e2e tests that
-# run them. A cold build costs ~4 CPU-minutes (~5 min wall on an idle machine), more than a cold
-# `make test` has to spare beside the control-plane build; a warm one ~2 s. It runs at nice 19 in
-# the background like build.sh; the tests' fixture waits for it through the script's lock.
+# The container images (scripts/build-images.sh), built for real and cached by content: make test
+# the serving image only (its real-node smoke), make test-all the operator image too. The serving
+# image alone costs ~3 CPU-minutes cold (Debian base, Python base and the image; see
+# docker/README.md), the operator image ~1 more; a warm run ~2 s. It runs at nice 19 in the
+# background like build.sh; the tests' fixtures wait for it through the script's lock.
 images_log=$(mktemp -t recserve-images-build.XXXXXX)
 
 phase "venv (scripts/bootstrap.sh)" bash scripts/bootstrap.sh || exit
 phase "manifest tools (kubeconform, promtool)" bash scripts/build-manifest-tools.sh
 bash e2e/cluster/build.sh >"$build_log" 2>&1 &
 build_pid=$!
-if [[ -z "$selection" ]]; then
-  setsid nice -n 19 bash scripts/build-images.sh >"$images_log" 2>&1 &
-  images_pid=$!
-fi
+setsid nice -n 19 bash scripts/build-images.sh "${images[@]}" >"$images_log" 2>&1 &
+images_pid=$!
 phase "ruff" bash -c ".venv/bin/ruff check . && .venv/bin/ruff format --check ."
 phase "mypy" .venv/bin/mypy
 phase "import contracts (lint-imports)" .venv/bin/lint-imports
 phase "pytest unit" tier unit tests "$@"
 phase "pytest integration" tier integration tests "$@"
 phase "e2e binaries (rest of the background build)" finish_background build_pid "$build_log"
-if [[ -n "${images_pid:-}" ]]; then
-  phase "container images (rest of the background build)" finish_background images_pid "$images_log"
-fi
+phase "container images (rest of the background build)" finish_background images_pid "$images_log"
 phase "pytest e2e" tier e2e e2e "$@"
 exit "$status"
