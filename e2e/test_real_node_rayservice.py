@@ -280,7 +280,14 @@ def test_a_model_on_the_real_node_serves_through_its_service_steps_a_canary_and_
 
                 wait_for(lambda: len(running_apps()) == 3, 300, message="router, stable and canary RUNNING")
 
-                assert live_router_weight(control_plane, namespace) == 50
+                # KubeRay applies the patched serve config to the running cluster on its own pass.
+                wait_for(
+                    lambda: live_router_weight(control_plane, namespace) == 50,
+                    300,
+                    interval=1.0,
+                    message="the live router at canary weight 50",
+                )
+                timings["canary_weight_live_s"] = time.monotonic() - started
 
                 served_by = get_model(kube, namespace, NAME)["status"]
                 labels = {served_by["stable"]["label"], served_by["canary"]["label"]}
