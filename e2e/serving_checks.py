@@ -25,6 +25,17 @@ from recserve_operator.settings import OperatorSettings
 from recserve_operator.validate import load_model
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "manifests" / "examples" / "movielens-ranker.yaml"
+FP32_CANARY_VERSION = {
+    "checkpoint": {"uri": "models:/movielens-ranker/1"},
+    "optimization": {
+        "backend": "onnxruntime",
+        "precision": "fp32",
+        "maxBatchSize": 64,
+        "maxSequenceLength": 128,
+    },
+}
+"""The canary the rollout scenarios add: the stable checkpoint as an fp32 engine (the example is
+INT8), so both versions are cached after one build and answer with different scores."""
 
 # The serving path without Ray, as one script: the router's half (the catalog at data_dir,
 # retrieval from the index) and the ranker's half (the engine) for one user, with what the

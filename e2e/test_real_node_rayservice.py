@@ -52,7 +52,8 @@ from e2e.harness import (
     run_build_job_locally,
 )
 from e2e.images import Images
-from e2e.serving_checks import EXAMPLE
+from e2e.realpods import wait_containers_gone
+from e2e.serving_checks import EXAMPLE, FP32_CANARY_VERSION
 from recserve_operator.loadgen import BackgroundTraffic
 from recserve_operator.settings import OperatorSettings
 from recserve_serving.serve.config import SERVE_PORT
@@ -63,13 +64,7 @@ pytestmark = pytest.mark.long
 NAME = "real-ranker"
 RAY = ("ray.io", "v1")
 CANARY = {
-    "checkpoint": {"uri": "models:/movielens-ranker/1"},
-    "optimization": {
-        "backend": "onnxruntime",
-        "precision": "fp32",
-        "maxBatchSize": 64,
-        "maxSequenceLength": 128,
-    },
+    **FP32_CANARY_VERSION,
     "steps": [{"weight": 50, "pause": "1h"}],
     "stickyBy": "user_id",
     "analysis": {"maxErrorRate": 0.01, "minRequests": 1_000_000},
@@ -78,7 +73,7 @@ CANARY = {
 
 def real_node_model() -> dict[str, Any]:
     """The example, small enough for a two-CPU node, placed on the real node."""
-    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
     doc["metadata"] = {"name": NAME}
     serving = doc["spec"]["serving"]
     serving["autoscaling"] = {**serving.get("autoscaling", {}), "minReplicas": 1, "maxReplicas": 1}
@@ -123,7 +118,7 @@ def finish_build(
     (pod,) = wait_for(
         lambda: job_pods(kube, job.metadata.namespace, job.metadata.name), 60, message="build pod"
     )
-    result = json.loads(
+    result: dict[str, Any] = json.loads(
         run_build_job_locally(kube, job, tmp_path, test_state / "engines", test_state / "retrieval")
     )
     built = Path(result["engineDir"])
@@ -308,12 +303,7 @@ def test_a_model_on_the_real_node_serves_through_its_service_steps_a_canary_and_
                 "delete", "recommendermodel", NAME, "-n", namespace, "--wait=true", "--timeout=120s"
             )
             wait_for(lambda: not ray_pods(), 300, interval=1.0, message="the Ray pods deleted")
-            wait_for(
-                lambda: not real_node.ctr("containers", "list", "-q").stdout.split(),
-                180,
-                interval=1.0,
-                message="the pods' containers gone from containerd",
-            )
+            wait_containers_gone(real_node, 180, "the pods' containers")
             timings["delete_to_gone_s"] = time.monotonic() - deleted
             assert "Traceback" not in operator.log
     finally:

@@ -23,13 +23,13 @@ import pytest
 from kubernetes import client
 
 from e2e.cluster.controlplane import ControlPlane
-from e2e.cluster.nodejoin import pod_for_real_node
 from e2e.cluster.realnode import RealNode
 from e2e.images import Images
+from e2e.realpods import store_pod, wait_containers_gone
 from e2e.serving_checks import apply_stable, assert_recommendations
 from recserve_operator.embedded.local_ray import LOCAL_RAY_ENV
 from recserve_operator.planners.k8s_common import IMAGE_UID
-from recserve_operator.planners.rayservice import DASHBOARD_PORT, GCS_PORT, HOME_MOUNT
+from recserve_operator.planners.rayservice import DASHBOARD_PORT, GCS_PORT
 from recserve_operator.rollout.serve_rest import ServeRestTarget
 from recserve_operator.settings import OperatorSettings
 from recserve_serving.serve.config import SERVE_PORT
@@ -41,11 +41,9 @@ POD = "serving"
 USER_ID = 42
 
 
-def serving_pod(image: str, engine: Path, engine_in_store: str, index: Path) -> dict[str, Any]:
+def serving_pod(image: str, engine: Path, index: Path) -> dict[str, Any]:
     """A Ray head pod for the real node, secured as the operator's pod templates are; Ray binds
     the pod's IP (from the downward API) so that the dashboard and Serve are reachable on it."""
-    settings = OperatorSettings()
-    pod = pod_for_real_node(POD, "unused")
     ray_start = [
         "ray", "start", "--head", "--block", f"--port={GCS_PORT}", "--node-ip-address=$POD_IP",
         "--include-dashboard=true", "--dashboard-host=0.0.0.0", f"--dashboard-port={DASHBOARD_PORT}",
@@ -53,35 +51,20 @@ def serving_pod(image: str, engine: Path, engine_in_store: str, index: Path) -> 
     ]  # fmt: skip
     env = [{"name": k, "value": v} for k, v in {**LOCAL_RAY_ENV, "OMP_NUM_THREADS": "2"}.items()]
     env.append({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
-    pod["spec"]["terminationGracePeriodSeconds"] = 10
-    pod["spec"]["securityContext"] = {"runAsNonRoot": True, "runAsUser": IMAGE_UID, "runAsGroup": IMAGE_UID}
-    pod["spec"]["containers"][0].update(
-        name="ray-head",
-        image=image,
-        command=["bash", "-c", "exec " + " ".join(ray_start)],
-        env=env,
-        ports=[{"containerPort": SERVE_PORT}, {"containerPort": DASHBOARD_PORT}],
-        readinessProbe={"httpGet": {"path": "/-/healthz", "port": SERVE_PORT}, "periodSeconds": 2},
-        securityContext={
-            "readOnlyRootFilesystem": True,
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        volumeMounts=[
-            {"name": "tmp", "mountPath": "/tmp"},
-            {"name": "home", "mountPath": HOME_MOUNT},
-            {"name": "shm", "mountPath": "/dev/shm"},
-            {"name": "engine", "mountPath": engine_in_store, "readOnly": True},
-            {"name": "index", "mountPath": settings.index_dir, "readOnly": True},
-        ],
-    )
-    pod["spec"]["volumes"] = [
-        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
-        {"name": "home", "emptyDir": {"sizeLimit": "64Mi"}},
+    container = {
+        "name": "ray-head",
+        "image": image,
+        "command": ["bash", "-c", "exec " + " ".join(ray_start)],
+        "env": env,
+        "ports": [{"containerPort": SERVE_PORT}, {"containerPort": DASHBOARD_PORT}],
+        "readinessProbe": {"httpGet": {"path": "/-/healthz", "port": SERVE_PORT}, "periodSeconds": 2},
+    }
+    shm = (
         {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}},
-        {"name": "engine", "hostPath": {"path": str(engine), "type": "Directory"}},
-        {"name": "index", "hostPath": {"path": str(index), "type": "Directory"}},
-    ]
+        {"name": "shm", "mountPath": "/dev/shm"},
+    )
+    pod = store_pod(POD, container, engine, index, tmp_size="1Gi", extra_volumes=(shm,))
+    pod["spec"]["terminationGracePeriodSeconds"] = 10
     return pod
 
 
@@ -99,9 +82,7 @@ def test_the_serving_image_runs_as_a_pod_on_the_real_node_and_recommends(
     engine_in_store = f"{settings.engine_root}/{store['engine'].name}"
     core = client.CoreV1Api(control_plane.api_client())
     created = time.monotonic()
-    core.create_namespaced_pod(
-        namespace, serving_pod(image, store["engine"], engine_in_store, store["index"])
-    )
+    core.create_namespaced_pod(namespace, serving_pod(image, store["engine"], store["index"]))
 
     def status() -> Any:
         found = core.read_namespaced_pod(POD, namespace).status
@@ -151,12 +132,7 @@ def test_the_serving_image_runs_as_a_pod_on_the_real_node_and_recommends(
     deleted = time.monotonic()
     core.delete_namespaced_pod(POD, namespace)
     wait_for(lambda: not core.list_namespaced_pod(namespace).items, 120, interval=0.5, message="pod deleted")
-    wait_for(
-        lambda: not real_node.ctr("containers", "list", "-q").stdout.split(),
-        120,
-        interval=0.5,
-        message="the pod's containers (and its sandbox) gone from containerd",
-    )
+    wait_containers_gone(real_node, 120, "the pod's containers (and its sandbox)")
     timings["delete_to_gone_s"] = time.monotonic() - deleted
     for key, value in timings.items():
         record_property(key, round(value, 2))

@@ -25,12 +25,11 @@ from typing import Any
 from kubernetes import client
 
 from e2e.cluster.controlplane import ControlPlane
-from e2e.cluster.nodejoin import pod_for_real_node
 from e2e.cluster.realnode import RealNode
 from e2e.images import Images
+from e2e.realpods import store_pod, wait_containers_gone
 from e2e.serving_checks import RECOMMEND
 from recserve_operator.planners.k8s_common import IMAGE_UID
-from recserve_operator.planners.rayservice import HOME_MOUNT
 from recserve_operator.settings import OperatorSettings
 from recserve_serving.engine.manifest import EngineManifest
 from recserve_serving.waiting import wait_for
@@ -47,34 +46,16 @@ def recommend_pod(image: str, engine: Path, engine_in_store: str, index: Path) -
     deleted while running has its containers removed by the kubelet at once, where a completed
     one's wait for the kubelet's garbage collection (up to a minute)."""
     settings = OperatorSettings()
-    pod = pod_for_real_node(POD, "unused")
     args = [engine_in_store, settings.data_dir, settings.index_dir, str(USER_ID), str(CANDIDATES)]
+    container = {
+        "name": "recommend",
+        "image": image,
+        "command": ["bash", "-c", 'python -c "$0" "$@" && exec sleep infinity', RECOMMEND, *args],
+        "env": [{"name": "OMP_NUM_THREADS", "value": "1"}],
+    }
+    pod = store_pod(POD, container, engine, index)
     pod["spec"]["restartPolicy"] = "Never"
     pod["spec"]["terminationGracePeriodSeconds"] = 1
-    pod["spec"]["securityContext"] = {"runAsNonRoot": True, "runAsUser": IMAGE_UID, "runAsGroup": IMAGE_UID}
-    pod["spec"]["containers"][0].update(
-        name="recommend",
-        image=image,
-        command=["bash", "-c", 'python -c "$0" "$@" && exec sleep infinity', RECOMMEND, *args],
-        env=[{"name": "OMP_NUM_THREADS", "value": "1"}],
-        securityContext={
-            "readOnlyRootFilesystem": True,
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        volumeMounts=[
-            {"name": "tmp", "mountPath": "/tmp"},
-            {"name": "home", "mountPath": HOME_MOUNT},
-            {"name": "engine", "mountPath": engine_in_store, "readOnly": True},
-            {"name": "index", "mountPath": settings.index_dir, "readOnly": True},
-        ],
-    )
-    pod["spec"]["volumes"] = [
-        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
-        {"name": "home", "emptyDir": {"sizeLimit": "64Mi"}},
-        {"name": "engine", "hostPath": {"path": str(engine), "type": "Directory"}},
-        {"name": "index", "hostPath": {"path": str(index), "type": "Directory"}},
-    ]
     return pod
 
 
@@ -124,12 +105,7 @@ def test_the_built_serving_image_runs_a_recommendation_in_a_pod_on_the_real_node
     core.delete_namespaced_pod(POD, namespace)
     wait_for(lambda: not core.list_namespaced_pod(namespace).items, 60, interval=0.5, message="pod deleted")
     timings["delete_to_pod_gone_s"] = time.monotonic() - deleted
-    wait_for(
-        lambda: not real_node.ctr("containers", "list", "-q").stdout.split(),
-        60,
-        interval=0.5,
-        message="the pod's container (and its sandbox) gone from containerd",
-    )
+    wait_containers_gone(real_node, 60, "the pod's container (and its sandbox)")
     timings["delete_to_containers_gone_s"] = time.monotonic() - deleted
     for key, value in timings.items():
         record_property(key, round(value, 2))

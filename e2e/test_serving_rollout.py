@@ -47,6 +47,7 @@ from e2e.harness import (
     model_events,
     now_rfc3339,
 )
+from e2e.serving_checks import FP32_CANARY_VERSION
 from recserve_operator.embedded.local_ray import RayClusterInfo, start_local_ray, stop_local_ray
 from recserve_operator.loadgen import BackgroundTraffic, generate
 from recserve_serving.waiting import wait_for
@@ -55,13 +56,7 @@ pytestmark = pytest.mark.slow
 
 NAME = "movielens-ranker"
 CANARY = {
-    "checkpoint": {"uri": "models:/movielens-ranker/1"},
-    "optimization": {
-        "backend": "onnxruntime",
-        "precision": "fp32",
-        "maxBatchSize": 64,
-        "maxSequenceLength": 128,
-    },
+    **FP32_CANARY_VERSION,
     "steps": [{"weight": 20, "pause": "10s"}, {"weight": 50, "pause": "10s"}, {"weight": 80, "pause": "10s"}],
     "stickyBy": "user_id",
     "analysis": {"maxErrorRate": 0.01, "maxScoreShift": 0.6, "minRequests": 3},
