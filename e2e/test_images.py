@@ -14,14 +14,16 @@ outside the container must give the same candidates and the same scores: what th
 is what the test suite checks. The image has no torch, and the container no network.
 
 The second test runs the serving path itself in the image, as on a KubeRay head pod: Ray, the
-serve config the operator renders for the cluster, and ``/v1/recommend`` over HTTP.
+serve config the operator renders for the cluster, and ``/v1/recommend`` over HTTP. The third
+runs the operator image against the e2e API server.
 
-Both are in the ``long`` tier (make test-all), with the image build: see ``pytestmark`` below.
+All are in the ``long`` tier (make test-all), with the image build: see ``pytestmark`` below.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -32,6 +34,8 @@ import httpx
 import numpy as np
 import pytest
 
+from e2e.cluster.controlplane import ControlPlane
+from e2e.harness import GROUP, PEERING, apply, build_jobs, condition_summary, get_model
 from e2e.images import Images
 from e2e.serving_checks import RECOMMEND, apply_stable, assert_recommendations
 from recserve_operator.embedded.local_ray import LOCAL_RAY_ENV
@@ -40,6 +44,7 @@ from recserve_operator.planners.k8s_common import IMAGE_UID
 from recserve_operator.planners.rayservice import DASHBOARD_PORT, GCS_PORT, HOME_MOUNT
 from recserve_operator.rollout.serve_rest import ServeRestTarget
 from recserve_operator.settings import OperatorSettings
+from recserve_serving.offline import OFFLINE_ENV
 from recserve_serving.serve.config import SERVE_PORT
 from recserve_serving.waiting import wait_for
 
@@ -153,4 +158,64 @@ def test_the_serving_image_runs_ray_serve_and_answers_recommend(
             f"http://127.0.0.1:{serve_port}/v1/recommend", json={"user_id": USER_ID, "k": 5}, timeout=60
         )
         assert_recommendations(response, 5)
+        images.podman("stop", "--time", "30", name, timeout=90)
+
+
+def test_the_operator_image_reconciles_a_model_with_the_charts_token(
+    control_plane: ControlPlane,
+    kube: Any,
+    namespace: str,
+    chart: Any,
+    images: Images,
+    leftover_check: None,
+    tmp_path: Path,
+) -> None:
+    """The operator image runs the operator as the chart's pod would (its uid, a read-only root,
+    no capabilities) against the e2e API server with a token of the chart's ServiceAccount, and
+    takes a model as far as its build Job. Host network: the API server listens on 127.0.0.1."""
+    install = chart()
+    kubeconfig = tmp_path / "operator.kubeconfig"
+    shutil.copyfile(install.kubeconfig, kubeconfig)
+    kubeconfig.chmod(0o644)  # the image's uid reads it through the bind mount
+    health = free_port()
+    options = [
+        "--detach", "--read-only", "--cap-drop=ALL", "--security-opt=no-new-privileges", "--network=host",
+        "--tmpfs=/tmp:rw,size=64m", f"--volume={kubeconfig}:/etc/recserve/kubeconfig:ro",
+        "--env=KUBECONFIG=/etc/recserve/kubeconfig", *(f"--env={k}={v}" for k, v in OFFLINE_ENV.items()),
+    ]  # fmt: skip
+    image = images.named("recserve-operator")
+    with images.container_name() as name:
+        images.podman(
+            "run", "--name", name, *options, image,
+            "--namespace", namespace, "--peering", PEERING, "--liveness", f"http://127.0.0.1:{health}/healthz",
+        )  # fmt: skip
+
+        def healthy() -> bool:
+            if images.podman("inspect", "--format", "{{.State.Running}}", name).stdout.strip() != "true":
+                logs = images.podman("logs", name, check=False)
+                raise AssertionError(
+                    f"the operator exited in its image:\n{(logs.stdout + logs.stderr)[-4000:]}"
+                )
+            return httpx.get(f"http://127.0.0.1:{health}/healthz", timeout=5).status_code == 200
+
+        wait_for(healthy, 180, interval=1.0, message="the operator's liveness endpoint in its image")
+        assert images.podman("exec", name, "id", "-u").stdout.strip() == "65532"
+        touch = images.podman("exec", name, "touch", "/opt/written", check=False)
+        assert touch.returncode != 0 and "Read-only file system" in touch.stderr
+        model = {
+            "apiVersion": f"{GROUP}/v1alpha1",
+            "kind": "RecommenderModel",
+            "metadata": {"name": "from-the-image"},
+            "spec": {"checkpoint": {"uri": "file:///models/ranker"}},
+        }
+        apply(control_plane, namespace, model)
+        (job,) = wait_for(lambda: build_jobs(kube, namespace, "from-the-image"), 120, message="its build Job")
+        assert job.metadata.owner_references[0].name == "from-the-image"
+        wait_for(
+            lambda: condition_summary(get_model(kube, namespace, "from-the-image"))["phase"] == "Building",
+            60,
+            message="the model Building",
+        )
+        logs = images.podman("logs", name).stdout + images.podman("logs", name).stderr
+        assert "Traceback" not in logs
         images.podman("stop", "--time", "30", name, timeout=90)
