@@ -12,6 +12,7 @@ import yaml
 from recserve_operator.planners.build_job import build_request, job_name, plan_build_job
 from recserve_operator.planners.rayservice import (
     GCS_PORT,
+    MAX_SERVED_VERSIONS,
     RAY_METRICS_PORT,
     plan_rayservice,
     worker_group_name,
@@ -313,9 +314,10 @@ def test_rayservice_head_has_no_gpu_and_workers_fit_a_placement_group():
         int(worker["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]) == shards * spec.resources.gpus
     )
     assert group["rayStartParams"]["num-gpus"] == str(int(shards * spec.resources.gpus))
+    # Room for a canary and a hand-over from the start: KubeRay never resizes a live cluster.
     assert (group["minReplicas"], group["maxReplicas"]) == (
         spec.autoscaling.min_replicas,
-        spec.autoscaling.max_replicas,
+        spec.autoscaling.max_replicas * MAX_SERVED_VERSIONS,
     )
     assert cluster["enableInTreeAutoscaling"] is True
     assert yaml.safe_load(service["spec"]["serveConfigV2"]) == render_serve_config(_serve(GPU))

@@ -47,6 +47,12 @@ DASHBOARD_AGENT_PORT = 52365
 """KubeRay's default ``dashboard-agent-listen-port``: the raylet's health endpoint is served there."""
 RAY_METRICS_PORT = 8080
 """KubeRay's default ``metrics-export-port`` of every Ray pod (Ray's own Prometheus metrics)."""
+MAX_SERVED_VERSIONS = 3
+"""Versions one model's Ray cluster serves at once at most: stable, a canary, and during a
+hand-over the outgoing stable. KubeRay 1.5 never changes the worker bounds of a live RayService's
+cluster (its spec hash leaves replicas, minReplicas and maxReplicas out, and only appended worker
+groups update a cluster in place), so an autoscaled group is created with room for all of them;
+Ray's autoscaler starts those workers only when replicas wait for them."""
 SERVING_COMPONENT = "serving"
 HOME_MOUNT = "/home/ray"
 """The images' home directory: Ray, torch and Triton keep caches under ``$HOME``, which the
@@ -160,14 +166,24 @@ def _worker_group(
     container["readinessProbe"] = _raylet_ready_probe()
     pod["containers"] = [container]
     autoscaling = serving.autoscaling
+    room = MAX_SERVED_VERSIONS if _autoscaled(model) else versions
     return {
         "groupName": worker_group_name(gpu_product, resources.gpus),
         "replicas": autoscaling.min_replicas * versions,
         "minReplicas": autoscaling.min_replicas * versions,
-        "maxReplicas": autoscaling.max_replicas * versions,
+        "maxReplicas": autoscaling.max_replicas * room,
         "rayStartParams": start_params,
         "template": _pod_template(model, pod),
     }
+
+
+def _autoscaled(model: RecommenderModel) -> bool:
+    """Ray's autoscaler (a sidecar of the head, with API access to patch the RayCluster) adds
+    worker pods when Serve's replicas outgrow them. A fixed-size model (equal replica bounds)
+    runs without the sidecar and its permissions: its workers are the ones KubeRay creates, and
+    a canary's replicas must fit their spare logical CPUs."""
+    autoscaling = model.spec.serving.autoscaling
+    return autoscaling.min_replicas < autoscaling.max_replicas
 
 
 def _cpu_quantity(millis: int) -> str:
@@ -188,10 +204,7 @@ def plan_rayservice(
     versions = max(1, len(serve_config["applications"]) - 1)  # every app but the router
     workers = _worker_group(model, settings, versions, mounts, volumes, env)
     cluster: dict[str, Any] = {"rayVersion": RAY_VERSION}
-    if workers["minReplicas"] < workers["maxReplicas"]:
-        # Ray's autoscaler (a sidecar of the head, with API access to patch the RayCluster) adds
-        # worker pods when Serve's replicas outgrow them; a fixed-size group has nothing for it
-        # to decide, so such models run without the sidecar and its permissions.
+    if _autoscaled(model):
         cluster["enableInTreeAutoscaling"] = True
         cluster["autoscalerOptions"] = {
             "upscalingMode": "Default",
