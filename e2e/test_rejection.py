@@ -44,6 +44,7 @@ from e2e.harness import (
     gpu_model,
     model_events,
 )
+from recserve_operator.api.placement import GPU_PRODUCT_HINT
 from recserve_serving.waiting import wait_for
 
 VALID = yaml.safe_load((Path(__file__).parents[1] / "manifests/examples/movielens-ranker.yaml").read_text())
@@ -129,7 +130,7 @@ INVALID = [
         "selector",
         lambda s: s.update(placement={"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-L4"}}),
         "spec.placement.nodeSelector",
-        "select a GPU product with spec.serving.resources.gpuProduct",
+        GPU_PRODUCT_HINT,
         True,
     ),
     (
