@@ -189,6 +189,17 @@ def apply(plane: ControlPlane, namespace: str, doc: dict[str, Any], *, check: bo
     return plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc), check=check)
 
 
+def registry_free_model(name: str) -> dict[str, Any]:
+    """A model whose checkpoint needs no registry: an operator takes it as far as its build Job
+    (list/watch and patch the model, patch its status, create and read a Job, peering)."""
+    return {
+        "apiVersion": f"{GROUP}/v1alpha1",
+        "kind": "RecommenderModel",
+        "metadata": {"name": name},
+        "spec": {"checkpoint": {"uri": "file:///models/ranker"}},
+    }
+
+
 def gpu_model(name: str) -> dict[str, Any]:
     """manifests/examples/movielens-ranker-gpu.yaml (H100, pipeline 2, 2..8 replicas), with a
     recipe this CPU-only machine can really build for the simulated build Job: ``backend: auto``

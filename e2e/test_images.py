@@ -35,7 +35,7 @@ import numpy as np
 import pytest
 
 from e2e.cluster.controlplane import ControlPlane
-from e2e.harness import GROUP, PEERING, apply, build_jobs, condition_summary, get_model
+from e2e.harness import PEERING, apply, build_jobs, condition_summary, get_model, registry_free_model
 from e2e.images import Images
 from e2e.serving_checks import RECOMMEND, apply_stable, assert_recommendations
 from recserve_operator.embedded.local_ray import LOCAL_RAY_ENV
@@ -202,13 +202,7 @@ def test_the_operator_image_reconciles_a_model_with_the_charts_token(
         assert images.podman("exec", name, "id", "-u").stdout.strip() == "65532"
         touch = images.podman("exec", name, "touch", "/opt/written", check=False)
         assert touch.returncode != 0 and "Read-only file system" in touch.stderr
-        model = {
-            "apiVersion": f"{GROUP}/v1alpha1",
-            "kind": "RecommenderModel",
-            "metadata": {"name": "from-the-image"},
-            "spec": {"checkpoint": {"uri": "file:///models/ranker"}},
-        }
-        apply(control_plane, namespace, model)
+        apply(control_plane, namespace, registry_free_model("from-the-image"))
         (job,) = wait_for(lambda: build_jobs(kube, namespace, "from-the-image"), 120, message="its build Job")
         assert job.metadata.owner_references[0].name == "from-the-image"
         wait_for(

@@ -24,6 +24,7 @@ from e2e.harness import (
     forbidden,
     get_model,
     now_rfc3339,
+    registry_free_model,
 )
 from recserve_serving.waiting import wait_for
 
@@ -49,15 +50,7 @@ def test_chart_installs_and_the_operator_runs_with_its_service_account(
     operator = OperatorProcess(install, tmp_path)
     with operator:
         assert operator.pid is not None
-        # A model whose checkpoint needs no registry: the operator takes it as far as a build Job
-        # (list/watch and patch the model, patch its status, create and read a Job, peering).
-        model = {
-            "apiVersion": f"{GROUP}/v1alpha1",
-            "kind": "RecommenderModel",
-            "metadata": {"name": "rbac-probe"},
-            "spec": {"checkpoint": {"uri": "file:///models/ranker"}},
-        }
-        apply(control_plane, namespace, model)
+        apply(control_plane, namespace, registry_free_model("rbac-probe"))
 
         def building() -> dict[str, str] | None:
             summary = condition_summary(get_model(kube, namespace, "rbac-probe"))
