@@ -170,25 +170,27 @@ def artifact_store(kube: Any, namespace: str) -> Iterator[ArtifactStore]:
     store.close()
 
 
-@pytest.fixture(scope="session")
-def images(tmp_path_factory: pytest.TempPathFactory) -> Images:
-    """The images, built if missing (a failed build fails the tests; nothing is skipped)."""
+def _built_images(tmp_path_factory: pytest.TempPathFactory, only: tuple[str, ...] = ()) -> Images:
+    """The images (those of the Dockerfiles in ``only``, or all), built if missing: a failed
+    build fails the tests; nothing is skipped."""
     log = tmp_path_factory.mktemp("images") / "build.log"
     try:
-        return ensure_images(log)
+        return ensure_images(log, only=only)
     except ImageBuildError as error:
         pytest.fail(f"IMAGE BUILD FAILED:\n{error}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Images:
+    """Every image the build script makes."""
+    return _built_images(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def serving_image(tmp_path_factory: pytest.TempPathFactory) -> Images:
-    """Only the CPU serving image, built if missing: what ``make test`` runs, without the
-    operator image's cold build (a failed build fails the tests; nothing is skipped)."""
-    log = tmp_path_factory.mktemp("images") / "build.log"
-    try:
-        return ensure_images(log, only=[SERVING_DOCKERFILE])
-    except ImageBuildError as error:
-        pytest.fail(f"IMAGE BUILD FAILED:\n{error}", pytrace=False)
+    """Only the CPU serving image: what ``make test`` runs, without the operator image's cold
+    build."""
+    return _built_images(tmp_path_factory, (SERVING_DOCKERFILE,))
 
 
 def cached_engine(engines: Path, name: str, version: str, recipe: OptimizationRecipe) -> Path | None:
