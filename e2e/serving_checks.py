@@ -50,7 +50,7 @@ RECOMMEND = textwrap.dedent(
     engine_dir, data_dir, index_dir, user = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     catalog = Catalog.load(data_dir, index_dir)
     engine = load_engine(engine_dir)
-    candidates = catalog.index.search(catalog.history(user, None), catalog.seen(user), int(sys.argv[5]))
+    candidates = catalog.candidates(catalog.history(user, None), catalog.seen(user), int(sys.argv[5]))
     text = catalog.user_text(user, None)
     scores = engine.score([text] * len(candidates), [catalog.item_text(m) for m in candidates])
     try:

@@ -21,6 +21,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("recserve_operator.commands.validate", "check RecommenderModel manifests"),
     "crd": ("recserve_operator.commands.crd", "print or check the generated CRD YAML"),
     "train": ("recserve_operator.commands.train", "fine-tune the MovieLens ranker and register it"),
+    "eval": (
+        "recserve_operator.commands.eval",
+        "measure ranking quality on the full-catalog temporal split (offline or a live endpoint)",
+    ),
     "build": ("recserve_operator.commands.build", "build (or fetch from cache) an optimized engine"),
     "engines": ("recserve_operator.commands.engines", "garbage-collect the engine cache (engines gc --ttl)"),
     "up": ("recserve_operator.commands.up", "serve a RecommenderModel on a local Ray cluster"),

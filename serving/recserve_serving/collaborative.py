@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,10 @@ def interaction_matrix(
     """A binary users × catalog-items matrix, and the user id of each row.
 
     Items outside ``catalog`` are dropped: the catalog decides what can be recommended.
+    Fitting runs in build steps only, so scipy (like implicit) is imported here, not by routers.
     """
+    import scipy.sparse as sp
+
     users, rows = np.unique(np.asarray(user_ids, dtype=np.int64), return_inverse=True)
     position = np.searchsorted(catalog, item_ids)
     position = np.clip(position, 0, len(catalog) - 1)
@@ -73,7 +79,9 @@ class AlsFoldIn:
         self.item_factors = np.asarray(item_factors, dtype=np.float32)
         self.alpha = alpha
         factors = self.item_factors.shape[1]
-        self._base = self.item_factors.T @ self.item_factors + regularization * np.eye(factors, dtype=np.float32)
+        self._base = self.item_factors.T @ self.item_factors + regularization * np.eye(
+            factors, dtype=np.float32
+        )
 
     def user_vector(self, rows: Sequence[int]) -> np.ndarray | None:
         if not len(rows):
@@ -93,6 +101,8 @@ def item_neighbours(matrix: sp.csr_matrix, k: int = 100, chunk: int = 1024) -> t
     Computed in chunks of items so the dense similarity block stays at chunk × items floats.
     Items nobody interacted with get similarity 0 to everything.
     """
+    import scipy.sparse as sp
+
     items = sp.csc_matrix(matrix, dtype=np.float32)
     norms = np.sqrt(np.asarray(items.multiply(items).sum(0)).ravel())
     normalised = sp.csr_matrix(items.multiply(1.0 / np.maximum(norms, 1e-9)[None, :])).T.tocsr()

@@ -66,7 +66,7 @@ def embed_texts(texts: Sequence[str]) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -129,7 +129,7 @@ def load_or_build_index(index_dir: Path, data_dir: Path, item_texts: dict[int, s
                 "(it has no torch, like the serving image): a build Job writes it "
                 "(`recserve build --index-dir DIR`), or run that where torch is installed"
             )
-        with _locked(path):
+        with locked(path):
             if not path.exists():
                 ids = np.array(sorted(item_texts), dtype=np.int64)
                 vectors = embed_texts([item_texts[int(i)] for i in ids])

@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         ("cache", "hit" if built.cache_hit else "built"),
     ]
     if index is not None:
-        rows.append(("retrieval index", str(index)))
+        rows.append(("retrieval index", ", ".join(str(path) for path in index)))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")

@@ -43,7 +43,9 @@ def intra_list_diversity(items: Sequence[int], genres: Mapping[int, frozenset[st
     pairs = [(a, b) for i, a in enumerate(items) for b in items[i + 1 :]]
     if not pairs:
         return 0.0
-    return float(np.mean([genre_distance(genres.get(a, frozenset()), genres.get(b, frozenset())) for a, b in pairs]))
+    return float(
+        np.mean([genre_distance(genres.get(a, frozenset()), genres.get(b, frozenset())) for a, b in pairs])
+    )
 
 
 def embedding_diversity(vectors: np.ndarray) -> float:

@@ -74,7 +74,7 @@ def protocol_split(
     train, test, _ = temporal_split(ratings, holdout_fraction)
     all_users = np.array(sorted(ratings.userId.unique()), dtype=np.int64)
     rng = np.random.default_rng(seed)
-    cold = set(rng.choice(all_users, size=int(round(cold_fraction * len(all_users))), replace=False).tolist())
+    cold = set(rng.choice(all_users, size=round(cold_fraction * len(all_users)), replace=False).tolist())
     snapshot = train[~train.userId.isin(cold)].reset_index(drop=True)
     test_likes = test[test.rating >= POSITIVE_RATING].groupby("userId").movieId.apply(frozenset)
     users = []

@@ -18,6 +18,11 @@ class RecommendRequest(BaseModel):
     user_id: int | None = Field(None, ge=0)
     history: list[int] | None = Field(None, description="Movie ids the user liked, most recent last.")
     candidates: list[int] | None = Field(None, description="Rank only these movie ids (skips retrieval).")
+    exclude: list[int] | None = Field(
+        None,
+        description="Movie ids never to return (already watched, say), on top of the history and, for a "
+        "known user, everything they rated.",
+    )
     k: int | None = None
     explain: StrictBool = Field(
         False,

@@ -9,8 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from recserve_serving.data import POSITIVE_RATING, MovieLens, load_movielens
 from recserve_serving.errors import InvalidRequest, NotFound
+from recserve_serving.hybrid import HybridRetriever, collaborative_path, DEFAULT_ALS, load_or_build_collaborative
+from recserve_serving.quality.split import protocol_split
 from recserve_serving.retrieval import ItemIndex, index_path, load_or_build_index
 
 
@@ -18,11 +22,26 @@ def _item_texts(movielens: MovieLens) -> dict[int, str]:
     return {int(m): movielens.item_text(int(m)) for m in movielens.movie_ids}
 
 
+def interaction_snapshot(movielens: MovieLens) -> pd.DataFrame:
+    """The interactions the collaborative stages learn from: the evaluation protocol's snapshot.
+
+    Serving the model fitted on the protocol's training side is what lets ``recserve eval
+    --endpoint`` measure the running server without it having seen the held-out answers.
+    """
+    return protocol_split(movielens.ratings).snapshot
+
+
+def _indexes(movielens: MovieLens, data_dir: Path, index_dir: Path) -> HybridRetriever:
+    content = load_or_build_index(index_dir, data_dir, _item_texts(movielens))
+    collaborative = load_or_build_collaborative(index_dir, movielens.movie_ids, interaction_snapshot(movielens))
+    return HybridRetriever(content, collaborative)
+
+
 @dataclass
 class Catalog:
     movielens: MovieLens
     liked: dict[int, list[int]]
-    index: ItemIndex
+    retriever: HybridRetriever
 
     @classmethod
     def load(cls, data_dir: str | Path, index_dir: str | Path) -> Catalog:
@@ -30,17 +49,24 @@ class Catalog:
         ratings = movielens.ratings.sort_values("timestamp", kind="stable")
         positives = ratings[ratings.rating >= POSITIVE_RATING]
         liked = {int(u): [int(m) for m in frame.movieId] for u, frame in positives.groupby("userId")}
-        return cls(
-            movielens, liked, load_or_build_index(Path(index_dir), Path(data_dir), _item_texts(movielens))
-        )
+        return cls(movielens, liked, _indexes(movielens, Path(data_dir), Path(index_dir)))
+
+    @property
+    def index(self) -> ItemIndex:
+        """The content stage's item embeddings (explanations and diversity read them)."""
+        return self.retriever.content
 
     @staticmethod
-    def ensure_index(data_dir: str | Path, index_dir: str | Path) -> Path:
-        """Build this catalog's retrieval index into ``index_dir`` unless it is there, and
-        return its path: build Jobs do it, so that routers (no torch) only read it."""
+    def ensure_index(data_dir: str | Path, index_dir: str | Path) -> list[Path]:
+        """Build this catalog's retrieval indexes (content and collaborative) into ``index_dir``
+        unless they are there, and return their paths: build Jobs do it, so that routers (no
+        torch, no implicit) only read them."""
         movielens = load_movielens(Path(data_dir))
-        load_or_build_index(Path(index_dir), Path(data_dir), _item_texts(movielens))
-        return index_path(Path(index_dir), Path(data_dir))
+        _indexes(movielens, Path(data_dir), Path(index_dir))
+        return [
+            index_path(Path(index_dir), Path(data_dir)),
+            collaborative_path(Path(index_dir), movielens.movie_ids, interaction_snapshot(movielens), DEFAULT_ALS),
+        ]
 
     def knows_user(self, user_id: int) -> bool:
         try:
@@ -92,8 +118,8 @@ class Catalog:
         return self.liked.get(user_id, []) if user_id is not None else []
 
     def candidates(self, history: list[int], seen: set[int], n: int) -> list[int]:
-        """Nearest items to the user's history, topped up with popular ones for thin histories."""
-        picked = self.index.search(history, seen, n)
+        """The hybrid retriever's best items, topped up with popular ones if it has too few."""
+        picked = self.retriever.search(history, seen, n)
         if len(picked) < n:
             taken = seen | set(picked)
             for movie_id in self.movielens.popular_movie_ids():

@@ -58,6 +58,9 @@ def plan_recommendation(
     seen = set(history or ())
     if request.user_id is not None and catalog.knows_user(request.user_id):
         seen |= catalog.seen(request.user_id)
+    if request.exclude:
+        catalog.check_items(request.exclude, "exclude")
+        seen |= set(request.exclude)
     liked = catalog.history(request.user_id, history)
     if request.candidates is not None:
         if not request.candidates:
