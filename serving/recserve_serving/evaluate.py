@@ -102,12 +102,27 @@ def _auc(scores: np.ndarray, relevance: np.ndarray) -> float:
     return float(greater / (len(pos) * len(neg)))
 
 
+def genre_diversity(genre_sets: Sequence[frozenset[str]]) -> float:
+    """Mean pairwise Jaccard distance of one list's genre sets: 0 when every item shares the
+    same genres, 1 when no two share any. Genres, not embeddings, so that the metric does not
+    grade the ranker with the retriever's own notion of similarity. Two items without genres
+    count as alike; a list of one item has no pairs and no variety."""
+    distances = [
+        1.0 - (len(a & b) / len(a | b) if a | b else 1.0)
+        for i, a in enumerate(genre_sets)
+        for b in genre_sets[i + 1 :]
+    ]
+    return float(np.mean(distances)) if distances else 0.0
+
+
 def ranking_metrics(data: MovieLens, evals: EvalSet, scores: Sequence[np.ndarray]) -> dict[str, float]:
-    """NDCG@10, HitRate@10, AUC (per user, averaged), coverage and novelty of the top 10s.
+    """NDCG@10, HitRate@10, AUC (per user, averaged), coverage, novelty and diversity of the top 10s.
 
     Coverage is the share of all candidate movies that reach some user's top 10; novelty the
     mean self-information -log2(share of training users who rated it) of top-10 movies.
-    Both say whether a scorer recommends beyond the few blockbusters.
+    Both say whether a scorer recommends beyond the few blockbusters. Diversity is the
+    intra-list genre diversity of each top 10 (``genre_diversity``), averaged over users: it
+    says whether one user's list is more than one kind of movie.
     """
     if len(scores) != len(evals.cases):
         raise ValueError(f"{len(scores)} score lists for {len(evals.cases)} users")
@@ -115,6 +130,7 @@ def ranking_metrics(data: MovieLens, evals: EvalSet, scores: Sequence[np.ndarray
     shown: set[int] = set()
     pool: set[int] = set()
     novelty: list[float] = []
+    diversity: list[float] = []
     n_users = max(1, data.train.userId.nunique())
     for case, case_scores in zip(evals.cases, scores, strict=True):
         order = np.argsort(-np.asarray(case_scores), kind="stable")
@@ -127,12 +143,14 @@ def ranking_metrics(data: MovieLens, evals: EvalSet, scores: Sequence[np.ndarray
         shown.update(top)
         pool.update(case.candidates)
         novelty.extend(-math.log2(max(data.popularity.get(m, 0), 1) / n_users) for m in top)
+        diversity.append(genre_diversity([frozenset(data.genres(m)) for m in top]))
     return {
         "ndcg@10": float(np.mean(ndcg)),
         "hitrate@10": float(np.mean(hits)),
         "auc": float(np.nanmean(aucs)),
         "coverage": len(shown) / max(1, len(pool)),
         "novelty": float(np.mean(novelty)),
+        "diversity": float(np.mean(diversity)),
     }
 
 

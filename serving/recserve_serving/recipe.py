@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from recserve_serving.schema import CamelModel
+from recserve_serving.spec_rules import CelRule, cel_rules
 
 Backend = Literal["auto", "onnxruntime", "torch", "tensorrt"]
 Precision = Literal["fp32", "fp16", "int8"]
@@ -49,14 +50,79 @@ class QuantizationSpec(CamelModel):
     calibration_samples: int = Field(default=256, ge=8, le=100_000)
 
 
+GateMetric = Literal["ndcg@10", "auc", "hitrate@10", "coverage", "diversity"]
+MinimumMetric = Literal["ndcg@10", "hitrate@10", "auc", "coverage", "novelty", "diversity"]
+UNBOUNDED_METRICS = frozenset({"novelty"})
+"""Metrics not confined to 0..1: novelty is a mean self-information, in bits."""
+
+
+class MetricMinimum(CamelModel):
+    """A floor on one evaluation metric of the engine itself, whatever the checkpoint scored."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            CelRule(
+                "self.metric == 'novelty' || self.min <= 1.0",
+                "min must be within 0..1; only novelty, in bits, goes above 1",
+                ".min",
+            )
+        )
+    )
+
+    metric: MinimumMetric = Field(
+        ...,
+        description="ndcg@10, hitrate@10 or auc (ranking quality); coverage (share of candidates that "
+        "reach some top 10), novelty (mean bits of self-information of top-10 movies) or diversity "
+        "(mean pairwise genre Jaccard distance within each top 10).",
+    )
+    minimum: float = Field(..., alias="min", ge=0.0, description="The lowest value the engine may ship with.")
+
+    @model_validator(mode="after")
+    def _within_range(self) -> MetricMinimum:
+        if self.metric not in UNBOUNDED_METRICS and self.minimum > 1.0:
+            raise ValueError(
+                f"min of {self.metric} must be within 0..1 (got {self.minimum:g}); "
+                "only novelty, in bits, goes above 1"
+            )
+        return self
+
+
 class QualityGate(CamelModel):
     """The largest quality loss, and the slowest latency, a build may ship with."""
 
-    metric: Literal["ndcg@10", "auc", "hitrate@10"] = "ndcg@10"
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            CelRule(
+                "!has(self.minimums) || self.minimums.all(a, self.minimums.exists_one(b, b.metric == a.metric))",
+                "minimums: keep one min per metric",
+                ".minimums",
+            )
+        )
+    )
+
+    metric: GateMetric = Field(
+        default="ndcg@10", description="The metric whose drop from the checkpoint maxDrop bounds."
+    )
     max_drop: float = Field(default=0.01, ge=0.0, le=1.0, description="Largest allowed absolute metric drop.")
     max_p99_latency_ms: float | None = Field(
         default=None, gt=0, description="Largest allowed p99 latency at maxBatchSize, in milliseconds."
     )
+    minimums: list[MetricMinimum] | None = Field(
+        default=None,
+        max_length=6,
+        description="Floors the engine's own metrics must reach besides the drop, e.g. "
+        "[{metric: diversity, min: 0.6}]; every one must hold. At most one per metric.",
+    )
+
+    @model_validator(mode="after")
+    def _one_minimum_per_metric(self) -> QualityGate:
+        names = [m.metric for m in self.minimums or ()]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(
+                f"minimums: {', '.join(repeated)} listed more than once; keep one min per metric"
+            )
+        return self
 
 
 class OptimizationRecipe(CamelModel):

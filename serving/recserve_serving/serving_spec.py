@@ -245,6 +245,35 @@ class ParallelismSpec(CamelModel):
         return self.pipeline * self.tensor
 
 
+DEFAULT_DIVERSITY_POOL = 50
+
+
+class DiversitySpec(CamelModel):
+    """Maximal Marginal Relevance re-ranking of the ranker's answer, so that a top k is not k
+    near-copies of one movie.
+
+    The ranker scores each candidate alone and cannot see that its best ten are the same
+    franchise; MMR trades a little relevance for variety, one pick at a time.
+    """
+
+    lambda_: float = Field(
+        ...,
+        alias="lambda",
+        ge=0.0,
+        le=1.0,
+        description="Weight of variety against relevance: each next item maximises "
+        "(1 - lambda) × relevance - lambda × (largest cosine similarity to the items already picked). "
+        "0 keeps the ranker's order exactly; 1 ignores relevance after the first pick.",
+    )
+    pool: int = Field(
+        default=DEFAULT_DIVERSITY_POOL,
+        ge=1,
+        le=10_000,
+        description="Items, best ranker scores first, that MMR picks from; at least maxK so that every "
+        "request can be answered from it. Relevance is the ranker's score min-max normalised over it.",
+    )
+
+
 class RetrievalSpec(CamelModel):
     """The two-stage shape: a cheap retriever proposes candidates, the BERT ranker scores them."""
 
@@ -252,6 +281,11 @@ class RetrievalSpec(CamelModel):
         json_schema_extra=cel_rules(
             CelRule("self.defaultK <= self.maxK", "defaultK must be <= maxK", ".defaultK"),
             CelRule("self.maxK <= self.candidates", "maxK must be <= candidates", ".maxK"),
+            CelRule(
+                "!has(self.diversity) || self.diversity.pool >= self.maxK",
+                "diversity.pool must be >= maxK: MMR answers a request for k items from the pool",
+                ".diversity.pool",
+            ),
         )
     )
 
@@ -265,6 +299,11 @@ class RetrievalSpec(CamelModel):
         default=10, ge=1, le=1000, description="Results returned when a request gives no k."
     )
     max_k: int = Field(default=100, ge=1, le=1000, description="Largest k a request may ask for.")
+    diversity: DiversitySpec | None = Field(
+        default=None,
+        description="Re-rank the ranker's top items for variety (Maximal Marginal Relevance); "
+        "unset returns the ranker's order. Costs one k × pool similarity pass per request.",
+    )
 
     @model_validator(mode="after")
     def _k_within_candidates(self) -> RetrievalSpec:
@@ -274,6 +313,14 @@ class RetrievalSpec(CamelModel):
         if self.max_k > self.candidates:
             problems.append(
                 Problem(("maxK",), f"must be <= candidates (got {self.max_k} > {self.candidates})")
+            )
+        if self.diversity is not None and self.diversity.pool < self.max_k:
+            problems.append(
+                Problem(
+                    ("diversity", "pool"),
+                    f"must be >= maxK (got {self.diversity.pool} < {self.max_k}): MMR answers a request "
+                    "for k items from the pool's items, so raise pool or lower maxK",
+                )
             )
         raise_if_any(problems)
         return self

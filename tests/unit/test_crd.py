@@ -156,6 +156,15 @@ def test_cross_field_rules_are_present(schema: dict[str, Any]) -> None:
     assert rules(at(schema, "spec.rollout.canary.optimization")) == recipe
 
 
+def test_diversity_and_gate_minimums_carry_their_rules(schema: dict[str, Any]) -> None:
+    retrieval = rules(at(schema, "spec.serving.retrieval"))
+    assert "!has(self.diversity) || self.diversity.pool >= self.maxK" in retrieval
+    assert at(schema, "spec.serving.retrieval.diversity")["required"] == ["lambda"]
+    gate = at(schema, "spec.optimization.qualityGate")
+    assert any("exists_one" in r for r in rules(gate)), "one min per metric"
+    assert any("'novelty'" in r for r in rules(at(schema, "spec.optimization.qualityGate.minimums.[]")))
+
+
 def test_every_rule_has_a_message(schema: dict[str, Any]) -> None:
     for path, node in nodes(schema):
         for rule in node.get("x-kubernetes-validations", []):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
@@ -83,10 +85,71 @@ def test_gate_fails_on_nan_scores() -> None:
 
 
 def test_report_round_trips_through_json(tmp_path) -> None:
-    report = judge(QualityGate(), REFERENCE, {**REFERENCE, "ndcg@10": 0.39}, "users=3")
+    gate = QualityGate.model_validate({"minimums": [{"metric": "diversity", "min": 0.5}]})
+    report = judge(gate, REFERENCE, {**REFERENCE, "ndcg@10": 0.39, "diversity": 0.6}, "users=3")
     report.write(tmp_path / "report.json")
     again = GateReport.read(tmp_path / "report.json")
     assert again.to_dict() == report.to_dict()
+    assert again.minimums == {"diversity": 0.5}
+
+
+def test_a_report_written_before_minimums_reads_as_having_none(tmp_path) -> None:
+    path = tmp_path / "report.json"
+    report = judge(QualityGate(), REFERENCE, REFERENCE, "users=3")
+    old = report.to_dict()
+    del old["minimums"]
+    path.write_text(json.dumps(old))
+    assert GateReport.read(path).minimums == {}
+
+
+DIVERSE = {**REFERENCE, "diversity": 0.55, "coverage": 0.3}
+
+
+def diversity_gate(minimum: float) -> QualityGate:
+    return QualityGate.model_validate(
+        {"metric": "ndcg@10", "maxDrop": 0.02, "minimums": [{"metric": "diversity", "min": minimum}]}
+    )
+
+
+def test_gate_fails_when_diversity_is_below_its_minimum_even_if_ndcg_holds() -> None:
+    report = judge(diversity_gate(0.6), DIVERSE, DIVERSE, "tiny")
+    assert report.failures == ["diversity 0.5500 < minimum 0.6 (qualityGate.minimums)"]
+    assert "minimum diversity >= 0.6: engine 0.5500, FAILED" in report.table()
+
+
+def test_gate_passes_when_ndcg_drop_and_diversity_minimum_both_hold() -> None:
+    report = judge(diversity_gate(0.5), DIVERSE, {**DIVERSE, "ndcg@10": 0.39}, "tiny")
+    assert report.passed, report.failures
+    assert "minimum diversity >= 0.5: engine 0.5500, ok" in report.table()
+
+
+def test_a_minimum_the_evaluation_did_not_produce_fails_rather_than_passes() -> None:
+    gate = QualityGate.model_validate({"minimums": [{"metric": "novelty", "min": 3}]})
+    report = judge(gate, REFERENCE, REFERENCE, "tiny")
+    assert report.failures == ["novelty is missing from the engine's metrics, so minimum 3 cannot be checked"]
+
+
+def test_coverage_can_be_the_drop_metric() -> None:
+    report = judge(QualityGate(metric="coverage", max_drop=0.05), DIVERSE, {**DIVERSE, "coverage": 0.2}, "t")
+    assert report.failures == ["coverage dropped 0.1000 > maxDrop 0.05"]
+
+
+def test_minimums_are_checked_by_the_schema() -> None:
+    with pytest.raises(ValidationError, match=r"min of diversity must be within 0\.\.1"):
+        QualityGate.model_validate({"minimums": [{"metric": "diversity", "min": 2}]})
+    with pytest.raises(ValidationError, match="diversity listed more than once"):
+        QualityGate.model_validate(
+            {"minimums": [{"metric": "diversity", "min": 0.2}, {"metric": "diversity", "min": 0.3}]}
+        )
+    with pytest.raises(ValidationError, match="metric"):
+        QualityGate.model_validate({"minimums": [{"metric": "serendipity", "min": 0.2}]})
+    assert QualityGate.model_validate({"minimums": [{"metric": "novelty", "min": 9.5}]}).to_dict()[
+        "minimums"
+    ] == [{"metric": "novelty", "min": 9.5}]
+
+
+def test_an_unset_minimums_leaves_the_recipe_key_unchanged() -> None:
+    assert "minimums" not in OptimizationRecipe().to_dict(), "existing engines keep their cache keys"
 
 
 def test_fgm_perturbs_embeddings_uphill_and_then_removes_itself() -> None:

@@ -23,7 +23,7 @@ from recserve_serving.recipe import QualityGate
 from recserve_serving.train import checkpoint_metrics
 
 REPORT_FILE = "report.json"
-RANKING = ("ndcg@10", "hitrate@10", "auc", "coverage", "novelty")
+RANKING = ("ndcg@10", "hitrate@10", "auc", "coverage", "novelty", "diversity")
 
 
 @dataclass
@@ -35,6 +35,8 @@ class GateReport:
     max_p99_latency_ms: float | None = None
     failures: list[str] = field(default_factory=list)
     evaluation: str = ""
+    minimums: dict[str, float] = field(default_factory=dict)
+    """qualityGate.minimums as metric -> min; reports written before minimums existed read as none."""
 
     @property
     def passed(self) -> bool:
@@ -81,17 +83,30 @@ class GateReport:
             "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
         ]
         verdict = "PASSED" if self.passed else "FAILED: " + "; ".join(self.failures)
-        return "\n".join([*lines, f"gate ({limit}): {verdict}"])
+        return "\n".join([*lines, *self._minimum_lines(), f"gate ({limit}): {verdict}"])
+
+    def _minimum_lines(self) -> list[str]:
+        """One line per qualityGate.minimums entry with its verdict, so that a failed gate shows
+        which floor failed next to the drop that may have passed."""
+        lines = []
+        for name, floor in self.minimums.items():
+            value = self.engine.get(name)
+            shown = "missing" if value is None else f"{value:.4f}"
+            verdict = "ok" if _meets(value, floor) else "FAILED"
+            lines.append(f"minimum {name} >= {floor:g}: engine {shown}, {verdict}")
+        return lines
 
 
 def reference_metrics(
     checkpoint: Checkpoint, digest: str, data: MovieLens, evals: EvalSet, settings: EvalSettings, cache: Path
 ) -> dict[str, float]:
-    """Eager fp32 metrics of the unoptimized checkpoint, computed once per digest and eval size."""
+    """Eager fp32 metrics of the unoptimized checkpoint, computed once per digest and eval size,
+    and again when the cached ones predate a metric the gate may now judge."""
     path = cache / f"{digest.removeprefix('sha256:')[:32]}-{settings.describe().replace(',', '-')}.json"
     if path.is_file():
         cached: dict[str, float] = json.loads(path.read_text())
-        return cached
+        if all(name in cached for name in RANKING):
+            return cached
     metrics = checkpoint_metrics(checkpoint, data, evals)
     metrics["params"] = float(count_parameters(checkpoint.model))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -133,6 +148,7 @@ def judge(
         engine=engine,
         max_p99_latency_ms=gate.max_p99_latency_ms,
         evaluation=evaluation,
+        minimums={m.metric: m.minimum for m in gate.minimums or ()},
     )
     if not np.isfinite(engine[gate.metric]):
         report.failures.append(f"{gate.metric} is not finite: the engine produces NaN or inf scores")
@@ -143,4 +159,24 @@ def judge(
         report.failures.append(
             f"p99 latency at maxBatchSize {p99:.1f} ms > maxP99LatencyMs {gate.max_p99_latency_ms}"
         )
+    report.failures.extend(_below_minimums(report.minimums, engine))
     return report
+
+
+def _meets(value: float | None, floor: float) -> bool:
+    return value is not None and bool(np.isfinite(value)) and value >= floor - 1e-9
+
+
+def _below_minimums(minimums: dict[str, float], engine: dict[str, float]) -> list[str]:
+    """A failure per floor the engine misses; a metric the evaluation did not produce fails
+    too, since a gate that cannot be checked must not pass."""
+    failures = []
+    for name, floor in minimums.items():
+        value = engine.get(name)
+        if value is None:
+            failures.append(
+                f"{name} is missing from the engine's metrics, so minimum {floor:g} cannot be checked"
+            )
+        elif not _meets(value, floor):
+            failures.append(f"{name} {value:.4f} < minimum {floor:g} (qualityGate.minimums)")
+    return failures

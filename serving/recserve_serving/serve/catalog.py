@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from recserve_serving.data import POSITIVE_RATING, MovieLens, load_movielens
@@ -97,6 +98,12 @@ class Catalog:
 
     def title(self, movie_id: int) -> str:
         return self.movielens.title(movie_id)
+
+    def item_vectors(self, movie_ids: list[int]) -> np.ndarray:
+        """The retrieval index's L2-normalised embeddings of ``movie_ids``, row for row: what
+        diversity re-ranking measures similarity with. Every catalog movie is in the index,
+        which is built from the same catalog."""
+        return self.index.vectors[[self.index.row[m] for m in movie_ids]]
 
     def check_items(self, movie_ids: list[int], field: str) -> None:
         unknown = [m for m in movie_ids if not self._known_movie(m)]

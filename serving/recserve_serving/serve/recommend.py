@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
+from recserve_serving.diversity import mmr
 from recserve_serving.errors import InvalidRequest
 from recserve_serving.serve.api_models import RecommendedItem, RecommendRequest, RecommendResponse
 from recserve_serving.serve.catalog import Catalog
 from recserve_serving.serve.config import RouterConfig
 from recserve_serving.serve.explain import require_explain
+from recserve_serving.serving_spec import DiversitySpec
 
 
 @dataclass(frozen=True)
@@ -26,13 +30,27 @@ class RecommendationPlan:
     item_texts: list[str]
     titles: list[str]
     k: int
+    diversity: DiversitySpec | None = None
+    """spec.serving.retrieval.diversity: when set, the top k is re-ranked by MMR."""
+    vectors: np.ndarray | None = None
+    """The candidates' L2-normalised item embeddings, row i for movie_ids[i]; only with diversity."""
 
     def respond(self, scores: list[float], version: str) -> RecommendResponse:
-        order = sorted(range(len(scores)), key=lambda i: -scores[i])[: self.k]
+        """The top k: by score, or by MMR over the best ``pool`` scores; each item keeps the
+        ranker's score, so a client can still tell how relevant the ranker found it."""
+        order = self._order(scores)
         items = [
             RecommendedItem(movie_id=self.movie_ids[i], title=self.titles[i], score=scores[i]) for i in order
         ]
         return RecommendResponse(user_id=self.user_id, version=version, items=items)
+
+    def _order(self, scores: list[float]) -> list[int]:
+        by_score = sorted(range(len(scores)), key=lambda i: -scores[i])
+        if self.diversity is None or self.vectors is None:
+            return by_score[: self.k]
+        pool = by_score[: max(self.diversity.pool, self.k)]
+        picked = mmr(np.asarray(scores)[pool], self.vectors[pool], self.k, self.diversity.lambda_)
+        return [pool[i] for i in picked]
 
 
 def _k(request: RecommendRequest, config: RouterConfig) -> int:
@@ -73,6 +91,7 @@ def plan_recommendation(
         movie_ids = list(dict.fromkeys(request.candidates))
     else:
         movie_ids = catalog.candidates(liked, seen, config.retrieval.candidates)
+    diversity = config.retrieval.diversity
     return RecommendationPlan(
         user_id=request.user_id,
         history=liked,
@@ -82,4 +101,6 @@ def plan_recommendation(
         item_texts=[catalog.item_text(m) for m in movie_ids],
         titles=[catalog.title(m) for m in movie_ids],
         k=min(k, len(movie_ids)),
+        diversity=diversity,
+        vectors=None if diversity is None else catalog.item_vectors(movie_ids),
     )
