@@ -245,7 +245,6 @@ class ParallelismSpec(CamelModel):
         return self.pipeline * self.tensor
 
 
-DEFAULT_DIVERSITY_POOL = 50
 
 
 class DiversitySpec(CamelModel):
@@ -265,12 +264,13 @@ class DiversitySpec(CamelModel):
         "(1 - lambda) × relevance - lambda × (largest cosine similarity to the items already picked). "
         "0 keeps the ranker's order exactly; 1 ignores relevance after the first pick.",
     )
-    pool: int = Field(
-        default=DEFAULT_DIVERSITY_POOL,
+    pool: int | None = Field(
+        default=None,
         ge=1,
         le=10_000,
-        description="Items, best ranker scores first, that MMR picks from; at least maxK so that every "
-        "request can be answered from it. Relevance is the ranker's score min-max normalised over it.",
+        description="Items, best ranker scores first, that MMR picks from (default: every candidate); "
+        "at least maxK so that every request can be answered from it. Relevance is the ranker's score "
+        "min-max normalised over it.",
     )
 
 
@@ -282,7 +282,7 @@ class RetrievalSpec(CamelModel):
             CelRule("self.defaultK <= self.maxK", "defaultK must be <= maxK", ".defaultK"),
             CelRule("self.maxK <= self.candidates", "maxK must be <= candidates", ".maxK"),
             CelRule(
-                "!has(self.diversity) || self.diversity.pool >= self.maxK",
+                "!has(self.diversity) || !has(self.diversity.pool) || self.diversity.pool >= self.maxK",
                 "diversity.pool must be >= maxK: MMR answers a request for k items from the pool",
                 ".diversity.pool",
             ),
@@ -314,7 +314,7 @@ class RetrievalSpec(CamelModel):
             problems.append(
                 Problem(("maxK",), f"must be <= candidates (got {self.max_k} > {self.candidates})")
             )
-        if self.diversity is not None and self.diversity.pool < self.max_k:
+        if self.diversity is not None and self.diversity.pool is not None and self.diversity.pool < self.max_k:
             problems.append(
                 Problem(
                     ("diversity", "pool"),

@@ -48,7 +48,7 @@ class RecommendationPlan:
         by_score = sorted(range(len(scores)), key=lambda i: -scores[i])
         if self.diversity is None or self.vectors is None:
             return by_score[: self.k]
-        pool = by_score[: max(self.diversity.pool, self.k)]
+        pool = by_score[: max(self.diversity.pool or len(scores), self.k)]
         picked = mmr(np.asarray(scores)[pool], self.vectors[pool], self.k, self.diversity.lambda_)
         return [pool[i] for i in picked]
 
