@@ -34,6 +34,19 @@ RRF_K = 60.0
 STAGE_DEPTH = 1000
 """Ranks beyond this depth add < 1/(RRF_K + depth) and are not computed."""
 
+FEATURES = (
+    "log_fused",
+    "log_popularity",
+    "als_z",
+    "als_rrf",
+    "knn_z",
+    "knn_rrf",
+    "content_z",
+    "content_rrf",
+    "log_rank",
+)
+"""What the retrieval stage knows of each candidate, as the ranker's fusion head reads it."""
+
 DEFAULT_ALS = AlsSettings(factors=64, regularization=10.0, alpha=1.0, iterations=15)
 """Chosen on the validation slice of the evaluation protocol (``recserve eval`` tunes it again)."""
 
@@ -191,20 +204,54 @@ class HybridRetriever:
             stages["content"] = self.content.vectors @ vector
         return stages
 
-    def fused(self, history: Sequence[int]) -> np.ndarray:
+    def user(self, history: Sequence[int]) -> UserScores:
+        stages = self.stage_scores(history)
         fused = self._popularity.copy()
-        for name, scores in self.stage_scores(history).items():
+        for name, scores in stages.items():
             fused += getattr(self.weights, name) * _rrf(scores, STAGE_DEPTH)
-        return fused
+        return UserScores(stages, fused)
+
+    def fused(self, history: Sequence[int]) -> np.ndarray:
+        return self.user(history).fused
 
     def search(self, history: Sequence[int], exclude: set[int], n: int) -> list[int]:
+        return self.top(self.user(history), exclude, n)
+
+    def top(self, user: UserScores, exclude: set[int], n: int) -> list[int]:
         """The ``n`` best-fused items, never one in ``exclude``; popularity alone for an empty history."""
-        fused = self.fused(history)
-        rows = [self.content.row[m] for m in exclude if m in self.content.row]
-        fused[rows] = -np.inf
+        fused = user.fused.copy()
+        fused[[self.content.row[m] for m in exclude if m in self.content.row]] = -np.inf
         take = min(n, int(np.isfinite(fused).sum()))
         if take <= 0:
             return []
         top = np.argpartition(-fused, take - 1)[:take]
         ordered = top[np.argsort(-fused[top], kind="stable")]
         return [int(self.movie_ids[i]) for i in ordered]
+
+    def features(self, user: UserScores, candidates: Sequence[int]) -> np.ndarray:
+        """The ``FEATURES`` rows of ``candidates`` (a stage with nothing to go on reads 0)."""
+        rows = np.array([self.content.row[m] for m in candidates], dtype=np.int64)
+        if not len(rows):
+            return np.zeros((0, len(FEATURES)))
+        fused = user.fused[rows]
+        columns = [np.log(np.maximum(fused, 1e-9)), np.log1p(self.collaborative.counts[rows])]
+        for name in ("als", "knn", "content"):
+            scores = user.stages.get(name)
+            if scores is None:
+                columns.extend([np.zeros(len(rows)), np.zeros(len(rows))])
+                continue
+            picked = scores[rows]
+            columns.append((picked - picked.mean()) / (picked.std() + 1e-9))
+            columns.append(_rrf(scores, STAGE_DEPTH)[rows] * RRF_K)
+        rank = np.empty(len(rows))
+        rank[np.argsort(-fused, kind="stable")] = np.arange(len(rows))
+        columns.append(np.log1p(rank))
+        return np.column_stack(columns)
+
+
+@dataclass(frozen=True)
+class UserScores:
+    """One user's stage scores and fused score over the catalog, computed once per request."""
+
+    stages: dict[str, np.ndarray]
+    fused: np.ndarray

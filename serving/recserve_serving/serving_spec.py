@@ -245,8 +245,6 @@ class ParallelismSpec(CamelModel):
         return self.pipeline * self.tensor
 
 
-
-
 class DiversitySpec(CamelModel):
     """Maximal Marginal Relevance re-ranking of the ranker's answer, so that a top k is not k
     near-copies of one movie.
@@ -314,7 +312,11 @@ class RetrievalSpec(CamelModel):
             problems.append(
                 Problem(("maxK",), f"must be <= candidates (got {self.max_k} > {self.candidates})")
             )
-        if self.diversity is not None and self.diversity.pool is not None and self.diversity.pool < self.max_k:
+        if (
+            self.diversity is not None
+            and self.diversity.pool is not None
+            and self.diversity.pool < self.max_k
+        ):
             problems.append(
                 Problem(
                     ("diversity", "pool"),

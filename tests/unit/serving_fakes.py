@@ -41,6 +41,12 @@ class FakeCatalog:
     def title(self, movie_id: int) -> str:
         return f"Movie {movie_id}"
 
+    def retrieve(
+        self, history: list[int], seen: set[int], n: int, candidates: list[int] | None = None
+    ) -> tuple[list[int], np.ndarray]:
+        picked = list(candidates or [])
+        return picked, np.zeros((len(picked), 9))
+
     def item_vectors(self, movie_ids: list[int]) -> np.ndarray:
         """Movies of one decade (11..19, 21..29, ...) point the same way, other decades are
         orthogonal: similarity is 1 or 0, so a re-ranking can be worked out by hand."""

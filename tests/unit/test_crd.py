@@ -158,7 +158,9 @@ def test_cross_field_rules_are_present(schema: dict[str, Any]) -> None:
 
 def test_diversity_and_gate_minimums_carry_their_rules(schema: dict[str, Any]) -> None:
     retrieval = rules(at(schema, "spec.serving.retrieval"))
-    assert "!has(self.diversity) || !has(self.diversity.pool) || self.diversity.pool >= self.maxK" in retrieval
+    assert (
+        "!has(self.diversity) || !has(self.diversity.pool) || self.diversity.pool >= self.maxK" in retrieval
+    )
     assert at(schema, "spec.serving.retrieval.diversity")["required"] == ["lambda"]
     gate = at(schema, "spec.optimization.qualityGate")
     assert any("exists_one" in r for r in rules(gate)), "one min per metric"

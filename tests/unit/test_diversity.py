@@ -71,7 +71,9 @@ def test_the_spec_reads_lambda_and_pool_in_camel_case_and_round_trips() -> None:
     assert spec.to_dict()["diversity"] == {"lambda": 0.3, "pool": 40}
     assert RetrievalSpec.model_validate(spec.to_dict()) == spec
     assert "diversity" not in RetrievalSpec().to_dict(), "absent diversity stays absent"
-    assert RetrievalSpec.model_validate({"diversity": {"lambda": 0.3}}).diversity.pool is None, "all candidates"
+    assert RetrievalSpec.model_validate({"diversity": {"lambda": 0.3}}).diversity.pool is None, (
+        "all candidates"
+    )
 
 
 def test_a_pool_smaller_than_max_k_is_refused_with_the_fix() -> None:

@@ -69,6 +69,10 @@ def engine() -> AffinityEngine:
     return AffinityEngine()
 
 
+async def no_head() -> None:
+    return None
+
+
 def make_router(monkeypatch, engine, explain: ExplainSpec | None = None) -> serve_app.Router:
     config = RouterConfig(
         model_name="m", data_dir="unused", index_dir="unused", explain=explain or ExplainSpec()
@@ -78,7 +82,7 @@ def make_router(monkeypatch, engine, explain: ExplainSpec | None = None) -> serv
     ranker.config = RankerArgs(label=STABLE.label, engine_dir="unused")
     ranker.engine = engine
     router.traffic = TrafficConfig(stable=STABLE)
-    router.handles = {STABLE.app: SimpleNamespace(score=Method(ranker.score))}
+    router.handles = {STABLE.app: SimpleNamespace(score=Method(ranker.score), fusion_head=Method(no_head))}
     router.rng = random.Random(0)
     context = SimpleNamespace(
         servable_object=router, _deployment_config=SimpleNamespace(max_ongoing_requests=32)

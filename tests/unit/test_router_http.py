@@ -79,7 +79,13 @@ class Method:
 
 
 def handle(call) -> SimpleNamespace:
-    return SimpleNamespace(score=Method(call), ready=Method(lambda: asyncio.sleep(0)))
+    return SimpleNamespace(
+        score=Method(call), ready=Method(lambda: asyncio.sleep(0)), fusion_head=Method(no_fusion_head)
+    )
+
+
+async def no_fusion_head() -> None:
+    return None
 
 
 def failing(error: Exception):

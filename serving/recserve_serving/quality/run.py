@@ -231,4 +231,3 @@ def evaluate(
         log.info("%s: %.1fs", method.name, results[-1].seconds)
     notes["seconds"] = round(time.perf_counter() - started, 1)
     return EvalReport(setup_.split.describe(), results, notes)
-

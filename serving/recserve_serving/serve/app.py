@@ -14,6 +14,7 @@ import logging
 import random
 from collections.abc import MutableMapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from recserve_serving.errors import InvalidRequest, NotFound, Overloaded, RecserveError, Unavailable
+from recserve_serving.fusion import FusionHead, read_fusion
 from recserve_serving.serve.api_models import RecommendRequest, RecommendResponse
 from recserve_serving.serve.catalog import Catalog
 from recserve_serving.serve.config import (
@@ -89,6 +91,7 @@ class Ranker:
             self.engine: Engine = PipelineEngine(single.directory, single.manifest, stages, threads=threads)
         else:
             self.engine = load_engine(self.config.engine_dir, threads)
+        self.fusion = read_fusion(Path(self.config.engine_dir))
         batching = self.config.batching
         batcher: Any = self._score_batch  # serve.batch adds setters that its type does not declare
         batcher.set_max_batch_size(batching.max_batch_size)
@@ -96,6 +99,10 @@ class Ranker:
 
     def ready(self) -> str:
         return self.config.label
+
+    def fusion_head(self) -> dict[str, Any] | None:
+        """The engine's fusion head (``fusion.json``), which the router applies to this ranker's scores."""
+        return None if self.fusion is None else self.fusion.to_dict()
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _score_batch(self, requests: list[tuple[list[str], list[str]]]) -> list[Scored | Exception]:
@@ -139,6 +146,7 @@ class Router:
         self.metrics = ServingMetrics()
         configure(Gate(self.config.model_name, self.metrics, self.config.limits))
         self._background: set[asyncio.Task[None]] = set()
+        self._fusion: dict[str, FusionHead | None] = {}
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Point each role at its ranker application; requests already sent keep their handle."""
@@ -196,6 +204,14 @@ class Router:
             for value in scored.scores:
                 histogram.observe(value)
         return scored.scores
+
+    async def _fusion_of(self, route: Route) -> FusionHead | None:
+        """The route's fusion head, asked of its ranker once: an application's engine never
+        changes (a new engine is a new application)."""
+        if route.app not in self._fusion:
+            raw = await self.handles[route.app].fusion_head.remote()
+            self._fusion[route.app] = None if raw is None else FusionHead.from_dict(raw)
+        return self._fusion[route.app]
 
     @staticmethod
     async def _call(handle: DeploymentHandle[Ranker], user_texts: list[str], item_texts: list[str]) -> Scored:
@@ -262,7 +278,7 @@ class Router:
     async def recommend(self, body: RecommendRequest, request: Request) -> RecommendResponse:
         plan = plan_recommendation(body, self.catalog, self.config)
         route, scores = await self._scored(request.scope, body.user_id, plan.user_texts, plan.item_texts)
-        response = plan.respond(scores, route.label)
+        response = plan.respond(scores, route.label, await self._fusion_of(route))
         if body.explain:
             response = await self._explained(route, plan, response)
         return response

@@ -14,7 +14,12 @@ import pandas as pd
 
 from recserve_serving.data import POSITIVE_RATING, MovieLens, load_movielens
 from recserve_serving.errors import InvalidRequest, NotFound
-from recserve_serving.hybrid import HybridRetriever, collaborative_path, DEFAULT_ALS, load_or_build_collaborative
+from recserve_serving.hybrid import (
+    DEFAULT_ALS,
+    HybridRetriever,
+    collaborative_path,
+    load_or_build_collaborative,
+)
 from recserve_serving.quality.split import protocol_split
 from recserve_serving.retrieval import ItemIndex, index_path, load_or_build_index
 
@@ -34,7 +39,9 @@ def interaction_snapshot(movielens: MovieLens) -> pd.DataFrame:
 
 def _indexes(movielens: MovieLens, data_dir: Path, index_dir: Path) -> HybridRetriever:
     content = load_or_build_index(index_dir, data_dir, _item_texts(movielens))
-    collaborative = load_or_build_collaborative(index_dir, movielens.movie_ids, interaction_snapshot(movielens))
+    collaborative = load_or_build_collaborative(
+        index_dir, movielens.movie_ids, interaction_snapshot(movielens)
+    )
     return HybridRetriever(content, collaborative)
 
 
@@ -66,7 +73,9 @@ class Catalog:
         _indexes(movielens, Path(data_dir), Path(index_dir))
         return [
             index_path(Path(index_dir), Path(data_dir)),
-            collaborative_path(Path(index_dir), movielens.movie_ids, interaction_snapshot(movielens), DEFAULT_ALS),
+            collaborative_path(
+                Path(index_dir), movielens.movie_ids, interaction_snapshot(movielens), DEFAULT_ALS
+            ),
         ]
 
     def knows_user(self, user_id: int) -> bool:
@@ -124,9 +133,22 @@ class Catalog:
             return history
         return self.liked.get(user_id, []) if user_id is not None else []
 
+    def retrieve(
+        self, history: list[int], seen: set[int], n: int, candidates: list[int] | None = None
+    ) -> tuple[list[int], np.ndarray]:
+        """Candidates (the retriever's, or the given ones) and their retrieval features, which the
+        ranker's fusion head reads."""
+        user = self.retriever.user(history)
+        picked = (
+            self._topped_up(self.retriever.top(user, seen, n), seen, n) if candidates is None else candidates
+        )
+        return picked, self.retriever.features(user, picked)
+
     def candidates(self, history: list[int], seen: set[int], n: int) -> list[int]:
         """The hybrid retriever's best items, topped up with popular ones if it has too few."""
-        picked = self.retriever.search(history, seen, n)
+        return self._topped_up(self.retriever.search(history, seen, n), seen, n)
+
+    def _topped_up(self, picked: list[int], seen: set[int], n: int) -> list[int]:
         if len(picked) < n:
             taken = seen | set(picked)
             for movie_id in self.movielens.popular_movie_ids():

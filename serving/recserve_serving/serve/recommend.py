@@ -12,6 +12,7 @@ import numpy as np
 
 from recserve_serving.diversity import mmr
 from recserve_serving.errors import InvalidRequest
+from recserve_serving.fusion import FusionHead
 from recserve_serving.serve.api_models import RecommendedItem, RecommendRequest, RecommendResponse
 from recserve_serving.serve.catalog import Catalog
 from recserve_serving.serve.config import RouterConfig
@@ -30,14 +31,21 @@ class RecommendationPlan:
     item_texts: list[str]
     titles: list[str]
     k: int
+    features: np.ndarray | None = None
+    """The candidates' retrieval features (``hybrid.FEATURES``), for the ranker's fusion head."""
     diversity: DiversitySpec | None = None
     """spec.serving.retrieval.diversity: when set, the top k is re-ranked by MMR."""
     vectors: np.ndarray | None = None
     """The candidates' L2-normalised item embeddings, row i for movie_ids[i]; only with diversity."""
 
-    def respond(self, scores: list[float], version: str) -> RecommendResponse:
-        """The top k: by score, or by MMR over the best ``pool`` scores; each item keeps the
-        ranker's score, so a client can still tell how relevant the ranker found it."""
+    def respond(
+        self, scores: list[float], version: str, fusion: FusionHead | None = None
+    ) -> RecommendResponse:
+        """The top k: by score, or by MMR over the best ``pool`` scores. With the ranker's
+        fusion head, the score is the head's blend of the ranker's score and the retrieval
+        features; each item carries the score it was ranked by."""
+        if fusion is not None and self.features is not None and len(scores):
+            scores = [float(s) for s in fusion.apply(np.asarray(scores), self.features)]
         order = self._order(scores)
         items = [
             RecommendedItem(movie_id=self.movie_ids[i], title=self.titles[i], score=scores[i]) for i in order
@@ -88,9 +96,9 @@ def plan_recommendation(
                 f"at most {config.retrieval.candidates} candidates, got {len(request.candidates)}"
             )
         catalog.check_items(request.candidates, "candidates")
-        movie_ids = list(dict.fromkeys(request.candidates))
+        movie_ids, features = catalog.retrieve(liked, seen, 0, list(dict.fromkeys(request.candidates)))
     else:
-        movie_ids = catalog.candidates(liked, seen, config.retrieval.candidates)
+        movie_ids, features = catalog.retrieve(liked, seen, config.retrieval.candidates)
     diversity = config.retrieval.diversity
     return RecommendationPlan(
         user_id=request.user_id,
@@ -101,6 +109,7 @@ def plan_recommendation(
         item_texts=[catalog.item_text(m) for m in movie_ids],
         titles=[catalog.title(m) for m in movie_ids],
         k=min(k, len(movie_ids)),
+        features=features,
         diversity=diversity,
         vectors=None if diversity is None else catalog.item_vectors(movie_ids),
     )
