@@ -129,7 +129,7 @@ class CollaborativeIndex:
 
 
 def collaborative_path(
-    index_dir: Path, catalog: np.ndarray, snapshot: pd.DataFrame, settings: AlsSettings
+    index_dir: Path, catalog: np.ndarray, snapshot: pd.DataFrame, settings: AlsSettings = DEFAULT_ALS
 ) -> Path:
     return Path(index_dir) / f"collab-{snapshot_digest(catalog, snapshot, settings)[:32]}.npz"
 

@@ -127,6 +127,7 @@ def fit(
     settings: TrainSettings,
     *,
     loss_for: InputsLoss | None = None,
+    pairs: list[Pair] | None = None,
 ) -> dict[str, float]:
     """Train ``checkpoint.model`` in place on freshly sampled pairs; distillation passes ``loss_for``.
 
@@ -137,9 +138,10 @@ def fit(
     seed_everything(settings.seed)
     rng = np.random.default_rng(settings.seed)
     model = checkpoint.model.train()
-    pairs = data.training_pairs(
-        settings.steps * settings.batch_size, rng, negatives_per_positive=settings.negatives_per_positive
-    )
+    if pairs is None:
+        pairs = data.training_pairs(
+            settings.steps * settings.batch_size, rng, negatives_per_positive=settings.negatives_per_positive
+        )
     group = 1 + settings.negatives_per_positive
     if settings.batch_size % group:
         raise ValueError(f"batch_size {settings.batch_size} must be a multiple of 1 + negatives ({group})")
@@ -230,10 +232,15 @@ def train_ranker(
     eval_users: int = 100,
     eval_candidates: int = 50,
     layers: int | None = None,
+    index_dir: Path | None = None,
 ) -> dict[str, float]:
     """Fine-tune from the bundled MiniLM (its first ``layers`` layers when given), save the
     checkpoint to ``out_dir``, return its metrics. A shallow encoder freezes at most half its
-    layers, so there is always something left to learn."""
+    layers, so there is always something left to learn.
+
+    With ``index_dir`` (where the content index is cached), the encoder trains on the hybrid
+    retriever's hard negatives and the checkpoint gets a fusion head (``ranker_data``);
+    without it, on sampled negatives and no head, as the distillation student does."""
     settings = TrainSettings(
         steps=steps,
         batch_size=batch_size,
@@ -250,11 +257,35 @@ def train_ranker(
     if layers is not None:
         freeze_layers = min(freeze_layers, layers // 2)
     freeze_lower(checkpoint, freeze_layers)
-    metrics = fit(checkpoint, data, settings)
+    retrieval = None
+    pairs = None
+    if index_dir is not None:
+        from recserve_serving.paths import movielens_dir
+        from recserve_serving.ranker_data import hard_negative_pairs, retrieval_training
+
+        retrieval = retrieval_training(data, Path(index_dir), movielens_dir(), seed=seed)
+        pairs = hard_negative_pairs(
+            retrieval,
+            steps * batch_size,
+            np.random.default_rng(seed),
+            negatives_per_positive=settings.negatives_per_positive,
+        )
+    metrics = fit(checkpoint, data, settings, pairs=pairs)
     checkpoint.meta.extra.update(
         {"steps": steps, "batch_size": batch_size, "seed": seed, "adversarial": adversarial, "layers": layers}
     )
     save_checkpoint(checkpoint, Path(out_dir))
+    if retrieval is not None:
+        from recserve_serving.ranker_data import fit_head
+
+        started_head = time.perf_counter()
+        with torch.inference_mode():
+            head = fit_head(
+                retrieval, lambda u, i: score_pairs(checkpoint, u, i), np.random.default_rng(seed)
+            )
+        head.write(Path(out_dir))
+        metrics["fusion_ranker_weight"] = head.ranker_weight
+        metrics["fusion_seconds"] = time.perf_counter() - started_head
     metrics.update(
         evaluate_checkpoint(checkpoint, data, users=eval_users, candidates=eval_candidates, seed=seed)
     )
@@ -268,6 +299,7 @@ def train_and_register(
     """Train (``train_ranker`` keyword settings) in a scratch dir under the state, register, return both."""
     from recserve_serving.data import load_movielens
 
+    settings.setdefault("index_dir", registry.state / "retrieval")
     with tempfile.TemporaryDirectory(prefix="recserve-train-", dir=registry.state) as scratch:
         out = Path(scratch) / "checkpoint"
         metrics = train_ranker(data if data is not None else load_movielens(), out, **settings)

@@ -32,6 +32,7 @@ from recserve_serving.engine.reuse import intact
 from recserve_serving.engine.runtime import load_engine, verify
 from recserve_serving.errors import CheckpointError, EngineError, QualityGateFailed, RecipeError
 from recserve_serving.evaluate import EvalSettings, eval_set
+from recserve_serving.fusion import FUSION_FILE
 from recserve_serving.model import Checkpoint, count_parameters, load_checkpoint
 from recserve_serving.recipe import OptimizationRecipe
 from recserve_serving.registry import ResolvedCheckpoint
@@ -237,6 +238,8 @@ def build_engine(
             )
             for name in TOKENIZER_FILES:
                 shutil.copyfile(resolved.path / name, temp / name)
+            if (resolved.path / FUSION_FILE).is_file():
+                shutil.copyfile(resolved.path / FUSION_FILE, temp / FUSION_FILE)
             metrics["size_bytes"] = float((temp / model_file).stat().st_size)
             args = (key, resolved, concrete, version, hardware_id, max_len, model_file)
             _manifest(*args, metrics, temp).write(temp)
