@@ -67,6 +67,25 @@ def time_block(engine, users: list[str], items: list[str], calls: int) -> list[f
     return times
 
 
+def served_ndcg(engines: list, state: Path, users: int) -> dict[str, float]:
+    """Each engine's served-pipeline NDCG@10 on one sample of the full-catalog protocol.
+
+    The first row is the unoptimized teacher (torch eager fp32), so its figure is the teacher's."""
+    from recserve_serving.engine.build import served_of
+    from recserve_serving.fusion import read_fusion
+
+    out = {}
+    for label, built, engine in engines:
+        started = time.perf_counter()
+        metrics = served_of(engine.score, read_fusion(built.path), users, state / "retrieval")
+        out[label] = metrics["served_ndcg@10"]
+        print(
+            f"{label}: served NDCG@10 {out[label]:.4f} ({time.perf_counter() - started:.0f}s)",
+            file=sys.stderr,
+        )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="models:/movielens-ranker@champion")
@@ -74,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     parser.add_argument("--users", type=int, default=100, help="evaluation users")
     parser.add_argument("--candidates", type=int, default=50, help="candidates per evaluation user")
+    parser.add_argument(
+        "--served-users",
+        type=int,
+        default=60,
+        help="users of the full-catalog protocol on which each engine's served pipeline "
+        "(hybrid retrieval, the engine, its fusion head) is scored: served NDCG@10 (0: skip)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     parser.add_argument(
         "--only",
@@ -124,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             timings[label]["b32"] += time_block(engine, *b32, 4)
             time.sleep(0.2)
 
+    served = served_ndcg(engines, state, args.served_users) if args.served_users else {}
     reference = engines[0][1].report.reference if engines[0][1].report else {}
     base_b32 = 32 / np.median(timings[engines[0][0]]["b32"])
     rows = []
@@ -146,11 +173,12 @@ def main(argv: list[str] | None = None) -> int:
                 "auc": metrics["auc"],
                 "coverage": metrics["coverage"],
                 "ratio_b32": (32000 / np.median(t32)) / base_b32,
+                "served_ndcg@10": served.get(label, np.nan),
             }
         )
     header = (
         "| engine | pairs/s b1 | pairs/s b32 | p50/p99 ms b1 | p50/p99 ms b32 | size MB | params M "
-        "| NDCG@10 | drop | AUC | coverage | × torch b32 |"
+        "| NDCG@10 | drop | AUC | coverage | × torch b32 | served NDCG@10 | × teacher's |"
     )
     print(header)
     print("|" + " --- |" * (header.count("|") - 1))
@@ -159,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['engine']} | {r['pairs_per_s_b1']:.0f} | {r['pairs_per_s_b32']:.0f} "
             f"| {r['p50_ms_b1']:.1f}/{r['p99_ms_b1']:.1f} | {r['p50_ms_b32']:.0f}/{r['p99_ms_b32']:.0f} "
             f"| {r['size_mb']:.1f} | {r['params_m']:.1f} | {r['ndcg@10']:.4f} | {r['ndcg_drop']:+.4f} "
-            f"| {r['auc']:.4f} | {r['coverage']:.3f} | {r['ratio_b32']:.2f}× |"
+            f"| {r['auc']:.4f} | {r['coverage']:.3f} | {r['ratio_b32']:.2f}× "
+            f"| {r['served_ndcg@10']:.4f} | {r['served_ndcg@10'] / rows[0]['served_ndcg@10']:.3f} |"
         )
     from recserve_serving.evaluate import baselines
 

@@ -26,13 +26,11 @@ from e2e.cluster.nodejoin import node_ready, registration
 from e2e.cluster.realnode import NodeBinaries, RealNode
 from e2e.harness import ArtifactStore, Install, install_chart, uninstall_chart
 from e2e.images import ImageBuildError, Images, ensure_images
-from recserve_serving.engine.cache import hardware
-from recserve_serving.engine.manifest import EngineManifest
-from recserve_serving.errors import EngineError
+from recserve_serving.engine.cache import newest_cached
 from recserve_serving.offline import OFFLINE_ENV
 from recserve_serving.paths import movielens_dir
 from recserve_serving.recipe import OptimizationRecipe
-from recserve_serving.retrieval import index_path
+from recserve_serving.serve.catalog import Catalog
 from recserve_serving.waiting import wait_for
 
 E2E_DIR = Path(__file__).resolve().parent
@@ -193,26 +191,6 @@ def serving_image(tmp_path_factory: pytest.TempPathFactory) -> Images:
     return _built_images(tmp_path_factory, (SERVING_DOCKERFILE,))
 
 
-def cached_engine(engines: Path, name: str, version: str, recipe: OptimizationRecipe) -> Path | None:
-    """The newest finished engine in the cache for this checkpoint, recipe and machine, found by
-    reading manifests (no torch, no registry): ``recserve build`` would return the same one, at
-    the cost of a process that imports torch and MLflow (about 40 s on a loaded 2-core box)."""
-    found = []
-    for manifest_file in engines.glob("*/manifest.json"):
-        try:
-            manifest = EngineManifest.read(manifest_file.parent)
-        except EngineError:
-            continue
-        ref, here = manifest.checkpoint, hardware(manifest.backend)
-        if (
-            (ref.name, ref.version) == (name, version)
-            and manifest.recipe == recipe
-            and manifest.hardware == here
-        ):
-            found.append(manifest_file.parent)
-    return max(found, key=lambda p: p.stat().st_mtime, default=None)
-
-
 @pytest.fixture(scope="session")
 def store(test_state: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The artifact store as a build Job leaves it: the example recipe's engine of the test
@@ -222,8 +200,8 @@ def store(test_state: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     uid leaves it (engines built before the cache published them 0755 are root's only)."""
     raw = yaml.safe_load(EXAMPLE.read_text())["spec"]["optimization"]
     index = test_state / "retrieval"
-    built = cached_engine(test_state / "engines", STABLE_NAME, "1", OptimizationRecipe.model_validate(raw))
-    if built is None or not index_path(index, movielens_dir()).is_file():
+    built = newest_cached(test_state / "engines", STABLE_NAME, "1", OptimizationRecipe.model_validate(raw))
+    if built is None or not all(path.is_file() for path in Catalog.index_paths(movielens_dir(), index)):
         result = tmp_path_factory.mktemp("build") / "termination-log"
         env = {**os.environ, "RECSERVE_HOME": str(test_state)}
         subprocess.run(

@@ -35,7 +35,8 @@ class FusionHead:
         """Final scores: a weighted sum of the standardised ranker score and features."""
         ranker = (np.asarray(ranker_scores, dtype=np.float64) - self.ranker_mean) / self.ranker_std
         standard = (np.asarray(features, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(self.std)
-        return self.ranker_weight * ranker + standard @ np.asarray(self.weights)
+        fused: np.ndarray = self.ranker_weight * ranker + standard @ np.asarray(self.weights)
+        return fused
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

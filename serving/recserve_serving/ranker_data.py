@@ -56,7 +56,7 @@ def retrieval_training(
     )
     retriever = HybridRetriever(content, CollaborativeIndex.fit(data.movie_ids, validation.snapshot))
     users = list(validation.users)
-    np.random.default_rng(seed).shuffle(users)  # type: ignore[arg-type]
+    np.random.default_rng(seed).shuffle(users)
     half = len(users) // 2
     return RetrievalTraining(data, retriever, users[:half], users[half:])
 

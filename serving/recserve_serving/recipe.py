@@ -50,8 +50,8 @@ class QuantizationSpec(CamelModel):
     calibration_samples: int = Field(default=256, ge=8, le=100_000)
 
 
-GateMetric = Literal["ndcg@10", "auc", "hitrate@10", "coverage", "diversity"]
-MinimumMetric = Literal["ndcg@10", "hitrate@10", "auc", "coverage", "novelty", "diversity"]
+GateMetric = Literal["ndcg@10", "auc", "hitrate@10", "coverage", "diversity", "served_ndcg@10"]
+MinimumMetric = Literal["ndcg@10", "hitrate@10", "auc", "coverage", "novelty", "diversity", "served_ndcg@10"]
 UNBOUNDED_METRICS = frozenset({"novelty"})
 """Metrics not confined to 0..1: novelty is a mean self-information, in bits."""
 
@@ -96,7 +96,13 @@ class QualityGate(CamelModel):
                 "!has(self.minimums) || self.minimums.all(a, self.minimums.exists_one(b, b.metric == a.metric))",
                 "minimums: keep one min per metric",
                 ".minimums",
-            )
+            ),
+            CelRule(
+                "has(self.servedUsers) || (self.metric != 'served_ndcg@10' && "
+                "(!has(self.minimums) || self.minimums.all(m, m.metric != 'served_ndcg@10')))",
+                "served_ndcg@10 needs servedUsers: the users the served pipeline is scored on",
+                ".servedUsers",
+            ),
         )
     )
 
@@ -113,6 +119,15 @@ class QualityGate(CamelModel):
         description="Floors the engine's own metrics must reach besides the drop, e.g. "
         "[{metric: diversity, min: 0.6}]; every one must hold. At most one per metric.",
     )
+    served_users: int | None = Field(
+        default=None,
+        ge=1,
+        le=5000,
+        description="Also score the served pipeline (hybrid retrieval, this engine, its fusion head) "
+        "on this many users of the full-catalog temporal protocol, for the engine and once per "
+        "checkpoint: served_ndcg@10 in the report, and a metric the gate can bound. Costs "
+        "users × retrieval candidates pairs per engine.",
+    )
 
     @model_validator(mode="after")
     def _one_minimum_per_metric(self) -> QualityGate:
@@ -121,6 +136,11 @@ class QualityGate(CamelModel):
         if repeated:
             raise ValueError(
                 f"minimums: {', '.join(repeated)} listed more than once; keep one min per metric"
+            )
+        if self.served_users is None and "served_ndcg@10" in [self.metric, *names]:
+            raise ValueError(
+                "served_ndcg@10 needs servedUsers: set qualityGate.servedUsers to the number of users "
+                "the served pipeline is scored on (60 takes about a minute per engine on 2 cores)"
             )
         return self
 

@@ -230,3 +230,33 @@ def test_int8_on_a_backend_without_it(trained, data, tmp_path) -> None:
         RecipeError,
         "needs the tensorrt package",
     )
+
+
+def test_the_gate_scores_the_served_pipeline_when_asked(trained, data, tmp_path, test_state) -> None:
+    """``servedUsers`` puts the served pipeline's NDCG@10 (hybrid retrieval, the engine, its
+    fusion head, the full catalog) next to the teacher's, and the gate can bound it."""
+    index = test_state / "retrieval"
+    gate = {"maxDrop": 1.0, "metric": "served_ndcg@10", "servedUsers": 8}
+    built = build_engine(
+        trained[1], recipe(qualityGate=gate), tmp_path / "engines", data=data, evaluation=EVAL, index_dir=index
+    )
+    assert built.report is not None and built.report.passed
+    teacher, engine = built.report.reference["served_ndcg@10"], built.manifest.metrics["served_ndcg@10"]
+    assert 0.0 <= engine <= 1.0 and 0.0 <= teacher <= 1.0
+    assert built.report.drop == pytest.approx(teacher - engine)
+    strict = {**gate, "metric": "ndcg@10", "minimums": [{"metric": "served_ndcg@10", "min": 1.0}]}
+    before = snapshot(tmp_path / "engines")
+    with pytest.raises(QualityGateFailed, match=r"served_ndcg@10 [0-9.]+ < minimum 1"):
+        build_engine(
+            trained[1],
+            recipe(qualityGate=strict),
+            tmp_path / "engines",
+            data=data,
+            evaluation=EVAL,
+            index_dir=index,
+        )
+    assert [
+        p
+        for p in snapshot(tmp_path / "engines")
+        if p not in before and not p.startswith(("reports", "references"))
+    ] == []

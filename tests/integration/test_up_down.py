@@ -15,10 +15,13 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+import yaml
 from up_process import RECSERVE, Up
 
 from recserve_operator.embedded.processes import free_port
 from recserve_serving.data import load_movielens
+from recserve_serving.engine.cache import newest_cached
+from recserve_serving.recipe import OptimizationRecipe
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -144,6 +147,29 @@ def test_bad_requests_get_4xx_and_replica_keeps_serving(served, method, path, pa
     assert says in response.json()["error"]
     again = httpx.post(f"{url}/v1/recommend", json={"user_id": 1, "k": 3}, timeout=60)
     assert again.status_code == 200
+
+
+def test_eval_through_the_endpoint_equals_the_offline_served_pipeline(served, env, tmp_path):
+    """``recserve eval --endpoint`` measures what the live router returns; the offline served
+    pipeline (the same engine, the router's own planning, in-process) must give the same lists,
+    so the offline figures in the README are what a deployment serves."""
+    _, url, _ = served
+    recipe = OptimizationRecipe.model_validate(yaml.safe_load(EXAMPLE.read_text())["spec"]["optimization"])
+    engine = newest_cached(Path(env["RECSERVE_HOME"]) / "engines", "movielens-ranker", "1", recipe)
+    assert engine is not None, "the served model's engine is in the test registry's cache"
+    out = tmp_path / "eval"
+    args = ["eval", "--engine", str(engine), "--endpoint", url, "--users", "12", "--no-baselines"]
+    args += ["--diversity", "--out", str(out), "--quiet"]
+    done = subprocess.run([*RECSERVE, *args], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((out / "eval.json").read_text())
+    rows = {row["name"]: row["cohorts"]["all"] for row in report["methods"]}
+    offline = next(row for name, row in rows.items() if name.startswith("served: hybrid"))
+    live = next(row for name, row in rows.items() if name.startswith("served endpoint"))
+    for metric in ("ndcg@10", "hr@10", "mrr@10", "ild_genres", "novelty"):
+        assert live[metric] == pytest.approx(offline[metric], abs=1e-9), metric
+    assert live["users"] == offline["users"] == 12
+    assert (out / "eval.png").stat().st_size > 10_000 and "| served endpoint" in (out / "eval.md").read_text()
 
 
 def test_second_up_of_the_same_model_is_refused(served, env):

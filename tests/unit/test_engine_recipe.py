@@ -175,3 +175,16 @@ def test_fgm_perturbs_embeddings_uphill_and_then_removes_itself() -> None:
     assert adversarial is not None and float(adversarial) > float(clean)
     fgm.handle.remove()
     assert float(loss()) == pytest.approx(float(clean))
+
+
+def test_served_ndcg_needs_the_users_it_is_scored_on() -> None:
+    from pydantic import ValidationError
+
+    from recserve_serving.recipe import QualityGate
+
+    with pytest.raises(ValidationError, match="served_ndcg@10 needs servedUsers"):
+        QualityGate.model_validate({"metric": "served_ndcg@10"})
+    with pytest.raises(ValidationError, match="served_ndcg@10 needs servedUsers"):
+        QualityGate.model_validate({"minimums": [{"metric": "served_ndcg@10", "min": 0.05}]})
+    gate = QualityGate.model_validate({"metric": "served_ndcg@10", "servedUsers": 60})
+    assert gate.served_users == 60 and "servedUsers" not in QualityGate().to_dict()

@@ -6,6 +6,12 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from recserve_serving.quality.run import RankerUnderTest
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--endpoint",
         help="also evaluate a live router at this base URL (http://127.0.0.1:8000): each held-out user's "
         "history goes through POST /v1/recommend",
+    )
+    parser.add_argument(
+        "--diversity",
+        type=float,
+        nargs="*",
+        default=[0.2, 0.4, 0.6],
+        metavar="LAMBDA",
+        help="also evaluate the served pipeline with MMR at these lambdas (default 0.2 0.4 0.6; none: off)",
     )
     parser.add_argument("--users", type=int, default=200, help="test users sampled (0: all of them)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the user sample")
@@ -37,12 +51,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _ranker(args: argparse.Namespace, state: Path) -> tuple[str, object] | None:
+def _ranker(args: argparse.Namespace, state: Path) -> RankerUnderTest | None:
+    from recserve_serving.fusion import read_fusion
+    from recserve_serving.quality.run import RankerUnderTest
+
     if args.engine is not None:
         from recserve_serving.engine.runtime import load_engine
 
         engine = load_engine(args.engine)
-        return f"engine {engine.name}", engine.score
+        return RankerUnderTest(f"engine {engine.name}", engine.score, read_fusion(args.engine))
     if args.checkpoint is not None:
         import torch
 
@@ -53,11 +70,13 @@ def _ranker(args: argparse.Namespace, state: Path) -> tuple[str, object] | None:
         checkpoint = load_checkpoint(resolved.path)
         torch.set_num_threads(2)
 
-        def score(users: list[str], items: list[str]) -> object:
+        def score(users: list[str], items: list[str]) -> np.ndarray:
             with torch.inference_mode():
                 return score_pairs(checkpoint, users, items)
 
-        return f"checkpoint {args.checkpoint} (torch fp32)", score
+        return RankerUnderTest(
+            f"checkpoint {args.checkpoint} (torch fp32)", score, read_fusion(resolved.path)
+        )
     return None
 
 
@@ -84,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate(
         context,
         options,
-        ranker=ranker,  # type: ignore[arg-type]
+        ranker=ranker,
         endpoint=args.endpoint,
+        diversity=args.diversity,
         baselines_too=not args.no_baselines,
     )
     out = args.out or state / "eval"

@@ -12,6 +12,7 @@ the key's lock and built again.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,8 +33,8 @@ from recserve_serving.engine.reuse import intact
 from recserve_serving.engine.runtime import load_engine, verify
 from recserve_serving.errors import CheckpointError, EngineError, QualityGateFailed, RecipeError
 from recserve_serving.evaluate import EvalSettings, eval_set
-from recserve_serving.fusion import FUSION_FILE
-from recserve_serving.model import Checkpoint, count_parameters, load_checkpoint
+from recserve_serving.fusion import FUSION_FILE, FusionHead, read_fusion
+from recserve_serving.model import Checkpoint, count_parameters, load_checkpoint, score_pairs
 from recserve_serving.recipe import OptimizationRecipe
 from recserve_serving.registry import ResolvedCheckpoint
 from recserve_serving.tokens import TOKENIZER_FILES
@@ -179,6 +180,42 @@ def _manifest(
     )
 
 
+def served_of(
+    scorer: Callable[[list[str], list[str]], np.ndarray],
+    fusion: FusionHead | None,
+    users: int,
+    index_dir: Path,
+) -> dict[str, float]:
+    from recserve_serving.paths import movielens_dir
+    from recserve_serving.quality.run import RankerUnderTest, served_metrics
+
+    return served_metrics(RankerUnderTest("gate", scorer, fusion), movielens_dir(), index_dir, users)
+
+
+def served_reference(
+    checkpoint: Checkpoint, resolved: ResolvedCheckpoint, users: int, index_dir: Path, cache: Path
+) -> dict[str, float]:
+    """The unoptimized checkpoint's served-pipeline metrics (eager fp32), once per digest and size."""
+    path = cache / f"{resolved.digest.removeprefix('sha256:')[:32]}-served-{users}.json"
+    if path.is_file():
+        cached: dict[str, float] = json.loads(path.read_text())
+        return cached
+    import torch
+
+    torch.set_num_threads(2)
+
+    def score(users_: list[str], items: list[str]) -> np.ndarray:
+        with torch.inference_mode():
+            return score_pairs(checkpoint, users_, items)
+
+    metrics = served_of(score, read_fusion(resolved.path), users, index_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_suffix(".tmp")
+    temp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    temp.replace(path)
+    return metrics
+
+
 def build_engine(
     resolved: ResolvedCheckpoint,
     recipe: OptimizationRecipe,
@@ -187,11 +224,14 @@ def build_engine(
     data: MovieLens | None = None,
     evaluation: EvalSettings | None = None,
     seed: int = 0,
+    index_dir: Path | None = None,
 ) -> BuiltEngine:
     """Build (or fetch from the cache) the engine for ``resolved`` under ``recipe``.
 
     Raises RecipeError / CheckpointError for bad input (cache untouched) and
     QualityGateFailed when the optimized engine loses too much quality or time.
+    ``index_dir`` holds the retrieval indexes the served-pipeline evaluation
+    (``qualityGate.servedUsers``) reads; by default the ``retrieval`` folder beside the cache.
     """
     backend = concrete_backend(recipe)
     check_recipe(recipe, backend)
@@ -225,6 +265,13 @@ def build_engine(
         reference = reference_metrics(
             checkpoint, resolved.digest, data, evals, settings, cache_root / REFERENCES
         )
+        served_users = concrete.quality_gate.served_users
+        index = Path(index_dir) if index_dir is not None else cache_root.parent / "retrieval"
+        if served_users:
+            reference = {
+                **reference,
+                **served_reference(checkpoint, resolved, served_users, index, cache_root / REFERENCES),
+            }
         temp = cache.new_temp(cache_root, key)
         try:
             model, metrics = optimize(checkpoint, concrete, data, seed)
@@ -245,6 +292,8 @@ def build_engine(
             _manifest(*args, metrics, temp).write(temp)
             engine = load_engine(temp)
             metrics.update(engine_metrics(engine, data, evals, settings))
+            if served_users:
+                metrics.update(served_of(engine.score, read_fusion(temp), served_users, index))
             del engine
             metrics.update(
                 {f"{name}_drop": reference[name] - metrics[name] for name in ("ndcg@10", "hitrate@10", "auc")}

@@ -97,7 +97,8 @@ def als(
 
     def score(user: EvalUser) -> np.ndarray | None:
         if not user.cold and user.user_id in user_factors:
-            return item_factors @ user_factors[user.user_id]
+            own: np.ndarray = item_factors @ user_factors[user.user_id]
+            return own
         return fold.scores([row[m] for m in user.history if m in row])
 
     return ScoreMethod(f"ALS ({settings.describe()})", movie_ids, score).with_fallback(counts)

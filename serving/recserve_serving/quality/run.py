@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import numpy as np
 from recserve_serving.collaborative import AlsSettings, ItemKnn, fit_als, interaction_matrix
 from recserve_serving.data import MovieLens, load_movielens
 from recserve_serving.errors import RecserveError
+from recserve_serving.fusion import FusionHead
 from recserve_serving.hybrid import DEFAULT_ALS
 from recserve_serving.quality import methods as mt
 from recserve_serving.quality.metrics import ndcg_at
@@ -28,6 +29,7 @@ from recserve_serving.serve.api_models import RecommendRequest
 from recserve_serving.serve.catalog import Catalog, interaction_snapshot
 from recserve_serving.serve.config import RouterConfig
 from recserve_serving.serve.recommend import plan_recommendation
+from recserve_serving.serving_spec import DiversitySpec
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,15 @@ ALS_GRID = tuple(
     for a in (1.0, 10.0)
 )
 SCORE_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class RankerUnderTest:
+    """A ranker as the router would serve it: its pair scorer and its fusion head, if any."""
+
+    label: str
+    scorer: mt.PairScorer
+    fusion: FusionHead | None = None
 
 
 @dataclass(frozen=True)
@@ -133,17 +144,25 @@ def baselines(
 class ServedPipeline:
     """The router's request planning and a ranker, in-process: what ``/v1/recommend`` returns."""
 
-    def __init__(self, name: str, catalog: Catalog, config: RouterConfig, scorer: mt.PairScorer) -> None:
+    def __init__(
+        self,
+        name: str,
+        catalog: Catalog,
+        config: RouterConfig,
+        scorer: mt.PairScorer,
+        fusion: FusionHead | None = None,
+    ) -> None:
         self.name = name
         self.catalog = catalog
         self.config = config
         self.scorer = chunked(scorer)
+        self.fusion = fusion
 
     def rank(self, user: EvalUser) -> mt.Ranked:
         request = RecommendRequest(history=list(user.history), exclude=sorted(user.seen), k=10)
         plan = plan_recommendation(request, self.catalog, self.config)
         scores = self.scorer(plan.user_texts, plan.item_texts)
-        response = plan.respond([float(s) for s in scores], "eval")
+        response = plan.respond([float(s) for s in scores], "eval", self.fusion)
         return mt.Ranked([item.movie_id for item in response.items], plan.movie_ids)
 
 
@@ -177,6 +196,39 @@ def content_pipeline(data: MovieLens, catalog: Catalog, scorer: mt.PairScorer) -
     )
 
 
+def served_variants(setup_: Setup, ranker: RankerUnderTest, lambdas: Sequence[float]) -> list[mt.Method]:
+    """The served pipeline as configured by default, and with MMR diversity at each λ.
+
+    The ranker's scores do not depend on λ, so every variant re-ranks one cached scoring."""
+    base = RouterConfig(model_name="eval", data_dir="-", index_dir="-")
+    head = "" if ranker.fusion is None else " + fusion head"
+    cached = cache_scores(ranker.scorer)
+    variants: list[mt.Method] = [
+        ServedPipeline(f"served: hybrid + {ranker.label}{head}", setup_.catalog, base, cached, ranker.fusion)
+    ]
+    for lam in lambdas:
+        retrieval = base.retrieval.model_copy(update={"diversity": DiversitySpec(lambda_=lam)})
+        config = base.model_copy(update={"retrieval": retrieval})
+        variants.append(
+            ServedPipeline(f"served, MMR lambda={lam:g}", setup_.catalog, config, cached, ranker.fusion)
+        )
+    return variants
+
+
+def cache_scores(scorer: mt.PairScorer) -> mt.PairScorer:
+    """A scorer that remembers (user text, item text) scores: variants of one pipeline share them."""
+    memory: dict[tuple[str, str], float] = {}
+
+    def score(users: list[str], items: list[str]) -> np.ndarray:
+        missing = [(u, i) for u, i in zip(users, items, strict=True) if (u, i) not in memory]
+        if missing:
+            fresh = chunked(scorer)([u for u, _ in missing], [i for _, i in missing])
+            memory.update(zip(missing, (float(x) for x in fresh), strict=True))
+        return np.array([memory[(u, i)] for u, i in zip(users, items, strict=True)], dtype=np.float32)
+
+    return score
+
+
 @dataclass
 class Setup:
     data: MovieLens
@@ -202,9 +254,10 @@ def evaluate(
     setup_: Setup,
     options: EvalOptions,
     *,
-    ranker: tuple[str, mt.PairScorer] | None = None,
+    ranker: RankerUnderTest | None = None,
     endpoint: str | None = None,
     baselines_too: bool = True,
+    diversity: Sequence[float] = (),
     extra: Callable[[Setup], list[mt.Method]] | None = None,
 ) -> EvalReport:
     """Every requested method on the same sampled users, in one report."""
@@ -217,10 +270,8 @@ def evaluate(
         )
         methods.extend(found)
     if ranker is not None:
-        label, scorer = ranker
-        config = RouterConfig(model_name="eval", data_dir="-", index_dir="-")
-        methods.append(content_pipeline(setup_.data, setup_.catalog, scorer))
-        methods.append(ServedPipeline(f"served pipeline: hybrid + {label}", setup_.catalog, config, scorer))
+        methods.append(content_pipeline(setup_.data, setup_.catalog, ranker.scorer))
+        methods.extend(served_variants(setup_, ranker, diversity))
     if extra is not None:
         methods.extend(extra(setup_))
     if endpoint is not None:
@@ -231,3 +282,14 @@ def evaluate(
         log.info("%s: %.1fs", method.name, results[-1].seconds)
     notes["seconds"] = round(time.perf_counter() - started, 1)
     return EvalReport(setup_.split.describe(), results, notes)
+
+
+def served_metrics(
+    ranker: RankerUnderTest, data_dir: Path, index_dir: Path, users: int, *, seed: int = 0
+) -> dict[str, float]:
+    """The served pipeline's NDCG@10 and genre diversity on ``users`` protocol users: what the
+    engine gate and the engine benchmark put next to the teacher's."""
+    context = setup(data_dir, index_dir, EvalOptions(users=users, seed=seed, progress=False))
+    (method,) = served_variants(context, ranker, ())
+    cohort = run_method(method, context.split, context.space, progress=False).cohorts["all"]
+    return {"served_ndcg@10": cohort["ndcg@10"], "served_diversity": cohort["ild_genres"]}

@@ -15,7 +15,6 @@ import pandas as pd
 from recserve_serving.data import POSITIVE_RATING, MovieLens, load_movielens
 from recserve_serving.errors import InvalidRequest, NotFound
 from recserve_serving.hybrid import (
-    DEFAULT_ALS,
     HybridRetriever,
     collaborative_path,
     load_or_build_collaborative,
@@ -65,18 +64,20 @@ class Catalog:
         return self.retriever.content
 
     @staticmethod
-    def ensure_index(data_dir: str | Path, index_dir: str | Path) -> list[Path]:
-        """Build this catalog's retrieval indexes (content and collaborative) into ``index_dir``
-        unless they are there, and return their paths: build Jobs do it, so that routers (no
-        torch, no implicit) only read them."""
+    def index_paths(data_dir: str | Path, index_dir: str | Path) -> list[Path]:
+        """Where this catalog's retrieval indexes (content, collaborative) are, built or not."""
         movielens = load_movielens(Path(data_dir))
-        _indexes(movielens, Path(data_dir), Path(index_dir))
         return [
             index_path(Path(index_dir), Path(data_dir)),
-            collaborative_path(
-                Path(index_dir), movielens.movie_ids, interaction_snapshot(movielens), DEFAULT_ALS
-            ),
+            collaborative_path(Path(index_dir), movielens.movie_ids, interaction_snapshot(movielens)),
         ]
+
+    @staticmethod
+    def ensure_index(data_dir: str | Path, index_dir: str | Path) -> list[Path]:
+        """Build this catalog's retrieval indexes into ``index_dir`` unless they are there, and
+        return their paths: build Jobs do it, so that routers (no torch, no implicit) only read them."""
+        _indexes(load_movielens(Path(data_dir)), Path(data_dir), Path(index_dir))
+        return Catalog.index_paths(data_dir, index_dir)
 
     def knows_user(self, user_id: int) -> bool:
         try:
