@@ -106,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         ranker=ranker,
         endpoint=args.endpoint,
         diversity=args.diversity,
-        baselines_too=not args.no_baselines,
+        baselines_too=not (args.no_baselines or args.served_only),
+        content_too=not args.served_only,
     )
     out = args.out or state / "eval"
     out.mkdir(parents=True, exist_ok=True)

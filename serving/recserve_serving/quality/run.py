@@ -257,6 +257,7 @@ def evaluate(
     ranker: RankerUnderTest | None = None,
     endpoint: str | None = None,
     baselines_too: bool = True,
+    content_too: bool = True,
     diversity: Sequence[float] = (),
     extra: Callable[[Setup], list[mt.Method]] | None = None,
 ) -> EvalReport:
@@ -270,7 +271,8 @@ def evaluate(
         )
         methods.extend(found)
     if ranker is not None:
-        methods.append(content_pipeline(setup_.data, setup_.catalog, ranker.scorer))
+        if content_too:
+            methods.append(content_pipeline(setup_.data, setup_.catalog, ranker.scorer))
         methods.extend(served_variants(setup_, ranker, diversity))
     if extra is not None:
         methods.extend(extra(setup_))
