@@ -59,6 +59,11 @@ class EngineHandle:
     def __init__(self, engine: Any) -> None:
         self.engine = engine
         self.score = SimpleNamespace(remote=self._remote)
+        self.fusion_head = SimpleNamespace(remote=self._no_head)
+
+    async def _no_head(self) -> None:
+        """Reasons explain the cross-encoder's score, so this measures it without a fusion head."""
+        return None
 
     def _remote(self, users: list[str], items: list[str]):
         return self._scored(users, items)
