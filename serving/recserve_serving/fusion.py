@@ -69,26 +69,53 @@ def read_fusion(directory: Path) -> FusionHead | None:
 
 def fit_fusion(
     features: tuple[str, ...],
-    ranker_scores: np.ndarray,
-    matrix: np.ndarray,
-    labels: np.ndarray,
+    ranker_scores: list[np.ndarray],
+    matrices: list[np.ndarray],
+    labels: list[np.ndarray],
     *,
-    c: float = 1.0,
+    steps: int = 300,
+    l2: float = 1e-3,
+    seed: int = 0,
 ) -> FusionHead:
-    """Logistic regression of relevance on the standardised ranker score and features.
+    """A linear head fitted listwise: softmax cross-entropy of each user's relevant candidates
+    against the rest of that user's list, the ranking the metrics measure.
 
-    Fitted on users the encoder was not trained on, so the ranker's weight reflects how well
-    it generalises rather than how well it remembers.
+    A pointwise fit (logistic regression over all pairs) learns who has many relevant items
+    rather than which item comes first for a user, and was measured to rank worse than the
+    retrieval order it started from. Fitted on users the encoder was not trained on, so the
+    ranker's weight reflects how well it generalises rather than how well it remembers.
     """
-    from sklearn.linear_model import LogisticRegression
+    import torch
 
-    ranker = np.asarray(ranker_scores, dtype=np.float64)
+    ranker = np.concatenate(ranker_scores).astype(np.float64)
+    stacked = np.concatenate(matrices)
     ranker_mean, ranker_std = float(ranker.mean()), float(ranker.std() or 1.0)
-    mean = matrix.mean(0)
-    std = np.where(matrix.std(0) > 0, matrix.std(0), 1.0)
-    inputs = np.column_stack([(ranker - ranker_mean) / ranker_std, (matrix - mean) / std])
-    model = LogisticRegression(C=c, max_iter=5000).fit(inputs, labels)
-    coef = model.coef_.ravel()
+    mean = stacked.mean(0)
+    std = np.where(stacked.std(0) > 0, stacked.std(0), 1.0)
+    lists = [
+        (
+            torch.tensor(
+                np.column_stack([(r - ranker_mean) / ranker_std, (m - mean) / std]), dtype=torch.float32
+            ),
+            torch.tensor(y, dtype=torch.float32),
+        )
+        for r, m, y in zip(ranker_scores, matrices, labels, strict=True)
+        if y.any() and not y.all()
+    ]
+    if not lists:
+        raise ValueError("no list has both a relevant and a non-relevant candidate to fit the fusion head on")
+    torch.manual_seed(seed)
+    weights = torch.zeros(stacked.shape[1] + 1, requires_grad=True)
+    optimizer = torch.optim.Adam([weights], lr=0.05)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = l2 * (weights**2).sum()
+        for inputs, relevant in lists:
+            log_probs = torch.log_softmax(inputs @ weights, dim=0)
+            loss = loss - (log_probs * relevant).sum() / relevant.sum() / len(lists)
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+    coef = weights.detach().numpy().astype(np.float64)
     return FusionHead(
         features=features,
         mean=tuple(float(x) for x in mean),
@@ -98,3 +125,11 @@ def fit_fusion(
         ranker_mean=ranker_mean,
         ranker_std=ranker_std,
     )
+
+
+def retrieval_order_head(features: tuple[str, ...], rank_feature: str = "log_rank") -> FusionHead:
+    """The head that keeps the retrieval order (a falling weight on the rank) and ignores the ranker."""
+    weights = tuple(-1.0 if name == rank_feature else 0.0 for name in features)
+    ones = tuple(1.0 for _ in features)
+    zeros = tuple(0.0 for _ in features)
+    return FusionHead(features, zeros, ones, weights, ranker_weight=0.0, ranker_mean=0.0, ranker_std=1.0)

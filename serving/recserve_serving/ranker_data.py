@@ -18,16 +18,17 @@ from pathlib import Path
 import numpy as np
 
 from recserve_serving.data import MovieLens, Pair
-from recserve_serving.fusion import FusionHead, fit_fusion
+from recserve_serving.fusion import FusionHead, fit_fusion, retrieval_order_head
 from recserve_serving.hybrid import FEATURES, CollaborativeIndex, HybridRetriever
 from recserve_serving.quality.split import EvalUser, protocol_split, validation_split
 from recserve_serving.retrieval import load_or_build_index
+from recserve_serving.serve.config import MAX_REQUEST_HISTORY
 
 CANDIDATES = 200
 HARD_POOL = 50
 """Negatives come from the retriever's best 50 non-relevant candidates: the ones a ranker must beat."""
-MAX_HISTORY = 50
-"""The router reads the most recent 50 likes of a request (RouterConfig.max_history)."""
+MAX_HISTORY = MAX_REQUEST_HISTORY
+"""Trained on the history the router reads."""
 
 
 @dataclass
@@ -84,28 +85,67 @@ def hard_negative_pairs(
     return pairs[:n]
 
 
+@dataclass(frozen=True)
+class HeadChoice:
+    head: FusionHead
+    fitted_ndcg: float
+    """NDCG@10 of the fitted head on the check users' lists."""
+    retrieval_ndcg: float
+    """NDCG@10 of the retrieval order alone on the same lists."""
+
+
 def fit_head(
     training: RetrievalTraining,
     scorer: Callable[[list[str], list[str]], np.ndarray],
     rng: np.random.Generator,
     *,
-    users: int = 120,
+    users: int = 160,
     negatives: int = 40,
-) -> FusionHead:
-    """The fusion head, on held-out users' candidates: every relevant one and ``negatives`` others."""
-    scores, rows, labels = [], [], []
-    for user in training.head_users[:users]:
-        history = list(user.history)[-MAX_HISTORY:]
-        scored = training.retriever.user(history)
-        candidates = training.retriever.top(scored, set(user.seen), CANDIDATES)
-        features = training.retriever.features(scored, candidates)
-        relevant = [i for i, m in enumerate(candidates) if m in user.relevant]
-        others = [i for i, m in enumerate(candidates) if m not in user.relevant]
-        picked = relevant + sorted(
-            rng.choice(others, size=min(negatives, len(others)), replace=False).tolist()
-        )
-        text = training.user_text(user)
-        scores.append(scorer([text] * len(picked), [training.data.item_text(candidates[i]) for i in picked]))
-        rows.append(features[picked])
-        labels.append(np.array([1.0] * len(relevant) + [0.0] * (len(picked) - len(relevant))))
-    return fit_fusion(FEATURES, np.concatenate(scores), np.concatenate(rows), np.concatenate(labels))
+) -> HeadChoice:
+    """The fusion head, fitted listwise on half of the held-out users' candidate lists (each
+    relevant candidate and ``negatives`` others) and checked on the other half against the
+    retrieval order alone: the head ships only if it ranks better there, else the retrieval
+    order does (model selection on validation users, never on the test side)."""
+    found = [_head_list(training, user, scorer, rng, negatives) for user in training.head_users[:users]]
+    lists = [item for item in found if item is not None]
+    half = len(lists) // 2
+    fit_part, check_part = lists[:half], lists[half:]
+    fitted = fit_fusion(
+        FEATURES, [r for r, _, _ in fit_part], [m for _, m, _ in fit_part], [y for _, _, y in fit_part]
+    )
+    plain = retrieval_order_head(FEATURES)
+    fitted_ndcg, plain_ndcg = (_list_ndcg(head, check_part) for head in (fitted, plain))
+    return HeadChoice(fitted if fitted_ndcg > plain_ndcg else plain, fitted_ndcg, plain_ndcg)
+
+
+def _head_list(
+    training: RetrievalTraining,
+    user: EvalUser,
+    scorer: Callable[[list[str], list[str]], np.ndarray],
+    rng: np.random.Generator,
+    negatives: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    history = list(user.history)[-MAX_HISTORY:]
+    scored = training.retriever.user(history)
+    candidates = training.retriever.top(scored, set(user.seen), CANDIDATES)
+    relevant = [i for i, m in enumerate(candidates) if m in user.relevant]
+    if not relevant:
+        return None
+    features = training.retriever.features(scored, candidates)
+    others = [i for i, m in enumerate(candidates) if m not in user.relevant]
+    picked = relevant + sorted(rng.choice(others, size=min(negatives, len(others)), replace=False).tolist())
+    text = training.user_text(user)
+    scores = scorer([text] * len(picked), [training.data.item_text(candidates[i]) for i in picked])
+    labels = np.array([1.0] * len(relevant) + [0.0] * (len(picked) - len(relevant)))
+    return np.asarray(scores, dtype=np.float64), features[picked], labels
+
+
+def _list_ndcg(head: FusionHead, lists: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> float:
+    from recserve_serving.quality.metrics import ndcg_at
+
+    values = []
+    for scores, features, labels in lists:
+        order = np.argsort(-head.apply(scores, features), kind="stable")
+        relevant = frozenset(int(i) for i in np.flatnonzero(labels))
+        values.append(ndcg_at([int(i) for i in order], relevant))
+    return float(np.mean(values)) if values else 0.0

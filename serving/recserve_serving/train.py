@@ -279,12 +279,16 @@ def train_ranker(
         from recserve_serving.ranker_data import fit_head
 
         started_head = time.perf_counter()
-        with torch.inference_mode():
-            head = fit_head(
-                retrieval, lambda u, i: score_pairs(checkpoint, u, i), np.random.default_rng(seed)
-            )
-        head.write(Path(out_dir))
-        metrics["fusion_ranker_weight"] = head.ranker_weight
+
+        def score(users: list[str], items: list[str]) -> np.ndarray:
+            with torch.inference_mode():
+                return score_pairs(checkpoint, users, items)
+
+        choice = fit_head(retrieval, score, np.random.default_rng(seed))
+        choice.head.write(Path(out_dir))
+        metrics["fusion_ranker_weight"] = choice.head.ranker_weight
+        metrics["fusion_check_ndcg@10"] = choice.fitted_ndcg
+        metrics["retrieval_check_ndcg@10"] = choice.retrieval_ndcg
         metrics["fusion_seconds"] = time.perf_counter() - started_head
     metrics.update(
         evaluate_checkpoint(checkpoint, data, users=eval_users, candidates=eval_candidates, seed=seed)

@@ -100,7 +100,12 @@ def test_the_fusion_head_learns_which_feature_predicts_relevance(tmp_path) -> No
     features = rng.normal(size=(2000, 3))
     ranker = rng.normal(size=2000)
     labels = (features[:, 1] + 0.3 * rng.normal(size=2000) > 1.0).astype(float)
-    head = fit_fusion(("a", "b", "c"), ranker, features, labels)
+    head = fit_fusion(
+        ("a", "b", "c"),
+        np.split(ranker, 40),
+        np.split(features, 40),
+        np.split(labels, 40),
+    )
     assert head.weights[1] > 5 * max(abs(head.weights[0]), abs(head.weights[2]), abs(head.ranker_weight))
     order = np.argsort(-head.apply(ranker, features))
     assert labels[order[:100]].mean() > 0.9

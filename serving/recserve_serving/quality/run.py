@@ -27,7 +27,7 @@ from recserve_serving.quality.report import EvalReport, ItemSpace, MethodResult,
 from recserve_serving.quality.split import EvalUser, ProtocolSplit, protocol_split, validation_split
 from recserve_serving.serve.api_models import RecommendRequest
 from recserve_serving.serve.catalog import Catalog, interaction_snapshot
-from recserve_serving.serve.config import RouterConfig
+from recserve_serving.serve.config import MAX_REQUEST_HISTORY, RouterConfig
 from recserve_serving.serve.recommend import plan_recommendation
 from recserve_serving.serving_spec import DiversitySpec
 
@@ -190,7 +190,7 @@ def content_pipeline(data: MovieLens, catalog: Catalog, scorer: mt.PairScorer) -
     return mt.TwoStage(
         "content-only retrieval + ranker (before hybrid)",
         mt.content_retrieval(catalog.index),
-        lambda user: data.user_text(None, history=list(user.history)[-50:]),
+        lambda user: data.user_text(None, history=list(user.history)[-MAX_REQUEST_HISTORY:]),
         data.item_text,
         chunked(scorer),
     )
