@@ -133,8 +133,11 @@ class EmbeddedRun:
             # A canary engine that fails is the canary's failure: reconcile rolls the canary back
             # and stable starts and serves regardless.
             self.platform.ensure_engine(self.model, "canary", canary, spec.canary_recipe)
-        self.say("retrieval index: loading (built once per catalog, about a minute on 2 cores)")
-        Catalog.load(self.platform.site.data_dir, self.platform.site.index_dir)
+        self.say(
+            "retrieval indexes: content and collaborative (built once per catalog and interaction "
+            "snapshot, about a minute on 2 cores)"
+        )
+        Catalog.ensure_index(self.platform.site.data_dir, self.platform.site.index_dir)
 
     def start(self, record: RunRecord) -> None:
         from recserve_operator.rollout.serve_rest import ServeRestTarget
