@@ -40,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-baselines", action="store_true", help="skip most-popular, ALS, item-kNN, hybrid"
     )
     parser.add_argument(
+        "--served-only",
+        action="store_true",
+        help="only the served pipeline (and --endpoint): no baselines, no content-only pipeline",
+    )
+    parser.add_argument(
         "--no-tune", action="store_true", help="ALS at the default setting, not tuned on validation"
     )
     parser.add_argument(
