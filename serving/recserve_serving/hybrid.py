@@ -15,7 +15,6 @@ the snapshot and the fitting settings. Routers only read it, with numpy.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass
@@ -26,7 +25,7 @@ import pandas as pd
 
 from recserve_serving.collaborative import AlsFoldIn, AlsSettings, ItemKnn
 from recserve_serving.errors import RecserveError
-from recserve_serving.retrieval import ItemIndex, locked
+from recserve_serving.retrieval import ItemIndex, build_once
 
 COLLAB_FORMAT = 1
 KNN_NEIGHBOURS = 100
@@ -143,16 +142,12 @@ def load_or_build_collaborative(
     place whole), so routers read it from a read-only artifact store.
     """
     path = collaborative_path(index_dir, catalog, snapshot, settings)
-    if not path.exists():
-        if importlib.util.find_spec("implicit") is None:
-            raise RecserveError(
-                f"the collaborative index {path} is missing, and this installation cannot fit it "
-                "(implicit is not installed, as in the serving image): a build Job writes it "
-                "(`recserve build --index-dir DIR`), or run that where implicit is installed"
-            )
-        with locked(path):
-            if not path.exists():
-                CollaborativeIndex.fit(catalog, snapshot, settings).save(path)
+    build_once(
+        path,
+        "collaborative index",
+        "implicit",
+        lambda: CollaborativeIndex.fit(catalog, snapshot, settings).save(path),
+    )
     return CollaborativeIndex.load(path)
 
 

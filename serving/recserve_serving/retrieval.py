@@ -15,7 +15,7 @@ import fcntl
 import hashlib
 import importlib.util
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +107,24 @@ class ItemIndex:
         return picked[:n]
 
 
+def build_once(path: Path, what: str, needs: str, build: Callable[[], None]) -> None:
+    """Run ``build`` to create ``path`` under a file lock, unless it exists.
+
+    Only build steps may build (they have ``needs``: torch, implicit); a router, whose image has
+    neither, must find the file there, written by a build Job into the artifact store."""
+    if path.exists():
+        return
+    if importlib.util.find_spec(needs) is None:
+        raise RecserveError(
+            f"the {what} {path} is missing, and this installation cannot build it ({needs} is not "
+            "installed, as in the serving image): a build Job writes it (`recserve build --index-dir "
+            f"DIR`), or run that where {needs} is installed"
+        )
+    with locked(path):
+        if not path.exists():
+            build()
+
+
 def index_path(index_dir: Path, data_dir: Path) -> Path:
     """Where this catalog's index lives in ``index_dir`` (its name is its key)."""
     return Path(index_dir) / f"items-{index_key(data_dir)[:32]}.npz"
@@ -122,19 +140,14 @@ def load_or_build_index(index_dir: Path, data_dir: Path, item_texts: dict[int, s
     takes torch and the serving image has none.
     """
     path = index_path(index_dir, data_dir)
-    if not path.exists():
-        if importlib.util.find_spec("torch") is None:
-            raise RecserveError(
-                f"the retrieval index {path} is missing, and this installation cannot build it "
-                "(it has no torch, like the serving image): a build Job writes it "
-                "(`recserve build --index-dir DIR`), or run that where torch is installed"
-            )
-        with locked(path):
-            if not path.exists():
-                ids = np.array(sorted(item_texts), dtype=np.int64)
-                vectors = embed_texts([item_texts[int(i)] for i in ids])
-                temp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-                np.savez(temp, movie_ids=ids, vectors=vectors)
-                os.replace(temp, path)
+
+    def build() -> None:
+        ids = np.array(sorted(item_texts), dtype=np.int64)
+        vectors = embed_texts([item_texts[int(i)] for i in ids])
+        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+        np.savez(temp, movie_ids=ids, vectors=vectors)
+        os.replace(temp, path)
+
+    build_once(path, "retrieval index", "torch", build)
     with np.load(path) as stored:
         return ItemIndex(stored["movie_ids"], stored["vectors"])
