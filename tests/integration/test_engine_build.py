@@ -238,7 +238,12 @@ def test_the_gate_scores_the_served_pipeline_when_asked(trained, data, tmp_path,
     index = test_state / "retrieval"
     gate = {"maxDrop": 1.0, "metric": "served_ndcg@10", "servedUsers": 8}
     built = build_engine(
-        trained[1], recipe(qualityGate=gate), tmp_path / "engines", data=data, evaluation=EVAL, index_dir=index
+        trained[1],
+        recipe(qualityGate=gate),
+        tmp_path / "engines",
+        data=data,
+        evaluation=EVAL,
+        index_dir=index,
     )
     assert built.report is not None and built.report.passed
     teacher, engine = built.report.reference["served_ndcg@10"], built.manifest.metrics["served_ndcg@10"]
