@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from recserve_serving.quality.run import EvalOptions, evaluate, setup
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the table
     if args.users < 0:
         print("error: --users must be 0 (all) or a positive count", file=sys.stderr)
         return 2
