@@ -48,7 +48,9 @@ def test_state() -> Path:
     TEST_STATE.mkdir(exist_ok=True)
     small = ["--layers", RANKER_LAYERS, "--if-missing"]
     recserve("train", "--name", STABLE_MODEL, "--steps", "120", "--eval-users", "30", *small)
-    recserve("train", "--name", BAD_MODEL, "--steps", "1", "--eval-users", "10", *small)
+    recserve(
+        "train", "--name", BAD_MODEL, "--steps", "1", "--eval-users", "10", "--negatives", "sampled", *small
+    )
     recipe = json.dumps(yaml.safe_load(EXAMPLE.read_text())["spec"]["optimization"])
     recserve("build", "--checkpoint", f"models:/{BAD_MODEL}/1", "--recipe-json", recipe)
     return TEST_STATE

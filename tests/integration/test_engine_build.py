@@ -232,6 +232,7 @@ def test_int8_on_a_backend_without_it(trained, data, tmp_path) -> None:
     )
 
 
+@pytest.mark.long
 def test_the_gate_scores_the_served_pipeline_when_asked(trained, data, tmp_path, test_state) -> None:
     """``servedUsers`` puts the served pipeline's NDCG@10 (hybrid retrieval, the engine, its
     fusion head, the full catalog) next to the teacher's, and the gate can bound it."""

@@ -32,6 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--eval-users", type=int, default=100, help="held-out users in the post-training evaluation"
     )
     parser.add_argument(
+        "--negatives",
+        choices=("hard", "sampled"),
+        default="hard",
+        help="hard: the hybrid retriever's candidates, plus a fusion head (default); sampled: "
+        "random and popular movies, no head (a text-only ranker)",
+    )
+    parser.add_argument(
         "--state", default=None, help="state directory (default $RECSERVE_HOME or ./.recserve)"
     )
     parser.add_argument(
@@ -64,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         adversarial=args.adversarial,
         eval_users=args.eval_users,
         layers=args.layers,
+        index_dir=state / "retrieval" if args.negatives == "hard" else None,
     )
     print(f"registered models:/{resolved.name}/{resolved.version} (@champion) digest {resolved.digest}")
     for key in ("ndcg@10", "most_popular_ndcg@10", "hitrate@10", "auc", "coverage", "wall_seconds"):
