@@ -44,6 +44,13 @@ def _indexes(movielens: MovieLens, data_dir: Path, index_dir: Path) -> HybridRet
     return HybridRetriever(content, collaborative)
 
 
+def _index_paths(movielens: MovieLens, data_dir: Path, index_dir: Path) -> list[Path]:
+    return [
+        index_path(index_dir, data_dir),
+        collaborative_path(index_dir, movielens.movie_ids, interaction_snapshot(movielens)),
+    ]
+
+
 @dataclass
 class Catalog:
     movielens: MovieLens
@@ -66,18 +73,15 @@ class Catalog:
     @staticmethod
     def index_paths(data_dir: str | Path, index_dir: str | Path) -> list[Path]:
         """Where this catalog's retrieval indexes (content, collaborative) are, built or not."""
-        movielens = load_movielens(Path(data_dir))
-        return [
-            index_path(Path(index_dir), Path(data_dir)),
-            collaborative_path(Path(index_dir), movielens.movie_ids, interaction_snapshot(movielens)),
-        ]
+        return _index_paths(load_movielens(Path(data_dir)), Path(data_dir), Path(index_dir))
 
     @staticmethod
     def ensure_index(data_dir: str | Path, index_dir: str | Path) -> list[Path]:
         """Build this catalog's retrieval indexes into ``index_dir`` unless they are there, and
         return their paths: build Jobs do it, so that routers (no torch, no implicit) only read them."""
-        _indexes(load_movielens(Path(data_dir)), Path(data_dir), Path(index_dir))
-        return Catalog.index_paths(data_dir, index_dir)
+        movielens = load_movielens(Path(data_dir))
+        _indexes(movielens, Path(data_dir), Path(index_dir))
+        return _index_paths(movielens, Path(data_dir), Path(index_dir))
 
     def knows_user(self, user_id: int) -> bool:
         try:
