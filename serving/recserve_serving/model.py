@@ -23,7 +23,8 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, 
 
 from recserve_serving.errors import CheckpointError
 from recserve_serving.paths import base_model_path
-from recserve_serving.tokens import encode, load_tokenizer
+from recserve_serving.prefix import PREFIX_INPUTS, prefix_scores
+from recserve_serving.tokens import DEFAULT_ITEM_MAX_LEN, SHAPES, encode_pairs, load_tokenizer
 
 FORMAT_VERSION = 1
 META_FILE = "recserve.json"
@@ -39,6 +40,10 @@ class CheckpointMeta:
 
     base: str = BASE_MODEL
     max_len: int = 64
+    # "cross": full attention over the pair; "prefix": the user side is shared by all of a
+    # request's candidates (see ``prefix``), which then get ``item_max_len`` tokens each.
+    shape: str = "cross"
+    item_max_len: int = DEFAULT_ITEM_MAX_LEN
     format_version: int = FORMAT_VERSION
     # layer index -> kept attention heads, for structurally pruned encoders.
     heads_per_layer: dict[str, int] = field(default_factory=dict)
@@ -69,6 +74,26 @@ class Ranker(nn.Module):
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         logits: torch.Tensor = self.head(pooled)
         return logits.squeeze(-1)
+
+
+class PrefixRanker(Ranker):
+    """The same encoder and head under the shared-prefix mask: takes ``encode_prefix`` inputs."""
+
+    def forward(  # type: ignore[override]  # the prefix layout has its own inputs
+        self,
+        user_ids: torch.Tensor,
+        user_mask: torch.Tensor,
+        item_ids: torch.Tensor,
+        item_mask: torch.Tensor,
+        pair_slots: torch.Tensor,
+    ) -> torch.Tensor:
+        return prefix_scores(self.encoder, self.head, user_ids, user_mask, item_ids, item_mask, pair_slots)
+
+
+def ranker_class(shape: str) -> type[Ranker]:
+    if shape not in SHAPES:
+        raise ValueError(f"model shape must be one of {', '.join(SHAPES)}, got {shape!r}")
+    return PrefixRanker if shape == "prefix" else Ranker
 
 
 def _slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
@@ -130,6 +155,20 @@ class Checkpoint:
     tokenizer: PreTrainedTokenizerBase
     meta: CheckpointMeta
 
+    def encode(
+        self,
+        user_texts: list[str],
+        item_texts: list[str],
+        max_len: int | None = None,
+        device: str | torch.device = "cpu",
+    ) -> dict[str, torch.Tensor]:
+        """The model's inputs for these pairs, in its shape's layout (training and scoring)."""
+        length = self.meta.max_len if max_len is None else max_len
+        encoded = encode_pairs(
+            self.tokenizer, self.meta.shape, user_texts, item_texts, length, self.meta.item_max_len
+        )
+        return torch_inputs(encoded, device)
+
 
 def keep_encoder_layers(encoder: PreTrainedModel, keep: list[int]) -> None:
     """Make ``encoder`` a shallower one of the listed layers, in order, renumbered from 0."""
@@ -140,7 +179,7 @@ def keep_encoder_layers(encoder: PreTrainedModel, keep: list[int]) -> None:
         layer.attention.self.layer_idx = new_index
 
 
-def new_ranker(max_len: int = 64, layers: int | None = None) -> Checkpoint:
+def new_ranker(max_len: int = 64, layers: int | None = None, shape: str = "cross") -> Checkpoint:
     """A fresh ranker on the bundled base encoder (eager attention, so it exports to ONNX).
 
     ``layers`` keeps only the base's first layers: a shallower ranker trains and serves in a
@@ -163,7 +202,8 @@ def new_ranker(max_len: int = 64, layers: int | None = None) -> Checkpoint:
             )
         keep_encoder_layers(encoder, list(range(layers)))
     tokenizer = AutoTokenizer.from_pretrained(path)
-    return Checkpoint(Ranker(encoder), tokenizer, CheckpointMeta(max_len=max_len))
+    meta = CheckpointMeta(max_len=max_len, shape=shape)
+    return Checkpoint(ranker_class(shape)(encoder), tokenizer, meta)
 
 
 def save_checkpoint(checkpoint: Checkpoint, directory: Path) -> Path:
@@ -186,6 +226,11 @@ def _read_meta(directory: Path) -> CheckpointMeta:
         meta = CheckpointMeta(**raw)
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"checkpoint {directory}: {META_FILE} is corrupt ({error})") from None
+    if meta.shape not in SHAPES:
+        raise CheckpointError(
+            f"checkpoint {directory}: {META_FILE} names model shape {meta.shape!r}; this build knows "
+            + ", ".join(SHAPES)
+        )
     if meta.format_version != FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint {directory}: format version {meta.format_version}, this build reads {FORMAT_VERSION}"
@@ -254,20 +299,20 @@ def load_checkpoint(directory: Path) -> Checkpoint:
     tokenizer = load_tokenizer(directory)
     encoder = _load_encoder(directory, meta)
     head = _load_head(directory, encoder.config.hidden_size)
-    return Checkpoint(Ranker(encoder, head).eval(), tokenizer, meta)
+    return Checkpoint(ranker_class(meta.shape)(encoder, head).eval(), tokenizer, meta)
+
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", *PREFIX_INPUTS)
 
 
 def torch_inputs(encoded: dict[str, Any], device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    return {
-        k: torch.as_tensor(encoded[k], device=device)
-        for k in ("input_ids", "attention_mask", "token_type_ids")
-    }
+    """The encoded arrays the model takes, as tensors (tokenizers add keys it does not take)."""
+    return {k: torch.as_tensor(encoded[k], device=device) for k in MODEL_INPUTS if k in encoded}
 
 
 @torch.inference_mode()
 def score_pairs(checkpoint: Checkpoint, user_texts: list[str], item_texts: list[str]) -> np.ndarray:
     """Eager fp32 scores: the reference every optimized engine is gated against."""
     model = checkpoint.model.eval()
-    encoded = encode(checkpoint.tokenizer, user_texts, item_texts, checkpoint.meta.max_len)
-    scores: torch.Tensor = model(**torch_inputs(encoded))
+    scores: torch.Tensor = model(**checkpoint.encode(user_texts, item_texts))
     return scores.float().numpy()

@@ -25,15 +25,23 @@ from torch import nn
 
 from recserve_serving.data import MovieLens, Pair
 from recserve_serving.evaluate import EvalSet, eval_set, evaluate_scorer, popularity_scores, ranking_metrics
-from recserve_serving.model import Checkpoint, new_ranker, save_checkpoint, score_pairs, torch_inputs
+from recserve_serving.model import Checkpoint, new_ranker, save_checkpoint, score_pairs
 from recserve_serving.registry import Registry, ResolvedCheckpoint
-from recserve_serving.tokens import encode
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STEPS = 200
 DEFAULT_BATCH = 32
 DEFAULT_MAX_LEN = 64
+DEFAULT_SHAPE = "prefix"
+PREFIX_MAX_LEN = 128
+"""A prefix-shaped ranker reads its user once per request, so the user can have 96 tokens
+(128 less the candidate's 32) for what 64-token cross pairs cost; histories run to ~70."""
+
+
+def default_max_len(shape: str) -> int:
+    return PREFIX_MAX_LEN if shape == "prefix" else DEFAULT_MAX_LEN
+
 
 LabelLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 InputsLoss = Callable[[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
@@ -163,10 +171,9 @@ def fit(
     losses = []
     start = time.perf_counter()
     for batch in batches:
-        encoded = encode(
-            checkpoint.tokenizer, [p.user_text for p in batch], [p.item_text for p in batch], settings.max_len
+        inputs = checkpoint.encode(
+            [p.user_text for p in batch], [p.item_text for p in batch], settings.max_len
         )
-        inputs = torch_inputs(encoded)
         labels = torch.tensor([p.label for p in batch], dtype=torch.float32)
 
         def compute(inputs: dict[str, torch.Tensor] = inputs, labels: torch.Tensor = labels) -> torch.Tensor:
@@ -225,7 +232,7 @@ def train_ranker(
     *,
     steps: int = DEFAULT_STEPS,
     batch_size: int = DEFAULT_BATCH,
-    max_len: int = DEFAULT_MAX_LEN,
+    max_len: int | None = None,
     seed: int = 0,
     adversarial: float | None = None,
     freeze_layers: int = 3,
@@ -233,6 +240,7 @@ def train_ranker(
     eval_candidates: int = 50,
     layers: int | None = None,
     index_dir: Path | None = None,
+    shape: str = DEFAULT_SHAPE,
 ) -> dict[str, float]:
     """Fine-tune from the bundled MiniLM (its first ``layers`` layers when given), save the
     checkpoint to ``out_dir``, return its metrics. A shallow encoder freezes at most half its
@@ -240,7 +248,10 @@ def train_ranker(
 
     With ``index_dir`` (where the content index is cached), the encoder trains on the hybrid
     retriever's hard negatives and the checkpoint gets a fusion head (``ranker_data``);
-    without it, on sampled negatives and no head, as the distillation student does."""
+    without it, on sampled negatives and no head, as the distillation student does.
+    ``shape`` is ``prefix`` (the user encoded once per request) or ``cross`` (full attention
+    over each pair); ``max_len`` defaults to the shape's own."""
+    max_len = default_max_len(shape) if max_len is None else max_len
     settings = TrainSettings(
         steps=steps,
         batch_size=batch_size,
@@ -253,7 +264,7 @@ def train_ranker(
     )
     started = time.perf_counter()
     seed_everything(seed)
-    checkpoint = new_ranker(max_len=max_len, layers=layers)
+    checkpoint = new_ranker(max_len=max_len, layers=layers, shape=shape)
     if layers is not None:
         freeze_layers = min(freeze_layers, layers // 2)
     freeze_lower(checkpoint, freeze_layers)
@@ -272,7 +283,14 @@ def train_ranker(
         )
     metrics = fit(checkpoint, data, settings, pairs=pairs)
     checkpoint.meta.extra.update(
-        {"steps": steps, "batch_size": batch_size, "seed": seed, "adversarial": adversarial, "layers": layers}
+        {
+            "steps": steps,
+            "batch_size": batch_size,
+            "seed": seed,
+            "adversarial": adversarial,
+            "layers": layers,
+            "shape": shape,
+        }
     )
     save_checkpoint(checkpoint, Path(out_dir))
     if retrieval is not None:

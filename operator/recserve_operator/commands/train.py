@@ -8,12 +8,25 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from recserve_serving.train import DEFAULT_BATCH, DEFAULT_MAX_LEN, DEFAULT_STEPS
+    from recserve_serving.tokens import SHAPES
+    from recserve_serving.train import DEFAULT_BATCH, DEFAULT_SHAPE, DEFAULT_STEPS
 
     parser.add_argument("--name", default="movielens-ranker", help="registered model name")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="optimizer steps")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
-    parser.add_argument("--max-len", type=int, default=DEFAULT_MAX_LEN, help="tokens per (user, item) pair")
+    parser.add_argument(
+        "--shape",
+        choices=SHAPES,
+        default=DEFAULT_SHAPE,
+        help="prefix: the user is encoded once per request and each candidate reads it (default); "
+        "cross: full attention over every (user, item) pair",
+    )
+    parser.add_argument(
+        "--max-len",
+        type=int,
+        default=None,
+        help="tokens per (user, item) pair (default: 128 for prefix, of which 32 are the item's; 64 for cross)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--layers",
@@ -71,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         adversarial=args.adversarial,
         eval_users=args.eval_users,
         layers=args.layers,
+        shape=args.shape,
         index_dir=state / "retrieval" if args.negatives == "hard" else None,
     )
     print(f"registered models:/{resolved.name}/{resolved.version} (@champion) digest {resolved.digest}")

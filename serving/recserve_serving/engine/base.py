@@ -13,7 +13,12 @@ import numpy as np
 
 from recserve_serving.engine.manifest import EngineManifest
 from recserve_serving.errors import CheckpointError, EngineError, InvalidRequest
-from recserve_serving.tokens import encode, load_tokenizer
+from recserve_serving.tokens import DEFAULT_ITEM_MAX_LEN, encode, encode_prefix, load_tokenizer
+
+PREFIX_CHUNK = 32
+"""Candidates per call of a prefix-shaped engine. Measured on 2 cores (ORT INT8, 200 candidates
+of one user): chunks of 32 took 0.44 s, one call of 200 took 1.14 s. The attention tensors of a
+small chunk stay in cache; re-encoding the user per chunk costs less than that saves."""
 
 DEFAULT_THREADS = 2
 """Threads of an engine loaded outside a Serve replica (the build gate, benchmarks). A replica
@@ -48,6 +53,8 @@ class Engine(abc.ABC):
             raise InvalidRequest(f"{len(user_texts)} user texts but {len(item_texts)} item texts")
         if not user_texts:
             return np.zeros(0, dtype=np.float32)
+        if self.manifest.model_shape == "prefix":
+            return self._score_prefix(list(user_texts), list(item_texts))
         step = self.max_batch_size
         parts = []
         for start in range(0, len(user_texts), step):
@@ -59,6 +66,29 @@ class Engine(abc.ABC):
             )
             parts.append(np.asarray(self._run(encoded), dtype=np.float32).reshape(-1))
         return np.concatenate(parts)
+
+    def _score_prefix(self, user_texts: list[str], item_texts: list[str]) -> np.ndarray:
+        """Each user's candidates in chunks of similar token length, the user encoded per chunk.
+
+        Sorting by (user, item length) keeps a chunk's padding small and its user single, so
+        a chunk costs one short user pass plus its candidates' own tokens.
+        """
+        lengths = [len(text) for text in item_texts]
+        order = sorted(range(len(user_texts)), key=lambda i: (user_texts[i], lengths[i]))
+        step = min(PREFIX_CHUNK, self.max_batch_size)
+        scores = np.zeros(len(user_texts), dtype=np.float32)
+        item_max = self.manifest.item_max_length or DEFAULT_ITEM_MAX_LEN
+        for start in range(0, len(order), step):
+            chunk = order[start : start + step]
+            encoded = encode_prefix(
+                self.tokenizer,
+                [user_texts[i] for i in chunk],
+                [item_texts[i] for i in chunk],
+                self.manifest.max_sequence_length,
+                item_max,
+            )
+            scores[chunk] = np.asarray(self._run(encoded), dtype=np.float32).reshape(-1)
+        return scores
 
     @abc.abstractmethod
     def _run(self, encoded: dict[str, np.ndarray]) -> np.ndarray: ...

@@ -34,7 +34,7 @@ from recserve_serving.engine.runtime import load_engine, verify
 from recserve_serving.errors import CheckpointError, EngineError, QualityGateFailed, RecipeError
 from recserve_serving.evaluate import EvalSettings, eval_set
 from recserve_serving.fusion import FUSION_FILE, FusionHead, read_fusion
-from recserve_serving.model import Checkpoint, count_parameters, load_checkpoint, score_pairs
+from recserve_serving.model import Checkpoint, CheckpointMeta, count_parameters, load_checkpoint, score_pairs
 from recserve_serving.recipe import OptimizationRecipe
 from recserve_serving.registry import ResolvedCheckpoint
 from recserve_serving.tokens import TOKENIZER_FILES
@@ -101,6 +101,11 @@ def check_recipe(recipe: OptimizationRecipe, backend: str) -> None:
 
 
 def check_against_checkpoint(recipe: OptimizationRecipe, checkpoint: Checkpoint) -> None:
+    if checkpoint.meta.shape == "prefix" and recipe.backend == "tensorrt":
+        raise RecipeError(
+            "backend tensorrt builds cross-shaped checkpoints only; this checkpoint has the prefix "
+            "shape (the user encoded once per request): use backend onnxruntime or torch"
+        )
     layers = encoder_layers(checkpoint)
     if recipe.distill is not None and recipe.distill.layers >= layers:
         raise RecipeError(
@@ -160,6 +165,7 @@ def _manifest(
     hardware_id: str,
     max_len: int,
     model_file: str,
+    meta: CheckpointMeta,
     metrics: dict[str, float],
     directory: Path,
 ) -> EngineManifest:
@@ -175,6 +181,8 @@ def _manifest(
         hardware=hardware_id,
         max_sequence_length=max_len,
         model_file=model_file,
+        model_shape=meta.shape,
+        item_max_length=meta.item_max_len if meta.shape == "prefix" else None,
         metrics=metrics,
         files=file_digests(directory, exclude=frozenset({MANIFEST_FILE})),
     )
@@ -288,7 +296,7 @@ def build_engine(
             if (resolved.path / FUSION_FILE).is_file():
                 shutil.copyfile(resolved.path / FUSION_FILE, temp / FUSION_FILE)
             metrics["size_bytes"] = float((temp / model_file).stat().st_size)
-            args = (key, resolved, concrete, version, hardware_id, max_len, model_file)
+            args = (key, resolved, concrete, version, hardware_id, max_len, model_file, model.meta)
             _manifest(*args, metrics, temp).write(temp)
             engine = load_engine(temp)
             metrics.update(engine_metrics(engine, data, evals, settings))

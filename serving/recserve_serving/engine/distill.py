@@ -42,6 +42,8 @@ def make_student(teacher: Checkpoint, layers: int) -> Checkpoint:
     meta = CheckpointMeta(
         base=old.base,
         max_len=old.max_len,
+        shape=old.shape,
+        item_max_len=old.item_max_len,
         heads_per_layer={
             str(n): old.heads_per_layer[str(o)] for n, o in enumerate(keep) if str(o) in old.heads_per_layer
         },

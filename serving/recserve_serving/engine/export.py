@@ -22,13 +22,39 @@ from recserve_serving.model import Checkpoint
 OPSET = 17
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "scores"
+PREFIX_AXES = {
+    "user_ids": {0: "users", 1: "user_length"},
+    "user_mask": {0: "users", 1: "user_length"},
+    "item_ids": {0: "users", 1: "candidates", 2: "item_length"},
+    "item_mask": {0: "users", 1: "candidates", 2: "item_length"},
+    "pair_slots": {0: "pairs"},
+}
+
+
+def _dummy_inputs(shape: str) -> tuple[tuple[torch.Tensor, ...], dict[str, dict[int, str]]]:
+    """Trace inputs and their symbolic axes; sizes differ per axis so none is traced as another."""
+    if shape == "prefix":
+        ones = torch.ones
+        dummy = (
+            ones(2, 10, dtype=torch.int64),
+            ones(2, 10, dtype=torch.int64),
+            ones(2, 3, 6, dtype=torch.int64),
+            ones(2, 3, 6, dtype=torch.int64),
+            torch.arange(5, dtype=torch.int64),
+        )
+        return dummy, {**PREFIX_AXES, OUTPUT_NAME: {0: "pairs"}}
+    axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+    return tuple(torch.ones(2, 16, dtype=torch.int64) for _ in INPUT_NAMES), {
+        **axes,
+        OUTPUT_NAME: {0: "batch"},
+    }
 
 
 def export_onnx(checkpoint: Checkpoint, path: Path) -> Path:
+    """The ranker as one graph from the shape's token inputs to one score per pair. A prefix
+    ranker's graph encodes each distinct user of the call once, inside the graph."""
     model = checkpoint.model.eval()
-    dummy = tuple(torch.ones(2, 16, dtype=torch.int64) for _ in INPUT_NAMES)
-    axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
-    axes[OUTPUT_NAME] = {0: "batch"}
+    dummy, axes = _dummy_inputs(checkpoint.meta.shape)
     with torch.inference_mode(), warnings.catch_warnings():
         # The TorchScript exporter warns about HF's mask arithmetic and index ops; the
         # resulting graph is checked against torch by the gate, so the warnings add nothing.
@@ -37,7 +63,7 @@ def export_onnx(checkpoint: Checkpoint, path: Path) -> Path:
             model,
             dummy,
             str(path),
-            input_names=list(INPUT_NAMES),
+            input_names=[name for name in axes if name != OUTPUT_NAME],
             output_names=[OUTPUT_NAME],
             dynamic_axes=axes,
             opset_version=OPSET,

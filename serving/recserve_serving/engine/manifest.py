@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError
 
@@ -37,6 +38,12 @@ class EngineManifest(CamelModel):
     hardware: str
     max_sequence_length: int
     model_file: str
+    model_shape: Literal["cross", "prefix"] = Field(
+        default="cross", description="The checkpoint's shape: how pairs are laid out for the model."
+    )
+    item_max_length: int | None = Field(
+        default=None, description="Tokens per candidate of a prefix-shaped model (item [SEP])."
+    )
     metrics: dict[str, float] = Field(default_factory=dict)
     files: dict[str, str] = Field(description="relative path -> sha256 of every file but the manifest.")
 

@@ -51,7 +51,12 @@ def build(
                 fused, target / MODEL_FILE, calibration(), per_channel=recipe.quantization.per_channel
             )
         elif recipe.precision == "int8":
-            quantize_dynamic_int8(fused, target / MODEL_FILE, per_channel=recipe.quantization.per_channel)
+            quantize_dynamic_int8(
+                fused,
+                target / MODEL_FILE,
+                per_channel=recipe.quantization.per_channel,
+                weights_only=checkpoint.meta.shape == "prefix",
+            )
         else:
             shutil.copyfile(fused, target / MODEL_FILE)
     return MODEL_FILE

@@ -19,9 +19,8 @@ import torch
 
 from recserve_serving.data import MovieLens
 from recserve_serving.engine.distill import train_against_teacher
-from recserve_serving.model import Checkpoint, CheckpointMeta, prune_layer, torch_inputs
+from recserve_serving.model import Checkpoint, CheckpointMeta, prune_layer
 from recserve_serving.recipe import PruneSpec
-from recserve_serving.tokens import encode
 from recserve_serving.train import TrainSettings, listwise_loss
 
 IMPORTANCE_BATCHES = 8
@@ -36,22 +35,26 @@ def importance(
     model = checkpoint.model.eval()
     encoder: Any = model.encoder
     layers = list(encoder.encoder.layer)
-    captured: dict[tuple[str, int], torch.Tensor] = {}
+    captured: dict[tuple[str, int], list[torch.Tensor]] = {}
     head_scores = [np.zeros(layer.attention.self.num_attention_heads) for layer in layers]
     neuron_scores = [np.zeros(layer.intermediate.dense.out_features) for layer in layers]
 
-    def keep(kind: str, index: int) -> Any:
-        def hook(_module: Any, _inputs: Any, output: Any) -> None:
-            tensor = output[0] if isinstance(output, tuple) else output
+    def keep(kind: str, index: int, use_input: bool) -> Any:
+        """Record the tensor each head (the attention output projection's input) or neuron
+        (the FFN's activation) produces; a prefix-shaped layer produces two per pass (the
+        user's tokens and the candidates'), and both count."""
+
+        def hook(_module: Any, inputs: Any, output: Any) -> None:
+            tensor = inputs[0] if use_input else output
             tensor.retain_grad()
-            captured[(kind, index)] = tensor
+            captured.setdefault((kind, index), []).append(tensor)
 
         return hook
 
     handles = []
     for index, layer in enumerate(layers):
-        handles.append(layer.attention.self.register_forward_hook(keep("heads", index)))
-        handles.append(layer.intermediate.register_forward_hook(keep("ffn", index)))
+        handles.append(layer.attention.output.dense.register_forward_hook(keep("heads", index, True)))
+        handles.append(layer.intermediate.register_forward_hook(keep("ffn", index, False)))
     rng = np.random.default_rng(seed)
     pairs = data.training_pairs(batches * settings.batch_size, rng, negatives_per_positive=group - 1)
     loss_fn = listwise_loss(group)
@@ -61,21 +64,21 @@ def importance(
     try:
         for start in range(0, len(pairs) - settings.batch_size + 1, settings.batch_size):
             batch = pairs[start : start + settings.batch_size]
-            encoded = encode(
-                checkpoint.tokenizer,
-                [p.user_text for p in batch],
-                [p.item_text for p in batch],
-                settings.max_len,
+            inputs = checkpoint.encode(
+                [p.user_text for p in batch], [p.item_text for p in batch], settings.max_len
             )
             labels = torch.tensor([p.label for p in batch], dtype=torch.float32)
             model.zero_grad(set_to_none=True)
-            loss_fn(model(**torch_inputs(encoded)), labels).backward()  # type: ignore[no-untyped-call]
+            captured.clear()
+            loss_fn(model(**inputs), labels).backward()  # type: ignore[no-untyped-call]
             for index, layer in enumerate(layers):
-                heads = _taylor(captured[("heads", index)])
                 size = layer.attention.self.attention_head_size
-                per_head = heads.view(*heads.shape[:2], -1, size).sum(dim=(1, 3)).abs()
-                head_scores[index] += per_head.mean(0).numpy()
-                neuron_scores[index] += _taylor(captured[("ffn", index)]).sum(1).abs().mean(0).numpy()
+                for tensor in captured[("heads", index)]:
+                    heads = _sequences(_taylor(tensor))
+                    per_head = heads.view(*heads.shape[:2], -1, size).sum(dim=(1, 3)).abs()
+                    head_scores[index] += per_head.mean(0).numpy()
+                for tensor in captured[("ffn", index)]:
+                    neuron_scores[index] += _sequences(_taylor(tensor)).sum(1).abs().mean(0).numpy()
     finally:
         for handle in handles:
             handle.remove()
@@ -90,6 +93,12 @@ def _taylor(activation: torch.Tensor) -> torch.Tensor:
     if activation.grad is None:
         raise RuntimeError("no gradient reached a pruning candidate; is the encoder frozen?")
     return (activation * activation.grad).detach()
+
+
+def _sequences(tensor: torch.Tensor) -> torch.Tensor:
+    """[..., tokens, features] as [sequences, tokens, features]: the prefix shape's candidates
+    come as [users, candidates, tokens, features]."""
+    return tensor.reshape(-1, *tensor.shape[-2:])
 
 
 def kept(count: int, fraction: float) -> int:
@@ -117,6 +126,8 @@ def prune(
     meta = CheckpointMeta(
         base=old.base,
         max_len=old.max_len,
+        shape=old.shape,
+        item_max_len=old.item_max_len,
         heads_per_layer=heads_per_layer,
         ffn_per_layer=ffn_per_layer,
         extra={**old.extra, "pruned": spec.to_dict()},

@@ -20,13 +20,18 @@ import onnx
 from recserve_serving.data import MovieLens
 from recserve_serving.engine.export import quiet_onnxruntime_tools
 from recserve_serving.errors import EngineError
-from recserve_serving.model import Checkpoint
-from recserve_serving.tokens import encode
+from recserve_serving.model import MODEL_INPUTS, Checkpoint
+from recserve_serving.tokens import encode_pairs
 
 CALIBRATION_BATCH = 32
 
 
-def quantize_dynamic_int8(source: Path, target: Path, *, per_channel: bool = True) -> Path:
+def quantize_dynamic_int8(
+    source: Path, target: Path, *, per_channel: bool = True, weights_only: bool = False
+) -> Path:
+    """``weights_only`` leaves activation-by-activation MatMuls in fp32: a prefix-shaped graph
+    writes its attention as plain MatMuls (no fused Attention op to quantize as a whole), and
+    dynamically quantized attention products cost accuracy for little time."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     try:
@@ -37,7 +42,7 @@ def quantize_dynamic_int8(source: Path, target: Path, *, per_channel: bool = Tru
                 weight_type=QuantType.QInt8,
                 per_channel=per_channel,
                 # Without it, the fused graph fails with "Unable to find data type for weight_name".
-                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": weights_only},
             )
     except Exception as error:  # ORT's quantizer raises bare exceptions on unsupported graphs
         raise EngineError(f"INT8 quantization of {source.name} failed: {error}") from error
@@ -51,13 +56,16 @@ def calibration_batches(
     pairs = data.training_pairs(samples, np.random.default_rng(seed + 7919), negatives_per_positive=3)
     for start in range(0, len(pairs), CALIBRATION_BATCH):
         batch = pairs[start : start + CALIBRATION_BATCH]
-        encoded = encode(
-            checkpoint.tokenizer, [p.user_text for p in batch], [p.item_text for p in batch], max_len
+        meta = checkpoint.meta
+        encoded = encode_pairs(
+            checkpoint.tokenizer,
+            meta.shape,
+            [p.user_text for p in batch],
+            [p.item_text for p in batch],
+            max_len,
+            meta.item_max_len,
         )
-        yield {
-            k: np.asarray(encoded[k], dtype=np.int64)
-            for k in ("input_ids", "attention_mask", "token_type_ids")
-        }
+        yield {k: np.asarray(encoded[k], dtype=np.int64) for k in MODEL_INPUTS if k in encoded}
 
 
 def weight_matmuls(path: Path) -> list[str]:
