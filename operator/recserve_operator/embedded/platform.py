@@ -114,7 +114,10 @@ class EmbeddedPlatform:
             outcome = failed_engine(error)
         else:
             self.say(f"{version}: engine {'cached' if built.cache_hit else 'built'}: {built.path}")
-            status = engine_status(built.manifest, search_of(built))
+            search = search_of(built)
+            if search is not None:
+                self.say(f"{version}: search chose {search.winner.recipe} of {len(search.trials)} candidates")
+            status = engine_status(built.manifest, search)
             outcome = EngineOutcome("Ready", engine_dir=str(built.path), status=status)
         self._engines[memo] = outcome
         return outcome
