@@ -245,3 +245,31 @@ def test_build_best_fails_with_every_reason_when_no_candidate_passes(monkeypatch
     message = str(caught.value)
     assert "0 fp32: p99 latency too high" in message and "1 int8: ndcg@10 dropped 0.04" in message
     assert caught.value.report is not None and Path(caught.value.report).is_file()
+
+
+def test_the_engine_a_searching_model_serves_is_the_one_its_recorded_search_chose(tmp_path):
+    from recserve_serving.engine import cache
+    from recserve_serving.engine.manifest import CheckpointRef, EngineManifest
+    from recserve_serving.engine.search import chosen_engine_keys, record_path
+
+    spec = recipe(search={"candidates": [{"precision": "fp32"}, {"precision": "int8"}]})
+    for key, candidate in zip(("a" * 64, "b" * 64), spec.candidates(), strict=True):
+        (tmp_path / key).mkdir()
+        EngineManifest(
+            key=key,
+            checkpoint=CheckpointRef(uri="models:/m/1", digest="sha256:ab", name="m", version="1"),
+            recipe=candidate,
+            backend="onnxruntime",
+            backend_version="onnxruntime-1",
+            precision=candidate.precision,
+            hardware=cache.hardware("onnxruntime"),
+            max_sequence_length=128,
+            model_file="model.onnx",
+            files={},
+        ).write(tmp_path / key)
+    trials = [Trial("fp32", True, engine_key="a" * 64, quality=0.5, pairs_per_s=900.0)]
+    trials.append(Trial("int8", True, engine_key="b" * 64, quality=0.5, pairs_per_s=100.0))
+    SearchReport.decide("k", "sha256:ab", "ndcg@10", "w", trials).write(record_path(tmp_path, "k"))
+    assert chosen_engine_keys(tmp_path) == {"a" * 64}
+    assert cache.newest_cached(tmp_path, "m", "1", spec) == tmp_path / ("a" * 64)
+    assert cache.newest_cached(tmp_path, "m", "1", spec.candidates()[1]) == tmp_path / ("b" * 64)

@@ -98,6 +98,22 @@ def search_key(checkpoint_digest: str, candidates: list[dict[str, Any]], hardwar
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def record_path(cache_root: Path, key: str) -> Path:
+    """Where a search's record lives: beside its candidates' gate reports (``build.REPORTS``,
+    spelt out here because this module stays free of the build's torch imports)."""
+    return Path(cache_root) / "reports" / f"search-{key}.json"
+
+
+def chosen_engine_keys(cache_root: Path) -> set[str]:
+    """The engine key every recorded search in this cache chose."""
+    keys = set()
+    for path in record_path(cache_root, "*").parent.glob("search-*.json"):
+        report = SearchReport.read(path)
+        if report is not None and report.chosen is not None:
+            keys.add(report.trials[report.chosen].engine_key or "")
+    return keys - {""}
+
+
 @dataclass
 class SearchReport:
     """Every candidate, the Pareto front and the choice: written as JSON beside the gate reports."""

@@ -19,7 +19,6 @@ from pathlib import Path
 from recserve_serving.data import MovieLens, load_movielens
 from recserve_serving.engine import cache
 from recserve_serving.engine.build import (
-    REPORTS,
     BuiltEngine,
     backend_version,
     build_engine,
@@ -27,7 +26,14 @@ from recserve_serving.engine.build import (
 )
 from recserve_serving.engine.gate import GateReport
 from recserve_serving.engine.runtime import load_engine
-from recserve_serving.engine.search import SearchReport, Trial, failure_message, search_key, summary
+from recserve_serving.engine.search import (
+    SearchReport,
+    Trial,
+    failure_message,
+    record_path,
+    search_key,
+    summary,
+)
 from recserve_serving.engine.throughput import Workload, measure, recommend_texts
 from recserve_serving.errors import QualityGateFailed, RecipeError
 from recserve_serving.evaluate import EvalSettings
@@ -52,10 +58,6 @@ def host_id() -> str:
     """The machine a measurement is valid for: its CPU ISA and its GPU, if any."""
     gpu = cache.gpu_capability()
     return cache.hardware("onnxruntime") + (f"+cuda-{gpu}" if gpu else "")
-
-
-def record_path(cache_root: Path, key: str) -> Path:
-    return Path(cache_root) / REPORTS / f"search-{key}.json"
 
 
 def _concrete(recipe: OptimizationRecipe) -> dict[str, object]:
