@@ -61,9 +61,14 @@ def host_id() -> str:
 
 
 def _concrete(recipe: OptimizationRecipe) -> dict[str, object]:
-    """A candidate as the build will key it: ``auto`` resolved, and the backend's version."""
+    """A candidate as the build will key it: ``auto`` resolved, and the backend's version (a
+    backend this machine lacks keys as missing; its build then fails with the reason)."""
     backend = concrete_backend(recipe)
-    return {**recipe.model_copy(update={"backend": backend}).to_dict(), "version": backend_version(backend)}
+    try:
+        version = backend_version(backend)
+    except ImportError:
+        version = f"{backend}-missing"
+    return {**recipe.model_copy(update={"backend": backend}).to_dict(), "version": version}
 
 
 def _trial(
