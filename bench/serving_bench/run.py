@@ -147,8 +147,9 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from recserve_operator.validate import load_model
-    from recserve_serving.engine.build import build_engine
     from recserve_serving.engine.runtime import load_engine
+    from recserve_serving.engine.search_build import build_best
+    from recserve_serving.engine.throughput import Workload
     from recserve_serving.paths import movielens_dir, state_dir
     from recserve_serving.registry import Registry
     from recserve_serving.serve.api_models import RecommendRequest
@@ -169,7 +170,10 @@ def run(args: argparse.Namespace) -> int:
     say(f"resolving {spec.checkpoint.uri} in {state}")
     resolved = Registry(state).resolve(spec.checkpoint.uri)  # never trains: a missing model is an error
     say("engine: from the cache, or built as `recserve up` would (not timed)")
-    built = build_engine(resolved, spec.optimization, state / "engines")
+    workload = Workload(
+        pairs=spec.serving.retrieval.candidates, threads=spec.serving.resources.engine_threads
+    )
+    built = build_best(resolved, spec.optimization, state / "engines", workload=workload)
     engine = load_engine(built.path)
     say(f"engine {engine.name} ({'cached' if built.cache_hit else 'built'}): {built.path}")
     data_dir, index_dir = str(movielens_dir()), str(state / "retrieval")

@@ -316,7 +316,19 @@ def _recipe_rules(recipe: str, path: str, guard: str = "") -> tuple[CelRule, ...
 
 
 def _recipe_problems(recipe: OptimizationRecipe, serving: ServingSpec, at: Loc) -> list[Problem]:
-    """A recipe is judged against the hardware and batches it will serve."""
+    """A recipe is judged against the hardware and batches it will serve; a searching recipe
+    by each of its candidates too, since any of them may be the one served (its own fields are
+    judged as well, as the CRD's CEL rules do)."""
+    problems = _one_recipe_problems(recipe, serving, at)
+    if recipe.search is None:
+        return problems
+    where: Loc = (*at, "search", "preset" if recipe.search.preset else "candidates")
+    for index, candidate in enumerate(recipe.candidates()):
+        problems += _one_recipe_problems(candidate, serving, (*where, index))
+    return problems
+
+
+def _one_recipe_problems(recipe: OptimizationRecipe, serving: ServingSpec, at: Loc) -> list[Problem]:
     problems = []
     gpus = serving.resources.gpus
     where = ".".join(str(part) for part in at)

@@ -241,6 +241,8 @@ def build_engine(
     ``index_dir`` holds the retrieval indexes the served-pipeline evaluation
     (``qualityGate.servedUsers``) reads; by default the ``retrieval`` folder beside the cache.
     """
+    if recipe.search is not None:
+        raise RecipeError("a recipe with search names several engines; build_best picks one (search_build)")
     backend = concrete_backend(recipe)
     check_recipe(recipe, backend)
     concrete = recipe.model_copy(update={"backend": backend})
