@@ -52,8 +52,8 @@ def _finish(layer: Any, hidden: torch.Tensor, context: torch.Tensor) -> torch.Te
 
 
 def _probs_dropout(layer: Any, probs: torch.Tensor) -> torch.Tensor:
-    dropout: nn.Dropout = layer.attention.self.dropout
-    return dropout(probs)
+    dropped: torch.Tensor = layer.attention.self.dropout(probs)
+    return dropped
 
 
 def user_layer(
