@@ -78,11 +78,11 @@ def item_layer(
     hidden: torch.Tensor,
     user_key: torch.Tensor,
     user_value: torch.Tensor,
-    user_bias: torch.Tensor,
-    item_bias: torch.Tensor,
+    bias: torch.Tensor,
 ) -> torch.Tensor:
     """One layer over the candidates' tokens [U, C, Li, hidden], attending to their user's
-    cached keys/values and to their own tokens (never to other candidates')."""
+    cached keys/values and to their own tokens (never to other candidates'). ``bias`` [U, 1, C,
+    1, Lu + Li] masks both parts at once, built once for all layers."""
     attention = layer.attention.self
     heads = int(attention.num_attention_heads)
     users, candidates, length = hidden.shape[:3]
@@ -90,14 +90,14 @@ def item_layer(
         _heads(linear, hidden, heads).permute(0, 3, 1, 2, 4)  # [U, H, C, Li, D]
         for linear in (attention.query, attention.key, attention.value)
     )
+    query = query * attention.scaling  # on the queries, not on the larger score tensor
     size = query.shape[-1]
     # Every candidate token of a user against the user's keys: one [C*Li, D] x [D, Lu] product
     # per user and head, with no copy of the user's keys per candidate.
     flat_query = query.reshape(users, heads, candidates * length, size)
     to_user = (flat_query @ user_key.transpose(2, 3)).view(users, heads, candidates, length, -1)
     to_self = query @ key.transpose(3, 4)
-    scale = attention.scaling
-    scores = torch.cat([to_user * scale + user_bias, to_self * scale + item_bias], dim=-1)
+    scores = torch.cat([to_user, to_self], dim=-1) + bias
     probs = _probs_dropout(layer, scores.softmax(-1))
     user_len = user_key.shape[-2]
     from_user = probs[..., :user_len].reshape(users, heads, candidates * length, user_len) @ user_value
@@ -132,11 +132,12 @@ def prefix_scores(
         token_type_ids=torch.ones_like(item_ids).reshape(users * candidates, length),
         position_ids=item_positions.expand(users, candidates, length).reshape(users * candidates, length),
     ).view(users, candidates, length, -1)
-    user_bias = bias[:, :, None]  # [U, 1, 1, 1, Lu]
+    user_bias = bias[:, :, None].expand(users, 1, candidates, 1, -1)  # [U, 1, C, 1, Lu]
     item_bias = _bias(item_mask, dtype)[:, None, :, None, :]  # [U, 1, C, 1, Li]
+    pair_bias = torch.cat([user_bias, item_bias], dim=-1)
     for layer in encoder.encoder.layer:
         user_hidden, key, value = user_layer(layer, hidden, bias)
-        item_hidden = item_layer(layer, item_hidden, key, value, user_bias, item_bias)
+        item_hidden = item_layer(layer, item_hidden, key, value, pair_bias)
         hidden = user_hidden
     weights = item_mask.unsqueeze(-1).to(dtype)
     pooled = (item_hidden * weights).sum(2) / weights.sum(2).clamp(min=1.0)  # [U, C, hidden]

@@ -92,6 +92,44 @@ def test_backends_and_precisions_track_the_checkpoint(trained, data, tmp_path, f
     assert np.corrcoef(engine.score(users, items), reference)[0, 1] > corr
 
 
+@pytest.mark.parametrize("fields", [{"precision": "fp32"}, {"precision": "int8"}])
+def test_a_prefix_engine_scores_each_pair_as_the_checkpoint_does_in_any_order(
+    trained, data, tmp_path, fields
+):
+    """Several users' candidates, interleaved and shuffled, chunked by the engine: each pair's score
+    is the checkpoint's (fp32: 1e-4 absolute; INT8: rank correlation)."""
+    checkpoint = load_checkpoint(trained[1].path)
+    assert checkpoint.meta.shape == "prefix"
+    engine = load_engine(build(trained, data, tmp_path, recipe(backend="onnxruntime", **fields)).path)
+    user_ids = data.user_ids()[:3]
+    items = [data.item_text(m) for m in data.popular_movie_ids(45)]
+    pairs = [(data.user_text(u), item) for u in user_ids for item in items]
+    order = np.random.default_rng(0).permutation(len(pairs))
+    users_, items_ = [pairs[i][0] for i in order], [pairs[i][1] for i in order]
+    reference = score_pairs(checkpoint, users_, items_)
+    scores = engine.score(users_, items_)
+    if fields["precision"] == "fp32":
+        np.testing.assert_allclose(scores, reference, atol=1e-4)
+    else:
+        assert np.corrcoef(scores, reference)[0, 1] > 0.95
+
+
+def test_a_cross_shaped_checkpoint_still_builds_and_serves(data, tmp_path) -> None:
+    """Today's shape (full attention over each pair) stays a supported input."""
+    metrics = train_ranker(
+        data, tmp_path / "cross", steps=4, batch_size=16, max_len=32, eval_users=10, shape="cross"
+    )
+    registry = Registry(tmp_path / "state")
+    resolved = registry.register("cross", tmp_path / "cross", metrics)
+    built = build(
+        (registry, resolved), data, tmp_path / "engines", recipe(backend="onnxruntime", precision="int8")
+    )
+    assert built.manifest.model_shape == "cross"
+    users, items = sample_pairs(data)
+    reference = score_pairs(load_checkpoint(resolved.path), users, items)
+    assert np.corrcoef(load_engine(built.path).score(users, items), reference)[0, 1] > 0.95
+
+
 def test_distilled_and_pruned_engines_are_smaller_and_cached(trained, data, tmp_path) -> None:
     spec = recipe(
         backend="onnxruntime",
