@@ -1,9 +1,10 @@
 """The torch backend: the (distilled/pruned) checkpoint itself, run eagerly.
 
 It needs no export step, so it is the reference every other backend is measured against
-and the fallback for models ONNX cannot express. On a CUDA machine it runs on the GPU
-(fp32 or fp16); on CPU it offers fp32 and dynamic INT8 of the Linear layers, applied at
-load time from the stored fp32 weights (so the files on disk stay plain HF weights).
+and the fallback for models ONNX cannot express. On a CUDA machine it runs on the GPU in
+fp32, fp16 or bf16: the CUDA path that needs no TensorRT. On CPU it offers fp32, bf16 and
+dynamic INT8 of the Linear layers, applied at load time from the stored fp32 weights (so
+the files on disk stay plain HF weights).
 """
 
 from __future__ import annotations
@@ -37,6 +38,28 @@ def quantize_linear_int8(model: nn.Module) -> nn.Module:
     return quantized
 
 
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+"""The torch dtype each float precision runs in; int8 stays fp32 storage with INT8 Linear layers."""
+
+
+def place(module: nn.Module, precision: str, device: str, what: str) -> nn.Module:
+    """``module`` in ``precision`` on ``device``, or an EngineError naming ``what`` cannot run here.
+
+    One function for the single-device engine and each pipeline stage, so that both run a
+    precision the same way: fp16 on CUDA only, bf16 on CUDA or CPU (where it is correct, and
+    fast on CPUs with AMX), int8 as dynamic INT8 Linear layers on CPU only.
+    """
+    if precision == "int8":
+        if device != "cpu":
+            raise EngineError(f"{what} is INT8, which torch runs on CPU only")
+        return quantize_linear_int8(module)
+    if precision not in DTYPES:
+        raise EngineError(f"{what} has precision {precision!r}; torch runs {', '.join(DTYPES)} or int8")
+    if precision == "fp16" and device != "cuda":
+        raise EngineError(f"{what} is fp16, which needs a CUDA GPU")
+    return module.to(device=device, dtype=DTYPES[precision])
+
+
 class TorchEngine(Engine):
     def __init__(self, directory: Path, manifest: EngineManifest, threads: int = DEFAULT_THREADS) -> None:
         super().__init__(directory, manifest, threads)
@@ -46,15 +69,7 @@ class TorchEngine(Engine):
         except CheckpointError as error:
             raise EngineError(f"torch engine {directory}: {error}") from None
         self.device = device()
-        if manifest.precision == "int8":
-            if self.device != "cpu":
-                raise EngineError(f"torch engine {directory} is INT8, which torch runs on CPU only")
-            model = quantize_linear_int8(model)
-        elif manifest.precision == "fp16":
-            if self.device != "cuda":
-                raise EngineError(f"torch engine {directory} is fp16, which needs a CUDA GPU")
-            model = model.half()
-        self.model = model.to(self.device)
+        self.model = place(model, manifest.precision, self.device, f"torch engine {directory}")
 
     @torch.inference_mode()
     def _run(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
