@@ -42,21 +42,30 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 """The torch dtype each float precision runs in; int8 stays fp32 storage with INT8 Linear layers."""
 
 
+def precision_problem(precision: str, device: str) -> str | None:
+    """Why torch cannot run ``precision`` on ``device`` (``cpu`` or ``cuda``), or None: fp16 on
+    CUDA only, bf16 on CUDA or CPU (correct there, and fast on CPUs with AMX), int8 as dynamic
+    INT8 Linear layers on CPU only."""
+    if precision == "int8" and device != "cpu":
+        return "INT8, which torch runs on CPU only"
+    if precision == "fp16" and device != "cuda":
+        return "fp16, which needs a CUDA GPU"
+    if precision != "int8" and precision not in DTYPES:
+        return f"precision {precision!r}; torch runs {', '.join(DTYPES)} or int8"
+    return None
+
+
 def place(module: nn.Module, precision: str, device: str, what: str) -> nn.Module:
-    """``module`` in ``precision`` on ``device``, or an EngineError naming ``what`` cannot run here.
+    """``module`` in ``precision`` on ``device``, or an EngineError saying why ``what`` cannot run here.
 
     One function for the single-device engine and each pipeline stage, so that both run a
-    precision the same way: fp16 on CUDA only, bf16 on CUDA or CPU (where it is correct, and
-    fast on CPUs with AMX), int8 as dynamic INT8 Linear layers on CPU only.
+    precision the same way.
     """
+    problem = precision_problem(precision, device)
+    if problem is not None:
+        raise EngineError(f"{what} is {problem}")
     if precision == "int8":
-        if device != "cpu":
-            raise EngineError(f"{what} is INT8, which torch runs on CPU only")
         return quantize_linear_int8(module)
-    if precision not in DTYPES:
-        raise EngineError(f"{what} has precision {precision!r}; torch runs {', '.join(DTYPES)} or int8")
-    if precision == "fp16" and device != "cuda":
-        raise EngineError(f"{what} is fp16, which needs a CUDA GPU")
     return module.to(device=device, dtype=DTYPES[precision])
 
 
