@@ -94,7 +94,7 @@ def _chained(engine_dir, precision: str, gpus: float, users, items):
 def _single(engine_dir, precision: str, device: str, encoded):
     import torch
 
-    from recserve_serving.engine.torch_backend import place
+    from recserve_serving.engine.precision import place
     from recserve_serving.model import load_checkpoint, torch_inputs
 
     model = place(load_checkpoint(engine_dir).model.eval(), precision, device, "reference")

@@ -11,7 +11,7 @@ from recserve_operator.api.types import RecommenderModelSpec
 from recserve_operator.validate import check_document, load_model
 from recserve_serving.engine.manifest import CheckpointRef, EngineManifest
 from recserve_serving.engine.pipeline import check_runnable, stage_device
-from recserve_serving.engine.torch_backend import precision_problem
+from recserve_serving.engine.precision import precision_problem
 from recserve_serving.errors import EngineError
 from recserve_serving.gpu_support import Combination, gpu_support
 from recserve_serving.recipe import OptimizationRecipe

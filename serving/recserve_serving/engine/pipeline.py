@@ -105,7 +105,7 @@ class Stage:
         import torch
         from torch import nn
 
-        from recserve_serving.engine.torch_backend import DTYPES, place
+        from recserve_serving.engine.precision import DTYPES, place
         from recserve_serving.model import load_checkpoint
 
         torch.set_num_threads(threads)
