@@ -229,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         trt_here = False
         print("TensorRT: not available")
 
+    torch.manual_seed(0)  # the fresh ranker's head: the same scores on every run
     checkpoint = (
         load_checkpoint(args.checkpoint)
         if args.checkpoint
