@@ -3,6 +3,7 @@
     bash bench/gpu.sh                        # from the repository root, on a machine with one GPU
     bash bench/gpu.sh --checkpoint DIR       # a trained checkpoint instead of a fresh ranker
     bash bench/gpu.sh --smoke                # seconds: tiny sizes (the test suite runs this on CPU)
+    bash bench/gpu.sh --compile              # also torch fp16 under torch.compile (off by default)
 
 ``bench/gpu.sh`` sets PYTHONPATH to the source tree and HF_HUB_OFFLINE=1 and runs this file; it
 installs nothing. Needs torch, transformers, numpy, safetensors and the base MiniLM package
@@ -59,6 +60,7 @@ BATCHES = (1, 64)
 TOLERANCES: dict[str, tuple[float, float]] = {
     "torch fp16": (0.02, 0.99),
     "torch bf16": (0.05, 0.98),
+    "torch fp16 comp": (0.02, 0.99),
     "TensorRT fp16": (0.02, 0.99),
     "TensorRT INT8": (0.15, 0.95),
 }
@@ -118,14 +120,17 @@ def texts(sizes: Sizes, first_user: int = 0) -> list[tuple[list[str], list[str]]
     return batches
 
 
-def torch_scorer(model: Any, precision: str, device: str) -> Scorer:
-    """A placed copy of the ranker, run as the torch engine runs it (same placement rules)."""
+def torch_scorer(model: Any, precision: str, device: str, compiled: bool = False) -> Scorer:
+    """A placed copy of the ranker, run as the torch engine runs it (same placement rules);
+    ``compiled`` wraps it in ``torch.compile`` (dynamic shapes), which the served engine never does."""
     import torch
 
     from recserve_serving.engine.precision import place
     from recserve_serving.model import torch_inputs
 
     placed = place(copy.deepcopy(model), precision, device, f"torch {precision}")
+    if compiled:
+        placed = torch.compile(placed, dynamic=True)
 
     def score(encoded: dict[str, np.ndarray]) -> np.ndarray:
         with torch.inference_mode():
@@ -204,6 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: seconds, for the test suite")
     parser.add_argument("--seconds", type=float, help="timing window per engine and batch size")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time torch fp16 under torch.compile (off: compiling takes minutes)",
+    )
     parser.add_argument("--budget", type=float, default=540.0, help="skip engines that would start later (s)")
     args = parser.parse_args(argv)
     began = time.perf_counter()
@@ -249,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if cuda:
         engines["torch fp16"] = lambda: torch_scorer(model, "fp16", device)
+    if cuda and args.compile:
+        engines["torch fp16 comp"] = lambda: torch_scorer(model, "fp16", device, compiled=True)
     built: dict[str, Scorer] = {}
     failed: list[str] = []
     for name, make in engines.items():
