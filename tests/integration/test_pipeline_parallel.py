@@ -122,3 +122,31 @@ def test_gpu_stages_run_on_cuda_close_to_fp32(torch_engine, precision):
     assert all(s.device == "cuda" for s in stages)
     reference = _single(torch_engine.path, "fp32", "cpu", encoded)
     np.testing.assert_allclose(staged, reference, atol=5e-2)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_stage_actors_get_their_bundles_gpu_and_run_on_it(torch_engine, ray_cluster):
+    """Two fp32 stages sharing one GPU (half each, so one GPU suffices): each actor asks for its
+    bundle's GPU, Ray grants it, and the scores match the single device's."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from recserve_serving.engine.runtime import load_engine
+    from recserve_serving.serving_spec import ResourcesSpec
+
+    single = load_engine(torch_engine.path).score(USERS, ITEMS)
+    shard = ResourcesSpec(cpus=1, gpus=0.5)
+    group = placement_group([shard.bundle(), shard.bundle()], strategy="STRICT_PACK")
+    ray_cluster.get(group.ready(), timeout=60)
+    try:
+        pipeline = PipelineEngine(
+            torch_engine.path, torch_engine.manifest, stages=2, placement_group=group, resources=shard
+        )
+        staged = pipeline.score(USERS, ITEMS)
+        devices = [
+            ray_cluster.get(s.__ray_call__.remote(lambda stage: stage.device)) for s in pipeline.stages
+        ]
+        pipeline.close()
+    finally:
+        remove_placement_group(group)
+    assert devices == ["cuda", "cuda"]
+    np.testing.assert_allclose(staged, single, atol=1e-3)
