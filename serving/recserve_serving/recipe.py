@@ -10,11 +10,12 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
+from recserve_serving.gpu_support import bf16_problem
 from recserve_serving.schema import CamelModel
 from recserve_serving.spec_rules import CelRule, Problem, cel_rules, raise_if_any
 
 Backend = Literal["auto", "onnxruntime", "torch", "tensorrt"]
-Precision = Literal["fp32", "fp16", "int8"]
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
 
 
 class PruneSpec(CamelModel):
@@ -221,7 +222,11 @@ class OptimizationRecipe(CamelModel):
     """
 
     backend: Backend = "auto"
-    precision: Precision = "int8"
+    precision: Precision = Field(
+        default="int8",
+        description="fp32; fp16 (GPUs: torch or tensorrt); bf16 (torch, on GPUs or CPU); "
+        "int8 (onnxruntime, tensorrt, or torch on CPU).",
+    )
     quantization: QuantizationSpec = QuantizationSpec()
     prune: PruneSpec | None = None
     distill: DistillSpec | None = None
@@ -244,6 +249,8 @@ class OptimizationRecipe(CamelModel):
             )
         if self.precision == "int8" and self.backend == "torch" and self.quantization.mode == "static":
             raise ValueError("static int8 quantization is available with onnxruntime or tensorrt, not torch")
+        if self.precision == "bf16":
+            raise_if_any(p for p in (bf16_problem(self.backend),) if p is not None)
         if self.search is not None:
             self.candidates()
         return self

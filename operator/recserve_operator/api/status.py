@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from recserve_serving.recipe import Precision
 from recserve_serving.schema import CamelModel
 
 Phase = Literal["Pending", "Building", "Deploying", "Progressing", "Ready", "Degraded", "Failed"]
@@ -61,7 +62,7 @@ class EngineStatus(CamelModel):
         default=..., description="Content-addressed engine key (checkpoint digest, recipe, backend, GPU)."
     )
     backend: ResolvedBackend
-    precision: Literal["fp32", "fp16", "int8"]
+    precision: Precision
     size_bytes: int | None = Field(default=None, ge=0)
     quality: dict[str, float] = Field(
         default_factory=dict, description="Gate metrics of the engine, e.g. ndcg@10 and its drop."

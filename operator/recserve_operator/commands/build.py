@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--recipe", type=Path, default=None, help="YAML file holding an OptimizationRecipe")
     parser.add_argument("--backend", choices=["auto", "onnxruntime", "torch", "tensorrt"], default=None)
-    parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None)
+    parser.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"], default=None)
     parser.add_argument("--max-batch-size", type=int, default=None)
     parser.add_argument("--max-sequence-length", type=int, default=None)
     parser.add_argument(

@@ -1,9 +1,10 @@
 """The torch backend: the (distilled/pruned) checkpoint itself, run eagerly.
 
 It needs no export step, so it is the reference every other backend is measured against
-and the fallback for models ONNX cannot express. On a CUDA machine it runs on the GPU
-(fp32 or fp16); on CPU it offers fp32 and dynamic INT8 of the Linear layers, applied at
-load time from the stored fp32 weights (so the files on disk stay plain HF weights).
+and the fallback for models ONNX cannot express. On a CUDA machine it runs on the GPU in
+fp32, fp16 or bf16: the CUDA path that needs no TensorRT. On CPU it offers fp32, bf16 and
+dynamic INT8 of the Linear layers, applied at load time from the stored fp32 weights (so
+the files on disk stay plain HF weights).
 """
 
 from __future__ import annotations
@@ -16,25 +17,15 @@ from torch import nn
 
 from recserve_serving.engine.base import DEFAULT_THREADS, Engine
 from recserve_serving.engine.manifest import EngineManifest
+from recserve_serving.engine.precision import device, place
 from recserve_serving.errors import CheckpointError, EngineError
 from recserve_serving.model import WEIGHTS_FILE, Checkpoint, load_checkpoint, save_checkpoint, torch_inputs
 from recserve_serving.recipe import OptimizationRecipe
 
 
-def device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def build(checkpoint: Checkpoint, recipe: OptimizationRecipe, target: Path) -> str:
     save_checkpoint(checkpoint, target)
     return WEIGHTS_FILE
-
-
-def quantize_linear_int8(model: nn.Module) -> nn.Module:
-    from torch.ao.quantization import quantize_dynamic
-
-    quantized: nn.Module = quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)  # type: ignore[no-untyped-call]
-    return quantized
 
 
 class TorchEngine(Engine):
@@ -46,15 +37,7 @@ class TorchEngine(Engine):
         except CheckpointError as error:
             raise EngineError(f"torch engine {directory}: {error}") from None
         self.device = device()
-        if manifest.precision == "int8":
-            if self.device != "cpu":
-                raise EngineError(f"torch engine {directory} is INT8, which torch runs on CPU only")
-            model = quantize_linear_int8(model)
-        elif manifest.precision == "fp16":
-            if self.device != "cuda":
-                raise EngineError(f"torch engine {directory} is fp16, which needs a CUDA GPU")
-            model = model.half()
-        self.model = model.to(self.device)
+        self.model = place(model, manifest.precision, self.device, f"torch engine {directory}")
 
     @torch.inference_mode()
     def _run(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
