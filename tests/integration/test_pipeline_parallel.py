@@ -79,6 +79,12 @@ def test_pipeline_refuses_non_torch_engines(tmp_path, torch_engine):
         PipelineEngine(torch_engine.path, bad, stages=2)
 
 
+def test_pipeline_refuses_a_prefix_shaped_engine(torch_engine):
+    prefix = torch_engine.manifest.model_copy(update={"model_shape": "prefix"})
+    with pytest.raises(EngineError, match="pipeline stages run cross-shaped checkpoints only"):
+        PipelineEngine(torch_engine.path, prefix, stages=2)
+
+
 def _chained(engine_dir, precision: str, gpus: float, users, items):
     """Two stages chained in this process (no Ray), as the actors chain their object refs."""
     from recserve_serving.engine.pipeline import Stage

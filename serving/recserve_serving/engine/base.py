@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,10 +76,10 @@ class Engine(abc.ABC):
         return np.concatenate(parts)
 
     def _score_prefix(self, user_texts: list[str], item_texts: list[str]) -> np.ndarray:
-        """Each user's candidates in chunks of similar token length, the user encoded per chunk.
+        """Each distinct user through the user pass once; then their candidates in chunks of
+        similar token length, each chunk reading its users' cached states.
 
-        Sorting by (user, item length) keeps a chunk's padding small and its users few, so a
-        chunk costs one short user pass plus its candidates' own tokens.
+        Sorting by (user, item length) keeps a chunk's padding small and its users few.
         """
         tokens = self._prefix_tokens()
         users = list(dict.fromkeys(user_texts))
@@ -86,6 +87,8 @@ class Engine(abc.ABC):
         user_ids = tokens.users(users)
         rows = [row_of[text] for text in user_texts]
         items = tokens.items(item_texts)
+        everyone = layout_prefix(user_ids, list(range(len(users))), [[tokens.pad]] * len(users), tokens.pad)
+        states = self._user_states(everyone["user_ids"], everyone["user_mask"])
         order = sorted(range(len(rows)), key=lambda i: (rows[i], len(items[i])))
         step = min(PREFIX_CHUNK, self.max_batch_size)
         scores = np.zeros(len(rows), dtype=np.float32)
@@ -99,8 +102,20 @@ class Engine(abc.ABC):
                 [items[i] for i in chunk],
                 tokens.pad,
             )
-            scores[chunk] = np.asarray(self._run(encoded), dtype=np.float32).reshape(-1)
+            width = encoded["user_mask"].shape[1]
+            chunk_states = [state[local][:, :, :width] for state in states]
+            scores[chunk] = np.asarray(
+                self._candidate_scores(encoded, chunk_states), dtype=np.float32
+            ).reshape(-1)
         return scores
+
+    def _user_states(self, user_ids: np.ndarray, user_mask: np.ndarray) -> list[Any]:
+        """Per layer the users' keys then values ([U, H, Lu, D], in the backend's own arrays)."""
+        raise EngineError(f"backend {self.manifest.backend} cannot run prefix-shaped engines")
+
+    def _candidate_scores(self, encoded: dict[str, np.ndarray], states: list[Any]) -> np.ndarray:
+        """One score per ``encoded["pair_slots"]`` entry, from the chunk's users' ``states``."""
+        raise EngineError(f"backend {self.manifest.backend} cannot run prefix-shaped engines")
 
     def _prefix_tokens(self) -> PrefixTokenizer:
         if self._prefix_tokenizer is None:

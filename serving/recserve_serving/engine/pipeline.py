@@ -58,6 +58,12 @@ def check_runnable(directory: Path, manifest: EngineManifest, stages: int, gpus:
     if problems:
         details = "; ".join(p.message for p in problems)
         raise EngineError(f"cannot run engine {directory} as {stages} pipeline stages: {details}")
+    if stages > 1 and manifest.model_shape != "cross":
+        raise EngineError(
+            f"cannot run engine {directory} as {stages} pipeline stages: its checkpoint has the "
+            f"{manifest.model_shape} shape, and pipeline stages run cross-shaped checkpoints only; "
+            "train with `recserve train --shape cross`, or set serving.parallelism.pipeline to 1"
+        )
 
 
 def stage_attention_mask(config: Any, hidden: Any, mask2d: Any) -> Any:

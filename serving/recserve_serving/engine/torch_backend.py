@@ -10,6 +10,7 @@ the files on disk stay plain HF weights).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from recserve_serving.engine.manifest import EngineManifest
 from recserve_serving.engine.precision import device, place
 from recserve_serving.errors import CheckpointError, EngineError
 from recserve_serving.model import WEIGHTS_FILE, Checkpoint, load_checkpoint, save_checkpoint, torch_inputs
+from recserve_serving.prefix import candidate_scores, user_states
 from recserve_serving.recipe import OptimizationRecipe
 
 
@@ -42,4 +44,23 @@ class TorchEngine(Engine):
     @torch.inference_mode()
     def _run(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
         scores: torch.Tensor = self.model(**torch_inputs(encoded, self.device))
+        return scores.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def _user_states(self, user_ids: np.ndarray, user_mask: np.ndarray) -> list[Any]:
+        inputs = torch_inputs({"user_ids": user_ids, "user_mask": user_mask}, self.device)
+        return user_states(self.model.encoder, inputs["user_ids"], inputs["user_mask"])
+
+    @torch.inference_mode()
+    def _candidate_scores(self, encoded: dict[str, np.ndarray], states: list[Any]) -> np.ndarray:
+        inputs = torch_inputs(encoded, self.device)
+        scores = candidate_scores(
+            self.model.encoder,
+            self.model.head,
+            inputs["user_mask"],
+            inputs["item_ids"],
+            inputs["item_mask"],
+            inputs["pair_slots"],
+            states,
+        )
         return scores.float().cpu().numpy()
