@@ -106,6 +106,13 @@ def check_against_checkpoint(recipe: OptimizationRecipe, checkpoint: Checkpoint)
             "backend tensorrt builds cross-shaped checkpoints only; this checkpoint has the prefix "
             "shape (the user encoded once per request): use backend onnxruntime or torch"
         )
+    item_budget = checkpoint.meta.item_max_len
+    if checkpoint.meta.shape == "prefix" and recipe.max_sequence_length < item_budget + 8:
+        raise RecipeError(
+            f"maxSequenceLength {recipe.max_sequence_length} leaves the user fewer than 8 tokens: this "
+            f"prefix-shaped checkpoint gives each candidate {item_budget}; use at least {item_budget + 8} "
+            f"(it was trained with {checkpoint.meta.max_len})"
+        )
     layers = encoder_layers(checkpoint)
     if recipe.distill is not None and recipe.distill.layers >= layers:
         raise RecipeError(
