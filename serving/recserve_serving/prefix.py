@@ -118,9 +118,16 @@ def user_states(encoder: Any, user_ids: torch.Tensor, user_mask: torch.Tensor) -
     )
     bias = _bias(user_mask, hidden.dtype)[:, None, None, :]  # [U, 1, 1, Lu]
     states: UserStates = []
-    for layer in encoder.encoder.layer:
+    layers = list(encoder.encoder.layer)
+    for layer in layers[:-1]:
         hidden, key, value = user_layer(layer, hidden, bias)
         states += [key, value]
+    # The last layer's user outputs feed nothing (candidates read only its keys and values).
+    attention = layers[-1].attention.self
+    heads = int(attention.num_attention_heads)
+    states += [
+        _heads(linear, hidden, heads).permute(0, 2, 1, 3) for linear in (attention.key, attention.value)
+    ]
     return states
 
 

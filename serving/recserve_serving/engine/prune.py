@@ -73,12 +73,11 @@ def importance(
             loss_fn(model(**inputs), labels).backward()  # type: ignore[no-untyped-call]
             for index, layer in enumerate(layers):
                 size = layer.attention.self.attention_head_size
-                for tensor in captured[("heads", index)]:
-                    heads = _sequences(_taylor(tensor))
+                for heads in _taylor(captured[("heads", index)]):
                     per_head = heads.view(*heads.shape[:2], -1, size).sum(dim=(1, 3)).abs()
                     head_scores[index] += per_head.mean(0).numpy()
-                for tensor in captured[("ffn", index)]:
-                    neuron_scores[index] += _sequences(_taylor(tensor)).sum(1).abs().mean(0).numpy()
+                for neurons in _taylor(captured[("ffn", index)]):
+                    neuron_scores[index] += neurons.sum(1).abs().mean(0).numpy()
     finally:
         for handle in handles:
             handle.remove()
@@ -88,11 +87,14 @@ def importance(
     return head_scores, neuron_scores
 
 
-def _taylor(activation: torch.Tensor) -> torch.Tensor:
-    """activation * d(loss)/d(activation), elementwise: the first-order effect of removing it."""
-    if activation.grad is None:
+def _taylor(activations: list[torch.Tensor]) -> list[torch.Tensor]:
+    """activation * d(loss)/d(activation), elementwise: the first-order effect of removing it,
+    as [sequences, tokens, features]. An activation no score depends on has no gradient and no
+    effect (a prefix-shaped ranker's last layer on user tokens); every unit needs one that has."""
+    effects = [_sequences((a * a.grad).detach()) for a in activations if a.grad is not None]
+    if not effects:
         raise RuntimeError("no gradient reached a pruning candidate; is the encoder frozen?")
-    return (activation * activation.grad).detach()
+    return effects
 
 
 def _sequences(tensor: torch.Tensor) -> torch.Tensor:
