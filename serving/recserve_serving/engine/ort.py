@@ -61,13 +61,21 @@ def _optimize(
         shutil.copyfile(fused, target)
 
 
-USER_INPUTS = ("user_ids", "user_mask")
 CANDIDATE_INPUTS = ("user_mask", "item_ids", "item_mask", "pair_slots")
 
 
-def _user_feeds(batches: Iterator[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
+def _graph_inputs(path: Path) -> list[str]:
+    """The inputs an exported graph kept (the exporter drops those it does not read)."""
+    import onnx
+
+    return [value.name for value in onnx.load(str(path), load_external_data=False).graph.input]
+
+
+def _user_feeds(
+    batches: Iterator[dict[str, np.ndarray]], names: list[str]
+) -> Iterator[dict[str, np.ndarray]]:
     for batch in batches:
-        yield {name: batch[name] for name in USER_INPUTS}
+        yield {name: batch[name] for name in names}
 
 
 def _candidate_feeds(batches: Iterator[dict[str, np.ndarray]], users: Any) -> Iterator[dict[str, np.ndarray]]:
@@ -75,7 +83,7 @@ def _candidate_feeds(batches: Iterator[dict[str, np.ndarray]], users: Any) -> It
     from the fp32 user pass, the states the quantized candidate pass will read."""
     names = [output.name for output in users.get_outputs()]
     for batch in batches:
-        states = users.run(None, {name: batch[name] for name in USER_INPUTS})
+        states = users.run(None, {i.name: batch[i.name] for i in users.get_inputs()})
         yield {**{name: batch[name] for name in CANDIDATE_INPUTS}, **dict(zip(names, states, strict=True))}
 
 
@@ -96,7 +104,12 @@ def build(
                 checkpoint, scratch / "user.onnx", scratch / "candidates.onnx"
             )
             _optimize(
-                users, scratch, target / USER_FILE, checkpoint, recipe, lambda: _user_feeds(calibration())
+                users,
+                scratch,
+                target / USER_FILE,
+                checkpoint,
+                recipe,
+                lambda: _user_feeds(calibration(), _graph_inputs(users)),
             )
             fp32_users = _session(scratch / f"fused-{users.name}", threads=DEFAULT_THREADS)
             _optimize(
@@ -139,6 +152,7 @@ class OrtEngine(Engine):
         if manifest.model_shape == "prefix":
             self.user_session = _session(directory / USER_FILE, threads)
             self._state_names = [o.name for o in self.user_session.get_outputs()]
+            self._user_inputs = [i.name for i in self.user_session.get_inputs()]
 
     def _run(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
         feeds = {name: np.asarray(encoded[name], dtype=np.int64) for name in self._inputs}
@@ -147,11 +161,13 @@ class OrtEngine(Engine):
 
     def _user_states(self, user_ids: np.ndarray, user_mask: np.ndarray) -> list[Any]:
         assert self.user_session is not None
-        states: list[Any] = self.user_session.run(None, {"user_ids": user_ids, "user_mask": user_mask})
+        # The exporter drops inputs a graph does not read (a one-layer user pass needs no mask).
+        given = {"user_ids": user_ids, "user_mask": user_mask}
+        states: list[Any] = self.user_session.run(None, {name: given[name] for name in self._user_inputs})
         return states
 
     def _candidate_scores(self, encoded: dict[str, np.ndarray], states: list[Any]) -> np.ndarray:
-        feeds = {name: encoded[name] for name in CANDIDATE_INPUTS}
+        feeds = {name: encoded[name] for name in CANDIDATE_INPUTS if name in self._inputs}
         feeds.update(
             {name: np.ascontiguousarray(state) for name, state in zip(self._state_names, states, strict=True)}
         )
