@@ -69,11 +69,18 @@ def hardware(backend: str, *, device: str = "cpu") -> str:
     return f"cpu-{platform.machine()}-" + "+".join(cpu_flags() or ["baseline"])
 
 
+ENGINE_LAYOUT = 2
+"""The files an engine is made of; raised when a build writes different files for the same
+inputs (2: a prefix-shaped ONNX engine is two graphs), so an engine of an older layout is never
+a cache hit that cannot load."""
+
+
 def engine_key(
     checkpoint_digest: str, recipe: OptimizationRecipe, backend_version: str, hardware_id: str
 ) -> str:
     """sha256 of the canonical JSON of everything that determines the engine's bytes."""
     payload = {
+        "layout": ENGINE_LAYOUT,
         "checkpoint": checkpoint_digest,
         "recipe": recipe.to_dict(),
         "backend_version": backend_version,

@@ -54,9 +54,10 @@ class TorchEngine(Engine):
     @torch.inference_mode()
     def _candidate_scores(self, encoded: dict[str, np.ndarray], states: list[Any]) -> np.ndarray:
         inputs = torch_inputs(encoded, self.device)
+        model: Any = self.model
         scores = candidate_scores(
-            self.model.encoder,
-            self.model.head,
+            model.encoder,
+            model.head,
             inputs["user_mask"],
             inputs["item_ids"],
             inputs["item_mask"],
