@@ -77,6 +77,9 @@ def latency_cdf_plot(rows: Sequence[Row], out: Path, title: str, concurrency: in
             latencies, [(i + 1) / n for i in range(n)], where="post", color=color, label=f"{name} (n={n})"
         )
     axes.set_xscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    axes.xaxis.set_major_formatter(plain)
+    axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes.set_xlabel("recommend latency, ms (log scale)")
     axes.set_ylabel("fraction of requests")
     axes.set_ylim(0, 1.02)
