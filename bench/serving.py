@@ -1,5 +1,4 @@
-"""Serving paths side by side: the optimized path against today's, Ray Serve vs the engine
-in-process vs a plain server vs kserve.
+"""Serving benchmark: the optimized path against today's; Ray Serve, in-process, kserve, FastAPI.
 
     PYTHONPATH=operator:serving:. .venv/bin/python bench/serving.py \
         [--quick] [--explain-only] [--state DIR] [--manifest FILE] [--today FILE]
