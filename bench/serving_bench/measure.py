@@ -33,14 +33,28 @@ class Settings:
     levels: tuple[int, ...] = (1, 8)  # the recommend sweep on Serve, for both paths
     train: tuple[str, ...] = ()  # extra `recserve train` options for checkpoints the bench trains
     alternations: int = 2  # in-process: rounds of (optimized block, today block), at start and at end
+    level_s: float = 60.0  # a sweep level issues no new request after this (the sweep's time bound)
 
     @classmethod
     def for_mode(cls, quick: bool) -> Settings:
         if quick:
             return cls(
-                True, 80, 4, 1, 0, 1, 500, 20, 60, 8, (1, 8), ("--steps", "5", "--eval-users", "10"), 1
+                True,
+                80,
+                4,
+                1,
+                0,
+                1,
+                500,
+                20,
+                60,
+                8,
+                (1, 8, 32),
+                ("--steps", "5", "--eval-users", "10"),
+                1,
+                60,
             )
-        return cls(False, 400, 20, 2, 150, 1, None, None, 300, 40, (1, 2, 4, 8, 16, 32), (), 2)
+        return cls(False, 400, 20, 2, 150, 1, None, None, 300, 40, (1, 2, 4, 8, 16, 32), (), 2, 150)
 
     def level_requests(self, concurrency: int) -> int:
         """Requests of one level of the recommend sweep: whole rounds, at least enough for a p99
@@ -78,6 +92,7 @@ def measure_http(
     small: bool = False,
     note: str = "",
     requests: int | None = None,
+    seconds: float | None = None,
 ) -> Row:
     """One closed-loop level: a whole number of rounds of ``concurrency`` requests, timed end to end
     (``requests`` of them when given, else as many as the settings say for the level)."""
@@ -87,7 +102,7 @@ def measure_http(
         path=path,
         bodies=bodies,
         concurrency=concurrency,
-        seconds=settings.issue_s,
+        seconds=seconds or settings.issue_s,
         requests=requests,
         timeout=600,
     )

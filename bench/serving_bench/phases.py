@@ -220,8 +220,17 @@ def measure_level(
     """One level on a running Serve app, noting its replicas and the mean batch it ran."""
     before = serve.metrics()
     small = bodies is bench.one_pair_bodies
+    seconds = bench.settings.level_s if requests else None  # the sweep's levels are bounded in time
     row = measure_http(
-        label, serve.url, path, bodies, concurrency, bench.settings, small=small, requests=requests
+        label,
+        serve.url,
+        path,
+        bodies,
+        concurrency,
+        bench.settings,
+        small=small,
+        requests=requests,
+        seconds=seconds,
     )
     mean_batch = mean_between(before, serve.metrics(), BATCH_SIZE)
     prefix = f"replicas after: {serve.replicas()}, mean batch {num(mean_batch)} req"

@@ -151,7 +151,8 @@ def header_lines(bench: Bench, optimized: Side, load_start: float, load_end: flo
         f"machine: {os.cpu_count()} CPUs shared with other work, load average {load_start:.1f} at start, "
         f"{load_end:.1f} at end; the load generator runs on the same cores as every HTTP server",
         f"HTTP levels are closed loops of whole rounds after a warm-up of 8 (no new request after "
-        f"{settings.issue_s:g} s): the recommend sweep on both paths ({levels}), "
+        f"{settings.issue_s:g} s, {settings.level_s:g} s on a sweep level): the recommend sweep on both paths "
+        f"({levels}), "
         f"{settings.explain_requests} requests without and {settings.explain_requests} with explain at c=1, "
         f"1-pair OIP c=32: {settings.requests(32, small=True)}, batching off recommend c=32: "
         f"{settings.requests(32)}; Serve autoscaling "
