@@ -39,22 +39,37 @@ class Settings:
     def for_mode(cls, quick: bool) -> Settings:
         if quick:
             return cls(
-                True,
-                80,
-                4,
-                1,
-                0,
-                1,
-                500,
-                20,
-                60,
-                8,
-                (1, 8, 32),
-                ("--steps", "5", "--eval-users", "10"),
-                1,
-                60,
+                quick=True,
+                users=80,
+                direct_s=4,
+                full_users=1,
+                full_s=0,
+                baseline_requests=1,
+                catalog_limit=500,
+                candidates=20,
+                issue_s=60,
+                explain_requests=8,
+                levels=(1, 8, 32),
+                train=("--steps", "5", "--eval-users", "10"),
+                alternations=1,
+                level_s=60,
             )
-        return cls(False, 400, 20, 2, 150, 1, None, None, 300, 40, (1, 2, 4, 8, 16, 32), (), 2, 150)
+        return cls(
+            quick=False,
+            users=400,
+            direct_s=20,
+            full_users=2,
+            full_s=150,
+            baseline_requests=1,
+            catalog_limit=None,
+            candidates=None,
+            issue_s=300,
+            explain_requests=40,
+            levels=(1, 2, 4, 8, 16, 32),
+            train=(),
+            alternations=2,
+            level_s=150,
+        )
 
     def level_requests(self, concurrency: int) -> int:
         """Requests of one level of the recommend sweep: whole rounds, at least enough for a p99
