@@ -35,7 +35,14 @@ from bench.serving_bench.report import (
     summarize,
 )
 from bench.serving_bench.servers import oip_ids_body, oip_pairs_body, private_state
-from bench.serving_bench.sides import QUICK_MAX_DROP, Side, ensure_checkpoints, load_side, quick_manifest
+from bench.serving_bench.sides import (
+    QUICK_MAX_DROP,
+    Side,
+    chunk_pairs,
+    ensure_checkpoints,
+    load_side,
+    quick_manifest,
+)
 from recserve_operator.embedded.local_ray import LOCAL_RAY_ENV
 from recserve_serving.offline import OFFLINE_ENV
 
@@ -200,7 +207,7 @@ def reading_notes(bench: Bench) -> list[str]:
         "request after another (the engine's capacity on these cores).",
         f"Batching is judged on two request shapes from the same two Serve runs (maxBatchSize "
         f"{batching.max_batch_size} vs 1). A recommend request already carries {bench.candidates} pairs, which the "
-        f"engine runs in chunks of {bench.engine.max_batch_size}, so merging requests cannot fill a chunk further; "
+        f"engine runs in chunks of {chunk_pairs(bench.engine)}, so merging requests cannot fill a chunk further; "
         "batching pays where requests are small, which the 1-pair OIP rows measure.",
         "kserve rows send the pairs the router would rank (retrieval done by the client, untimed) to a "
         "kserve.Model whose synchronous predict calls the same engine; kserve's ModelServer does no dynamic "

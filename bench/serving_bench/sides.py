@@ -47,7 +47,7 @@ class Side:
             f"{self.label}: `{self.manifest.name}`, checkpoint {self.checkpoint_uri} ({self.shape} shape), "
             f"engine {engine.name} (`{self.engine_dir.name}`, {'cached' if self.cache_hit else 'built'}), "
             f"recipe {recipe.backend}/{recipe.precision}, max length {engine.manifest.max_sequence_length}, "
-            f"chunks of {engine.max_batch_size} pairs, {engine.threads} threads"
+            f"chunks of {chunk_pairs(engine)} pairs, {engine.threads} threads"
             + (f"; search chose {self.chosen}" if self.chosen else "")
         )
 
@@ -68,6 +68,15 @@ def quick_manifest(manifest: Path, directory: Path) -> Path:
     copy = directory / manifest.name
     copy.write_text(yaml.safe_dump(document, sort_keys=False))
     return copy
+
+
+def chunk_pairs(engine: Any) -> int:
+    """Pairs per engine call: ``maxBatchSize``, or fewer for a prefix-shaped engine (one user per chunk)."""
+    if getattr(engine.manifest, "model_shape", "cross") == "prefix":
+        from recserve_serving.engine.base import PREFIX_CHUNK
+
+        return min(PREFIX_CHUNK, int(engine.max_batch_size))
+    return int(engine.max_batch_size)
 
 
 def registered_name(uri: str) -> str | None:
