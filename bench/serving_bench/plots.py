@@ -56,6 +56,12 @@ def throughput_plot(rows: Sequence[Row], out: Path, title: str) -> Path | None:
     return out
 
 
+def _one_two_five(value: float, _: object) -> str:
+    """Minor tick labels of a log axis: only 2× and 5× a power of ten, so that they do not collide."""
+    mantissa = f"{value:.0e}"[0] if value > 0 else ""
+    return f"{value:g}" if mantissa in ("2", "5") else ""
+
+
 def latency_cdf_plot(rows: Sequence[Row], out: Path, title: str, concurrency: int = 1) -> Path | None:
     """The recommend latency CDF at one concurrency, one curve per path (Ray Serve)."""
     import matplotlib
@@ -73,14 +79,16 @@ def latency_cdf_plot(rows: Sequence[Row], out: Path, title: str, concurrency: in
     figure, axes = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     for name, latencies, color in curves:
         n = len(latencies)
-        axes.step(
-            latencies, [(i + 1) / n for i in range(n)], where="post", color=color, label=f"{name} (n={n})"
-        )
-    axes.set_xscale("log")
-    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
-    axes.xaxis.set_major_formatter(plain)
-    axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    axes.set_xlabel("recommend latency, ms (log scale)")
+        fractions = [0.0] + [(i + 1) / n for i in range(n)]
+        axes.step([latencies[0], *latencies], fractions, where="post", color=color, label=f"{name} (n={n})")
+    low = min(latencies[0] for _, latencies, _ in curves)
+    high = max(latencies[-1] for _, latencies, _ in curves)
+    log = low > 0 and high / low > 10  # the paths an order of magnitude apart: a log axis shows both
+    if log:
+        axes.set_xscale("log")
+        axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        axes.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(_one_two_five))
+    axes.set_xlabel("recommend latency, ms" + (" (log scale)" if log else ""))
     axes.set_ylabel("fraction of requests")
     axes.set_ylim(0, 1.02)
     axes.set_title(title, fontsize=10)
