@@ -46,11 +46,12 @@ concurrency, both paths on Serve) and ``serving-latency-cdf.png`` (latency CDF a
 
 ``--quick`` is a smoke run of every path with small requests (20 candidates, levels 1, 8 and 32,
 a few requests each) in its own state, ``STATE/bench-quick``, whose two checkpoints are trained
-with ``--steps 5 --eval-users 10`` (once; about 14 minutes for both under a load average of 6 on
-2 cores, mostly the retrieval index and the evaluation), so that its throwaway models are never
-found by a full run; its manifests are copies with the quality gate opened (``maxDrop: 1``), as
-near-random checkpoints could fail a real one on INT8 noise alone. Its figures check that every
-path works; they are not the benchmark.
+with ``--steps 5 --eval-users 10``, so that its throwaway models are never found by a full run.
+Under a load average of 6 on 2 cores the first quick run took about 18 minutes to train both
+(mostly the retrieval index and the evaluations) and 4 to 5 minutes to build each engine, once;
+a quick run with both cached took 8.5 minutes. Its manifests are copies with the quality gate
+opened (``maxDrop: 1``), as near-random checkpoints could fail a real one on INT8 noise alone.
+Its figures check that every path works; they are not the benchmark.
 
 The machine is shared and noisy: only the ratios of this one run mean anything, and the
 load generator shares the 2 cores with every HTTP server it measures. Every process the
