@@ -202,14 +202,15 @@ def registry_free_model(name: str) -> dict[str, Any]:
 
 def gpu_model(name: str) -> dict[str, Any]:
     """manifests/examples/movielens-ranker-gpu.yaml (H100, pipeline 2, 2..8 replicas), with a
-    recipe this CPU-only machine can really build for the simulated build Job: ``backend: auto``
-    still makes the operator build on the requested GPU product (the Job asks for one), and the
-    local ``recserve build`` resolves ``auto`` to ONNX Runtime fp32 here (TensorRT on an H100).
-    Batch sizes are small so that the one cold build stays short."""
+    recipe this CPU-only machine can really build for the simulated build Job: ``backend: torch``
+    (the only backend pipeline stages run) still makes the operator build on the requested GPU
+    product (the Job asks for one), and fp32 is what the local ``recserve build`` can make on
+    CPU (the example's fp16 needs CUDA). Batch sizes are small so that the one cold build stays
+    short."""
     doc = yaml.safe_load((EXAMPLES / "movielens-ranker-gpu.yaml").read_text())
     doc["metadata"]["name"] = name
     doc["spec"]["optimization"].update(
-        backend="auto",
+        backend="torch",
         precision="fp32",
         maxBatchSize=16,
         maxSequenceLength=64,

@@ -8,9 +8,9 @@ Simulated: nodes and pod lifecycles (kwok). No container runs, so:
 
 - The build Job's pod runs nothing. The test runs the Job's container command, ``recserve
   build ARGS`` with the Job's own arguments and environment, on this machine (``--cache`` and
-  ``--termination-log`` moved to local paths; ``backend: auto`` builds ONNX Runtime fp32 here,
-  where a GPU node would build TensorRT), and hands its termination-log output to the pod; the
-  simulated kubelet (kwok's pod-complete stage) puts it in the terminated state's ``message``,
+  ``--termination-log`` moved to local paths; the recipe is torch fp32, which builds here,
+  where a GPU node would build the example's torch fp16), and hands its termination-log
+  output to the pod; the simulated kubelet (kwok's pod-complete stage) puts it in the terminated state's ``message``,
   where a kubelet puts the file at ``terminationMessagePath``. To do that before kwok completes
   the pod, the artifact claim the pod mounts is created only afterwards: until then the real
   scheduler keeps the pod Pending.

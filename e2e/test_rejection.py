@@ -113,6 +113,24 @@ INVALID = [
         True,
     ),
     (
+        "pipeline-tensorrt",
+        lambda s: s.update(
+            optimization={**s["optimization"], "backend": "tensorrt", "precision": "fp16"},
+            serving={**s["serving"], "resources": {"gpus": 1}, "parallelism": {"pipeline": 2}},
+        ),
+        "spec.serving.parallelism.pipeline",
+        "pipeline parallelism runs torch engines only: set optimization.backend to torch, "
+        "or serving.parallelism.pipeline to 1",
+        True,
+    ),
+    (
+        "tensor-parallel",
+        lambda s: s.update(serving={**s["serving"], "parallelism": {"tensor": 2}}),
+        "spec.serving.parallelism.tensor",
+        "tensor parallelism is not implemented; use pipeline",
+        True,
+    ),
+    (
         "enum",
         lambda s: s["optimization"].update(precision="fp64"),
         "spec.optimization.precision",

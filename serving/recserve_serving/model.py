@@ -202,7 +202,8 @@ def new_ranker(max_len: int = 64, layers: int | None = None, shape: str = "cross
             )
         keep_encoder_layers(encoder, list(range(layers)))
     tokenizer = AutoTokenizer.from_pretrained(path)
-    meta = CheckpointMeta(max_len=max_len, shape=shape)
+    # A short prefix budget is split evenly; 128 gives the item its usual 32.
+    meta = CheckpointMeta(max_len=max_len, shape=shape, item_max_len=min(DEFAULT_ITEM_MAX_LEN, max_len // 2))
     return Checkpoint(ranker_class(shape)(encoder), tokenizer, meta)
 
 

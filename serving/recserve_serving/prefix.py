@@ -52,8 +52,8 @@ def _finish(layer: Any, hidden: torch.Tensor, context: torch.Tensor) -> torch.Te
 
 
 def _probs_dropout(layer: Any, probs: torch.Tensor) -> torch.Tensor:
-    dropout: nn.Dropout = layer.attention.self.dropout
-    return dropout(probs)
+    dropped: torch.Tensor = layer.attention.self.dropout(probs)
+    return dropped
 
 
 def user_layer(
@@ -78,11 +78,11 @@ def item_layer(
     hidden: torch.Tensor,
     user_key: torch.Tensor,
     user_value: torch.Tensor,
-    user_bias: torch.Tensor,
-    item_bias: torch.Tensor,
+    bias: torch.Tensor,
 ) -> torch.Tensor:
     """One layer over the candidates' tokens [U, C, Li, hidden], attending to their user's
-    cached keys/values and to their own tokens (never to other candidates')."""
+    cached keys/values and to their own tokens (never to other candidates'). ``bias`` [U, 1, C,
+    1, Lu + Li] masks both parts at once, built once for all layers."""
     attention = layer.attention.self
     heads = int(attention.num_attention_heads)
     users, candidates, length = hidden.shape[:3]
@@ -90,20 +90,69 @@ def item_layer(
         _heads(linear, hidden, heads).permute(0, 3, 1, 2, 4)  # [U, H, C, Li, D]
         for linear in (attention.query, attention.key, attention.value)
     )
+    query = query * attention.scaling  # on the queries, not on the larger score tensor
     size = query.shape[-1]
     # Every candidate token of a user against the user's keys: one [C*Li, D] x [D, Lu] product
     # per user and head, with no copy of the user's keys per candidate.
     flat_query = query.reshape(users, heads, candidates * length, size)
     to_user = (flat_query @ user_key.transpose(2, 3)).view(users, heads, candidates, length, -1)
     to_self = query @ key.transpose(3, 4)
-    scale = attention.scaling
-    scores = torch.cat([to_user * scale + user_bias, to_self * scale + item_bias], dim=-1)
+    scores = torch.cat([to_user, to_self], dim=-1) + bias
     probs = _probs_dropout(layer, scores.softmax(-1))
     user_len = user_key.shape[-2]
     from_user = probs[..., :user_len].reshape(users, heads, candidates * length, user_len) @ user_value
     context = from_user.view(users, heads, candidates, length, size) + probs[..., user_len:] @ value
     merged = context.permute(0, 2, 3, 1, 4).flatten(3)  # [U, C, Li, H*D]
     return _finish(layer, hidden, merged)
+
+
+UserStates = list[torch.Tensor]
+"""Per layer, the user's keys then values, each [U, H, Lu, D]: everything a candidate reads."""
+
+
+def user_states(encoder: Any, user_ids: torch.Tensor, user_mask: torch.Tensor) -> UserStates:
+    """Each user once through every layer; what the candidates of any chunk read after."""
+    positions = torch.arange(user_ids.shape[1], device=user_ids.device).expand_as(user_ids)
+    hidden = encoder.embeddings(
+        input_ids=user_ids, token_type_ids=torch.zeros_like(user_ids), position_ids=positions
+    )
+    bias = _bias(user_mask, hidden.dtype)[:, None, None, :]  # [U, 1, 1, Lu]
+    states: UserStates = []
+    for layer in encoder.encoder.layer:
+        hidden, key, value = user_layer(layer, hidden, bias)
+        states += [key, value]
+    return states
+
+
+def candidate_scores(
+    encoder: Any,
+    head: nn.Module,
+    user_mask: torch.Tensor,
+    item_ids: torch.Tensor,
+    item_mask: torch.Tensor,
+    pair_slots: torch.Tensor,
+    states: UserStates,
+) -> torch.Tensor:
+    """One score per pair from the users' cached states: only the candidates' tokens are computed."""
+    users, candidates, length = item_ids.shape
+    # Item positions continue after each user's own (unpadded) length, as in the pair encoding.
+    offsets = user_mask.sum(1, keepdim=True)  # [U, 1]
+    item_positions = offsets[:, None, :] + torch.arange(length, device=item_ids.device)  # [U, 1, Li]
+    hidden = encoder.embeddings(
+        input_ids=item_ids.reshape(users * candidates, length),
+        token_type_ids=torch.ones_like(item_ids).reshape(users * candidates, length),
+        position_ids=item_positions.expand(users, candidates, length).reshape(users * candidates, length),
+    ).view(users, candidates, length, -1)
+    dtype = hidden.dtype
+    user_bias = _bias(user_mask, dtype)[:, None, None, None, :].expand(users, 1, candidates, 1, -1)
+    item_bias = _bias(item_mask, dtype)[:, None, :, None, :]  # [U, 1, C, 1, Li]
+    pair_bias = torch.cat([user_bias, item_bias], dim=-1)
+    for index, layer in enumerate(encoder.encoder.layer):
+        hidden = item_layer(layer, hidden, states[2 * index], states[2 * index + 1], pair_bias)
+    weights = item_mask.unsqueeze(-1).to(dtype)
+    pooled = (hidden * weights).sum(2) / weights.sum(2).clamp(min=1.0)  # [U, C, hidden]
+    scores: torch.Tensor = head(pooled).reshape(-1)
+    return scores.index_select(0, pair_slots)
 
 
 def prefix_scores(
@@ -116,32 +165,45 @@ def prefix_scores(
     pair_slots: torch.Tensor,
 ) -> torch.Tensor:
     """One score per pair: each user once through every layer, then all candidates together."""
-    users, candidates, length = item_ids.shape
-    embeddings = encoder.embeddings
-    user_positions = torch.arange(user_ids.shape[1], device=user_ids.device).expand_as(user_ids)
-    hidden = embeddings(
-        input_ids=user_ids, token_type_ids=torch.zeros_like(user_ids), position_ids=user_positions
-    )
-    dtype = hidden.dtype
-    bias = _bias(user_mask, dtype)[:, None, None, :]  # [U, 1, 1, Lu]
-    # Item positions continue after each user's own (unpadded) length, as in the pair encoding.
-    offsets = user_mask.sum(1, keepdim=True)  # [U, 1]
-    item_positions = offsets[:, None, :] + torch.arange(length, device=item_ids.device)  # [U, 1, Li]
-    item_hidden = embeddings(
-        input_ids=item_ids.reshape(users * candidates, length),
-        token_type_ids=torch.ones_like(item_ids).reshape(users * candidates, length),
-        position_ids=item_positions.expand(users, candidates, length).reshape(users * candidates, length),
-    ).view(users, candidates, length, -1)
-    user_bias = bias[:, :, None]  # [U, 1, 1, 1, Lu]
-    item_bias = _bias(item_mask, dtype)[:, None, :, None, :]  # [U, 1, C, 1, Li]
-    for layer in encoder.encoder.layer:
-        user_hidden, key, value = user_layer(layer, hidden, bias)
-        item_hidden = item_layer(layer, item_hidden, key, value, user_bias, item_bias)
-        hidden = user_hidden
-    weights = item_mask.unsqueeze(-1).to(dtype)
-    pooled = (item_hidden * weights).sum(2) / weights.sum(2).clamp(min=1.0)  # [U, C, hidden]
-    scores: torch.Tensor = head(pooled).reshape(-1)
-    return scores.index_select(0, pair_slots)
+    states = user_states(encoder, user_ids, user_mask)
+    return candidate_scores(encoder, head, user_mask, item_ids, item_mask, pair_slots, states)
+
+
+class UserGraph(nn.Module):
+    """The user pass as its own module, for export: token ids -> per-layer keys and values."""
+
+    def __init__(self, encoder: Any) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, user_ids: torch.Tensor, user_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(user_states(self.encoder, user_ids, user_mask))
+
+
+class CandidateGraph(nn.Module):
+    """The candidate pass as its own module, for export: states + candidates -> scores."""
+
+    def __init__(self, encoder: Any, head: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(
+        self,
+        user_mask: torch.Tensor,
+        item_ids: torch.Tensor,
+        item_mask: torch.Tensor,
+        pair_slots: torch.Tensor,
+        *states: torch.Tensor,
+    ) -> torch.Tensor:
+        return candidate_scores(
+            self.encoder, self.head, user_mask, item_ids, item_mask, pair_slots, list(states)
+        )
+
+
+def state_names(layers: int) -> list[str]:
+    """The exported graphs' names for the users' states, in ``user_states`` order."""
+    return [f"{kind}_{layer}" for layer in range(layers) for kind in ("key", "value")]
 
 
 def full_sequence_scores(

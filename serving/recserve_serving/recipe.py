@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
+from recserve_serving.gpu_support import bf16_problem
 from recserve_serving.schema import CamelModel
-from recserve_serving.spec_rules import CelRule, cel_rules
+from recserve_serving.spec_rules import CelRule, Problem, cel_rules, raise_if_any
 
 Backend = Literal["auto", "onnxruntime", "torch", "tensorrt"]
-Precision = Literal["fp32", "fp16", "int8"]
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
 
 
 class PruneSpec(CamelModel):
@@ -145,17 +146,99 @@ class QualityGate(CamelModel):
         return self
 
 
+class RecipeOverride(CamelModel):
+    """One search candidate as the optimization fields it changes; every other field, and the
+    quality gate, come from the recipe it is listed in. A field given here replaces the base's
+    whole value (``prune: {heads: 0.25}`` is that prune, not the base's prune amended)."""
+
+    backend: Backend | None = None
+    precision: Precision | None = None
+    quantization: QuantizationSpec | None = None
+    prune: PruneSpec | None = None
+    distill: DistillSpec | None = None
+    max_batch_size: int | None = Field(default=None, ge=1, le=4096)
+    max_sequence_length: int | None = Field(default=None, ge=8, le=512)
+
+
+SearchPreset = Literal["cpu"]
+_CPU_PRUNE = PruneSpec(heads=0.25, ffn=0.25)
+PRESETS: dict[str, tuple[RecipeOverride, ...]] = {
+    "cpu": (
+        RecipeOverride(precision="fp32", prune=None, distill=None),
+        RecipeOverride(precision="int8", prune=None, distill=None),
+        RecipeOverride(precision="int8", prune=None, distill=DistillSpec(layers=3)),
+        RecipeOverride(precision="int8", prune=_CPU_PRUNE, distill=None),
+        RecipeOverride(precision="int8", prune=_CPU_PRUNE, distill=DistillSpec(layers=3)),
+    ),
+}
+"""Candidate lists by name. Preset candidates name precision, prune and distill explicitly (None
+included), so they mean the same whatever the base sets; ``cpu`` is what ONNX Runtime on CPU can
+trade: fp32, int8, int8 on a 3-layer student, int8 pruned by a quarter, and both together."""
+
+
+class SearchSpec(CamelModel):
+    """Build several recipes and serve the fastest whose engine passes the quality gate."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            CelRule(
+                "has(self.preset) != has(self.candidates)",
+                "set exactly one of preset and candidates",
+            )
+        )
+    )
+
+    preset: SearchPreset | None = Field(
+        default=None,
+        description="A named candidate list: cpu = fp32, int8, int8 distilled to 3 layers, int8 "
+        "pruned (a quarter of heads and FFN neurons), and int8 distilled and pruned.",
+    )
+    candidates: list[RecipeOverride] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=8,
+        description="Candidate recipes as overrides of this recipe's fields, e.g. "
+        "[{precision: fp32}, {precision: int8}, {precision: int8, distill: {layers: 3}}].",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SearchSpec:
+        if (self.preset is None) == (self.candidates is None):
+            raise ValueError(
+                "set exactly one of preset (e.g. cpu) and candidates (a list of recipe overrides)"
+            )
+        return self
+
+    @property
+    def overrides(self) -> tuple[RecipeOverride, ...]:
+        return PRESETS[self.preset] if self.preset is not None else tuple(self.candidates or ())
+
+
 class OptimizationRecipe(CamelModel):
-    """Everything that turns a checkpoint into an engine; part of the content-addressed engine key."""
+    """Everything that turns a checkpoint into an engine; part of the content-addressed engine key.
+
+    With ``search`` it describes several engines instead of one: each candidate is a recipe
+    of its own (without ``search``), built and keyed like any other, and the search picks one.
+    """
 
     backend: Backend = "auto"
-    precision: Precision = "int8"
+    precision: Precision = Field(
+        default="int8",
+        description="fp32; fp16 (GPUs: torch or tensorrt); bf16 (torch, on GPUs or CPU); "
+        "int8 (onnxruntime, tensorrt, or torch on CPU).",
+    )
     quantization: QuantizationSpec = QuantizationSpec()
     prune: PruneSpec | None = None
     distill: DistillSpec | None = None
     max_batch_size: int = Field(default=64, ge=1, le=4096)
     max_sequence_length: int = Field(default=128, ge=8, le=512)
     quality_gate: QualityGate = QualityGate()
+    search: SearchSpec | None = Field(
+        default=None,
+        description="Build each candidate (this recipe with the candidate's fields replaced), gate "
+        "each against qualityGate, measure each on a recommend-shaped benchmark, and serve the "
+        "fastest that passed; the build fails when none passed.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> OptimizationRecipe:
@@ -166,4 +249,34 @@ class OptimizationRecipe(CamelModel):
             )
         if self.precision == "int8" and self.backend == "torch" and self.quantization.mode == "static":
             raise ValueError("static int8 quantization is available with onnxruntime or tensorrt, not torch")
+        if self.precision == "bf16":
+            raise_if_any(p for p in (bf16_problem(self.backend),) if p is not None)
+        if self.search is not None:
+            self.candidates()
         return self
+
+    def candidates(self) -> list[OptimizationRecipe]:
+        """The full recipes a search builds, in the order listed: this recipe without ``search``,
+        each with one candidate's fields put in. A candidate that contradicts itself or repeats
+        another is an error naming its index, so a spec cannot ask for an unbuildable search."""
+        if self.search is None:
+            return [self]
+        base = self.model_dump(exclude={"search"})
+        at: tuple[str | int, ...] = ("search", "preset") if self.search.preset else ("search", "candidates")
+        found: list[OptimizationRecipe] = []
+        problems: list[Problem] = []
+        for index, override in enumerate(self.search.overrides):
+            changed = {name: getattr(override, name) for name in override.model_fields_set}
+            try:
+                recipe = OptimizationRecipe.model_validate({**base, **changed})
+            except ValidationError as error:
+                reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in error.errors())
+                problems.append(Problem((*at, index), f"this candidate is not a valid recipe: {reasons}"))
+                continue
+            if recipe in found:
+                problems.append(
+                    Problem((*at, index), f"is the same recipe as candidate {found.index(recipe)}")
+                )
+            found.append(recipe)
+        raise_if_any(problems)
+        return found

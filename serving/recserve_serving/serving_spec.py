@@ -13,6 +13,7 @@ import re
 
 from pydantic import ConfigDict, Field, model_validator
 
+from recserve_serving.gpu_support import TENSOR_PARALLELISM_NOT_IMPLEMENTED, tensor_problem
 from recserve_serving.schema import CamelModel
 from recserve_serving.spec_rules import (
     CelRule,
@@ -222,6 +223,18 @@ class ResourcesSpec(CamelModel):
     def memory_bytes(self) -> int:
         return quantity_bytes(self.memory)
 
+    def bundle(self) -> dict[str, float]:
+        """One shard's placement-group bundle: its CPUs and, when it has any, its GPUs."""
+        bundle = {"CPU": self.cpus}
+        if self.gpus:
+            bundle["GPU"] = self.gpus
+        return bundle
+
+    def shard_actor_options(self) -> dict[str, float]:
+        """Ray resources of the actor that runs a shard (a pipeline stage): exactly its bundle,
+        so the actor fits the bundle and Ray hands it the bundle's GPU (CUDA_VISIBLE_DEVICES)."""
+        return {"num_cpus": self.cpus, "num_gpus": self.gpus}
+
     @property
     def engine_threads(self) -> int:
         """Threads an engine may run: the whole cores its shard reserves, at least one, so that
@@ -230,15 +243,36 @@ class ResourcesSpec(CamelModel):
 
 
 class ParallelismSpec(CamelModel):
-    """Model parallelism of one replica; more than one shard becomes a STRICT_PACK placement group."""
+    """Model parallelism of one replica; more than one shard becomes a STRICT_PACK placement group.
 
-    pipeline: int = Field(default=1, ge=1, le=16, description="Pipeline stages (consecutive layer groups).")
+    ``tensor`` accepts the same range as ``pipeline`` in the schema so that a value above 1 gets
+    the rule's own message (it is not implemented) instead of a bare "must be <= 1".
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            CelRule("self.tensor == 1", TENSOR_PARALLELISM_NOT_IMPLEMENTED, ".tensor")
+        )
+    )
+
+    pipeline: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Pipeline stages (consecutive layer groups), one shard each; above 1 needs "
+        "optimization.backend torch.",
+    )
     tensor: int = Field(
         default=1,
         ge=1,
-        le=1,
+        le=16,
         description="Tensor-parallel shards of each stage; only 1 until tensor parallelism is implemented.",
     )
+
+    @model_validator(mode="after")
+    def _tensor_implemented(self) -> ParallelismSpec:
+        raise_if_any(p for p in (tensor_problem(self.tensor),) if p is not None)
+        return self
 
     @property
     def shards(self) -> int:

@@ -46,6 +46,56 @@ DEFAULT_ITEM_MAX_LEN = 32
 average 16. The user gets the rest of ``max_len``."""
 
 
+def _check_budget(max_len: int, item_max_len: int) -> None:
+    if not 2 <= item_max_len < max_len - 2:
+        raise ValueError(
+            f"item_max_len must be between 2 and max_len - 3 ({max_len - 3}), got {item_max_len}"
+        )
+
+
+def user_tokens(tokenizer: PreTrainedTokenizerBase, texts: list[str], user_max_len: int) -> list[list[int]]:
+    """``[CLS] user [SEP]`` per text, truncated on its own to ``user_max_len``."""
+    return [list(ids) for ids in tokenizer(texts, truncation=True, max_length=user_max_len)["input_ids"]]
+
+
+def item_tokens(tokenizer: PreTrainedTokenizerBase, texts: list[str], item_max_len: int) -> list[list[int]]:
+    """``item [SEP]`` per text, truncated on its own to ``item_max_len``."""
+    pieces = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=item_max_len - 1)
+    sep = int(tokenizer.sep_token_id)
+    return [[*ids, sep] for ids in pieces["input_ids"]]
+
+
+def layout_prefix(
+    users: list[list[int]], rows: list[int], items: list[list[int]], pad: int
+) -> dict[str, np.ndarray]:
+    """The model's arrays: distinct ``users``; pair n is ``items[n]`` for ``users[rows[n]]``."""
+    user_len = max(len(ids) for ids in users)
+    user_ids = np.full((len(users), user_len), pad, dtype=np.int64)
+    user_mask = np.zeros((len(users), user_len), dtype=np.int64)
+    for row, ids in enumerate(users):
+        user_ids[row, : len(ids)] = ids
+        user_mask[row, : len(ids)] = 1
+    candidates = int(np.bincount(rows, minlength=len(users)).max())
+    length = max(len(ids) for ids in items)
+    item_ids = np.full((len(users), candidates, length), pad, dtype=np.int64)
+    item_mask = np.zeros((len(users), candidates, length), dtype=np.int64)
+    slots = np.zeros(len(items), dtype=np.int64)
+    filled = [0] * len(users)
+    for pair, (row, ids) in enumerate(zip(rows, items, strict=True)):
+        column = filled[row]
+        filled[row] += 1
+        item_ids[row, column, : len(ids)] = ids
+        item_mask[row, column, : len(ids)] = 1
+        slots[pair] = row * candidates + column
+    return {
+        "user_ids": user_ids,
+        "user_mask": user_mask,
+        "item_ids": item_ids,
+        "item_mask": item_mask,
+        "pair_slots": slots,
+    }
+
+
 def encode_prefix(
     tokenizer: PreTrainedTokenizerBase,
     user_texts: list[str],
@@ -61,39 +111,44 @@ def encode_prefix(
     """
     if len(user_texts) != len(item_texts):
         raise ValueError(f"{len(user_texts)} user texts but {len(item_texts)} item texts")
-    if not 2 <= item_max_len < max_len - 2:
-        raise ValueError(
-            f"item_max_len must be between 2 and max_len - 3 ({max_len - 3}), got {item_max_len}"
-        )
+    _check_budget(max_len, item_max_len)
     users = list(dict.fromkeys(user_texts))
-    user_row = {text: row for row, text in enumerate(users)}
-    encoded_users = tokenizer(
-        users, truncation=True, max_length=max_len - item_max_len, padding=True, return_tensors="np"
+    row_of = {text: row for row, text in enumerate(users)}
+    return layout_prefix(
+        user_tokens(tokenizer, users, max_len - item_max_len),
+        [row_of[text] for text in user_texts],
+        item_tokens(tokenizer, item_texts, item_max_len),
+        int(tokenizer.pad_token_id or 0),
     )
-    pieces = tokenizer(item_texts, add_special_tokens=False, truncation=True, max_length=item_max_len - 1)
-    sep, pad = int(tokenizer.sep_token_id), int(tokenizer.pad_token_id or 0)
-    rows = [user_row[text] for text in user_texts]
-    counts = np.bincount(rows, minlength=len(users))
-    candidates = int(counts.max())
-    length = max(len(ids) for ids in pieces["input_ids"]) + 1
-    item_ids = np.full((len(users), candidates, length), pad, dtype=np.int64)
-    item_mask = np.zeros((len(users), candidates, length), dtype=np.int64)
-    slots = np.zeros(len(item_texts), dtype=np.int64)
-    filled = np.zeros(len(users), dtype=np.int64)
-    for pair, (row, ids) in enumerate(zip(rows, pieces["input_ids"], strict=True)):
-        column = filled[row]
-        filled[row] += 1
-        tokens = [*ids, sep]
-        item_ids[row, column, : len(tokens)] = tokens
-        item_mask[row, column, : len(tokens)] = 1
-        slots[pair] = row * candidates + column
-    return {
-        "user_ids": np.asarray(encoded_users["input_ids"], dtype=np.int64),
-        "user_mask": np.asarray(encoded_users["attention_mask"], dtype=np.int64),
-        "item_ids": item_ids,
-        "item_mask": item_mask,
-        "pair_slots": slots,
-    }
+
+
+class PrefixTokenizer:
+    """Token ids for a prefix-shaped engine: item texts are cached, because a catalog's items
+    recur in every request; a request's user is tokenized once however many chunks it has."""
+
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, max_len: int, item_max_len: int, capacity: int = 100_000
+    ) -> None:
+        _check_budget(max_len, item_max_len)
+        self.tokenizer = tokenizer
+        self.user_max_len = max_len - item_max_len
+        self.item_max_len = item_max_len
+        self.pad = int(tokenizer.pad_token_id or 0)
+        self.capacity = capacity
+        self._items: dict[str, list[int]] = {}
+
+    def users(self, texts: list[str]) -> list[list[int]]:
+        return user_tokens(self.tokenizer, texts, self.user_max_len)
+
+    def items(self, texts: list[str]) -> list[list[int]]:
+        missing = list(dict.fromkeys(t for t in texts if t not in self._items))
+        if missing:
+            if len(self._items) + len(missing) > self.capacity:
+                self._items.clear()
+            self._items.update(
+                zip(missing, item_tokens(self.tokenizer, missing, self.item_max_len), strict=True)
+            )
+        return [self._items[t] for t in texts]
 
 
 SHAPES = ("cross", "prefix")

@@ -77,3 +77,82 @@ def test_pipeline_refuses_non_torch_engines(tmp_path, torch_engine):
     bad = torch_engine.manifest.model_copy(update={"backend": "onnxruntime"})
     with pytest.raises(EngineError, match="pipeline parallelism runs torch engines"):
         PipelineEngine(torch_engine.path, bad, stages=2)
+
+
+def test_pipeline_refuses_a_prefix_shaped_engine(torch_engine):
+    prefix = torch_engine.manifest.model_copy(update={"model_shape": "prefix"})
+    with pytest.raises(EngineError, match="pipeline stages run cross-shaped checkpoints only"):
+        PipelineEngine(torch_engine.path, prefix, stages=2)
+
+
+def _chained(engine_dir, precision: str, gpus: float, users, items):
+    """Two stages chained in this process (no Ray), as the actors chain their object refs."""
+    from recserve_serving.engine.pipeline import Stage
+    from recserve_serving.tokens import encode, load_tokenizer
+
+    stages = [Stage(str(engine_dir), i, 2, precision=precision, gpus=gpus) for i in range(2)]
+    encoded = encode(load_tokenizer(engine_dir), users, items, 64)
+    mask = np.asarray(encoded["attention_mask"])
+    hidden = stages[0].forward({k: np.asarray(encoded[k]) for k in ("input_ids", "token_type_ids")}, mask)
+    return stages, stages[1].forward(hidden, mask), encoded
+
+
+def _single(engine_dir, precision: str, device: str, encoded):
+    import torch
+
+    from recserve_serving.engine.precision import place
+    from recserve_serving.model import load_checkpoint, torch_inputs
+
+    model = place(load_checkpoint(engine_dir).model.eval(), precision, device, "reference")
+    with torch.inference_mode():
+        return model(**torch_inputs(encoded, device)).float().cpu().numpy()
+
+
+USERS = [f"likes: Toy Story (1995) | genres: Comedy, user {i}" for i in range(8)]
+ITEMS = [f"Movie {i} ({1990 + i}) | Drama | {'hit' if i % 2 else 'niche'}" for i in range(8)]
+
+
+@pytest.mark.parametrize(("precision", "atol"), [("fp32", 1e-5), ("bf16", 2e-2), ("int8", 1e-4)])
+def test_cpu_stages_run_the_engines_precision(torch_engine, precision, atol):
+    """Stages on CPU run fp32, bf16 (activations cross stages as raw bf16 bits) and INT8 like
+    the whole model placed the same way."""
+    stages, staged, encoded = _chained(torch_engine.path, precision, 0, USERS, ITEMS)
+    assert all(s.device == "cpu" for s in stages)
+    np.testing.assert_allclose(staged, _single(torch_engine.path, precision, "cpu", encoded), atol=atol)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_gpu_stages_run_on_cuda_close_to_fp32(torch_engine, precision):
+    stages, staged, encoded = _chained(torch_engine.path, precision, 1, USERS, ITEMS)
+    assert all(s.device == "cuda" for s in stages)
+    reference = _single(torch_engine.path, "fp32", "cpu", encoded)
+    np.testing.assert_allclose(staged, reference, atol=5e-2)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_stage_actors_get_their_bundles_gpu_and_run_on_it(torch_engine, ray_cluster):
+    """Two fp32 stages sharing one GPU (half each, so one GPU suffices): each actor asks for its
+    bundle's GPU, Ray grants it, and the scores match the single device's."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from recserve_serving.engine.runtime import load_engine
+    from recserve_serving.serving_spec import ResourcesSpec
+
+    single = load_engine(torch_engine.path).score(USERS, ITEMS)
+    shard = ResourcesSpec(cpus=1, gpus=0.5)
+    group = placement_group([shard.bundle(), shard.bundle()], strategy="STRICT_PACK")
+    ray_cluster.get(group.ready(), timeout=60)
+    try:
+        pipeline = PipelineEngine(
+            torch_engine.path, torch_engine.manifest, stages=2, placement_group=group, resources=shard
+        )
+        staged = pipeline.score(USERS, ITEMS)
+        devices = [
+            ray_cluster.get(s.__ray_call__.remote(lambda stage: stage.device)) for s in pipeline.stages
+        ]
+        pipeline.close()
+    finally:
+        remove_placement_group(group)
+    assert devices == ["cuda", "cuda"]
+    np.testing.assert_allclose(staged, single, atol=1e-3)

@@ -64,7 +64,7 @@ def test_examples_load_with_their_intent() -> None:
     assert canary.steps[0].pause_seconds == 30
 
     gpu = load_model(EXAMPLES / "movielens-ranker-gpu.yaml").spec
-    assert (gpu.optimization.backend, gpu.optimization.precision) == ("tensorrt", "fp16")
+    assert (gpu.optimization.backend, gpu.optimization.precision) == ("torch", "fp16")
     assert gpu.serving.resources.gpu_product == "NVIDIA-H100-80GB-HBM3"
     assert gpu.serving.parallelism.shards == 2
 

@@ -151,8 +151,12 @@ def test_cross_field_rules_are_present(schema: dict[str, Any]) -> None:
     spec_rules = rules(at(schema, "spec"))
     assert "self.serving.batching.maxBatchSize <= self.optimization.maxBatchSize" in spec_rules
     assert any("self.rollout.canary.checkpoint.uri != self.checkpoint.uri" in r for r in spec_rules)
+    assert "self.serving.parallelism.pipeline == 1 || self.optimization.backend == 'torch'" in spec_rules
+    assert any("'int8'" in r and "self.serving.resources.gpus == 0.0" in r for r in spec_rules)
+    assert rules(at(schema, "spec.serving.parallelism")) == ["self.tensor == 1"]
     recipe = rules(at(schema, "spec.optimization"))
     assert any("'fp16'" in r and "'onnxruntime'" in r for r in recipe)
+    assert "self.precision != 'bf16' || self.backend == 'torch'" in recipe
     assert rules(at(schema, "spec.rollout.canary.optimization")) == recipe
 
 

@@ -17,17 +17,20 @@ from recserve_serving.recipe import OptimizationRecipe
 
 pytestmark = pytest.mark.unit
 CHECKPOINT = CheckpointInfo("models:/m/2", "m", "2", "d2")
+EXAMPLE = Path(__file__).resolve().parents[2] / "manifests/examples/movielens-ranker.yaml"
 
 
 def platform_failing_with(monkeypatch, tmp_path, error: Exception) -> tuple[EmbeddedPlatform, list[str]]:
     attempts: list[str] = []
 
-    def build_engine(resolved, recipe, cache_root):
+    def build_best(resolved, recipe, cache_root, workload):
         attempts.append(recipe.precision)
         raise error
 
     monkeypatch.setitem(
-        sys.modules, "recserve_serving.engine.build", SimpleNamespace(build_engine=build_engine)
+        sys.modules,
+        "recserve_serving.engine.search_build",
+        SimpleNamespace(build_best=build_best, search_of=lambda built: None),
     )
     platform = EmbeddedPlatform.__new__(
         EmbeddedPlatform
@@ -42,16 +45,16 @@ def test_a_canary_engine_that_fails_its_gate_is_a_failed_outcome_not_an_exceptio
     error = QualityGateFailed(f"p99 12ms > 1ms (report: {report})", report=report)
     platform, attempts = platform_failing_with(monkeypatch, tmp_path, error)
     recipe = OptimizationRecipe()
-    outcome = platform.ensure_engine(None, "canary", CHECKPOINT, recipe)  # type: ignore[arg-type]
+    outcome = platform.ensure_engine(load_model(EXAMPLE), "canary", CHECKPOINT, recipe)
     assert (outcome.state, outcome.failure, outcome.report) == ("Failed", "QualityGateFailed", report)
-    again = platform.ensure_engine(None, "canary", CHECKPOINT, recipe)  # type: ignore[arg-type]
+    again = platform.ensure_engine(load_model(EXAMPLE), "canary", CHECKPOINT, recipe)
     assert again == outcome and len(attempts) == 1, "the same checkpoint and recipe fail the same way"
 
 
 def test_a_corrupt_cached_engine_is_a_failed_outcome_not_an_exception(monkeypatch, tmp_path):
     error = EngineError("engine /x does not match its manifest (model.onnx); rebuild it")
     platform, _ = platform_failing_with(monkeypatch, tmp_path, error)
-    outcome = platform.ensure_engine(None, "canary", CHECKPOINT, OptimizationRecipe())  # type: ignore[arg-type]
+    outcome = platform.ensure_engine(load_model(EXAMPLE), "canary", CHECKPOINT, OptimizationRecipe())
     assert (outcome.state, outcome.failure, outcome.report) == ("Failed", "EngineFailed", None)
     assert "does not match its manifest" in outcome.message
 
@@ -59,7 +62,7 @@ def test_a_corrupt_cached_engine_is_a_failed_outcome_not_an_exception(monkeypatc
 def test_ray_has_room_for_a_canary_added_after_up_started():
     """A manifest without a canary still gets CPUs for one (the router, then stable and a canary
     at their max replicas), since a GitOps edit can add the canary to a running `up`."""
-    stable_only = load_model(Path(__file__).resolve().parents[2] / "manifests/examples/movielens-ranker.yaml")
+    stable_only = load_model(EXAMPLE)
     assert stable_only.spec.rollout.canary is None
     serving = stable_only.spec.serving
     assert ray_cpus(stable_only) >= 1 + 2 * serving.resources.cpus * serving.autoscaling.max_replicas

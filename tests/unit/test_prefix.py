@@ -160,3 +160,32 @@ def test_the_shape_survives_a_round_trip_and_an_unknown_shape_is_refused(checkpo
     (tmp_path / "ck" / "recserve.json").write_text(meta)
     with pytest.raises(CheckpointError, match="model shape 'sideways'"):
         load_checkpoint(tmp_path / "ck")
+
+
+def test_an_engine_chunks_candidates_against_each_users_states_once(checkpoint, tmp_path):
+    """The torch engine's chunked scoring (users once, chunks of 4 sorted by length, states
+    sliced to each chunk's users) gives each pair the score of one whole-batch forward."""
+    from recserve_serving.engine.manifest import CheckpointRef, EngineManifest
+    from recserve_serving.engine.torch_backend import TorchEngine
+    from recserve_serving.recipe import OptimizationRecipe
+
+    save_checkpoint(checkpoint, tmp_path)
+    manifest = EngineManifest(
+        key="test",
+        checkpoint=CheckpointRef(uri="file:///tiny", digest="sha256:0", name="tiny"),
+        recipe=OptimizationRecipe(backend="torch", precision="fp32", max_batch_size=4),
+        backend="torch",
+        backend_version=torch.__version__,
+        precision="fp32",
+        hardware="cpu",
+        max_sequence_length=40,
+        model_file="model.safetensors",
+        model_shape="prefix",
+        item_max_length=12,
+        files={},
+    )
+    engine = TorchEngine(tmp_path, manifest, threads=1)
+    users, items = pairs(23)
+    with torch.inference_mode():
+        expected = checkpoint.model(**checkpoint.encode(users, items)).numpy()
+    np.testing.assert_allclose(engine.score(users, items), expected, atol=TOLERANCE)

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from recserve_serving.recipe import Precision
 from recserve_serving.schema import CamelModel
 
 Phase = Literal["Pending", "Building", "Deploying", "Progressing", "Ready", "Degraded", "Failed"]
@@ -41,6 +42,19 @@ class Condition(CamelModel):
     observed_generation: int | None = Field(default=None, ge=0)
 
 
+class SearchCandidateStatus(CamelModel):
+    """One candidate of spec.optimization.search, as far as the search got with it."""
+
+    recipe: str = Field(..., max_length=128, description="The candidate in short, e.g. int8 distill=3.")
+    passed: bool = Field(..., description="Whether its engine was built and passed the quality gate.")
+    drop: float | None = Field(default=None, description="Drop of the gate metric from the checkpoint.")
+    pairs_per_s: int | None = Field(
+        default=None, ge=0, description="Pairs per second on the recommend-shaped benchmark (passed only)."
+    )
+    front: bool = Field(default=False, description="On the quality/throughput Pareto front.")
+    chosen: bool = Field(default=False, description="The candidate this version serves.")
+
+
 class EngineStatus(CamelModel):
     """The engine a version runs: its cache key and what the build gate measured."""
 
@@ -48,13 +62,19 @@ class EngineStatus(CamelModel):
         default=..., description="Content-addressed engine key (checkpoint digest, recipe, backend, GPU)."
     )
     backend: ResolvedBackend
-    precision: Literal["fp32", "fp16", "int8"]
+    precision: Precision
     size_bytes: int | None = Field(default=None, ge=0)
     quality: dict[str, float] = Field(
         default_factory=dict, description="Gate metrics of the engine, e.g. ndcg@10 and its drop."
     )
     p50_ms: float | None = Field(default=None, ge=0)
     p99_ms: float | None = Field(default=None, ge=0)
+    search: list[SearchCandidateStatus] | None = Field(
+        default=None,
+        max_length=8,
+        description="Every candidate of spec.optimization.search when the engine was chosen by one; "
+        "the full report (quality, timings, reasons) is in the engine cache's reports.",
+    )
 
 
 class VersionStatus(CamelModel):

@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from recserve_operator.api.placement import PlacementSpec
 from recserve_operator.api.status import RecommenderModelStatus
+from recserve_serving.gpu_support import Combination, combination_problems
 from recserve_serving.recipe import OptimizationRecipe
 from recserve_serving.schema import CamelModel
 from recserve_serving.serving_spec import FaultInjectionSpec, ServingSpec
@@ -308,6 +309,19 @@ def _recipe_rules(recipe: str, path: str, guard: str = "") -> tuple[CelRule, ...
             f"{path}.precision",
         ),
         CelRule(
+            f"{guard}!({recipe}.backend == 'torch' && {recipe}.precision == 'int8')"
+            " || self.serving.resources.gpus == 0.0",
+            "int8 with backend torch runs on CPU only: set serving.resources.gpus to 0, "
+            "or use backend tensorrt for int8 on GPUs",
+            f"{path}.precision",
+        ),
+        CelRule(
+            f"{guard}self.serving.parallelism.pipeline == 1 || {recipe}.backend == 'torch'",
+            f"pipeline parallelism runs torch engines only: set {path.lstrip('.')}.backend to torch, "
+            "or serving.parallelism.pipeline to 1",
+            ".serving.parallelism.pipeline",
+        ),
+        CelRule(
             f"{guard}self.serving.batching.maxBatchSize <= {recipe}.maxBatchSize",
             f"serving.batching.maxBatchSize must be <= {path.lstrip('.')}.maxBatchSize",
             ".serving.batching.maxBatchSize",
@@ -316,21 +330,29 @@ def _recipe_rules(recipe: str, path: str, guard: str = "") -> tuple[CelRule, ...
 
 
 def _recipe_problems(recipe: OptimizationRecipe, serving: ServingSpec, at: Loc) -> list[Problem]:
-    """A recipe is judged against the hardware and batches it will serve."""
-    problems = []
-    gpus = serving.resources.gpus
+    """A recipe is judged against the hardware, shards and batches it will serve; a searching
+    recipe by each of its candidates too, since any of them may be the one served (its own
+    fields are judged as well, as the CRD's CEL rules do)."""
+    problems = _one_recipe_problems(recipe, serving, at)
+    if recipe.search is None:
+        return problems
+    where: Loc = (*at, "search", "preset" if recipe.search.preset else "candidates")
+    for index, candidate in enumerate(recipe.candidates()):
+        problems += _one_recipe_problems(candidate, serving, (*where, index))
+    return problems
+
+
+def _one_recipe_problems(recipe: OptimizationRecipe, serving: ServingSpec, at: Loc) -> list[Problem]:
+    """What a replica can run is ``gpu_support``'s verdict, the same one the runtime applies."""
+    combo = Combination(
+        backend=recipe.backend,
+        precision=recipe.precision,
+        pipeline=serving.parallelism.pipeline,
+        tensor=serving.parallelism.tensor,
+        gpus=serving.resources.gpus,
+    )
+    problems = combination_problems(combo, recipe_at=at)
     where = ".".join(str(part) for part in at)
-    if recipe.backend == "tensorrt" and gpus == 0:
-        problems.append(
-            Problem((*at, "backend"), "tensorrt runs on GPUs: set serving.resources.gpus > 0 (got 0)")
-        )
-    if recipe.precision == "fp16" and gpus == 0:
-        problems.append(
-            Problem(
-                (*at, "precision"),
-                "fp16 runs on GPUs: set serving.resources.gpus > 0, or use int8 or fp32 on CPU (got gpus 0)",
-            )
-        )
     if serving.batching.max_batch_size > recipe.max_batch_size:
         problems.append(
             Problem(
@@ -347,6 +369,11 @@ EXTRA_CEL_RULES: dict[type[CamelModel], tuple[CelRule, ...]] = {
         CelRule(
             "!(self.precision == 'fp16' && self.backend == 'onnxruntime')",
             "precision fp16 needs a GPU backend (tensorrt or torch); onnxruntime on CPU supports fp32 and int8",
+            ".precision",
+        ),
+        CelRule(
+            "self.precision != 'bf16' || self.backend == 'torch'",
+            "bf16 runs on the torch backend only: set backend to torch",
             ".precision",
         ),
         CelRule(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from recserve_serving.engine.throughput import Workload
     from recserve_serving.recipe import OptimizationRecipe
 
 
@@ -17,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--recipe", type=Path, default=None, help="YAML file holding an OptimizationRecipe")
     parser.add_argument("--backend", choices=["auto", "onnxruntime", "torch", "tensorrt"], default=None)
-    parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None)
+    parser.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"], default=None)
     parser.add_argument("--max-batch-size", type=int, default=None)
     parser.add_argument("--max-sequence-length", type=int, default=None)
     parser.add_argument(
@@ -36,6 +37,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="also make sure the catalog's retrieval index is in this directory (build Jobs: routers, "
         "whose image has no torch, only read it)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="engine threads of the search benchmark: the serving replica's (default 2)",
+    )
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=None,
+        help="pairs per request of the search benchmark: the retrieval candidates (default 200)",
     )
     parser.add_argument(
         "--termination-log",
@@ -94,6 +107,9 @@ def write_result(path: Path, built: Any) -> None:
         "sizeBytes": int(metrics["size_bytes"]) if "size_bytes" in metrics else None,
         "quality": {k: v for k, v in metrics.items() if k in ("ndcg@10", "auc", "ndcg@10_drop", "auc_drop")},
     }
+    search = getattr(built, "search", None)  # a SearchedEngine's; not imported, it would load torch
+    if search is not None:
+        engine["search"] = search.status()
     path.write_text(json.dumps({"engineDir": str(built.path), "engine": engine}))
 
 
@@ -112,10 +128,17 @@ def write_failure(path: Path, error: Exception) -> None:
     path.write_text(json.dumps(failure))
 
 
+def workload(args: argparse.Namespace) -> Workload:
+    """The search benchmark's shape from the flags; defaults where a flag is not given."""
+    from recserve_serving.engine.throughput import DEFAULT_PAIRS, Workload
+
+    return Workload(pairs=args.pairs or DEFAULT_PAIRS, threads=args.threads or Workload().threads)
+
+
 def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args)  # before the heavy imports: a bad recipe fails in a blink
 
-    from recserve_serving.engine.build import build_engine
+    from recserve_serving.engine.search_build import build_best, search_of
     from recserve_serving.errors import CheckpointError
     from recserve_serving.paths import state_dir
     from recserve_serving.registry import Registry
@@ -133,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     from recserve_serving.errors import EngineError
 
     try:
-        built = build_engine(resolved, recipe, args.cache or state / "engines")
+        built = build_best(resolved, recipe, args.cache or state / "engines", workload=workload(args))
     except EngineError as error:
         if args.termination_log is not None:
             write_failure(args.termination_log, error)
@@ -163,4 +186,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name:<{width}}  {value}")
     if built.report is not None:
         print(built.report.table())
+    search = search_of(built)
+    if search is not None:
+        print(search.table())
     return 0

@@ -29,8 +29,9 @@ RESOLVE_TTL_SECONDS = 30.0
 _GATE_METRICS = ("ndcg@10", "auc", "ndcg@10_drop", "auc_drop")
 
 
-def engine_status(manifest: Any) -> EngineStatus:
-    """Status detail of a built engine, from its manifest (the operator's view of an engine)."""
+def engine_status(manifest: Any, search: Any = None) -> EngineStatus:
+    """Status detail of a built engine, from its manifest (the operator's view of an engine) and,
+    when a search chose it, that search's report."""
     metrics: dict[str, float] = dict(manifest.metrics)
     size = metrics.get("size_bytes")
     return EngineStatus(
@@ -41,6 +42,7 @@ def engine_status(manifest: Any) -> EngineStatus:
         quality={k: v for k, v in metrics.items() if k in _GATE_METRICS},
         p50_ms=metrics.get("p50_ms_max_batch") or metrics.get("p50_ms"),
         p99_ms=metrics.get("p99_ms_max_batch") or metrics.get("p99_ms"),
+        search=None if search is None else search.status(),
     )
 
 
@@ -69,7 +71,7 @@ class EmbeddedPlatform:
         self.target: ServeRestTarget | None = None
         self.metrics = ScrapeProvider()
         self._resolved: dict[str, tuple[float, Any]] = {}
-        self._engines: dict[tuple[str, str], EngineOutcome] = {}
+        self._engines: dict[tuple[str, str, str], EngineOutcome] = {}
         self._applied: dict[str, dict[str, Any]] = {}
 
     @property
@@ -93,15 +95,18 @@ class EmbeddedPlatform:
     def ensure_engine(
         self, model: RecommenderModel, version: str, checkpoint: CheckpointInfo, recipe: OptimizationRecipe
     ) -> EngineOutcome:
-        from recserve_serving.engine.build import build_engine
+        from recserve_serving.engine.search_build import build_best, search_of
+        from recserve_serving.engine.throughput import Workload
 
-        memo = (checkpoint.digest, recipe.model_dump_json())
+        serving = model.spec.serving
+        workload = Workload(pairs=serving.retrieval.candidates, threads=serving.resources.engine_threads)
+        memo = (checkpoint.digest, recipe.model_dump_json(), workload.describe())
         if memo in self._engines:
             return self._engines[memo]
         resolved = self._resolve_local(checkpoint.uri)
         self.say(f"{version}: building engine for {checkpoint.uri} ({recipe.backend}, {recipe.precision})")
         try:
-            built = build_engine(resolved, recipe, self.state / "engines")
+            built = build_best(resolved, recipe, self.state / "engines", workload=workload)
         except EngineError as error:
             # Remembered like a success: the same checkpoint and recipe fail the same way, and a
             # fixed manifest (another recipe or checkpoint) is another memo key.
@@ -109,7 +114,11 @@ class EmbeddedPlatform:
             outcome = failed_engine(error)
         else:
             self.say(f"{version}: engine {'cached' if built.cache_hit else 'built'}: {built.path}")
-            outcome = EngineOutcome("Ready", engine_dir=str(built.path), status=engine_status(built.manifest))
+            search = search_of(built)
+            if search is not None:
+                self.say(f"{version}: search chose {search.winner.recipe} of {len(search.trials)} candidates")
+            status = engine_status(built.manifest, search)
+            outcome = EngineOutcome("Ready", engine_dir=str(built.path), status=status)
         self._engines[memo] = outcome
         return outcome
 

@@ -44,6 +44,9 @@ class BuildRequest:
     checkpoint_digest: str
     recipe: OptimizationRecipe
     gpu_product: str | None
+    search_workload: tuple[int, int] | None = None
+    """(pairs, threads) of the search benchmark, when the recipe searches: the retrieval
+    candidates and engine threads of a replica, since that is what the winner must be fast at."""
 
     @property
     def hardware_class(self) -> str:
@@ -51,15 +54,20 @@ class BuildRequest:
 
     @property
     def key(self) -> str:
-        payload = json.dumps(
-            {
-                "digest": self.checkpoint_digest,
-                "recipe": self.recipe.to_dict(),
-                "hardware": self.hardware_class,
-            },
-            sort_keys=True,
-        )
-        return hashlib.sha256(payload.encode()).hexdigest()
+        fields: dict[str, Any] = {
+            "digest": self.checkpoint_digest,
+            "recipe": self.recipe.to_dict(),
+            "hardware": self.hardware_class,
+        }
+        if self.search_workload is not None:
+            fields["searchWorkload"] = list(self.search_workload)
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+    def search_args(self) -> list[str]:
+        if self.search_workload is None:
+            return []
+        pairs, threads = self.search_workload
+        return ["--pairs", str(pairs), "--threads", str(threads)]
 
 
 def needs_gpu(recipe: OptimizationRecipe, gpus: float) -> bool:
@@ -79,7 +87,10 @@ def build_request(
     product = None
     if needs_gpu(recipe, resources.gpus):
         product = resources.gpu_product or settings.default_gpu_product
-    return BuildRequest(version, checkpoint_uri, digest, recipe, product)
+    workload = None
+    if recipe.search is not None:
+        workload = (model.spec.serving.retrieval.candidates, resources.engine_threads)
+    return BuildRequest(version, checkpoint_uri, digest, recipe, product, workload)
 
 
 def job_name(model: RecommenderModel, request: BuildRequest) -> str:
@@ -114,6 +125,7 @@ def plan_build_job(
                     settings.index_dir,
                     "--termination-log",
                     TERMINATION_LOG,
+                    *request.search_args(),
                 ],
                 "env": [*common_env(settings), *mlflow_env(settings), *store_env],
                 "resources": {"requests": dict(limits), "limits": limits},

@@ -106,6 +106,13 @@ def check_against_checkpoint(recipe: OptimizationRecipe, checkpoint: Checkpoint)
             "backend tensorrt builds cross-shaped checkpoints only; this checkpoint has the prefix "
             "shape (the user encoded once per request): use backend onnxruntime or torch"
         )
+    item_budget = checkpoint.meta.item_max_len
+    if checkpoint.meta.shape == "prefix" and recipe.max_sequence_length < item_budget + 8:
+        raise RecipeError(
+            f"maxSequenceLength {recipe.max_sequence_length} leaves the user fewer than 8 tokens: this "
+            f"prefix-shaped checkpoint gives each candidate {item_budget}; use at least {item_budget + 8} "
+            f"(it was trained with {checkpoint.meta.max_len})"
+        )
     layers = encoder_layers(checkpoint)
     if recipe.distill is not None and recipe.distill.layers >= layers:
         raise RecipeError(
@@ -241,6 +248,8 @@ def build_engine(
     ``index_dir`` holds the retrieval indexes the served-pipeline evaluation
     (``qualityGate.servedUsers``) reads; by default the ``retrieval`` folder beside the cache.
     """
+    if recipe.search is not None:
+        raise RecipeError("a recipe with search names several engines; build_best picks one (search_build)")
     backend = concrete_backend(recipe)
     check_recipe(recipe, backend)
     concrete = recipe.model_copy(update={"backend": backend})

@@ -195,10 +195,14 @@ def newest_cached(engines: Path, name: str, version: str, recipe: OptimizationRe
     """The newest finished engine in the cache for this checkpoint, recipe and machine, found by
     reading manifests (no torch, no registry): ``recserve build`` would return the same one, at
     the cost of a process that imports torch and MLflow (about 40 s on a loaded 2-core box).
-    Tests use it to find the engine a running model serves."""
+    Tests use it to find the engine a running model serves; for a searching recipe, the newest
+    engine some recorded search chose among its candidates."""
     from recserve_serving.engine.manifest import EngineManifest
+    from recserve_serving.engine.search import chosen_engine_keys
     from recserve_serving.errors import EngineError
 
+    wanted = recipe.candidates()
+    chosen = chosen_engine_keys(engines) if recipe.search is not None else None
     found = []
     for manifest_file in engines.glob("*/manifest.json"):
         try:
@@ -208,8 +212,9 @@ def newest_cached(engines: Path, name: str, version: str, recipe: OptimizationRe
         ref, here = manifest.checkpoint, hardware(manifest.backend)
         if (
             (ref.name, ref.version) == (name, version)
-            and manifest.recipe == recipe
+            and manifest.recipe in wanted
             and manifest.hardware == here
+            and (chosen is None or manifest.key in chosen)
         ):
             found.append(manifest_file.parent)
     return max(found, key=lambda p: p.stat().st_mtime, default=None)

@@ -49,15 +49,22 @@ def _backend(name: str) -> type[Engine] | None:
     return None
 
 
-def load_engine(directory: str | os.PathLike[str], threads: int = DEFAULT_THREADS) -> Engine:
-    """Open a built engine directory after checking every file's digest; CPU backends run
-    ``threads`` intra-op threads."""
+def open_manifest(directory: str | os.PathLike[str]) -> tuple[Path, EngineManifest]:
+    """An engine directory's manifest, once every file is checked against it. A pipeline's
+    coordinator needs no more than this: its stages load the weights, on their own devices."""
     path = Path(directory)
     if not path.is_dir():
         raise EngineError(f"engine directory {path} does not exist")
     manifest = EngineManifest.read(path)
     verify(path, manifest)
     touch_used(path)
+    return path, manifest
+
+
+def load_engine(directory: str | os.PathLike[str], threads: int = DEFAULT_THREADS) -> Engine:
+    """Open a built engine directory after checking every file's digest; CPU backends run
+    ``threads`` intra-op threads."""
+    path, manifest = open_manifest(directory)
     backend = _backend(manifest.backend)
     if backend is None:
         raise EngineError(f"engine {path} needs backend {manifest.backend!r}, not available here")

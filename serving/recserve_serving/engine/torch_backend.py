@@ -1,14 +1,16 @@
 """The torch backend: the (distilled/pruned) checkpoint itself, run eagerly.
 
 It needs no export step, so it is the reference every other backend is measured against
-and the fallback for models ONNX cannot express. On a CUDA machine it runs on the GPU
-(fp32 or fp16); on CPU it offers fp32 and dynamic INT8 of the Linear layers, applied at
-load time from the stored fp32 weights (so the files on disk stay plain HF weights).
+and the fallback for models ONNX cannot express. On a CUDA machine it runs on the GPU in
+fp32, fp16 or bf16: the CUDA path that needs no TensorRT. On CPU it offers fp32, bf16 and
+dynamic INT8 of the Linear layers, applied at load time from the stored fp32 weights (so
+the files on disk stay plain HF weights).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,25 +18,16 @@ from torch import nn
 
 from recserve_serving.engine.base import DEFAULT_THREADS, Engine
 from recserve_serving.engine.manifest import EngineManifest
+from recserve_serving.engine.precision import device, place
 from recserve_serving.errors import CheckpointError, EngineError
 from recserve_serving.model import WEIGHTS_FILE, Checkpoint, load_checkpoint, save_checkpoint, torch_inputs
+from recserve_serving.prefix import candidate_scores, user_states
 from recserve_serving.recipe import OptimizationRecipe
-
-
-def device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def build(checkpoint: Checkpoint, recipe: OptimizationRecipe, target: Path) -> str:
     save_checkpoint(checkpoint, target)
     return WEIGHTS_FILE
-
-
-def quantize_linear_int8(model: nn.Module) -> nn.Module:
-    from torch.ao.quantization import quantize_dynamic
-
-    quantized: nn.Module = quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)  # type: ignore[no-untyped-call]
-    return quantized
 
 
 class TorchEngine(Engine):
@@ -46,17 +39,28 @@ class TorchEngine(Engine):
         except CheckpointError as error:
             raise EngineError(f"torch engine {directory}: {error}") from None
         self.device = device()
-        if manifest.precision == "int8":
-            if self.device != "cpu":
-                raise EngineError(f"torch engine {directory} is INT8, which torch runs on CPU only")
-            model = quantize_linear_int8(model)
-        elif manifest.precision == "fp16":
-            if self.device != "cuda":
-                raise EngineError(f"torch engine {directory} is fp16, which needs a CUDA GPU")
-            model = model.half()
-        self.model = model.to(self.device)
+        self.model = place(model, manifest.precision, self.device, f"torch engine {directory}")
 
     @torch.inference_mode()
     def _run(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
         scores: torch.Tensor = self.model(**torch_inputs(encoded, self.device))
+        return scores.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def _user_states(self, user_ids: np.ndarray, user_mask: np.ndarray) -> list[Any]:
+        inputs = torch_inputs({"user_ids": user_ids, "user_mask": user_mask}, self.device)
+        return user_states(self.model.encoder, inputs["user_ids"], inputs["user_mask"])
+
+    @torch.inference_mode()
+    def _candidate_scores(self, encoded: dict[str, np.ndarray], states: list[Any]) -> np.ndarray:
+        inputs = torch_inputs(encoded, self.device)
+        scores = candidate_scores(
+            self.model.encoder,
+            self.model.head,
+            inputs["user_mask"],
+            inputs["item_ids"],
+            inputs["item_mask"],
+            inputs["pair_slots"],
+            states,
+        )
         return scores.float().cpu().numpy()

@@ -86,9 +86,13 @@ class Ranker:
         stages, threads = self.config.parallelism.pipeline, self.config.threads
         if stages > 1:
             from recserve_serving.engine.pipeline import PipelineEngine
+            from recserve_serving.engine.runtime import open_manifest
 
-            single = load_engine(self.config.engine_dir, threads)
-            self.engine: Engine = PipelineEngine(single.directory, single.manifest, stages, threads=threads)
+            # The coordinator holds no GPU: it checks the files, and the stages load the weights.
+            directory, manifest = open_manifest(self.config.engine_dir)
+            self.engine: Engine = PipelineEngine(
+                directory, manifest, stages, threads=threads, resources=self.config.stage_resources
+            )
         else:
             self.engine = load_engine(self.config.engine_dir, threads)
         self.fusion = read_fusion(Path(self.config.engine_dir))

@@ -53,6 +53,12 @@ class RankerArgs(CamelModel):
     threads: int = Field(
         ResourcesSpec().engine_threads, ge=1, description="Engine threads per shard (resources.cpus)."
     )
+    stage_resources: ResourcesSpec | None = Field(
+        None,
+        description="Each pipeline stage actor's resources (serving.resources), so that a stage asks "
+        "for its bundle's GPU; set only with parallelism.pipeline > 1, which keeps the names of "
+        "single-device ranker apps unchanged.",
+    )
     fault_injection: FaultInjectionSpec | None = Field(
         None,
         description="Only ever set on a canary under a chaos drill (spec.rollout.canary.faultInjection).",
@@ -74,6 +80,7 @@ class RankerConfig(CamelModel):
             batching=self.serving.batching,
             parallelism=self.serving.parallelism,
             threads=self.serving.resources.engine_threads,
+            stage_resources=self.serving.resources if self.serving.parallelism.pipeline > 1 else None,
             fault_injection=self.fault_injection,
         )
 
@@ -217,12 +224,9 @@ def _ranker_deployment(ranker: RankerConfig) -> dict[str, Any]:
     }
     if serving.parallelism.pipeline > 1:
         # The replica itself is a light coordinator in bundle 0; each stage actor gets a bundle.
-        stage: dict[str, float] = {"CPU": serving.resources.cpus}
-        if serving.resources.gpus:
-            stage["GPU"] = serving.resources.gpus
         deployment["ray_actor_options"] = {"num_cpus": 0.1, "num_gpus": 0}
         deployment["placement_group_bundles"] = [{"CPU": 0.1}] + [
-            dict(stage) for _ in range(serving.parallelism.pipeline)
+            serving.resources.bundle() for _ in range(serving.parallelism.pipeline)
         ]
         deployment["placement_group_strategy"] = "STRICT_PACK"
     return deployment
