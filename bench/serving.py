@@ -48,8 +48,9 @@ concurrency, both paths on Serve) and ``serving-latency-cdf.png`` (latency CDF a
 a few requests each) in its own state, ``STATE/bench-quick``, whose two checkpoints are trained
 with ``--steps 5 --eval-users 10``, so that its throwaway models are never found by a full run.
 Under a load average of 6 on 2 cores the first quick run took about 18 minutes to train both
-(mostly the retrieval index and the evaluations) and 4 to 5 minutes to build each engine, once;
-a quick run with both cached took 8.5 minutes. Its manifests are copies with the quality gate
+(mostly the retrieval index and the evaluations) and 4 to 5 minutes to build each engine, once
+(7.5 minutes for the example's search of int8 and distilled int8); a quick run with everything
+cached took 6 to 8.5 minutes. Its manifests are copies with the quality gate
 opened (``maxDrop: 1``), as near-random checkpoints could fail a real one on INT8 noise alone.
 Its figures check that every path works; they are not the benchmark.
 
