@@ -30,12 +30,54 @@ class Settings:
     candidates: int | None  # quick: retrieval.candidates override
     issue_s: float  # no new request of a level starts after this
     explain_requests: int  # each side of the explain comparison (plain, explain) at concurrency 1
+    levels: tuple[int, ...] = (1, 8)  # the recommend sweep on Serve, for both paths
+    train: tuple[str, ...] = ()  # extra `recserve train` options for checkpoints the bench trains
+    alternations: int = 2  # in-process: rounds of (optimized block, today block), at start and at end
+    level_s: float = 60.0  # a sweep level issues no new request after this (the sweep's time bound)
 
     @classmethod
     def for_mode(cls, quick: bool) -> Settings:
         if quick:
-            return cls(True, 80, 4, 1, 0, 1, 500, 20, 60, 8)
-        return cls(False, 400, 20, 2, 150, 1, None, None, 300, 40)
+            return cls(
+                quick=True,
+                users=80,
+                direct_s=4,
+                full_users=1,
+                full_s=0,
+                baseline_requests=1,
+                catalog_limit=500,
+                candidates=20,
+                issue_s=60,
+                explain_requests=8,
+                levels=(1, 8, 32),
+                train=("--steps", "5", "--eval-users", "10"),
+                alternations=1,
+                level_s=60,
+            )
+        return cls(
+            quick=False,
+            users=400,
+            direct_s=20,
+            full_users=2,
+            full_s=150,
+            baseline_requests=1,
+            catalog_limit=None,
+            candidates=None,
+            issue_s=300,
+            explain_requests=40,
+            levels=(1, 2, 4, 8, 16, 32),
+            train=(),
+            alternations=2,
+            level_s=150,
+        )
+
+    def level_requests(self, concurrency: int) -> int:
+        """Requests of one level of the recommend sweep: whole rounds, at least enough for a p99
+        worth reading at low concurrency (each level also stops issuing after ``issue_s``)."""
+        if self.quick:
+            return max(4, concurrency * 2)
+        rounds = max(2, -(-30 // concurrency))  # ceil(30 / c), at least 2 rounds
+        return concurrency * rounds
 
     def requests(self, concurrency: int, *, small: bool = False) -> int:
         """Closed-loop requests of one level: whole rounds of ``concurrency`` (so the last round is full)."""
@@ -65,6 +107,7 @@ def measure_http(
     small: bool = False,
     note: str = "",
     requests: int | None = None,
+    seconds: float | None = None,
 ) -> Row:
     """One closed-loop level: a whole number of rounds of ``concurrency`` requests, timed end to end
     (``requests`` of them when given, else as many as the settings say for the level)."""
@@ -74,7 +117,7 @@ def measure_http(
         path=path,
         bodies=bodies,
         concurrency=concurrency,
-        seconds=settings.issue_s,
+        seconds=seconds or settings.issue_s,
         requests=requests,
         timeout=600,
     )
@@ -113,6 +156,23 @@ def direct_block(
         plan.respond(scores.tolist(), "direct")
         latencies.append(time.perf_counter() - start)
     return latencies, time.monotonic() - started
+
+
+def alternating_blocks(
+    engines: Sequence[Any], catalog: Any, router: Any, users: Sequence[int], seconds: float, rounds: int
+) -> list[tuple[list[float], float, list[float]]]:
+    """``direct_block`` of each engine in turn, ``rounds`` times (A B A B …), so that a change of
+    load on the shared machine weighs on every engine alike. Per engine: (latencies, busy seconds,
+    QPS of each of its blocks)."""
+    results: list[tuple[list[float], float, list[float]]] = [([], 0.0, []) for _ in engines]
+    for _ in range(rounds):
+        for n, engine in enumerate(engines):
+            latencies, elapsed = direct_block(engine, catalog, router, users, seconds)
+            merged, busy, qps = results[n]
+            merged += latencies
+            qps.append(len(latencies) / elapsed if elapsed else 0.0)
+            results[n] = (merged, busy + elapsed, qps)
+    return results
 
 
 def explain_blocks(

@@ -25,10 +25,13 @@ from bench.serving_bench.report import (
     SERVE_OFF,
     SERVE_OIP1,
     SERVE_OIP1_OFF,
+    SERVE_PLAIN,
+    SERVE_TODAY,
     Row,
     num,
 )
 from bench.serving_bench.servers import ServeRun, manifest_variant, mean_between, server_child
+from bench.serving_bench.sides import Side
 from recserve_operator.loadgen import LoadResult, generate
 from recserve_serving.serve.metrics import BATCH_SIZE
 
@@ -56,6 +59,7 @@ class Bench:
     explain_bodies: list[bytes]  # the same recommend requests with "explain": true
     pair_bodies: list[bytes]
     one_pair_bodies: list[bytes]
+    today: Side | None = None  # today's path, compared side by side with the optimized one
     full_pairs: int = 0
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -68,15 +72,22 @@ class Bench:
 
 
 def serve_phase(
-    bench: Bench, variant_name: str, max_batch_size: int | None, *, explain_only: bool = False
+    bench: Bench,
+    variant_name: str,
+    max_batch_size: int | None,
+    *,
+    explain_only: bool = False,
+    today: bool = False,
 ) -> None:
     """``recserve up`` of a manifest copy (retried once if it exits before READY), then its levels
-    (with ``explain_only``, only the explain comparison)."""
+    (with ``explain_only``, only the explain comparison; with ``today``, today's manifest and
+    only the recommend sweep)."""
     import yaml
 
     from recserve_operator.embedded.processes import free_port
 
-    variant = manifest_variant(bench.document, variant_name, max_batch_size=max_batch_size)
+    document = bench.today.document if today and bench.today else bench.document
+    variant = manifest_variant(document, variant_name, max_batch_size=max_batch_size)
     if bench.candidates != bench.spec.serving.retrieval.candidates:  # quick runs: smaller requests
         retrieval = variant["spec"]["serving"].setdefault("retrieval", {})
         retrieval["candidates"] = bench.candidates
@@ -107,7 +118,12 @@ def serve_phase(
                     f"{lines[0]} … {lines[-1][:240]}"
                 )
                 say(f"{variant_name}: `recserve up` exited before READY, retrying once: {error}")
-        serve_levels(bench, runs[-1], variant_name, off=max_batch_size is not None, explain_only=explain_only)
+        if today:
+            today_levels(bench, runs[-1], variant_name)
+        else:
+            serve_levels(
+                bench, runs[-1], variant_name, off=max_batch_size is not None, explain_only=explain_only
+            )
 
 
 EXPLAIN_BLOCK = 5
@@ -120,7 +136,7 @@ def explain_levels(bench: Bench, serve: ServeRun) -> None:
     weighs on both sides alike (one level after the other measured the load, not the explanation);
     as many requests each as the settings say (more than a plain level's: a p50 is compared)."""
     count = bench.settings.explain_requests
-    sides = ((SERVE, bench.recommend_bodies), (SERVE_EXPLAIN, bench.explain_bodies))
+    sides = ((SERVE_PLAIN, bench.recommend_bodies), (SERVE_EXPLAIN, bench.explain_bodies))
     results = {label: LoadResult() for label, _ in sides}
     for start in range(0, count, EXPLAIN_BLOCK):
         for label, bodies in sides:
@@ -149,19 +165,14 @@ def explain_levels(bench: Bench, serve: ServeRun) -> None:
 def serve_levels(
     bench: Bench, serve: ServeRun, variant_name: str, *, off: bool, explain_only: bool = False
 ) -> None:
-    """With batching on: the explain comparison (recommend at 1 without and with reasons), then
-    recommend at 8 and 32 and 1-pair OIP at 32; with batching off, the last two only. With
-    ``explain_only``, the explain comparison only.
+    """With batching on: the explain comparison (recommend at 1 without and with reasons), 1-pair
+    OIP at 32, then the recommend sweep; with batching off, 1-pair OIP and recommend at 32 only.
+    With ``explain_only``, the explain comparison only.
 
-    Concurrency 32 on recommend runs last: its requests are the longest, and nothing after it
-    on this server can be slowed by what it leaves behind.
+    The sweep runs last, from low to high concurrency: the highest level's requests are the
+    longest, and nothing after it on this server can be slowed by what it leaves behind.
     """
     infer = f"/v2/models/{variant_name}/infer"
-    plan = [] if off else [(SERVE, RECOMMEND, bench.recommend_bodies, 8)]  # c=1: explain_levels
-    plan += [
-        (SERVE_OIP1_OFF if off else SERVE_OIP1, infer, bench.one_pair_bodies, 32),
-        (SERVE_OFF if off else SERVE, RECOMMEND, bench.recommend_bodies, 32),
-    ]
     say(f"{variant_name} READY on {serve.url} (Ray head pid {serve.ray_pid})")
     bench.check_loopback(f"`recserve up {variant_name}` process tree", [serve.child.pid, serve.ray_pid])
     warm_up(serve.url, RECOMMEND, bench.explain_bodies if not off else bench.recommend_bodies)
@@ -169,14 +180,62 @@ def serve_levels(
         explain_levels(bench, serve)
     if explain_only:
         return
-    for label, path, bodies, concurrency in plan:
-        before = serve.metrics()
-        small = bodies is bench.one_pair_bodies
-        row = measure_http(label, serve.url, path, bodies, concurrency, bench.settings, small=small)
-        mean_batch = mean_between(before, serve.metrics(), BATCH_SIZE)
-        prefix = f"replicas after: {serve.replicas()}, mean batch {num(mean_batch)} req"
-        row.note = prefix + (f"; {row.note}" if row.note else "")
-        bench.rows.append(row)
+    small: tuple[str, str, list[bytes], int, int | None] = (
+        SERVE_OIP1_OFF if off else SERVE_OIP1,
+        infer,
+        bench.one_pair_bodies,
+        32,
+        None,
+    )
+    if off:
+        plan = [small, (SERVE_OFF, RECOMMEND, bench.recommend_bodies, 32, None)]
+    else:
+        plan = [small] + [
+            (SERVE, RECOMMEND, bench.recommend_bodies, c, bench.settings.level_requests(c))
+            for c in bench.settings.levels
+        ]
+    for label, path, bodies, concurrency, requests in plan:
+        measure_level(bench, serve, label, path, bodies, concurrency, requests)
+
+
+def today_levels(bench: Bench, serve: ServeRun, variant_name: str) -> None:
+    """Today's path: the same recommend sweep as the optimized path's, nothing else."""
+    say(f"{variant_name} READY on {serve.url} (Ray head pid {serve.ray_pid})")
+    bench.check_loopback(f"`recserve up {variant_name}` process tree", [serve.child.pid, serve.ray_pid])
+    warm_up(serve.url, RECOMMEND, bench.recommend_bodies)
+    for concurrency in bench.settings.levels:
+        requests = bench.settings.level_requests(concurrency)
+        measure_level(bench, serve, SERVE_TODAY, RECOMMEND, bench.recommend_bodies, concurrency, requests)
+
+
+def measure_level(
+    bench: Bench,
+    serve: ServeRun,
+    label: str,
+    path: str,
+    bodies: list[bytes],
+    concurrency: int,
+    requests: int | None,
+) -> None:
+    """One level on a running Serve app, noting its replicas and the mean batch it ran."""
+    before = serve.metrics()
+    small = bodies is bench.one_pair_bodies
+    seconds = bench.settings.level_s if requests else None  # the sweep's levels are bounded in time
+    row = measure_http(
+        label,
+        serve.url,
+        path,
+        bodies,
+        concurrency,
+        bench.settings,
+        small=small,
+        requests=requests,
+        seconds=seconds,
+    )
+    mean_batch = mean_between(before, serve.metrics(), BATCH_SIZE)
+    prefix = f"replicas after: {serve.replicas()}, mean batch {num(mean_batch)} req"
+    row.note = prefix + (f"; {row.note}" if row.note else "")
+    bench.rows.append(row)
 
 
 def kserve_phase(bench: Bench) -> None:

@@ -18,25 +18,40 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.serving_bench.measure import SEED, K, Settings, direct_block, explain_blocks, full_catalog
+from bench.serving_bench.measure import SEED, K, Settings, alternating_blocks, explain_blocks, full_catalog
 from bench.serving_bench.phases import EXPLAIN_BLOCK, Bench, baseline_phase, kserve_phase, serve_phase
+from bench.serving_bench.plots import write_plots
 from bench.serving_bench.processes import say
 from bench.serving_bench.report import (
     DIRECT,
     DIRECT_EXPLAIN,
     DIRECT_PLAIN,
+    DIRECT_TODAY,
     FULL,
+    Row,
     evaluate_targets,
     explain_target,
     render_report,
     summarize,
 )
 from bench.serving_bench.servers import oip_ids_body, oip_pairs_body, private_state
+from bench.serving_bench.sides import (
+    QUICK_MAX_DROP,
+    Side,
+    chunk_pairs,
+    ensure_checkpoints,
+    load_side,
+    quick_manifest,
+)
 from recserve_operator.embedded.local_ray import LOCAL_RAY_ENV
 from recserve_serving.offline import OFFLINE_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MANIFEST = REPO / "manifests" / "examples" / "movielens-ranker.yaml"
+TODAY_MANIFEST = REPO / "bench" / "manifests" / "today.yaml"
+QUICK_STATE = "bench-quick"
+"""``--quick`` keeps its own state under the state dir: its checkpoints are trained for a few steps
+only, and must never be found by a full run's ``--if-missing``."""
 RESULTS = REPO / "bench" / "results"
 
 
@@ -58,11 +73,47 @@ def measure_explain_only(bench: Bench, catalog: Any, router: Any, users: list[in
     serve_phase(bench, f"{bench.name}-bench", None, explain_only=True)
 
 
+def in_process_comparison(
+    bench: Bench,
+    catalog: Any,
+    router: Any,
+    users: list[int],
+    blocks: list[list[tuple[list[float], float, list[float]]]],
+) -> None:
+    """Alternating in-process blocks of the optimized engine and today's (A B A B …), once at the
+    start of the run and once at its end; each engine's row merges all of its blocks."""
+    engines = [bench.engine] + ([bench.today.engine] if bench.today else [])
+    settings = bench.settings
+    blocks.append(
+        alternating_blocks(engines, catalog, router, users, settings.direct_s, settings.alternations)
+    )
+    qps = " / ".join(f"{q:.2f}" for q in blocks[-1][0][2])
+    say(
+        f"in-process blocks ({len(blocks)}): optimized {qps} QPS"
+        + (" / today " + " / ".join(f"{q:.2f}" for q in blocks[-1][1][2]) + " QPS" if bench.today else "")
+    )
+
+
+def in_process_rows(blocks: list[list[tuple[list[float], float, list[float]]]]) -> list[Row]:
+    """One row per engine from every block it ran, its blocks' QPS in the note (the load drift)."""
+    rows = []
+    for n, label in enumerate((DIRECT, DIRECT_TODAY)):
+        if n >= len(blocks[0]):
+            break
+        latencies = [s for run in blocks for s in run[n][0]]
+        busy = sum(run[n][1] for run in blocks)
+        qps = ", ".join(f"{q:.2f}" for run in blocks for q in run[n][2])
+        note = f"sequential, blocks alternating between the two engines, at the start and the end; block QPS {qps}"
+        rows.append(summarize(label, 1, latencies, busy, note=note))
+    return rows
+
+
 def measure_all(bench: Bench, catalog: Any, router: Any, users: list[int]) -> None:
-    """In-process block A, the full catalog, every server, then in-process block B."""
+    """In-process blocks (both engines, alternating), the full catalog, every server, then the
+    in-process blocks again."""
     settings, engine = bench.settings, bench.engine
-    lat_a, el_a = direct_block(engine, catalog, router, users, settings.direct_s)
-    say(f"in-process block A: {len(lat_a)} requests, {len(lat_a) / el_a:.2f} QPS")
+    blocks: list[list[tuple[list[float], float, list[float]]]] = []
+    in_process_comparison(bench, catalog, router, users, blocks)
     measure_explain_in_process(bench, catalog, router, users)
     lat_full, el_full, bench.full_pairs = full_catalog(
         engine, catalog, users[: settings.full_users], settings.full_s, settings.catalog_limit
@@ -73,6 +124,13 @@ def measure_all(bench: Bench, catalog: Any, router: Any, users: list[int]) -> No
 
     phases: list[tuple[str, Callable[[], None]]] = [
         ("Ray Serve (batching on)", lambda: serve_phase(bench, f"{bench.name}-bench", None)),
+    ]
+    today = bench.today
+    if today is not None:
+        phases.append(
+            ("Ray Serve, today's path", lambda: serve_phase(bench, f"{today.name}-bench", None, today=True))
+        )
+    phases += [
         ("Ray Serve (batching off)", lambda: serve_phase(bench, f"{bench.name}-bench-nobatch", 1)),
         ("kserve ModelServer", lambda: kserve_phase(bench)),
         ("FastAPI + torch baseline", lambda: baseline_phase(bench)),
@@ -84,35 +142,36 @@ def measure_all(bench: Bench, catalog: Any, router: Any, users: list[int]) -> No
             bench.notes.append(f"{label} FAILED: {str(error).splitlines()[0][:300]}")
             say(f"{label} FAILED: {error}")
 
-    # Block B; the in-process row merges both blocks.
-    lat_b, el_b = direct_block(engine, catalog, router, users, settings.direct_s)
-    note = f"sequential; first/last block {len(lat_a) / el_a:.2f}/{len(lat_b) / el_b:.2f} QPS"
-    bench.rows.insert(0, summarize(DIRECT, 1, lat_a + lat_b, el_a + el_b, note=note))
+    in_process_comparison(bench, catalog, router, users, blocks)
+    bench.rows[:0] = in_process_rows(blocks)
 
 
-def header_lines(
-    bench: Bench, checkpoint_uri: str, load_start: float, load_end: float, threads: int
-) -> list[str]:
-    settings, spec, engine = bench.settings, bench.spec, bench.engine
+def header_lines(bench: Bench, optimized: Side, load_start: float, load_end: float) -> list[str]:
+    settings, spec = bench.settings, bench.spec
     batching, autoscaling = spec.serving.batching, spec.serving.autoscaling
+    sides = [optimized] + ([bench.today] if bench.today else [])
+    levels = ", ".join(f"c={c}: {settings.level_requests(c)}" for c in settings.levels)
     header = [
-        f"engine: {engine.name} (`{bench.engine_dir.name}`), {threads} ORT threads, max length "
-        f"{engine.manifest.max_sequence_length}, chunks of {engine.max_batch_size} pairs; checkpoint {checkpoint_uri}",
+        *[side.describe() for side in sides],
         f"request mix: recommend k={K} for {len(bench.recommend_bodies)} seeded random MovieLens users (cycled in "
         f"the same order on every path), retrieval.candidates={bench.candidates}",
         f"machine: {os.cpu_count()} CPUs shared with other work, load average {load_start:.1f} at start, "
         f"{load_end:.1f} at end; the load generator runs on the same cores as every HTTP server",
-        "HTTP levels are closed loops of whole rounds (c=1: "
-        f"{settings.explain_requests} requests without and {settings.explain_requests} with explain, "
-        f"c=8: {settings.requests(8)}, c=32: {settings.requests(32)}, "
-        f"1-pair OIP c=32: {settings.requests(32, small=True)}) after a warm-up of 8; Serve autoscaling "
+        f"HTTP levels are closed loops of whole rounds after a warm-up of 8 (no new request after "
+        f"{settings.issue_s:g} s, {settings.level_s:g} s on a sweep level): the recommend sweep on both paths "
+        f"({levels}), "
+        f"{settings.explain_requests} requests without and {settings.explain_requests} with explain at c=1, "
+        f"1-pair OIP c=32: {settings.requests(32, small=True)}, batching off recommend c=32: "
+        f"{settings.requests(32)}; Serve autoscaling "
         f"{autoscaling.min_replicas}..{autoscaling.max_replicas} replicas of {spec.serving.resources.cpus:g} CPU, "
         f"batching maxBatchSize {batching.max_batch_size} / {batching.batch_wait_timeout_ms:g} ms",
     ]
     if settings.quick:
         header.append(
-            f"QUICK smoke run: {bench.candidates} candidates and a {settings.catalog_limit}-movie 'full catalog'; "
-            "the figures check that every path works, they are not the benchmark"
+            f"QUICK smoke run: {bench.candidates} candidates, a {settings.catalog_limit}-movie 'full catalog', "
+            f"checkpoints trained with `{' '.join(settings.train)}` in the quick state and quality gates opened "
+            f"(maxDrop {QUICK_MAX_DROP:g}); the figures check that "
+            "every path works, they are not the benchmark"
         )
     return header
 
@@ -127,14 +186,28 @@ EXPLAIN_NOTE = (
 def reading_notes(bench: Bench) -> list[str]:
     """How to read the table: what each figure is, and why batching is judged on two request shapes."""
     batching = bench.spec.serving.batching
+    today = (
+        [
+            "Optimized vs today: the two engines run in-process in alternating blocks (A B A B) at the start "
+            "and again at the end of the run, so that a drift of the machine's load weighs on both; the two "
+            "Serve sweeps run one after the other (optimized first, each on its own `recserve up`, "
+            "the same users and levels), so their ratio is only as good as the load was steady: compare the "
+            "in-process ratio, measured interleaved, with the Serve one.",
+            "Saturation is a path's best level of the sweep; the table shows every level, and the plots "
+            "(throughput against concurrency; the latency CDF at concurrency 1) draw the same rows.",
+        ]
+        if bench.today
+        else []
+    )
     return [
+        *today,
         "QPS = successful requests / wall time of the level (first request sent to last answer); "
         "with few requests (column `ok`) p99 is close to the max.",
         "The Serve target compares Serve at its best concurrency level with the in-process engine run one "
         "request after another (the engine's capacity on these cores).",
         f"Batching is judged on two request shapes from the same two Serve runs (maxBatchSize "
         f"{batching.max_batch_size} vs 1). A recommend request already carries {bench.candidates} pairs, which the "
-        f"engine runs in chunks of {bench.engine.max_batch_size}, so merging requests cannot fill a chunk further; "
+        f"engine runs in chunks of {chunk_pairs(bench.engine)}, so merging requests cannot fill a chunk further; "
         "batching pays where requests are small, which the 1-pair OIP rows measure.",
         "kserve rows send the pairs the router would rank (retrieval done by the client, untimed) to a "
         "kserve.Model whose synchronous predict calls the same engine; kserve's ModelServer does no dynamic "
@@ -146,12 +219,7 @@ def reading_notes(bench: Bench) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from recserve_operator.validate import load_model
-    from recserve_serving.engine.runtime import load_engine
-    from recserve_serving.engine.search_build import build_best
-    from recserve_serving.engine.throughput import Workload
     from recserve_serving.paths import movielens_dir, state_dir
-    from recserve_serving.registry import Registry
     from recserve_serving.serve.api_models import RecommendRequest
     from recserve_serving.serve.catalog import Catalog
     from recserve_serving.serve.config import RouterConfig
@@ -161,21 +229,25 @@ def run(args: argparse.Namespace) -> int:
     started = datetime.now(UTC)
     load_start = os.getloadavg()
     state = state_dir(args.state)
-    manifest_path = Path(args.manifest)
-    model = load_model(manifest_path)
-    name = model.metadata.name or "movielens-ranker"
-    spec = model.spec
+    if args.quick:
+        state = state_dir(state / QUICK_STATE)
+    compare = not args.explain_only
+    manifests = {"optimized": Path(args.manifest)} | ({"today": Path(args.today)} if compare else {})
+    if args.quick:  # throwaway checkpoints: the quality gate is opened (the engines stay in the quick state)
+        manifests = {
+            label: quick_manifest(path, state / "manifests" / label) for label, path in manifests.items()
+        }
+    env = dict(os.environ, **OFFLINE_ENV, **LOCAL_RAY_ENV)
+    uris = [yaml.safe_load(path.read_text())["spec"]["checkpoint"]["uri"] for path in manifests.values()]
+    ensure_checkpoints(state, uris, settings.train, env)
+    sides = {label: load_side(label, path, state, settings.candidates) for label, path in manifests.items()}
+    optimized, today = sides["optimized"], sides.get("today")
+    spec, name = optimized.spec, optimized.name
+    if today is not None and today.name == name:
+        raise SystemExit(f"{args.today} and {args.manifest} have the same metadata.name {name!r}: rename one")
     candidates = settings.candidates or spec.serving.retrieval.candidates
+    engine = optimized.engine
 
-    say(f"resolving {spec.checkpoint.uri} in {state}")
-    resolved = Registry(state).resolve(spec.checkpoint.uri)  # never trains: a missing model is an error
-    say("engine: from the cache, or built as `recserve up` would (not timed)")
-    workload = Workload(
-        pairs=spec.serving.retrieval.candidates, threads=spec.serving.resources.engine_threads
-    )
-    built = build_best(resolved, spec.optimization, state / "engines", workload=workload)
-    engine = load_engine(built.path)
-    say(f"engine {engine.name} ({'cached' if built.cache_hit else 'built'}): {built.path}")
     data_dir, index_dir = str(movielens_dir()), str(state / "retrieval")
     catalog = Catalog.load(data_dir, index_dir)
     max_k = min(spec.serving.retrieval.max_k, candidates)
@@ -197,20 +269,15 @@ def run(args: argparse.Namespace) -> int:
     bench = Bench(
         settings=settings,
         name=name,
-        document=yaml.safe_load(manifest_path.read_text()),
+        document=optimized.document,
         spec=spec,
         candidates=candidates,
         state=private_state(state, tmp / "state"),
         tmp=tmp,
-        env=dict(
-            os.environ,
-            RECSERVE_RAY_TMP=str(tmp / "ray"),
-            **OFFLINE_ENV,
-            **LOCAL_RAY_ENV,
-        ),
+        env=dict(env, RECSERVE_RAY_TMP=str(tmp / "ray")),
         engine=engine,
-        engine_dir=built.path,
-        checkpoint_dir=resolved.path,
+        engine_dir=optimized.engine_dir,
+        checkpoint_dir=optimized.checkpoint_dir,
         data_dir=data_dir,
         index_dir=index_dir,
         recommend_bodies=[json.dumps({"user_id": u, "k": K}).encode() for u in users],
@@ -219,17 +286,44 @@ def run(args: argparse.Namespace) -> int:
         one_pair_bodies=[
             json.dumps(oip_ids_body(u, p.movie_ids[0])).encode() for u, p in zip(users, plans, strict=True)
         ],
+        today=today,
     )
     bench.env["RECSERVE_HOME"] = str(bench.state)
+    for side, expected in ((optimized, "prefix"), (today, "cross")):
+        if (
+            side is not None and side.shape != expected
+        ):  # e.g. a seed model registered before the prefix shape
+            warning = (
+                f"the {side.label} path's checkpoint {side.checkpoint_uri} has the {side.shape} shape, not "
+                f"{expected}: the comparison is not the one issue 13 asks for (a state trained before the "
+                "prefix shape? `recserve train` registers a new version; point the manifest at it)"
+            )
+            bench.notes.append(warning)
+            say(f"WARNING: {warning}")
     try:
-        engine.score(plans[-1].user_texts, plans[-1].item_texts)
+        for side in sides.values():
+            side.engine.score(plans[-1].user_texts, plans[-1].item_texts)
         (measure_explain_only if args.explain_only else measure_all)(bench, catalog, router, users)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    header = header_lines(bench, resolved.uri, load_start[0], os.getloadavg()[0], engine.threads)
+    header = header_lines(bench, optimized, load_start[0], os.getloadavg()[0])
     flags = [flag for flag, on in (("--quick", args.quick), ("--explain-only", args.explain_only)) if on]
+    if Path(args.today).resolve() != TODAY_MANIFEST.resolve() and compare:
+        flags.append(f"--today {args.today}")
     command = " ".join([".venv/bin/python bench/serving.py", *flags])
+    suffix = "".join(f"-{flag.removeprefix('--')}" for flag in flags if flag in ("--quick", "--explain-only"))
+    plots = (
+        write_plots(
+            bench.rows,
+            RESULTS,
+            f"{started:%Y-%m-%d}, {candidates} candidates, {os.cpu_count()} shared CPUs"
+            + (", QUICK smoke run" if args.quick else ""),
+            suffix,
+        )
+        if compare
+        else []
+    )
     report = render_report(
         command=command,
         started=started,
@@ -237,11 +331,11 @@ def run(args: argparse.Namespace) -> int:
         rows=bench.rows,
         targets=[explain_target(bench.rows)] if args.explain_only else evaluate_targets(bench.rows),
         notes=bench.notes + ([EXPLAIN_NOTE] if args.explain_only else [*reading_notes(bench), EXPLAIN_NOTE]),
+        plots=[str(plot) for plot in plots],
     )
     print(report)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(f"-{flag.removeprefix('--')}" for flag in flags)
     out = RESULTS / f"serving-{started:%Y-%m-%d}{suffix}.md"
     out.write_text(report)
-    say(f"wrote {out}")
+    say(f"wrote {out}" + "".join(f", {plot}" for plot in plots))
     return 0

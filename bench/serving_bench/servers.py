@@ -234,9 +234,8 @@ def baseline_child(config: dict[str, Any]) -> None:
     import uvicorn
     from fastapi import FastAPI
 
-    from recserve_serving.model import load_checkpoint, torch_inputs
+    from recserve_serving.model import load_checkpoint
     from recserve_serving.serve.catalog import Catalog
-    from recserve_serving.tokens import encode
 
     torch.set_num_threads(2)
     catalog = Catalog.load(config["data_dir"], config["index_dir"])
@@ -254,10 +253,9 @@ def baseline_child(config: dict[str, Any]) -> None:
         scores: list[float] = []
         for start in range(0, len(candidates), batch):
             chunk = candidates[start : start + batch]
-            encoded = encode(
-                checkpoint.tokenizer, [user_text] * len(chunk), [item_text[m] for m in chunk], max_len
-            )
-            scores.extend(model(**torch_inputs(encoded)).float().tolist())
+            # the checkpoint's own layout: pairs for a cross-shaped model, user prefix + items for a prefix one
+            encoded = checkpoint.encode([user_text] * len(chunk), [item_text[m] for m in chunk], max_len)
+            scores.extend(model(**encoded).float().tolist())
         return scores
 
     app = FastAPI()
