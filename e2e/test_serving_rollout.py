@@ -59,7 +59,7 @@ CANARY = {
     **FP32_CANARY_VERSION,
     "steps": [{"weight": 20, "pause": "10s"}, {"weight": 50, "pause": "10s"}, {"weight": 80, "pause": "10s"}],
     "stickyBy": "user_id",
-    "analysis": {"maxErrorRate": 0.01, "maxScoreShift": 0.6, "minRequests": 3},
+    "analysis": {"maxErrorRate": 0.01, "maxScoreShift": 0.25, "minRequests": 3},
 }
 WEIGHTS = [step["weight"] for step in CANARY["steps"]]
 # Logical CPUs of the test's Ray: a stable hand-over runs the old and the new stable side by side

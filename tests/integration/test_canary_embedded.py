@@ -35,7 +35,7 @@ def manifest(canary_uri: str, canary_optimization: dict | None) -> dict:
             {"weight": 50, "pause": "15s"},
         ],
         "stickyBy": "user_id",
-        "analysis": {"maxErrorRate": 0.01, "maxScoreShift": 0.6, "minRequests": 5},
+        "analysis": {"maxErrorRate": 0.01, "maxScoreShift": 0.25, "minRequests": 5},
     }
     if canary_optimization is not None:
         canary["optimization"] = canary_optimization
