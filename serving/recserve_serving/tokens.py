@@ -65,16 +65,22 @@ def item_tokens(tokenizer: PreTrainedTokenizerBase, texts: list[str], item_max_l
     return [[*ids, sep] for ids in pieces["input_ids"]]
 
 
-def layout_prefix(
-    users: list[list[int]], rows: list[int], items: list[list[int]], pad: int
-) -> dict[str, np.ndarray]:
-    """The model's arrays: distinct ``users``; pair n is ``items[n]`` for ``users[rows[n]]``."""
+def layout_users(users: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct users' token ids padded to the longest, and their mask: the user pass's input."""
     user_len = max(len(ids) for ids in users)
     user_ids = np.full((len(users), user_len), pad, dtype=np.int64)
     user_mask = np.zeros((len(users), user_len), dtype=np.int64)
     for row, ids in enumerate(users):
         user_ids[row, : len(ids)] = ids
         user_mask[row, : len(ids)] = 1
+    return user_ids, user_mask
+
+
+def layout_prefix(
+    users: list[list[int]], rows: list[int], items: list[list[int]], pad: int
+) -> dict[str, np.ndarray]:
+    """The model's arrays: distinct ``users``; pair n is ``items[n]`` for ``users[rows[n]]``."""
+    user_ids, user_mask = layout_users(users, pad)
     candidates = int(np.bincount(rows, minlength=len(users)).max())
     length = max(len(ids) for ids in items)
     item_ids = np.full((len(users), candidates, length), pad, dtype=np.int64)
