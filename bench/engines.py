@@ -110,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows_wanted = [row for row in ROWS if args.only is None or row[0] in args.only]
 
-    from recserve_serving.data import load_movielens
     from recserve_serving.engine.build import build_engine
     from recserve_serving.engine.runtime import load_engine
     from recserve_serving.evaluate import EvalSettings, eval_set
+    from recserve_serving.example_data import load_example
     from recserve_serving.paths import state_dir
     from recserve_serving.recipe import OptimizationRecipe
     from recserve_serving.registry import Registry
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     state = state_dir(args.state)
     registry = Registry(state)
     resolved = registry.resolve(args.checkpoint)
-    data = load_movielens()
+    data = load_example()
     settings = EvalSettings(users=args.users, candidates=args.candidates, latency_repeats=3)
     engines = []
     for label, fields in rows_wanted:

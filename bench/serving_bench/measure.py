@@ -193,9 +193,9 @@ def explain_blocks(
             plan = plan_recommendation(request, catalog, router)
             response = plan.respond(engine.score(plan.user_texts, plan.item_texts).tolist(), "direct")
             if explain:
-                movie_ids = [item.movie_id for item in response.items]
+                item_ids = [item.item_id for item in response.items]
                 occlusion = occlude(
-                    catalog, plan.user_id, plan.history, plan.user_text, movie_ids, router.explain
+                    catalog, plan.user_id, plan.history, plan.user_text, item_ids, router.explain
                 )
                 explain_items(response.items, occlusion, engine.score(*occlusion.pairs()).tolist(), catalog)
             side.append(time.perf_counter() - start)
@@ -205,7 +205,7 @@ def explain_blocks(
 def unrated(catalog: Any, user: int, limit: int | None) -> list[int]:
     """Every catalog movie the user has not rated (the first ``limit`` of them in a quick run)."""
     seen = catalog.seen(user)
-    return [int(m) for m in catalog.movielens.movie_ids if int(m) not in seen][:limit]
+    return [int(m) for m in catalog.dataset.item_ids if int(m) not in seen][:limit]
 
 
 def full_catalog(

@@ -64,11 +64,11 @@ def oip_pairs_body(user_texts: Sequence[str], item_texts: Sequence[str]) -> dict
     }
 
 
-def oip_ids_body(user_id: int, movie_id: int) -> dict[str, Any]:
+def oip_ids_body(user_id: int, item_id: int) -> dict[str, Any]:
     return {
         "inputs": [
             {"name": "user_id", "datatype": "INT64", "shape": [1], "data": [user_id]},
-            {"name": "movie_id", "datatype": "INT64", "shape": [1], "data": [movie_id]},
+            {"name": "item_id", "datatype": "INT64", "shape": [1], "data": [item_id]},
         ]
     }
 
@@ -245,8 +245,8 @@ def baseline_child(config: dict[str, Any]) -> None:
     batch = int(config["batch"])
     k = int(config["k"])
     limit = config.get("limit")  # quick runs only: a cut catalog
-    movie_ids = [int(m) for m in catalog.movielens.movie_ids]
-    item_text = {m: catalog.item_text(m) for m in movie_ids}
+    item_ids = [int(m) for m in catalog.dataset.item_ids]
+    item_text = {m: catalog.item_text(m) for m in item_ids}
 
     @torch.inference_mode()
     def score(user_text: str, candidates: list[int]) -> list[float]:
@@ -268,12 +268,12 @@ def baseline_child(config: dict[str, Any]) -> None:
     def recommend(body: dict[str, int]) -> dict[str, Any]:
         user_id, k_items = int(body["user_id"]), int(body.get("k", k))
         seen = catalog.seen(user_id)
-        candidates = [m for m in movie_ids if m not in seen][:limit]
+        candidates = [m for m in item_ids if m not in seen][:limit]
         scores = score(catalog.user_text(user_id, None), candidates)
         order = sorted(range(len(scores)), key=lambda i: -scores[i])[:k_items]
-        return {"user_id": user_id, "items": [{"movie_id": candidates[i], "score": scores[i]} for i in order]}
+        return {"user_id": user_id, "items": [{"item_id": candidates[i], "score": scores[i]} for i in order]}
 
-    score("likes: warm", movie_ids[:batch])
+    score("likes: warm", item_ids[:batch])
     uvicorn.run(app, host="127.0.0.1", port=int(config["port"]), log_level="warning")
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from recserve_serving.data import MovieLens
+from recserve_serving.data import Dataset
 
 PairScorer = Callable[[list[str], list[str]], np.ndarray]
 K = 10
@@ -53,7 +53,7 @@ class EvalSet:
     candidates: int
     seed: int
 
-    def pairs(self, data: MovieLens) -> tuple[list[str], list[str]]:
+    def pairs(self, data: Dataset) -> tuple[list[str], list[str]]:
         users = [c.user_text for c in self.cases for _ in c.candidates]
         items = [data.item_text(m) for c in self.cases for m in c.candidates]
         return users, items
@@ -64,7 +64,7 @@ class EvalSet:
 
 
 def eval_set(
-    data: MovieLens,
+    data: Dataset,
     *,
     users: int = 100,
     candidates: int = 50,
@@ -74,7 +74,7 @@ def eval_set(
 ) -> EvalSet:
     """Sample users with held-out likes and a liked training history, and their candidate lists."""
     rng = np.random.default_rng(seed)
-    eligible = [u for u in data.user_ids() if data.held_out_likes(u) and data.liked_history(u)]
+    eligible = [u for u in data.user_codes() if data.held_out_likes(u) and data.liked_history(u)]
     chosen = sorted(rng.choice(eligible, size=min(users, len(eligible)), replace=False).tolist())
     cases = []
     for user_id in chosen:
@@ -115,7 +115,7 @@ def genre_diversity(genre_sets: Sequence[frozenset[str]]) -> float:
     return float(np.mean(distances)) if distances else 0.0
 
 
-def ranking_metrics(data: MovieLens, evals: EvalSet, scores: Sequence[np.ndarray]) -> dict[str, float]:
+def ranking_metrics(data: Dataset, evals: EvalSet, scores: Sequence[np.ndarray]) -> dict[str, float]:
     """NDCG@10, HitRate@10, AUC (per user, averaged), coverage, novelty and diversity of the top 10s.
 
     Coverage is the share of all candidate movies that reach some user's top 10; novelty the
@@ -131,7 +131,7 @@ def ranking_metrics(data: MovieLens, evals: EvalSet, scores: Sequence[np.ndarray
     pool: set[int] = set()
     novelty: list[float] = []
     diversity: list[float] = []
-    n_users = max(1, data.train.userId.nunique())
+    n_users = max(1, data.train.user.nunique())
     for case, case_scores in zip(evals.cases, scores, strict=True):
         order = np.argsort(-np.asarray(case_scores), kind="stable")
         ranked = np.array([case.candidates[i] for i in order])
@@ -143,7 +143,7 @@ def ranking_metrics(data: MovieLens, evals: EvalSet, scores: Sequence[np.ndarray
         shown.update(top)
         pool.update(case.candidates)
         novelty.extend(-math.log2(max(data.popularity.get(m, 0), 1) / n_users) for m in top)
-        diversity.append(genre_diversity([frozenset(data.genres(m)) for m in top]))
+        diversity.append(genre_diversity([frozenset(data.categories(m)) for m in top]))
     return {
         "ndcg@10": float(np.mean(ndcg)),
         "hitrate@10": float(np.mean(hits)),
@@ -154,9 +154,7 @@ def ranking_metrics(data: MovieLens, evals: EvalSet, scores: Sequence[np.ndarray
     }
 
 
-def score_texts(
-    scorer: PairScorer, data: MovieLens, evals: EvalSet, batch_size: int = 64
-) -> list[np.ndarray]:
+def score_texts(scorer: PairScorer, data: Dataset, evals: EvalSet, batch_size: int = 64) -> list[np.ndarray]:
     users, items = evals.pairs(data)
     flat = [
         scorer(users[i : i + batch_size], items[i : i + batch_size]) for i in range(0, len(users), batch_size)
@@ -165,27 +163,27 @@ def score_texts(
 
 
 def evaluate_scorer(
-    scorer: PairScorer, data: MovieLens, evals: EvalSet, batch_size: int = 64
+    scorer: PairScorer, data: Dataset, evals: EvalSet, batch_size: int = 64
 ) -> dict[str, float]:
     return ranking_metrics(data, evals, score_texts(scorer, data, evals, batch_size))
 
 
-def popularity_scores(data: MovieLens, evals: EvalSet) -> list[np.ndarray]:
+def popularity_scores(data: Dataset, evals: EvalSet) -> list[np.ndarray]:
     counts = data.popularity
     return [np.array([counts.get(m, 0) for m in c.candidates], dtype=np.float32) for c in evals.cases]
 
 
 def als_scores(
-    data: MovieLens, evals: EvalSet, *, factors: int = 64, iterations: int = 15, seed: int = 0
+    data: Dataset, evals: EvalSet, *, factors: int = 64, iterations: int = 15, seed: int = 0
 ) -> list[np.ndarray]:
-    """Implicit-feedback ALS (``implicit``) on the same training interactions, ratings >= 4 weighted up."""
+    """Implicit-feedback ALS (``implicit``) on the same training interactions, likes weighted up."""
     from implicit.als import AlternatingLeastSquares
 
-    users = {u: i for i, u in enumerate(sorted(data.train.userId.unique()))}
-    items = {m: i for i, m in enumerate(data.movie_ids.tolist())}
-    rows = data.train.userId.map(users).to_numpy()
-    cols = data.train.movieId.map(items).to_numpy()
-    weights = np.where(data.train.rating.to_numpy() >= 4.0, 4.0, 1.0).astype(np.float32)
+    users = {u: i for i, u in enumerate(sorted(data.train.user.unique()))}
+    items = {m: i for i, m in enumerate(data.item_ids.tolist())}
+    rows = data.train.user.map(users).to_numpy()
+    cols = data.train.item.map(items).to_numpy()
+    weights = np.where(data.train.liked.to_numpy(), 4.0, 1.0).astype(np.float32)
     matrix = sp.csr_matrix((weights, (rows, cols)), shape=(len(users), len(items)))
     model = AlternatingLeastSquares(
         factors=factors,
@@ -203,7 +201,7 @@ def als_scores(
     return out
 
 
-def baselines(data: MovieLens, evals: EvalSet) -> dict[str, dict[str, float]]:
+def baselines(data: Dataset, evals: EvalSet) -> dict[str, dict[str, float]]:
     return {
         "most-popular": ranking_metrics(data, evals, popularity_scores(data, evals)),
         "als": ranking_metrics(data, evals, als_scores(data, evals)),

@@ -1,6 +1,6 @@
 """Hybrid retrieval: collaborative stages (ALS, item-kNN) fused with the content stage.
 
-Content similarity alone finds movies that *read* like what a user liked; on MovieLens that
+Content similarity alone finds movies that *read* like what a user liked; on Dataset that
 recalls far less than collaborative filtering, which finds what people with the same taste
 watched next. Each stage ranks the catalog for the user's history, and the ranks are fused
 with weighted reciprocal-rank fusion (RRF): scale-free, so an ALS score and a cosine need no
@@ -62,7 +62,7 @@ class FusionWeights:
 
 def snapshot_digest(catalog: np.ndarray, snapshot: pd.DataFrame, settings: AlsSettings) -> str:
     """The collaborative index's content address: catalog, interactions (order-free), settings."""
-    pairs = snapshot[["userId", "movieId"]].to_numpy(dtype=np.int64)
+    pairs = snapshot[["user", "item"]].to_numpy(dtype=np.int64)
     pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
     digest = hashlib.sha256(
         f"recserve-collab-v{COLLAB_FORMAT}|{settings.describe()}|{KNN_NEIGHBOURS}".encode()
@@ -74,7 +74,7 @@ def snapshot_digest(catalog: np.ndarray, snapshot: pd.DataFrame, settings: AlsSe
 
 @dataclass(frozen=True)
 class CollaborativeIndex:
-    movie_ids: np.ndarray
+    item_ids: np.ndarray
     item_factors: np.ndarray
     knn_indices: np.ndarray
     knn_sims: np.ndarray
@@ -93,7 +93,7 @@ class CollaborativeIndex:
     ) -> CollaborativeIndex:
         from recserve_serving.collaborative import fit_als, interaction_matrix, item_neighbours
 
-        matrix, _ = interaction_matrix(snapshot.userId.to_numpy(), snapshot.movieId.to_numpy(), catalog)
+        matrix, _ = interaction_matrix(snapshot.user.to_numpy(), snapshot.item.to_numpy(), catalog)
         _, item_factors = fit_als(matrix, settings, seed=seed)
         indices, sims = item_neighbours(matrix, KNN_NEIGHBOURS)
         counts = np.asarray(matrix.sum(0)).ravel().astype(np.float32)
@@ -103,7 +103,7 @@ class CollaborativeIndex:
         temp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
         np.savez(
             temp,
-            movie_ids=self.movie_ids,
+            item_ids=self.item_ids,
             item_factors=self.item_factors,
             knn_indices=self.knn_indices,
             knn_sims=self.knn_sims,
@@ -118,7 +118,7 @@ class CollaborativeIndex:
             factors, regularization, alpha, iterations = stored["settings"].tolist()
             settings = AlsSettings(int(factors), regularization, alpha, int(iterations))
             return cls(
-                stored["movie_ids"],
+                stored["item_ids"],
                 stored["item_factors"],
                 stored["knn_indices"],
                 stored["knn_sims"],
@@ -167,7 +167,7 @@ class HybridRetriever:
     def __init__(
         self, content: ItemIndex, collaborative: CollaborativeIndex, weights: FusionWeights = FusionWeights()
     ) -> None:
-        if not np.array_equal(content.movie_ids, collaborative.movie_ids):
+        if not np.array_equal(content.item_ids, collaborative.item_ids):
             raise RecserveError(
                 "the content and collaborative indexes cover different catalogs; rebuild both "
                 "from the same catalog (`recserve build --index-dir DIR`)"
@@ -181,8 +181,8 @@ class HybridRetriever:
         self._popularity = _rrf(np.log1p(collaborative.counts), STAGE_DEPTH) * weights.popularity
 
     @property
-    def movie_ids(self) -> np.ndarray:
-        return self.content.movie_ids
+    def item_ids(self) -> np.ndarray:
+        return self.content.item_ids
 
     def stage_scores(self, history: Sequence[int]) -> dict[str, np.ndarray]:
         """Each stage's raw score over the catalog (stages with nothing to go on are left out)."""
@@ -221,7 +221,7 @@ class HybridRetriever:
             return []
         top = np.argpartition(-fused, take - 1)[:take]
         ordered = top[np.argsort(-fused[top], kind="stable")]
-        return [int(self.movie_ids[i]) for i in ordered]
+        return [int(self.item_ids[i]) for i in ordered]
 
     def features(self, user: UserScores, candidates: Sequence[int]) -> np.ndarray:
         """The ``FEATURES`` rows of ``candidates`` (a stage with nothing to go on reads 0)."""

@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
-DATA_ENV = "RECSERVE_DATA"
-IMAGE_DATA_DIR = "/opt/recserve-data/movielens-small"
-"""Where the serving images ship the MovieLens copy (their ``RECSERVE_DATA``), and so where
-routers in a cluster read it."""
+IMAGE_DATA_DIR = "/opt/recserve-data"
+"""Where the serving images ship the bundled data sets (``bundled://`` URIs), and so where
+routers in a cluster read them."""
+BUNDLED_ENV = "RECSERVE_BUNDLED_DATA"
 
 
 def base_model_path() -> Path:
@@ -34,7 +34,8 @@ def state_dir(override: str | os.PathLike[str] | None = None) -> Path:
     return path
 
 
-def movielens_dir() -> Path:
-    """The MovieLens ml-latest-small copy shipped in the repository (``RECSERVE_DATA`` overrides)."""
-    env = os.environ.get(DATA_ENV)
-    return Path(env) if env else _REPO_ROOT / "data" / "movielens-small"
+def bundled_data_dir() -> Path:
+    """The root of ``bundled://`` URIs: the repository's ``data/`` (an image sets
+    ``RECSERVE_BUNDLED_DATA`` to its copy)."""
+    env = os.environ.get(BUNDLED_ENV)
+    return Path(env) if env else _REPO_ROOT / "data"

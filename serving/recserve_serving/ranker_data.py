@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recserve_serving.data import MovieLens, Pair
+from recserve_serving.data import Dataset, Pair
 from recserve_serving.fusion import FusionHead, fit_fusion, retrieval_order_head
 from recserve_serving.hybrid import FEATURES, CollaborativeIndex, HybridRetriever
 from recserve_serving.quality.split import EvalUser, protocol_split, validation_split
@@ -33,7 +33,7 @@ MAX_HISTORY = MAX_REQUEST_HISTORY
 
 @dataclass
 class RetrievalTraining:
-    data: MovieLens
+    data: Dataset
     retriever: HybridRetriever
     encoder_users: list[EvalUser]
     head_users: list[EvalUser]
@@ -47,15 +47,11 @@ class RetrievalTraining:
         )
 
 
-def retrieval_training(
-    data: MovieLens, index_dir: Path, data_dir: Path, *, seed: int = 0
-) -> RetrievalTraining:
+def retrieval_training(data: Dataset, index_dir: Path, *, seed: int = 0) -> RetrievalTraining:
     """The validation slice's retriever and its users, split in halves for encoder and head."""
-    validation = validation_split(protocol_split(data.ratings))
-    content = load_or_build_index(
-        index_dir, data_dir, {int(m): data.item_text(int(m)) for m in data.movie_ids}
-    )
-    retriever = HybridRetriever(content, CollaborativeIndex.fit(data.movie_ids, validation.snapshot))
+    validation = validation_split(protocol_split(data.interactions))
+    content = load_or_build_index(index_dir, {int(m): data.item_text(int(m)) for m in data.item_ids})
+    retriever = HybridRetriever(content, CollaborativeIndex.fit(data.item_ids, validation.snapshot))
     users = list(validation.users)
     np.random.default_rng(seed).shuffle(users)
     half = len(users) // 2

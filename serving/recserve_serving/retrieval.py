@@ -29,10 +29,11 @@ _ENCODE_MAX_LEN = 48
 RECENCY_DECAY = 0.9
 
 
-def index_key(data_dir: Path) -> str:
+def index_key(item_texts: dict[int, str]) -> str:
+    """The index's content address: the texts it embeds (by item code) and the encoder."""
     digest = hashlib.sha256(f"recserve-retrieval-v{INDEX_FORMAT}".encode())
-    for name in ("movies.csv", "tags.csv"):
-        digest.update((Path(data_dir) / name).read_bytes())
+    for item in sorted(item_texts):
+        digest.update(f"{item}\t{item_texts[item]}\n".encode())
     digest.update((base_model_path() / "model.safetensors").read_bytes()[: 1 << 20])
     return digest.hexdigest()
 
@@ -79,10 +80,10 @@ def locked(path: Path) -> Iterator[None]:
 class ItemIndex:
     """Item ids and their embeddings, with inner-product search for a user's history."""
 
-    def __init__(self, movie_ids: np.ndarray, vectors: np.ndarray) -> None:
-        self.movie_ids = movie_ids
+    def __init__(self, item_ids: np.ndarray, vectors: np.ndarray) -> None:
+        self.item_ids = item_ids
         self.vectors = vectors
-        self.row = {int(m): i for i, m in enumerate(movie_ids)}
+        self.row = {int(m): i for i, m in enumerate(item_ids)}
 
     def user_vector(self, history: Sequence[int]) -> np.ndarray | None:
         """Recency-weighted mean of the liked items' vectors (history is oldest first)."""
@@ -103,7 +104,7 @@ class ItemIndex:
         take = min(len(scores), n + len(exclude))
         top = np.argpartition(-scores, take - 1)[:take]
         ordered = top[np.argsort(-scores[top])]
-        picked = [int(self.movie_ids[i]) for i in ordered if int(self.movie_ids[i]) not in exclude]
+        picked = [int(self.item_ids[i]) for i in ordered if int(self.item_ids[i]) not in exclude]
         return picked[:n]
 
 
@@ -125,12 +126,12 @@ def build_once(path: Path, what: str, needs: str, build: Callable[[], None]) -> 
             build()
 
 
-def index_path(index_dir: Path, data_dir: Path) -> Path:
+def index_path(index_dir: Path, item_texts: dict[int, str]) -> Path:
     """Where this catalog's index lives in ``index_dir`` (its name is its key)."""
-    return Path(index_dir) / f"items-{index_key(data_dir)[:32]}.npz"
+    return Path(index_dir) / f"items-{index_key(item_texts)[:32]}.npz"
 
 
-def load_or_build_index(index_dir: Path, data_dir: Path, item_texts: dict[int, str]) -> ItemIndex:
+def load_or_build_index(index_dir: Path, item_texts: dict[int, str]) -> ItemIndex:
     """This catalog's index from ``index_dir``, built there (under a file lock) if missing.
 
     An index already there is read without the lock: it is written under a temporary name and
@@ -139,15 +140,15 @@ def load_or_build_index(index_dir: Path, data_dir: Path, item_texts: dict[int, s
     (``recserve build --index-dir``), which serving pods mount read-only, because building it
     takes torch and the serving image has none.
     """
-    path = index_path(index_dir, data_dir)
+    path = index_path(index_dir, item_texts)
 
     def build() -> None:
         ids = np.array(sorted(item_texts), dtype=np.int64)
         vectors = embed_texts([item_texts[int(i)] for i in ids])
         temp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        np.savez(temp, movie_ids=ids, vectors=vectors)
+        np.savez(temp, item_ids=ids, vectors=vectors)
         os.replace(temp, path)
 
     build_once(path, "retrieval index", "torch", build)
     with np.load(path) as stored:
-        return ItemIndex(stored["movie_ids"], stored["vectors"])
+        return ItemIndex(stored["item_ids"], stored["vectors"])

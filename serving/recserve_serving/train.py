@@ -1,4 +1,4 @@
-"""Fine-tune the MiniLM cross-encoder on MovieLens pairs, on 2 CPU cores in minutes.
+"""Fine-tune the MiniLM cross-encoder on interaction pairs, on 2 CPU cores in minutes.
 
 The demo budget (about four minutes) is met with short sequences (64 tokens, the user
 side truncated first) and frozen embeddings plus lower layers: the lower layers of a
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from recserve_serving.data import MovieLens, Pair
+from recserve_serving.data import Dataset, Pair
 from recserve_serving.evaluate import EvalSet, eval_set, evaluate_scorer, popularity_scores, ranking_metrics
 from recserve_serving.model import Checkpoint, new_ranker, save_checkpoint, score_pairs
 from recserve_serving.registry import Registry, ResolvedCheckpoint
@@ -131,7 +131,7 @@ def listwise_loss(group: int) -> LabelLoss:
 
 def fit(
     checkpoint: Checkpoint,
-    data: MovieLens,
+    data: Dataset,
     settings: TrainSettings,
     *,
     loss_for: InputsLoss | None = None,
@@ -207,7 +207,7 @@ def fit(
     }
 
 
-def checkpoint_metrics(checkpoint: Checkpoint, data: MovieLens, evals: EvalSet) -> dict[str, float]:
+def checkpoint_metrics(checkpoint: Checkpoint, data: Dataset, evals: EvalSet) -> dict[str, float]:
     """Ranking metrics of the checkpoint itself, eager fp32 on 2 threads: the reference."""
     torch.set_num_threads(2)
     with torch.inference_mode():
@@ -215,7 +215,7 @@ def checkpoint_metrics(checkpoint: Checkpoint, data: MovieLens, evals: EvalSet) 
 
 
 def evaluate_checkpoint(
-    checkpoint: Checkpoint, data: MovieLens, *, users: int = 100, candidates: int = 50, seed: int = 0
+    checkpoint: Checkpoint, data: Dataset, *, users: int = 100, candidates: int = 50, seed: int = 0
 ) -> dict[str, float]:
     """Eager fp32 quality of a checkpoint, and most-popular on the same lists for comparison."""
     evals = eval_set(data, users=users, candidates=candidates, seed=seed)
@@ -227,7 +227,7 @@ def evaluate_checkpoint(
 
 
 def train_ranker(
-    data: MovieLens,
+    data: Dataset,
     out_dir: Path,
     *,
     steps: int = DEFAULT_STEPS,
@@ -271,10 +271,9 @@ def train_ranker(
     retrieval = None
     pairs = None
     if index_dir is not None:
-        from recserve_serving.paths import movielens_dir
         from recserve_serving.ranker_data import hard_negative_pairs, retrieval_training
 
-        retrieval = retrieval_training(data, Path(index_dir), movielens_dir(), seed=seed)
+        retrieval = retrieval_training(data, Path(index_dir), seed=seed)
         pairs = hard_negative_pairs(
             retrieval,
             steps * batch_size,
@@ -316,13 +315,13 @@ def train_ranker(
 
 
 def train_and_register(
-    registry: Registry, name: str, data: MovieLens | None = None, **settings: Any
+    registry: Registry, name: str, data: Dataset | None = None, **settings: Any
 ) -> tuple[ResolvedCheckpoint, dict[str, float]]:
     """Train (``train_ranker`` keyword settings) in a scratch dir under the state, register, return both."""
-    from recserve_serving.data import load_movielens
+    from recserve_serving.example_data import load_example
 
     settings.setdefault("index_dir", registry.state / "retrieval")
     with tempfile.TemporaryDirectory(prefix="recserve-train-", dir=registry.state) as scratch:
         out = Path(scratch) / "checkpoint"
-        metrics = train_ranker(data if data is not None else load_movielens(), out, **settings)
+        metrics = train_ranker(data if data is not None else load_example(), out, **settings)
         return registry.register(name, out, metrics), metrics

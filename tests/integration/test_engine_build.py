@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recserve_serving.data import load_movielens
 from recserve_serving.engine.build import build_engine
 from recserve_serving.engine.runtime import load_engine
 from recserve_serving.errors import CheckpointError, QualityGateFailed, RecipeError
 from recserve_serving.evaluate import EvalSettings
+from recserve_serving.example_data import load_example
 from recserve_serving.model import load_checkpoint, score_pairs
 from recserve_serving.recipe import OptimizationRecipe
 from recserve_serving.registry import Registry, ResolvedCheckpoint
@@ -32,7 +32,7 @@ LENIENT = {"qualityGate": {"maxDrop": 1.0}, "maxBatchSize": 16}
 
 @pytest.fixture(scope="module")
 def data():
-    return load_movielens()
+    return load_example()
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +56,8 @@ def build(trained, data, cache_root: Path, spec: OptimizationRecipe):
 
 
 def sample_pairs(data, n: int = 12) -> tuple[list[str], list[str]]:
-    users = [data.user_text(u) for u in data.user_ids()[:n]]
-    return users, [data.item_text(m) for m in data.popular_movie_ids(n)]
+    users = [data.user_text(u) for u in data.user_codes()[:n]]
+    return users, [data.item_text(m) for m in data.popular_items(n)]
 
 
 def test_the_tiny_ranker_learned_something(trained) -> None:
@@ -102,8 +102,8 @@ def test_a_prefix_engine_scores_each_pair_as_the_checkpoint_does_in_any_order(
     checkpoint = load_checkpoint(trained[1].path)
     assert checkpoint.meta.shape == "prefix"
     engine = load_engine(build(trained, data, tmp_path, recipe(backend="onnxruntime", **fields)).path)
-    user_ids = data.user_ids()[:3]
-    items = [data.item_text(m) for m in data.popular_movie_ids(45)]
+    user_ids = data.user_codes()[:3]
+    items = [data.item_text(m) for m in data.popular_items(45)]
     pairs = [(data.user_text(u), item) for u in user_ids for item in items]
     order = np.random.default_rng(0).permutation(len(pairs))
     users_, items_ = [pairs[i][0] for i in order], [pairs[i][1] for i in order]

@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recserve_serving.data import load_movielens
 from recserve_serving.engine.build import build_engine
 from recserve_serving.engine.manifest import EngineManifest
 from recserve_serving.engine.runtime import load_engine
 from recserve_serving.errors import CheckpointError, EngineError
+from recserve_serving.example_data import load_example
 from recserve_serving.model import load_checkpoint, score_pairs
 from recserve_serving.recipe import OptimizationRecipe
 from recserve_serving.registry import Registry
@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def data():
-    return load_movielens()
+    return load_example()
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +60,8 @@ def test_int8_engine_builds_once_loads_and_scores_close_to_the_checkpoint(regist
     assert again.cache_hit and again.path == built.path
 
     engine = load_engine(built.path)
-    users = [data.user_text(u) for u in data.user_ids()[:20]]
-    items = [data.item_text(m) for m in data.popular_movie_ids(20)]
+    users = [data.user_text(u) for u in data.user_codes()[:20]]
+    items = [data.item_text(m) for m in data.popular_items(20)]
     scores = engine.score(users, items)
     assert scores.dtype == np.float32 and scores.shape == (20,)
     reference = score_pairs(load_checkpoint(resolved.path), users, items)

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from recserve_serving.data import load_movielens
 from recserve_serving.engine import search_build
 from recserve_serving.engine.build import build_engine
 from recserve_serving.engine.throughput import Workload
 from recserve_serving.errors import RecipeError
 from recserve_serving.evaluate import EvalSettings
+from recserve_serving.example_data import load_example
 from recserve_serving.recipe import OptimizationRecipe
 from recserve_serving.registry import Registry
 from recserve_serving.train import train_ranker
@@ -22,7 +22,7 @@ EVAL = EvalSettings(users=20, candidates=20, latency_repeats=2)
 
 
 def test_a_real_search_serves_the_fastest_passing_engine_and_is_not_repeated(tmp_path, monkeypatch):
-    data = load_movielens()
+    data = load_example()
     state = tmp_path / "state"
     metrics = train_ranker(
         data, state / "ranker", steps=20, batch_size=16, max_len=32, eval_users=20, layers=2

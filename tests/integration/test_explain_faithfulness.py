@@ -9,7 +9,7 @@ and 20 evaluation candidates, and asks for the top 10 with ``"explain": true``.
 - Faithfulness (INT8, the example's dynamic quantization): for every returned item with a
   reason, the item is scored again, apart from the router's call, with the top reason left
   out of the history and with a random other history movie left out (texts built by
-  ``MovieLens.user_text`` directly, not by the occlusion planner). Leaving the top reason out
+  ``Dataset.user_text`` directly, not by the occlusion planner). Leaving the top reason out
   must lower the score more in >= 80% of the cases: once with the random movie drawn from the
   whole history, once (stricter) from the movies whose leaving-out changes the user's text.
 - Stability: fp32 explains the INT8 engine's 10 items, and the top reason (or "none") is
@@ -99,20 +99,20 @@ def engines(test_state) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def catalog(test_state):
-    from recserve_serving.paths import movielens_dir
+    from recserve_serving.example_data import example_dir
     from recserve_serving.serve.catalog import Catalog
 
-    return Catalog.load(movielens_dir(), test_state / "retrieval")
+    return Catalog.load(example_dir(), test_state / "retrieval")
 
 
 @pytest.fixture(scope="module")
 def held_out(catalog) -> list[HeldOut]:
     from recserve_serving.evaluate import eval_set
 
-    cases = eval_set(catalog.movielens, users=USERS, candidates=CANDIDATES, seed=0).cases
+    cases = eval_set(catalog.dataset, users=USERS, candidates=CANDIDATES, seed=0).cases
     max_history = RouterConfig.model_fields["max_history"].default
     return [
-        HeldOut(c.user_id, catalog.movielens.liked_history(c.user_id)[-max_history:], list(c.candidates))
+        HeldOut(c.user_id, catalog.dataset.liked_history(c.user_id)[-max_history:], list(c.candidates))
         for c in cases
     ]
 
@@ -139,7 +139,7 @@ def explain(catalog):
 
 def top_reason(item: dict[str, Any]) -> int | None:
     reasons = item["explanation"]["reasons"]
-    return reasons[0]["movie_id"] if reasons else None
+    return reasons[0]["item_id"] if reasons else None
 
 
 Explained = list[tuple[HeldOut, list[dict[str, Any]]]]
@@ -156,10 +156,10 @@ def stability(explain: Explain, explained: Explained, fp32: Any) -> tuple[int, i
     same = total = 0
     for user, ranked in explained:
         fp32_tops = {
-            item["movie_id"]: top_reason(item)
-            for item in explain(fp32, user.user_id, user.history, [item["movie_id"] for item in ranked])
+            item["item_id"]: top_reason(item)
+            for item in explain(fp32, user.user_id, user.history, [item["item_id"] for item in ranked])
         }
-        same += sum(top_reason(item) == fp32_tops[item["movie_id"]] for item in ranked)
+        same += sum(top_reason(item) == fp32_tops[item["item_id"]] for item in ranked)
         total += len(ranked)
     return same, total
 
@@ -177,7 +177,7 @@ def int8_items(int8_explained) -> list[tuple[HeldOut, dict[str, Any]]]:
 def test_reasons_come_only_from_the_users_own_history(int8_items):
     assert len(int8_items) == USERS * K
     assert all(
-        {r["movie_id"] for r in item["explanation"]["reasons"]} <= set(user.history)
+        {r["item_id"] for r in item["explanation"]["reasons"]} <= set(user.history)
         for user, item in int8_items
     )
 
@@ -185,17 +185,17 @@ def test_reasons_come_only_from_the_users_own_history(int8_items):
 def test_leaving_out_the_top_reason_lowers_the_score_more_than_a_random_history_movie(
     int8_items, catalog, engines
 ):
-    movielens = catalog.movielens
+    dataset = catalog.dataset
     rng = random.Random(0)
     users, items = [], []
     for user, item in int8_items:
         top = top_reason(item)
         if top is None:
             continue
-        full = movielens.user_text(user.user_id, history=user.history)
+        full = dataset.user_text(user.user_id, history=user.history)
 
         def without(movie: int, user: HeldOut = user) -> str:
-            return movielens.user_text(user.user_id, history=[m for m in user.history if m != movie])
+            return dataset.user_text(user.user_id, history=[m for m in user.history if m != movie])
 
         distinct = list(dict.fromkeys(user.history))
         read = [m for m in distinct if without(m) != full]  # movies whose leaving-out changes the text
@@ -204,7 +204,7 @@ def test_leaving_out_the_top_reason_lowers_the_score_more_than_a_random_history_
         anywhere = rng.choice([m for m in distinct if m != top])
         among_read = rng.choice([m for m in read if m != top])
         users += [full, without(top), without(anywhere), without(among_read)]
-        items += [catalog.item_text(item["movie_id"])] * 4
+        items += [catalog.item_text(item["item_id"])] * 4
     scores = engines["int8"].score(users, items).reshape(-1, 4)
     checked = len(scores)
     drop_top = scores[:, 0] - scores[:, 1]
@@ -235,7 +235,7 @@ def alone(explain: Explain, engine: Any, explained: Explained) -> tuple[int, int
     same = total = 0
     for user, ranked in explained:
         for item in ranked:
-            (single,) = explain(engine, user.user_id, user.history, [item["movie_id"]])
+            (single,) = explain(engine, user.user_id, user.history, [item["item_id"]])
             same += top_reason(single) == top_reason(item)
             total += 1
     return same, total

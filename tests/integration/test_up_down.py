@@ -19,8 +19,8 @@ import yaml
 from up_process import RECSERVE, Up
 
 from recserve_operator.embedded.processes import free_port
-from recserve_serving.data import load_movielens
 from recserve_serving.engine.cache import newest_cached
+from recserve_serving.example_data import load_example
 from recserve_serving.recipe import OptimizationRecipe
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -48,11 +48,11 @@ def served(env):
 
 
 @pytest.fixture(scope="module")
-def movielens():
-    return load_movielens()
+def dataset():
+    return load_example()
 
 
-def test_recommend_returns_ten_unseen_titles(served, movielens):
+def test_recommend_returns_ten_unseen_titles(served, dataset):
     _, url, _ = served
     response = httpx.post(f"{url}/v1/recommend", json={"user_id": 42, "k": 10}, timeout=60)
     assert response.status_code == 200, response.text
@@ -60,9 +60,9 @@ def test_recommend_returns_ten_unseen_titles(served, movielens):
     assert response.headers["X-Recserve-Version"] == "movielens-ranker/1"
     items = body["items"]
     assert len(items) == 10
-    seen = movielens.rated_movie_ids(42)
-    assert not {item["movie_id"] for item in items} & seen
-    assert all(item["title"] == movielens.title(item["movie_id"]) for item in items)
+    seen = dataset.interacted_items(42)
+    assert not {item["item_id"] for item in items} & seen
+    assert all(item["title"] == dataset.title(item["item_id"]) for item in items)
     scores = [item["score"] for item in items]
     assert scores == sorted(scores, reverse=True)
 
@@ -98,7 +98,7 @@ def test_open_inference_protocol_scores_pairs(served):
         "id": "r1",
         "inputs": [
             {"name": "user_id", "shape": [3], "datatype": "INT64", "data": [42, 42, 42]},
-            {"name": "movie_id", "shape": [3], "datatype": "INT64", "data": [1, 2, 3]},
+            {"name": "item_id", "shape": [3], "datatype": "INT64", "data": [1, 2, 3]},
         ],
     }
     response = httpx.post(f"{url}/v2/models/movielens-ranker/infer", json=body, timeout=60)
@@ -124,7 +124,7 @@ def test_open_inference_protocol_scores_pairs(served):
             {
                 "inputs": [
                     {"name": "user_id", "shape": [1], "datatype": "FP32", "data": [1.0]},
-                    {"name": "movie_id", "shape": [1], "datatype": "INT64", "data": [1]},
+                    {"name": "item_id", "shape": [1], "datatype": "INT64", "data": [1]},
                 ]
             },
             400,

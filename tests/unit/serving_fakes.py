@@ -13,8 +13,8 @@ LIKED = {8: [7, 5, 12]}
 class FakeCatalog:
     """Users 1..9 and movies 1..99, each with a fixed text; a user's text lists their likes."""
 
-    def check_items(self, movie_ids: list[int], field: str) -> None:
-        unknown = [m for m in movie_ids if not 1 <= m <= 99]
+    def check_items(self, item_ids: list[int], field: str) -> None:
+        unknown = [m for m in item_ids if not 1 <= m <= 99]
         if unknown:
             raise InvalidRequest(f"{field}: unknown movie ids {unknown}")
 
@@ -32,14 +32,14 @@ class FakeCatalog:
             return history
         return LIKED.get(user_id, []) if user_id is not None else []
 
-    def item_text(self, movie_id: int) -> str:
-        return f"movie {movie_id}"
+    def item_text(self, item_id: int) -> str:
+        return f"movie {item_id}"
 
     def knows_user(self, user_id: int) -> bool:
         return False
 
-    def title(self, movie_id: int) -> str:
-        return f"Movie {movie_id}"
+    def title(self, item_id: int) -> str:
+        return f"Movie {item_id}"
 
     def retrieve(
         self, history: list[int], seen: set[int], n: int, candidates: list[int] | None = None
@@ -47,9 +47,9 @@ class FakeCatalog:
         picked = list(candidates or [])
         return picked, np.zeros((len(picked), 9))
 
-    def item_vectors(self, movie_ids: list[int]) -> np.ndarray:
+    def item_vectors(self, item_ids: list[int]) -> np.ndarray:
         """Movies of one decade (11..19, 21..29, ...) point the same way, other decades are
         orthogonal: similarity is 1 or 0, so a re-ranking can be worked out by hand."""
-        vectors = np.zeros((len(movie_ids), 10))
-        vectors[np.arange(len(movie_ids)), [m // 10 for m in movie_ids]] = 1.0
+        vectors = np.zeros((len(item_ids), 10))
+        vectors[np.arange(len(item_ids)), [m // 10 for m in item_ids]] = 1.0
         return vectors

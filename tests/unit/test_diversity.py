@@ -100,15 +100,15 @@ def test_the_router_plan_keeps_the_ranker_order_without_diversity() -> None:
     undiversified = plan(None)
     assert undiversified.vectors is None
     response = undiversified.respond([0.9, 0.8, 0.7], "m/1")
-    assert [i.movie_id for i in response.items] == [11, 12]
+    assert [i.item_id for i in response.items] == [11, 12]
 
 
 def test_the_router_plan_re_ranks_with_mmr_and_keeps_the_ranker_scores() -> None:
     # 11 and 12 are the same decade (similarity 1), 21 another: with lambda 0.5 the second pick
     # is 21 (0.5 * 0 - 0) rather than 12 (0.5 * 0.5 - 0.5 * 1).
     response = plan(DiversitySpec(lambda_=0.5)).respond([0.9, 0.8, 0.7], "m/1")
-    assert [(i.movie_id, i.score) for i in response.items] == [(11, 0.9), (21, 0.7)]
-    assert [i.movie_id for i in plan(DiversitySpec(lambda_=0.0)).respond([0.9, 0.8, 0.7], "v").items] == [
+    assert [(i.item_id, i.score) for i in response.items] == [(11, 0.9), (21, 0.7)]
+    assert [i.item_id for i in plan(DiversitySpec(lambda_=0.0)).respond([0.9, 0.8, 0.7], "v").items] == [
         11,
         12,
     ]
@@ -118,7 +118,7 @@ def test_the_pool_bounds_what_mmr_may_pick() -> None:
     # The spec keeps pool >= maxK, so a pool below k only arises here, set on the plan directly.
     vectors = FakeCatalog().item_vectors([11, 12, 21])
     narrowed = replace(plan(None), diversity=DiversitySpec(lambda_=1.0, pool=2), vectors=vectors)
-    assert [i.movie_id for i in narrowed.respond([0.9, 0.8, 0.7], "v").items] == [11, 12], (
+    assert [i.item_id for i in narrowed.respond([0.9, 0.8, 0.7], "v").items] == [11, 12], (
         "21 is outside the best-2 pool, however different it is"
     )
 
@@ -135,7 +135,7 @@ def test_genre_diversity_is_the_mean_pairwise_jaccard_distance() -> None:
 
 def test_ranking_metrics_report_the_genre_diversity_of_each_top_10() -> None:
     genres = {1: ["Drama"], 2: ["Drama"], 3: ["Comedy"]}
-    data = SimpleNamespace(train=pd.DataFrame({"userId": [7, 8]}), popularity={}, genres=lambda m: genres[m])
+    data = SimpleNamespace(train=pd.DataFrame({"user": [7, 8]}), popularity={}, genres=lambda m: genres[m])
     cases = (
         EvalCase(7, "u7", (1, 2), frozenset({1})),  # Drama, Drama: 0
         EvalCase(8, "u8", (1, 3), frozenset({3})),  # Drama, Comedy: 1

@@ -119,13 +119,13 @@ def test_each_item_carries_its_reasons_from_one_more_engine_call(client, engine)
     response = recommend(client, explain=True)
     assert response.status_code == 200, response.text
     items = response.json()["items"]
-    assert [item["movie_id"] for item in items] == [41, 40, 42]
-    by_movie = {item["movie_id"]: item["explanation"] for item in items}
+    assert [item["item_id"] for item in items] == [41, 40, 42]
+    by_movie = {item["item_id"]: item["explanation"] for item in items}
     assert by_movie[41]["reasons"] == [
-        {"movie_id": 12, "title": "Movie 12", "contribution": pytest.approx(3.0)}
+        {"item_id": 12, "title": "Movie 12", "contribution": pytest.approx(3.0)}
     ]
     assert by_movie[41]["text"] == "Because you liked Movie 12"
-    assert [(r["movie_id"], r["contribution"]) for r in by_movie[40]["reasons"]] == [
+    assert [(r["item_id"], r["contribution"]) for r in by_movie[40]["reasons"]] == [
         (5, pytest.approx(2.0)),
         (12, pytest.approx(0.5)),
     ]  # 7 lowers the score of 40: not a reason
@@ -139,17 +139,17 @@ def test_reasons_name_only_the_requesting_users_own_history(client):
     own = [12, 5]
     response = recommend(client, user_id=4, history=own, explain=True)
     assert response.status_code == 200, response.text
-    named = {r["movie_id"] for item in response.json()["items"] for r in item["explanation"]["reasons"]}
+    named = {r["item_id"] for item in response.json()["items"] for r in item["explanation"]["reasons"]}
     assert named and named <= set(own)
     stored = recommend(client, explain=True)
-    named = {r["movie_id"] for item in stored.json()["items"] for r in item["explanation"]["reasons"]}
+    named = {r["item_id"] for item in stored.json()["items"] for r in item["explanation"]["reasons"]}
     assert named <= set(LIKED[8])
 
 
 def test_a_request_that_does_not_ask_gets_no_explanation_and_costs_one_call(client, engine):
     response = recommend(client)
     assert response.status_code == 200
-    assert all(set(item) == {"movie_id", "title", "score"} for item in response.json()["items"])
+    assert all(set(item) == {"item_id", "title", "score"} for item in response.json()["items"])
     assert engine.calls == [3]
 
 
@@ -158,9 +158,9 @@ def test_explain_history_is_bounded_by_max_history(monkeypatch, engine):
     with TestClient(serve_app.http_app, raise_server_exceptions=False) as client:
         response = recommend(client, explain=True)
     assert response.status_code == 200, response.text
-    reasons = {item["movie_id"]: item["explanation"]["reasons"] for item in response.json()["items"]}
-    assert [r["movie_id"] for r in reasons[41]] == [12]
-    assert reasons[40] == [{"movie_id": 12, "title": "Movie 12", "contribution": pytest.approx(0.5)}]
+    reasons = {item["item_id"]: item["explanation"]["reasons"] for item in response.json()["items"]}
+    assert [r["item_id"] for r in reasons[41]] == [12]
+    assert reasons[40] == [{"item_id": 12, "title": "Movie 12", "contribution": pytest.approx(0.5)}]
     assert engine.calls == [3, 3 * 2]  # only the most recent like (12) is left out
 
 
@@ -191,7 +191,7 @@ def ints(name: str, data: list) -> dict:
 
 
 def explain_body(**inputs) -> dict:
-    tensors = {"user_id": ints("user_id", [8]), "movie_id": ints("movie_id", [40, 42])}
+    tensors = {"user_id": ints("user_id", [8]), "item_id": ints("item_id", [40, 42])}
     tensors.update({name: tensor for name, tensor in inputs.items()})
     return {"id": "r1", "inputs": [t for t in tensors.values() if t is not None]}
 
@@ -227,14 +227,14 @@ def test_oip_explain_reads_an_anonymous_history(client):
     ("inputs", "message"),
     [
         ({"user_id": ints("user_id", [8, 4])}, "one user per explain request"),
-        ({"movie_id": None}, "explain inputs are movie_id"),
+        ({"item_id": None}, "explain inputs are item_id"),
         ({"user_text": {"name": "user_text", "datatype": "BYTES", "shape": [1], "data": ["x"]}}, "got"),
         ({"history": ints("history", [])}, "'history' is empty"),
         ({"user_id": None}, "give user_id"),
-        ({"movie_id": ints("movie_id", [])}, "'movie_id' is empty"),
-        ({"movie_id": ints("movie_id", [40, 1000])}, "unknown movie ids [1000]"),
+        ({"item_id": ints("item_id", [])}, "'item_id' is empty"),
+        ({"item_id": ints("item_id", [40, 1000])}, "unknown movie ids [1000]"),
         (
-            {"movie_id": {"name": "movie_id", "datatype": "INT64", "shape": [1], "data": ["40"]}},
+            {"item_id": {"name": "item_id", "datatype": "INT64", "shape": [1], "data": ["40"]}},
             "not an integer",
         ),
     ],
@@ -252,7 +252,7 @@ def test_oip_explain_of_too_many_pairs_is_400(monkeypatch, engine):
     with TestClient(serve_app.http_app, raise_server_exceptions=False) as client:
         response = client.post("/v2/models/m/explain", json=explain_body())
     assert response.status_code == 400
-    assert "8 pairs" in response.json()["error"] and "fewer movie_id" in response.json()["error"]
+    assert "8 pairs" in response.json()["error"] and "fewer item_id" in response.json()["error"]
     router.config = router.config.model_copy(update={"max_infer_pairs": 1})
     with TestClient(serve_app.http_app, raise_server_exceptions=False) as client:
         response = client.post("/v2/models/m/explain", json=explain_body())

@@ -30,7 +30,7 @@ def snapshot() -> pd.DataFrame:
     rows = [(u, i) for u in range(1, 11) for i in range(1, 8 + u % 3)]
     rows += [(u, i) for u in range(11, 21) for i in range(11, 18 + u % 3)]
     rows += [(u, 1) for u in range(11, 21)]
-    return pd.DataFrame(rows, columns=["userId", "movieId"]).assign(rating=5.0, timestamp=0)
+    return pd.DataFrame(rows, columns=["user", "item"]).assign(rating=5.0, timestamp=0)
 
 
 def content() -> ItemIndex:
@@ -130,7 +130,7 @@ def test_a_plan_ranks_by_the_fusion_head_when_its_ranker_has_one() -> None:
         user_id=None,
         history=[],
         user_text="u",
-        movie_ids=[1, 2, 3],
+        item_ids=[1, 2, 3],
         user_texts=["u"] * 3,
         item_texts=["a", "b", "c"],
         titles=["A", "B", "C"],
@@ -138,7 +138,7 @@ def test_a_plan_ranks_by_the_fusion_head_when_its_ranker_has_one() -> None:
         features=np.array([[0.0], [5.0], [1.0]]),
     )
     head = FusionHead(("f",), (0.0,), (1.0,), (1.0,), ranker_weight=0.1, ranker_mean=0.0, ranker_std=1.0)
-    assert [i.movie_id for i in plan.respond([3.0, 1.0, 2.0], "v").items] == [1, 3], "no head: ranker order"
+    assert [i.item_id for i in plan.respond([3.0, 1.0, 2.0], "v").items] == [1, 3], "no head: ranker order"
     fused = plan.respond([3.0, 1.0, 2.0], "v", head)
-    assert [i.movie_id for i in fused.items] == [2, 3]
+    assert [i.item_id for i in fused.items] == [2, 3]
     assert fused.items[0].score == pytest.approx(0.1 * 1.0 + 5.0)

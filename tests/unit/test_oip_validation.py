@@ -27,7 +27,7 @@ def ids_request(user_values: str, movie_values: str = "[1]", user_type: str = "I
     return (
         '{"inputs": ['
         f'{{"name": "user_id", "datatype": "{user_type}", "shape": [1], "data": {user_values}}},'
-        f'{{"name": "movie_id", "datatype": "INT64", "shape": [1], "data": {movie_values}}}]}}'
+        f'{{"name": "item_id", "datatype": "INT64", "shape": [1], "data": {movie_values}}}]}}'
     )
 
 

@@ -31,30 +31,30 @@ def ratings(users: int = 40, items: int = 30, per_user: int = 12, seed: int = 0)
     for user in range(1, users + 1):
         for t, item in enumerate(rng.choice(np.arange(1, items + 1), size=per_user, replace=False)):
             rows.append((user, int(item), float(rng.choice([2.0, 4.0, 5.0])), 1000 * user + t))
-    return pd.DataFrame(rows, columns=["userId", "movieId", "rating", "timestamp"])
+    return pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"])
 
 
 def test_no_held_out_interaction_reaches_the_snapshot_and_cold_users_are_absent() -> None:
     frame = ratings()
     split = protocol_split(frame, holdout_fraction=0.25, cold_fraction=0.2, seed=3)
     cold = {u.user_id for u in split.users if u.cold}
-    assert cold and not cold & set(split.snapshot.userId)
-    snapshot_keys = set(zip(split.snapshot.userId, split.snapshot.movieId, strict=True))
+    assert cold and not cold & set(split.snapshot.user)
+    snapshot_keys = set(zip(split.snapshot.user, split.snapshot.item, strict=True))
     for user in split.users:
         held_out = {(user.user_id, x) for x in user.relevant}
         assert not held_out & snapshot_keys, "a held-out like is in the training snapshot"
         assert not user.relevant & set(user.history), "a held-out like is in the request history"
-        last_seen = frame[(frame.userId == user.user_id) & frame.movieId.isin(user.seen)].timestamp.max()
-        first_held = frame[(frame.userId == user.user_id) & frame.movieId.isin(user.relevant)].timestamp.min()
+        last_seen = frame[(frame.user == user.user_id) & frame.item.isin(user.seen)].timestamp.max()
+        first_held = frame[(frame.user == user.user_id) & frame.item.isin(user.relevant)].timestamp.min()
         assert last_seen < first_held, "the cut is temporal"
-    assert len(cold) == round(0.2 * frame.userId.nunique())
+    assert len(cold) == round(0.2 * frame.user.nunique())
 
 
 def test_the_validation_slice_lives_inside_the_snapshot() -> None:
     split = protocol_split(ratings(), cold_fraction=0.1)
     validation = validation_split(split)
-    outer = set(zip(split.snapshot.userId, split.snapshot.movieId, strict=True))
-    inner = set(zip(validation.snapshot.userId, validation.snapshot.movieId, strict=True))
+    outer = set(zip(split.snapshot.user, split.snapshot.item, strict=True))
+    inner = set(zip(validation.snapshot.user, validation.snapshot.item, strict=True))
     assert inner < outer
     for user in validation.users:
         assert {(user.user_id, x) for x in user.relevant} <= outer, (
@@ -92,7 +92,7 @@ def test_diversity_and_novelty_match_hand_computed_values() -> None:
 
 def test_cohorts_and_coverage_aggregate_per_user_metrics() -> None:
     space = ItemSpace(
-        movie_ids=np.arange(1, 11),
+        item_ids=np.arange(1, 11),
         genres={i: frozenset({str(i % 2)}) for i in range(1, 11)},
         vectors=np.eye(10),
         counts={i: 1 for i in range(1, 11)},
@@ -115,7 +115,7 @@ def test_cohorts_and_coverage_aggregate_per_user_metrics() -> None:
 def test_als_fold_in_reproduces_a_trained_users_factor() -> None:
     frame = ratings(users=60, items=40, per_user=15)
     catalog = np.arange(1, 41)
-    matrix, users = interaction_matrix(frame.userId.to_numpy(), frame.movieId.to_numpy(), catalog)
+    matrix, users = interaction_matrix(frame.user.to_numpy(), frame.item.to_numpy(), catalog)
     settings = AlsSettings(factors=8, regularization=0.5, alpha=2.0, iterations=30)
     user_factors, item_factors = fit_als(matrix, settings)
     fold = AlsFoldIn(item_factors, settings.regularization, settings.alpha)
@@ -131,7 +131,7 @@ def test_als_fold_in_reproduces_a_trained_users_factor() -> None:
 def test_item_neighbours_are_the_top_cosine_items() -> None:
     frame = ratings(users=30, items=12, per_user=6, seed=4)
     catalog = np.arange(1, 13)
-    matrix, _ = interaction_matrix(frame.userId.to_numpy(), frame.movieId.to_numpy(), catalog)
+    matrix, _ = interaction_matrix(frame.user.to_numpy(), frame.item.to_numpy(), catalog)
     indices, sims = item_neighbours(matrix, k=3, chunk=5)
     dense = matrix.toarray().T
     norms = np.linalg.norm(dense, axis=1, keepdims=True)

@@ -139,7 +139,7 @@ def ids_body(user_values: str) -> str:
     return (
         '{"inputs": ['
         f'{{"name": "user_id", "datatype": "INT64", "shape": [1], "data": {user_values}}},'
-        '{"name": "movie_id", "datatype": "INT64", "shape": [1], "data": [5]}]}'
+        '{"name": "item_id", "datatype": "INT64", "shape": [1], "data": [5]}]}'
     )
 
 
@@ -164,10 +164,10 @@ def test_malformed_int64_value_is_400_naming_the_input_not_500(client, value):
 
 def test_duplicate_input_names_are_400(client):
     body = json.loads(ids_body("[1]"))
-    body["inputs"].append({"name": "movie_id", "datatype": "INT64", "shape": [1], "data": [6]})
+    body["inputs"].append({"name": "item_id", "datatype": "INT64", "shape": [1], "data": [6]})
     response = infer(client, json.dumps(body))
     assert response.status_code == 400
-    assert '"movie_id"' in response.json()["error"] and "more than once" in response.json()["error"]
+    assert '"item_id"' in response.json()["error"] and "more than once" in response.json()["error"]
 
 
 def test_lone_surrogate_in_bytes_is_400_naming_the_input_not_503(client):
@@ -342,7 +342,7 @@ def test_recommend_whose_replica_died_is_retried_once_on_another_and_answered(cl
     response = recommend(client)
     assert response.status_code == 200, response.text
     assert response.headers[VERSION_HEADER] == STABLE.label
-    assert [item["movie_id"] for item in response.json()["items"]] == [12, 5]
+    assert [item["item_id"] for item in response.json()["items"]] == [12, 5]
     assert len(router.handles[STABLE.app].score.responses) == 2
     assert retries(router, STABLE.label) == 1
     assert counted(router, STABLE.label, 200, endpoint="/v1/recommend") == 1

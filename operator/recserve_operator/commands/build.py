@@ -163,10 +163,10 @@ def run(args: argparse.Namespace) -> int:
         raise
     index = None
     if args.index_dir is not None:
-        from recserve_serving.paths import movielens_dir
-        from recserve_serving.serve.catalog import Catalog
+        from recserve_serving.example_data import load_example
+        from recserve_serving.serve.catalog import ensure_index
 
-        index = Catalog.ensure_index(movielens_dir(), args.index_dir)
+        index = ensure_index(load_example(), args.index_dir)
     if args.termination_log is not None:
         write_result(args.termination_log, built)
     manifest = built.manifest

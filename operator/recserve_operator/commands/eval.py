@@ -86,7 +86,8 @@ def _ranker(args: argparse.Namespace, state: Path) -> RankerUnderTest | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recserve_serving.paths import movielens_dir, state_dir
+    from recserve_serving.example_data import load_example
+    from recserve_serving.paths import state_dir
     from recserve_serving.quality.run import EvalOptions, evaluate, setup
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    context = setup(movielens_dir(), state / "retrieval", options)
+    context = setup(load_example(), state / "retrieval", options)
     report = evaluate(
         context,
         options,

@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recserve_serving.data import load_movielens
+    from recserve_serving.example_data import load_example
     from recserve_serving.paths import state_dir
     from recserve_serving.registry import Registry
     from recserve_serving.train import train_and_register
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     resolved, metrics = train_and_register(
         registry,
         args.name,
-        load_movielens(),
+        load_example(),
         steps=args.steps,
         batch_size=args.batch_size,
         max_len=args.max_len,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recserve_serving.data import MovieLens, load_movielens
+from recserve_serving.data import Dataset
 from recserve_serving.engine import cache
 from recserve_serving.engine.digests import directory_digest, file_digests
 from recserve_serving.engine.distill import distill, encoder_layers
@@ -33,6 +33,7 @@ from recserve_serving.engine.reuse import intact
 from recserve_serving.engine.runtime import load_engine, verify
 from recserve_serving.errors import CheckpointError, EngineError, QualityGateFailed, RecipeError
 from recserve_serving.evaluate import EvalSettings, eval_set
+from recserve_serving.example_data import load_example
 from recserve_serving.fusion import FUSION_FILE, FusionHead, read_fusion
 from recserve_serving.model import Checkpoint, CheckpointMeta, count_parameters, load_checkpoint, score_pairs
 from recserve_serving.recipe import OptimizationRecipe
@@ -122,7 +123,7 @@ def check_against_checkpoint(recipe: OptimizationRecipe, checkpoint: Checkpoint)
 
 
 def optimize(
-    checkpoint: Checkpoint, recipe: OptimizationRecipe, data: MovieLens, seed: int
+    checkpoint: Checkpoint, recipe: OptimizationRecipe, data: Dataset, seed: int
 ) -> tuple[Checkpoint, dict[str, float]]:
     """Distil, then prune (recovering against the distilled model): each step shrinks compute."""
     metrics: dict[str, float] = {}
@@ -198,20 +199,27 @@ def _manifest(
 def served_of(
     scorer: Callable[[list[str], list[str]], np.ndarray],
     fusion: FusionHead | None,
+    data: Dataset,
     users: int,
     index_dir: Path,
 ) -> dict[str, float]:
-    from recserve_serving.paths import movielens_dir
     from recserve_serving.quality.run import RankerUnderTest, served_metrics
 
-    return served_metrics(RankerUnderTest("gate", scorer, fusion), movielens_dir(), index_dir, users)
+    return served_metrics(RankerUnderTest("gate", scorer, fusion), data, index_dir, users)
 
 
 def served_reference(
-    checkpoint: Checkpoint, resolved: ResolvedCheckpoint, users: int, index_dir: Path, cache: Path
+    checkpoint: Checkpoint,
+    resolved: ResolvedCheckpoint,
+    data: Dataset,
+    users: int,
+    index_dir: Path,
+    cache: Path,
 ) -> dict[str, float]:
-    """The unoptimized checkpoint's served-pipeline metrics (eager fp32), once per digest and size."""
-    path = cache / f"{resolved.digest.removeprefix('sha256:')[:32]}-served-{users}.json"
+    """The unoptimized checkpoint's served-pipeline metrics (eager fp32), once per checkpoint,
+    data and size."""
+    name = f"{resolved.digest.removeprefix('sha256:')[:32]}-{data.digest[:16]}-served-{users}.json"
+    path = cache / name
     if path.is_file():
         cached: dict[str, float] = json.loads(path.read_text())
         return cached
@@ -223,7 +231,7 @@ def served_reference(
         with torch.inference_mode():
             return score_pairs(checkpoint, users_, items)
 
-    metrics = served_of(score, read_fusion(resolved.path), users, index_dir)
+    metrics = served_of(score, read_fusion(resolved.path), data, users, index_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_suffix(".tmp")
     temp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
@@ -236,7 +244,7 @@ def build_engine(
     recipe: OptimizationRecipe,
     cache_root: Path,
     *,
-    data: MovieLens | None = None,
+    data: Dataset | None = None,
     evaluation: EvalSettings | None = None,
     seed: int = 0,
     index_dir: Path | None = None,
@@ -270,7 +278,7 @@ def build_engine(
         )
     checkpoint = load_checkpoint(resolved.path)
     check_against_checkpoint(concrete, checkpoint)
-    data = data if data is not None else load_movielens()
+    data = data if data is not None else load_example()
     settings = evaluation or EvalSettings()
     max_len = min(concrete.max_sequence_length, checkpoint.meta.max_len)
     with cache.key_lock(cache_root, key):
@@ -287,7 +295,7 @@ def build_engine(
         if served_users:
             reference = {
                 **reference,
-                **served_reference(checkpoint, resolved, served_users, index, cache_root / REFERENCES),
+                **served_reference(checkpoint, resolved, data, served_users, index, cache_root / REFERENCES),
             }
         temp = cache.new_temp(cache_root, key)
         try:
@@ -310,7 +318,7 @@ def build_engine(
             engine = load_engine(temp)
             metrics.update(engine_metrics(engine, data, evals, settings))
             if served_users:
-                metrics.update(served_of(engine.score, read_fusion(temp), served_users, index))
+                metrics.update(served_of(engine.score, read_fusion(temp), data, served_users, index))
             del engine
             metrics.update(
                 {f"{name}_drop": reference[name] - metrics[name] for name in ("ndcg@10", "hitrate@10", "auc")}

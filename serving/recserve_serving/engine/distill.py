@@ -13,7 +13,7 @@ import copy
 import torch
 from torch import nn
 
-from recserve_serving.data import MovieLens
+from recserve_serving.data import Dataset
 from recserve_serving.errors import RecipeError
 from recserve_serving.model import Checkpoint, CheckpointMeta, keep_encoder_layers
 from recserve_serving.recipe import DistillSpec
@@ -78,7 +78,7 @@ def distillation_loss(teacher: Checkpoint, group: int, temperature: float, alpha
 def train_against_teacher(
     student: Checkpoint,
     teacher: Checkpoint,
-    data: MovieLens,
+    data: Dataset,
     *,
     steps: int,
     temperature: float,
@@ -95,7 +95,7 @@ def train_against_teacher(
 
 
 def distill(
-    teacher: Checkpoint, data: MovieLens, spec: DistillSpec, *, seed: int = 0
+    teacher: Checkpoint, data: Dataset, spec: DistillSpec, *, seed: int = 0
 ) -> tuple[Checkpoint, dict[str, float]]:
     student = make_student(teacher, spec.layers)
     metrics = train_against_teacher(

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from recserve_serving.data import MovieLens
+from recserve_serving.data import Dataset
 from recserve_serving.engine.base import Engine
 from recserve_serving.evaluate import EvalSet, EvalSettings, evaluate_scorer, latency
 from recserve_serving.model import Checkpoint, count_parameters
@@ -98,11 +98,12 @@ class GateReport:
 
 
 def reference_metrics(
-    checkpoint: Checkpoint, digest: str, data: MovieLens, evals: EvalSet, settings: EvalSettings, cache: Path
+    checkpoint: Checkpoint, digest: str, data: Dataset, evals: EvalSet, settings: EvalSettings, cache: Path
 ) -> dict[str, float]:
-    """Eager fp32 metrics of the unoptimized checkpoint, computed once per digest and eval size,
-    and again when the cached ones predate a metric the gate may now judge."""
-    path = cache / f"{digest.removeprefix('sha256:')[:32]}-{settings.describe().replace(',', '-')}.json"
+    """Eager fp32 metrics of the unoptimized checkpoint, computed once per digest, data and eval
+    size, and again when the cached ones predate a metric the gate may now judge."""
+    size = settings.describe().replace(",", "-")
+    path = cache / f"{digest.removeprefix('sha256:')[:32]}-{data.digest[:16]}-{size}.json"
     if path.is_file():
         cached: dict[str, float] = json.loads(path.read_text())
         if all(name in cached for name in RANKING):
@@ -116,9 +117,7 @@ def reference_metrics(
     return metrics
 
 
-def engine_metrics(
-    engine: Engine, data: MovieLens, evals: EvalSet, settings: EvalSettings
-) -> dict[str, float]:
+def engine_metrics(engine: Engine, data: Dataset, evals: EvalSet, settings: EvalSettings) -> dict[str, float]:
     """Ranking quality on the eval lists, then latency at batch 1 and at maxBatchSize."""
     metrics = evaluate_scorer(engine.score, data, evals, batch_size=min(64, engine.max_batch_size))
     users, items = evals.pairs(data)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from recserve_serving.data import MovieLens
+from recserve_serving.data import Dataset
 from recserve_serving.engine.distill import train_against_teacher
 from recserve_serving.model import Checkpoint, CheckpointMeta, prune_layer
 from recserve_serving.recipe import PruneSpec
@@ -27,7 +27,7 @@ IMPORTANCE_BATCHES = 8
 
 
 def importance(
-    checkpoint: Checkpoint, data: MovieLens, *, batches: int = IMPORTANCE_BATCHES, seed: int = 0
+    checkpoint: Checkpoint, data: Dataset, *, batches: int = IMPORTANCE_BATCHES, seed: int = 0
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per layer: head importances (one per head) and FFN neuron importances."""
     settings = TrainSettings(seed=seed)
@@ -109,7 +109,7 @@ def kept(count: int, fraction: float) -> int:
 
 
 def prune(
-    checkpoint: Checkpoint, data: MovieLens, spec: PruneSpec, *, seed: int = 0
+    checkpoint: Checkpoint, data: Dataset, spec: PruneSpec, *, seed: int = 0
 ) -> tuple[Checkpoint, dict[str, float]]:
     """A pruned copy of ``checkpoint`` (the original is untouched and serves as its teacher)."""
     head_scores, neuron_scores = importance(checkpoint, data, seed=seed)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from recserve_serving.data import MovieLens
+from recserve_serving.data import Dataset
 from recserve_serving.engine.export import quiet_onnxruntime_tools
 from recserve_serving.errors import EngineError
 from recserve_serving.model import MODEL_INPUTS, Checkpoint
@@ -50,7 +50,7 @@ def quantize_dynamic_int8(
 
 
 def calibration_batches(
-    checkpoint: Checkpoint, data: MovieLens, *, samples: int, max_len: int, seed: int = 0
+    checkpoint: Checkpoint, data: Dataset, *, samples: int, max_len: int, seed: int = 0
 ) -> Iterator[dict[str, np.ndarray]]:
     """Tokenized training pairs (never evaluation users' held-out items) in batches of 32."""
     pairs = data.training_pairs(samples, np.random.default_rng(seed + 7919), negatives_per_positive=3)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from recserve_serving.data import MovieLens, load_movielens
+from recserve_serving.data import Dataset
 from recserve_serving.engine import cache
 from recserve_serving.engine.build import (
     BuiltEngine,
@@ -37,6 +37,7 @@ from recserve_serving.engine.search import (
 from recserve_serving.engine.throughput import Workload, measure, recommend_texts
 from recserve_serving.errors import QualityGateFailed, RecipeError
 from recserve_serving.evaluate import EvalSettings
+from recserve_serving.example_data import load_example
 from recserve_serving.recipe import OptimizationRecipe
 from recserve_serving.registry import ResolvedCheckpoint
 
@@ -115,7 +116,7 @@ def build_best(
     cache_root: Path,
     *,
     workload: Workload | None = None,
-    data: MovieLens | None = None,
+    data: Dataset | None = None,
     evaluation: EvalSettings | None = None,
     seed: int = 0,
     index_dir: Path | None = None,
@@ -124,7 +125,7 @@ def build_best(
     engine as a ``SearchedEngine``. Raises QualityGateFailed listing every candidate and why it
     failed when none passed (the record is written first, so that is not measured again)."""
 
-    def build(candidate: OptimizationRecipe, loaded: MovieLens | None = data) -> BuiltEngine:
+    def build(candidate: OptimizationRecipe, loaded: Dataset | None = data) -> BuiltEngine:
         return build_engine(
             resolved,
             candidate,
@@ -144,7 +145,7 @@ def build_best(
     with cache.key_lock(Path(cache_root), f"search-{key}"):
         report = SearchReport.read(path)
         if report is None:
-            loaded = data if data is not None else load_movielens()
+            loaded = data if data is not None else load_example()
             texts = recommend_texts(loaded, workload.pairs)
             trials = []
             for index, candidate in enumerate(candidates):

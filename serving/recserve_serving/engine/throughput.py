@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recserve_serving.data import MovieLens
+from recserve_serving.data import Dataset
 
 DEFAULT_PAIRS = 200
 DEFAULT_REPEATS = 5
@@ -45,10 +45,10 @@ class Throughput:
     """From the median time: one lucky repeat should not decide a search."""
 
 
-def recommend_texts(data: MovieLens, pairs: int) -> tuple[list[str], list[str]]:
+def recommend_texts(data: Dataset, pairs: int) -> tuple[list[str], list[str]]:
     """The most active user's text repeated ``pairs`` times, against the most popular items
     (what retrieval mostly proposes), cycling through the catalog if it has fewer."""
-    user = int(data.train.groupby("userId").size().idxmax())
+    user = int(data.train.groupby("user").size().idxmax())
     popular = [int(m) for m in data.popularity.index]
     items = [data.item_text(popular[i % len(popular)]) for i in range(pairs)]
     return [data.user_text(user)] * pairs, items

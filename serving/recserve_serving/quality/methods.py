@@ -38,25 +38,25 @@ class Method(Protocol):
 
 
 def top_unseen(
-    scores: np.ndarray, movie_ids: np.ndarray, row: dict[int, int], seen: frozenset[int], n: int
+    scores: np.ndarray, item_ids: np.ndarray, row: dict[int, int], seen: frozenset[int], n: int
 ) -> list[int]:
     """The ``n`` best-scored catalog items the user has not rated, best first."""
     masked = np.asarray(scores, dtype=np.float64).copy()
     masked[[row[m] for m in seen if m in row]] = -np.inf
     n = min(n, int(np.isfinite(masked).sum()))
     top = np.argpartition(-masked, n - 1)[:n]
-    return [int(movie_ids[i]) for i in top[np.argsort(-masked[top], kind="stable")]]
+    return [int(item_ids[i]) for i in top[np.argsort(-masked[top], kind="stable")]]
 
 
 class ScoreMethod:
     """A single-stage method: one score per catalog item, the top ``DEPTH`` unseen are its ranking."""
 
     def __init__(
-        self, name: str, movie_ids: np.ndarray, score: Callable[[EvalUser], np.ndarray | None]
+        self, name: str, item_ids: np.ndarray, score: Callable[[EvalUser], np.ndarray | None]
     ) -> None:
         self.name = name
-        self.movie_ids = movie_ids
-        self.row = {int(m): i for i, m in enumerate(movie_ids)}
+        self.item_ids = item_ids
+        self.row = {int(m): i for i, m in enumerate(item_ids)}
         self._score = score
         self._fallback: np.ndarray | None = None
 
@@ -68,31 +68,31 @@ class ScoreMethod:
     def rank(self, user: EvalUser) -> Ranked:
         scores = self._score(user)
         if scores is None:
-            scores = self._fallback if self._fallback is not None else np.zeros(len(self.movie_ids))
-        ranked = top_unseen(scores, self.movie_ids, self.row, user.seen, DEPTH)
+            scores = self._fallback if self._fallback is not None else np.zeros(len(self.item_ids))
+        ranked = top_unseen(scores, self.item_ids, self.row, user.seen, DEPTH)
         return Ranked(ranked, ranked)
 
 
-def most_popular(movie_ids: np.ndarray, counts: np.ndarray) -> ScoreMethod:
-    return ScoreMethod("most-popular", movie_ids, lambda _user: counts)
+def most_popular(item_ids: np.ndarray, counts: np.ndarray) -> ScoreMethod:
+    return ScoreMethod("most-popular", item_ids, lambda _user: counts)
 
 
-def item_knn(movie_ids: np.ndarray, knn: ItemKnn, counts: np.ndarray) -> ScoreMethod:
-    row = {int(m): i for i, m in enumerate(movie_ids)}
+def item_knn(item_ids: np.ndarray, knn: ItemKnn, counts: np.ndarray) -> ScoreMethod:
+    row = {int(m): i for i, m in enumerate(item_ids)}
     return ScoreMethod(
-        "item-kNN", movie_ids, lambda user: knn.scores([row[m] for m in user.history if m in row])
+        "item-kNN", item_ids, lambda user: knn.scores([row[m] for m in user.history if m in row])
     ).with_fallback(counts)
 
 
 def als(
-    movie_ids: np.ndarray,
+    item_ids: np.ndarray,
     user_factors: dict[int, np.ndarray],
     item_factors: np.ndarray,
     settings: AlsSettings,
     counts: np.ndarray,
 ) -> ScoreMethod:
     """ALS as its library trains it: a warm user's own factors; a cold one folded in from history."""
-    row = {int(m): i for i, m in enumerate(movie_ids)}
+    row = {int(m): i for i, m in enumerate(item_ids)}
     fold = AlsFoldIn(item_factors, settings.regularization, settings.alpha)
 
     def score(user: EvalUser) -> np.ndarray | None:
@@ -101,12 +101,12 @@ def als(
             return own
         return fold.scores([row[m] for m in user.history if m in row])
 
-    return ScoreMethod(f"ALS ({settings.describe()})", movie_ids, score).with_fallback(counts)
+    return ScoreMethod(f"ALS ({settings.describe()})", item_ids, score).with_fallback(counts)
 
 
 def hybrid_retrieval(retriever: HybridRetriever) -> ScoreMethod:
     return ScoreMethod(
-        "hybrid retrieval (no ranker)", retriever.movie_ids, lambda user: retriever.fused(list(user.history))
+        "hybrid retrieval (no ranker)", retriever.item_ids, lambda user: retriever.fused(list(user.history))
     )
 
 

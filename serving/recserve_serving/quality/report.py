@@ -39,10 +39,10 @@ HEADLINE = (
 class ItemSpace:
     """What beyond-accuracy metrics need to know of the catalog."""
 
-    movie_ids: np.ndarray
+    item_ids: np.ndarray
     genres: Mapping[int, frozenset[str]]
     vectors: np.ndarray
-    """L2-normalised item embeddings, rows in ``movie_ids`` order."""
+    """L2-normalised item embeddings, rows in ``item_ids`` order."""
     counts: Mapping[int, int]
     """Snapshot interactions per item (novelty's popularity)."""
     snapshot_users: int
@@ -50,7 +50,7 @@ class ItemSpace:
     row: dict[int, int] = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "row", {int(x): i for i, x in enumerate(self.movie_ids)})
+        object.__setattr__(self, "row", {int(x): i for i, x in enumerate(self.item_ids)})
 
     def embedding_diversity(self, items: Sequence[int]) -> float:
         return m.embedding_diversity(self.vectors[[self.row[i] for i in items if i in self.row]])
@@ -113,7 +113,7 @@ def run_method(
         ranked = method.rank(user)
         per_user.append(user_metrics(user, ranked, space))
         tops.append(ranked.items[: m.K])
-    result = MethodResult(method.name, aggregate(split.users, per_user, tops, len(space.movie_ids)))
+    result = MethodResult(method.name, aggregate(split.users, per_user, tops, len(space.item_ids)))
     result.seconds = time.perf_counter() - started
     return result
 

@@ -13,11 +13,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from recserve_serving.collaborative import AlsSettings, ItemKnn, fit_als, interaction_matrix
-from recserve_serving.data import MovieLens, load_movielens
+from recserve_serving.data import Dataset
 from recserve_serving.errors import RecserveError
 from recserve_serving.fusion import FusionHead
 from recserve_serving.hybrid import DEFAULT_ALS
@@ -71,14 +72,14 @@ def chunked(scorer: mt.PairScorer) -> mt.PairScorer:
     return score
 
 
-def item_space(data: MovieLens, catalog: Catalog, split: ProtocolSplit) -> ItemSpace:
-    counts = split.snapshot.groupby("movieId").size()
+def item_space(data: Dataset, catalog: Catalog, split: ProtocolSplit) -> ItemSpace:
+    counts = split.snapshot.groupby("item").size()
     return ItemSpace(
-        movie_ids=catalog.retriever.movie_ids,
-        genres={int(x): frozenset(data.genres(int(x))) for x in data.movie_ids},
+        item_ids=catalog.retriever.item_ids,
+        genres={int(x): frozenset(data.categories(int(x))) for x in data.item_ids},
         vectors=catalog.index.vectors,
         counts={int(k): int(v) for k, v in counts.items()},
-        snapshot_users=int(split.snapshot.userId.nunique()),
+        snapshot_users=int(split.snapshot.user.nunique()),
     )
 
 
@@ -86,14 +87,14 @@ def _warm_user_factors(
     split: ProtocolSplit, catalog_ids: np.ndarray, settings: AlsSettings
 ) -> tuple[dict[int, np.ndarray], np.ndarray]:
     matrix, users = interaction_matrix(
-        split.snapshot.userId.to_numpy(), split.snapshot.movieId.to_numpy(), catalog_ids
+        split.snapshot.user.to_numpy(), split.snapshot.item.to_numpy(), catalog_ids
     )
     user_factors, item_factors = fit_als(matrix, settings, seed=split.seed)
     return {int(u): user_factors[i] for i, u in enumerate(users)}, item_factors
 
 
 def _counts(split: ProtocolSplit, catalog_ids: np.ndarray) -> np.ndarray:
-    counts = split.snapshot.groupby("movieId").size()
+    counts = split.snapshot.groupby("item").size()
     return np.array([counts.get(int(x), 0) for x in catalog_ids], dtype=np.float32)
 
 
@@ -124,7 +125,7 @@ def tune_als(
 def baselines(
     split: ProtocolSplit, catalog: Catalog, *, tune: bool, progress: bool
 ) -> tuple[list[mt.Method], dict[str, object]]:
-    ids = catalog.retriever.movie_ids
+    ids = catalog.retriever.item_ids
     notes: dict[str, object] = {}
     settings = DEFAULT_ALS
     if tune:
@@ -159,34 +160,46 @@ class ServedPipeline:
         self.fusion = fusion
 
     def rank(self, user: EvalUser) -> mt.Ranked:
-        request = RecommendRequest(history=list(user.history), exclude=sorted(user.seen), k=10)
+        request = RecommendRequest(**external_request(self.catalog, user))
         plan = plan_recommendation(request, self.catalog, self.config)
         scores = self.scorer(plan.user_texts, plan.item_texts)
         response = plan.respond([float(s) for s in scores], "eval", self.fusion)
-        return mt.Ranked([item.movie_id for item in response.items], plan.movie_ids)
+        ranked = self.catalog.codes([item.item_id for item in response.items], "items")
+        return mt.Ranked(ranked, plan.item_ids)
+
+
+def external_request(catalog: Catalog, user: EvalUser) -> dict[str, Any]:
+    """A held-out user's request body, in the platform's ids as a client would send it."""
+    return {
+        "history": [catalog.item_id(m) for m in user.history],
+        "exclude": [catalog.item_id(m) for m in sorted(user.seen)],
+        "k": 10,
+    }
 
 
 class EndpointPipeline:
     """The same requests sent to a live router: retrieval depth is not visible, so no recall."""
 
-    def __init__(self, url: str, *, timeout: float = 60.0) -> None:
+    def __init__(self, url: str, catalog: Catalog, *, timeout: float = 60.0) -> None:
         import httpx
 
+        self.catalog = catalog
         self.name = f"served endpoint {url}"
         self.url = url.rstrip("/") + "/v1/recommend"
         self.client = httpx.Client(timeout=timeout)
 
     def rank(self, user: EvalUser) -> mt.Ranked:
-        body = {"history": list(user.history), "exclude": sorted(user.seen), "k": 10}
-        answer = self.client.post(self.url, json=body)
+        answer = self.client.post(self.url, json=external_request(self.catalog, user))
         if answer.status_code != 200:
             raise RecserveError(
                 f"{self.url} answered {answer.status_code} for a held-out user's request: {answer.text[:300]}"
             )
-        return mt.Ranked([int(item["movie_id"]) for item in answer.json()["items"]], [])
+        return mt.Ranked(
+            self.catalog.codes([item["item_id"] for item in answer.json()["items"]], "items"), []
+        )
 
 
-def content_pipeline(data: MovieLens, catalog: Catalog, scorer: mt.PairScorer) -> mt.TwoStage:
+def content_pipeline(data: Dataset, catalog: Catalog, scorer: mt.PairScorer) -> mt.TwoStage:
     return mt.TwoStage(
         "content-only retrieval + ranker (before hybrid)",
         mt.content_retrieval(catalog.index),
@@ -231,16 +244,15 @@ def cache_scores(scorer: mt.PairScorer) -> mt.PairScorer:
 
 @dataclass
 class Setup:
-    data: MovieLens
+    data: Dataset
     split: ProtocolSplit
     catalog: Catalog
     space: ItemSpace
 
 
-def setup(data_dir: Path, index_dir: Path, options: EvalOptions) -> Setup:
-    data = load_movielens(data_dir)
-    split = protocol_split(data.ratings)
-    catalog = Catalog.load(data_dir, index_dir)
+def setup(data: Dataset, index_dir: Path, options: EvalOptions) -> Setup:
+    split = protocol_split(data.interactions)
+    catalog = Catalog.open(data, index_dir)
     if len(interaction_snapshot(data)) != len(split.snapshot):
         raise RecserveError(
             "the served snapshot and the evaluation split differ; they must be one construction"
@@ -277,7 +289,7 @@ def evaluate(
     if extra is not None:
         methods.extend(extra(setup_))
     if endpoint is not None:
-        methods.append(EndpointPipeline(endpoint))
+        methods.append(EndpointPipeline(endpoint, setup_.catalog))
     results: list[MethodResult] = []
     for method in methods:
         results.append(run_method(method, setup_.split, setup_.space, progress=options.progress))
@@ -287,11 +299,11 @@ def evaluate(
 
 
 def served_metrics(
-    ranker: RankerUnderTest, data_dir: Path, index_dir: Path, users: int, *, seed: int = 0
+    ranker: RankerUnderTest, data: Dataset, index_dir: Path, users: int, *, seed: int = 0
 ) -> dict[str, float]:
     """The served pipeline's NDCG@10 and genre diversity on ``users`` protocol users: what the
     engine gate and the engine benchmark put next to the teacher's."""
-    context = setup(data_dir, index_dir, EvalOptions(users=users, seed=seed, progress=False))
+    context = setup(data, index_dir, EvalOptions(users=users, seed=seed, progress=False))
     (method,) = served_variants(context, ranker, ())
     cohort = run_method(method, context.split, context.space, progress=False).cohorts["all"]
     return {"served_ndcg@10": cohort["ndcg@10"], "served_diversity": cohort["ild_genres"]}

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from recserve_serving.data import POSITIVE_RATING, temporal_split
+from recserve_serving.data import temporal_split
 
 
 @dataclass(frozen=True)
@@ -66,29 +66,30 @@ class ProtocolSplit:
 
 
 def protocol_split(
-    ratings: pd.DataFrame, *, holdout_fraction: float = 0.2, cold_fraction: float = 0.1, seed: int = 0
+    interactions: pd.DataFrame, *, holdout_fraction: float = 0.2, cold_fraction: float = 0.1, seed: int = 0
 ) -> ProtocolSplit:
-    """Split ``ratings`` (userId, movieId, rating, timestamp) as the module docstring says."""
+    """Split ``interactions`` (``Dataset.interactions``: user, item, weight, timestamp, liked) as the
+    module docstring says."""
     if not 0.0 <= cold_fraction < 1.0:
         raise ValueError(f"cold_fraction must be in [0, 1), got {cold_fraction}")
-    train, test, _ = temporal_split(ratings, holdout_fraction)
-    all_users = np.array(sorted(ratings.userId.unique()), dtype=np.int64)
+    train, test, _ = temporal_split(interactions, holdout_fraction)
+    all_users = np.array(sorted(interactions.user.unique()), dtype=np.int64)
     rng = np.random.default_rng(seed)
     cold = set(rng.choice(all_users, size=round(cold_fraction * len(all_users)), replace=False).tolist())
-    snapshot = train[~train.userId.isin(cold)].reset_index(drop=True)
-    test_likes = test[test.rating >= POSITIVE_RATING].groupby("userId").movieId.apply(frozenset)
+    snapshot = train[~train.user.isin(cold)].reset_index(drop=True)
+    test_likes = test[test.liked].groupby("user").item.apply(frozenset)
     users = []
-    for user_id, frame in train.groupby("userId"):
+    for user_id, frame in train.groupby("user"):
         relevant = test_likes.get(user_id)
         ordered = frame.sort_values("timestamp", kind="stable")
-        liked = tuple(int(m) for m in ordered.movieId[ordered.rating >= POSITIVE_RATING])
+        liked = tuple(int(m) for m in ordered.item[ordered.liked])
         if not relevant or not liked:
             continue
         users.append(
             EvalUser(
                 user_id=int(user_id),
                 history=liked,
-                seen=frozenset(int(m) for m in ordered.movieId),
+                seen=frozenset(int(m) for m in ordered.item),
                 relevant=frozenset(int(m) for m in relevant),
                 cold=int(user_id) in cold,
             )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 VERSION_HEADER = "X-Recserve-Version"
 """Every answer names the model version that served it, so clients and metrics can split by it."""
 UNROUTED = "none"
 """The version of an answer no version served (a 404, a request refused before routing)."""
+ExternalId = StrictInt | StrictStr
+"""A user or item id as the platform writes it; strict, so that 4.0 or true is refused rather
+than read as an id."""
 
 
 class RecommendRequest(BaseModel):
@@ -15,13 +18,15 @@ class RecommendRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: int | None = Field(None, ge=0)
-    history: list[int] | None = Field(None, description="Movie ids the user liked, most recent last.")
-    candidates: list[int] | None = Field(None, description="Rank only these movie ids (skips retrieval).")
-    exclude: list[int] | None = Field(
+    user_id: ExternalId | None = None
+    history: list[ExternalId] | None = Field(None, description="Item ids the user liked, most recent last.")
+    candidates: list[ExternalId] | None = Field(
+        None, description="Rank only these item ids (skips retrieval)."
+    )
+    exclude: list[ExternalId] | None = Field(
         None,
-        description="Movie ids never to return (already watched, say), on top of the history and, for a "
-        "known user, everything they rated.",
+        description="Item ids never to return (already bought or watched, say), on top of the history "
+        "and, for a known user, everything they interacted with.",
     )
     k: int | None = None
     explain: StrictBool = Field(
@@ -32,10 +37,10 @@ class RecommendRequest(BaseModel):
 
 
 class Reason(BaseModel):
-    """A liked movie that raised an item's score: ``contribution`` is how much the item's score
-    drops when this movie is left out of the user's history (in the engine's score units)."""
+    """A liked item that raised another's score: ``contribution`` is how much that score drops
+    when the liked item is left out of the user's history (in the engine's score units)."""
 
-    movie_id: int
+    item_id: ExternalId
     title: str
     contribution: float
 
@@ -48,7 +53,7 @@ class Explanation(BaseModel):
 
 
 class RecommendedItem(BaseModel):
-    movie_id: int
+    item_id: ExternalId
     title: str
     score: float
     explanation: Explanation | None = Field(
@@ -59,6 +64,6 @@ class RecommendedItem(BaseModel):
 
 
 class RecommendResponse(BaseModel):
-    user_id: int | None
+    user_id: ExternalId | None
     version: str
     items: list[RecommendedItem]

@@ -47,6 +47,7 @@ from recserve_serving.serve.oip import check_text, infer_pairs, infer_response, 
 from recserve_serving.serve.recommend import RecommendationPlan, plan_recommendation
 from recserve_serving.serve.routing import choose_version
 from recserve_serving.serve.scoring import score_each
+from recserve_serving.serve.sources import open_catalog
 
 if TYPE_CHECKING:
     from recserve_serving.engine.base import Engine
@@ -141,11 +142,11 @@ class Router:
 
     def __init__(self, config: dict[str, Any], catalog: Catalog | None = None) -> None:
         """``catalog`` is loaded from the config's data when not given (Serve never gives one;
-        in-process tests do, to check the HTTP behaviour without MovieLens and its index)."""
+        in-process tests do, to check the HTTP behaviour without Dataset and its index)."""
         self.config = RouterConfig.model_validate(config)
         self.traffic = TrafficConfig()
         self.handles: dict[str, DeploymentHandle[Ranker]] = {}
-        self.catalog = catalog or Catalog.load(self.config.data_dir, self.config.index_dir)
+        self.catalog = catalog or open_catalog(self.config)
         self.rng = random.Random()
         self.metrics = ServingMetrics()
         configure(Gate(self.config.model_name, self.metrics, self.config.limits))
@@ -240,7 +241,7 @@ class Router:
     async def _scored(
         self,
         scope: MutableMapping[str, Any],
-        user_id: int | None,
+        user_id: int | str | None,
         user_texts: list[str],
         item_texts: list[str],
     ) -> tuple[Route, list[float]]:
@@ -275,7 +276,7 @@ class Router:
         diff = float(np.mean(np.abs(np.asarray(canary_scores) - np.asarray(stable_scores))))
         self.metrics.shadow_diff.labels(self.config.model_name).observe(diff)
 
-    def _version_for(self, user_id: int | None) -> str:
+    def _version_for(self, user_id: int | str | None) -> str:
         return choose_version(user_id, self.traffic.canary_weight, self.rng)
 
     @http_app.post("/v1/recommend", response_model=RecommendResponse)
@@ -292,9 +293,9 @@ class Router:
     ) -> RecommendResponse:
         """``response`` with reasons from the version that ranked it: one more ranker call, for
         the top k only (see ``serve/explain.py``)."""
-        movie_ids = [item.movie_id for item in response.items]
+        codes = self.catalog.codes([item.item_id for item in response.items], "items")
         occlusion = occlude(
-            self.catalog, plan.user_id, plan.history, plan.user_text, movie_ids, self.config.explain
+            self.catalog, plan.user_id, plan.history, plan.user_text, codes, self.config.explain
         )
         scores = await self._occluded(route, occlusion)
         items = explain_items(response.items, occlusion, scores, self.catalog)
@@ -324,7 +325,7 @@ class Router:
         route = self._route(self._version_for(pairs.user_id))
         mark_version(request.scope, route.label)
         scores = await self._occluded(route, pairs.occlusion)
-        return explain_response(name, route.label, body.id, pairs.occlusion, scores, self.catalog.title)
+        return explain_response(name, route.label, body.id, pairs.occlusion, scores, self.catalog)
 
     @http_app.get("/v2/models/{name}")
     async def metadata(self, name: str, request: Request) -> dict[str, Any]:

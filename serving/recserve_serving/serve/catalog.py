@@ -1,18 +1,25 @@
 """What the router knows about users and items at serving time.
 
 Training texts come from the time split (so evaluation never sees the future); serving
-texts use everything a user has rated, because in production the whole past is known.
+texts use everything a user has interacted with, because in production the whole past is
+known. Where that past comes from is a ``Histories``: the data set itself (``history.source:
+request``, histories fixed at start-up), or the online store that ``/v1/feedback`` updates.
+
+Requests and responses speak the platform's ids; everything here below the edge works on the
+data set's item codes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
-from recserve_serving.data import POSITIVE_RATING, MovieLens, load_movielens
+from recserve_serving.data import Dataset, ExternalId
 from recserve_serving.errors import InvalidRequest, NotFound
 from recserve_serving.hybrid import (
     HybridRetriever,
@@ -23,120 +30,149 @@ from recserve_serving.quality.split import protocol_split
 from recserve_serving.retrieval import ItemIndex, index_path, load_or_build_index
 
 
-def _item_texts(movielens: MovieLens) -> dict[int, str]:
-    return {int(m): movielens.item_text(int(m)) for m in movielens.movie_ids}
+class Histories(Protocol):
+    """A user's past at serving time, as item codes."""
+
+    def liked(self, user_id: ExternalId) -> list[int] | None:
+        """Liked items, oldest first; None for a user this source does not know."""
+
+    def seen(self, user_id: ExternalId) -> set[int]:
+        """Everything the user interacted with: never recommended back."""
 
 
-def interaction_snapshot(movielens: MovieLens) -> pd.DataFrame:
+class DatasetHistories:
+    """Histories from the interaction table, fixed when the router starts."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        ordered = dataset.interactions.sort_values("timestamp", kind="stable")
+        positives = ordered[ordered.liked]
+        self._liked = {int(u): [int(m) for m in frame.item] for u, frame in positives.groupby("user")}
+
+    def _code(self, user_id: ExternalId) -> int | None:
+        try:
+            return self.dataset.user_code(user_id)
+        except NotFound:
+            return None
+
+    def liked(self, user_id: ExternalId) -> list[int] | None:
+        code = self._code(user_id)
+        return None if code is None else self._liked.get(code, [])
+
+    def seen(self, user_id: ExternalId) -> set[int]:
+        code = self._code(user_id)
+        return set() if code is None else self.dataset.interacted_items(code)
+
+
+def item_texts(dataset: Dataset) -> dict[int, str]:
+    return {int(m): dataset.item_text(int(m)) for m in dataset.item_ids}
+
+
+def interaction_snapshot(dataset: Dataset) -> pd.DataFrame:
     """The interactions the collaborative stages learn from: the evaluation protocol's snapshot.
 
     Serving the model fitted on the protocol's training side is what lets ``recserve eval
     --endpoint`` measure the running server without it having seen the held-out answers.
     """
-    return protocol_split(movielens.ratings).snapshot
+    return protocol_split(dataset.interactions).snapshot
 
 
-def _indexes(movielens: MovieLens, data_dir: Path, index_dir: Path) -> HybridRetriever:
-    content = load_or_build_index(index_dir, data_dir, _item_texts(movielens))
-    collaborative = load_or_build_collaborative(
-        index_dir, movielens.movie_ids, interaction_snapshot(movielens)
-    )
+def build_retriever(dataset: Dataset, index_dir: Path) -> HybridRetriever:
+    """The content and collaborative indexes of this data, built into ``index_dir`` unless there."""
+    content = load_or_build_index(index_dir, item_texts(dataset))
+    collaborative = load_or_build_collaborative(index_dir, dataset.item_ids, interaction_snapshot(dataset))
     return HybridRetriever(content, collaborative)
 
 
-def _index_paths(movielens: MovieLens, data_dir: Path, index_dir: Path) -> list[Path]:
+def index_paths(dataset: Dataset, index_dir: Path) -> list[Path]:
+    """Where this data's retrieval indexes (content, collaborative) are, built or not."""
     return [
-        index_path(index_dir, data_dir),
-        collaborative_path(index_dir, movielens.movie_ids, interaction_snapshot(movielens)),
+        index_path(index_dir, item_texts(dataset)),
+        collaborative_path(index_dir, dataset.item_ids, interaction_snapshot(dataset)),
     ]
+
+
+def ensure_index(dataset: Dataset, index_dir: Path) -> list[Path]:
+    """Build this data's retrieval indexes into ``index_dir`` unless they are there, and return
+    their paths: build steps do it, so that routers (no torch, no implicit) only read them."""
+    build_retriever(dataset, Path(index_dir))
+    return index_paths(dataset, Path(index_dir))
 
 
 @dataclass
 class Catalog:
-    movielens: MovieLens
-    liked: dict[int, list[int]]
+    dataset: Dataset
     retriever: HybridRetriever
+    histories: Histories
 
     @classmethod
-    def load(cls, data_dir: str | Path, index_dir: str | Path) -> Catalog:
-        movielens = load_movielens(Path(data_dir))
-        ratings = movielens.ratings.sort_values("timestamp", kind="stable")
-        positives = ratings[ratings.rating >= POSITIVE_RATING]
-        liked = {int(u): [int(m) for m in frame.movieId] for u, frame in positives.groupby("userId")}
-        return cls(movielens, liked, _indexes(movielens, Path(data_dir), Path(index_dir)))
+    def open(cls, dataset: Dataset, index_dir: str | Path, histories: Histories | None = None) -> Catalog:
+        return cls(dataset, build_retriever(dataset, Path(index_dir)), histories or DatasetHistories(dataset))
 
     @property
     def index(self) -> ItemIndex:
         """The content stage's item embeddings (explanations and diversity read them)."""
         return self.retriever.content
 
-    @staticmethod
-    def index_paths(data_dir: str | Path, index_dir: str | Path) -> list[Path]:
-        """Where this catalog's retrieval indexes (content, collaborative) are, built or not."""
-        return _index_paths(load_movielens(Path(data_dir)), Path(data_dir), Path(index_dir))
+    def codes(self, item_ids: Sequence[object], field: str) -> list[int]:
+        """The codes of a request's item ids; an unknown id is the client's error, named."""
+        found, unknown = [], []
+        for item_id in item_ids:
+            try:
+                found.append(self.dataset.item_code(item_id))
+            except NotFound:
+                unknown.append(item_id)
+        if unknown:
+            shown = ", ".join(map(repr, unknown[:5]))
+            raise InvalidRequest(
+                f"{field}: unknown item ids {shown}"
+                + (" …" if len(unknown) > 5 else "")
+                + f" (the catalog has {len(self.dataset.item_ids)} items)"
+            )
+        return found
 
-    @staticmethod
-    def ensure_index(data_dir: str | Path, index_dir: str | Path) -> list[Path]:
-        """Build this catalog's retrieval indexes into ``index_dir`` unless they are there, and
-        return their paths: build Jobs do it, so that routers (no torch, no implicit) only read them."""
-        movielens = load_movielens(Path(data_dir))
-        _indexes(movielens, Path(data_dir), Path(index_dir))
-        return _index_paths(movielens, Path(data_dir), Path(index_dir))
+    def item_id(self, item: int) -> ExternalId:
+        return self.dataset.item_id(item)
 
-    def knows_user(self, user_id: int) -> bool:
-        try:
-            self.movielens.rated_movie_ids(user_id)
-        except NotFound:
-            return False
-        return True
+    def knows_user(self, user_id: ExternalId) -> bool:
+        return self.histories.liked(user_id) is not None
 
-    def seen(self, user_id: int) -> set[int]:
-        return self.movielens.rated_movie_ids(user_id)
+    def seen(self, user_id: ExternalId) -> set[int]:
+        return self.histories.seen(user_id)
 
-    def user_text(self, user_id: int | None, history: list[int] | None) -> str:
-        """The user's text from an explicit history, else from everything they liked."""
+    def user_text(self, user_id: ExternalId | None, history: list[int] | None) -> str:
+        """The user's text from an explicit history (codes), else from everything they liked."""
         if history is not None:
-            self.check_items(history, "history")
-            return self.movielens.user_text(user_id if user_id in self.liked else None, history=history)
+            return self.dataset.user_text(None, history=history)
         if user_id is None:
             raise InvalidRequest("give a user_id or a history")
-        if not self.knows_user(user_id):
+        liked = self.histories.liked(user_id)
+        if liked is None:
             raise NotFound(
-                f"unknown user {user_id}: not in the catalog and no history given; "
-                "send a 'history' of liked movie ids for a new user"
+                f"unknown user {user_id!r}: no interactions and no history given; "
+                "send a 'history' of liked item ids for a new user"
             )
-        return self.movielens.user_text(user_id, history=self.liked.get(user_id, []))
+        return self.dataset.user_text(None, history=liked)
 
-    def item_text(self, movie_id: int) -> str:
-        return self.movielens.item_text(movie_id)
+    def item_text(self, item: int) -> str:
+        return self.dataset.item_text(item)
 
-    def title(self, movie_id: int) -> str:
-        return self.movielens.title(movie_id)
+    def title(self, item: int) -> str:
+        return self.dataset.title(item)
 
-    def item_vectors(self, movie_ids: list[int]) -> np.ndarray:
-        """The retrieval index's L2-normalised embeddings of ``movie_ids``, row for row: what
-        diversity re-ranking measures similarity with. Every catalog movie is in the index,
+    def item_vectors(self, items: list[int]) -> np.ndarray:
+        """The retrieval index's L2-normalised embeddings of ``items``, row for row: what
+        diversity re-ranking measures similarity with. Every catalog item is in the index,
         which is built from the same catalog."""
-        return self.index.vectors[[self.index.row[m] for m in movie_ids]]
+        return self.index.vectors[[self.index.row[m] for m in items]]
 
-    def check_items(self, movie_ids: list[int], field: str) -> None:
-        unknown = [m for m in movie_ids if not self._known_movie(m)]
-        if unknown:
-            shown = ", ".join(map(str, unknown[:5]))
-            raise InvalidRequest(f"{field}: unknown movie ids {shown}" + (" …" if len(unknown) > 5 else ""))
-
-    def _known_movie(self, movie_id: int) -> bool:
-        try:
-            self.movielens.title(movie_id)
-        except NotFound:
-            return False
-        return True
-
-    def history(self, user_id: int | None, history: list[int] | None) -> list[int]:
-        """Liked movie ids, oldest first: the request's own, else the stored ones."""
+    def history(self, user_id: ExternalId | None, history: list[int] | None) -> list[int]:
+        """Liked item codes, oldest first: the request's own, else the stored ones."""
         if history is not None:
             return history
-        return self.liked.get(user_id, []) if user_id is not None else []
+        if user_id is None:
+            return []
+        return self.histories.liked(user_id) or []
 
     def retrieve(
         self, history: list[int], seen: set[int], n: int, candidates: list[int] | None = None
@@ -156,9 +192,9 @@ class Catalog:
     def _topped_up(self, picked: list[int], seen: set[int], n: int) -> list[int]:
         if len(picked) < n:
             taken = seen | set(picked)
-            for movie_id in self.movielens.popular_movie_ids():
-                if movie_id not in taken:
-                    picked.append(movie_id)
+            for item in self.dataset.popular_items():
+                if item not in taken:
+                    picked.append(item)
                     if len(picked) == n:
                         break
         return picked

@@ -46,7 +46,7 @@ SERVE_PORT = 8000
 class RankerArgs(CamelModel):
     """A ranker application's ``args``: what its replicas load. Changing any of it is a new app."""
 
-    label: str = Field(..., min_length=1, description=f"Shown in {VERSION_HEADER}, e.g. movielens-ranker/3.")
+    label: str = Field(..., min_length=1, description=f"Shown in {VERSION_HEADER}, e.g. shop-ranker/3.")
     engine_dir: str = Field(..., min_length=1)
     batching: BatchingSpec = BatchingSpec()
     parallelism: ParallelismSpec = ParallelismSpec()
@@ -68,7 +68,7 @@ class RankerArgs(CamelModel):
 class RankerConfig(CamelModel):
     """One served model version: its engine and how its replicas run and scale."""
 
-    label: str = Field(..., min_length=1, description=f"Shown in {VERSION_HEADER}, e.g. movielens-ranker/3.")
+    label: str = Field(..., min_length=1, description=f"Shown in {VERSION_HEADER}, e.g. shop-ranker/3.")
     engine_dir: str = Field(..., min_length=1)
     serving: ServingSpec = ServingSpec()
     fault_injection: FaultInjectionSpec | None = None
@@ -92,7 +92,7 @@ class RankerConfig(CamelModel):
 
 MAX_REQUEST_HISTORY = 500
 """Likes of a request the router reads, most recent last. Retrieval folds every one of them in
-(ALS, item-kNN), and on MovieLens reading only the last 50 cost a tenth of the served NDCG@10;
+(ALS, item-kNN), and on Dataset reading only the last 50 cost a tenth of the served NDCG@10;
 the ranker's text uses only the last few titles, so a long history costs retrieval microseconds."""
 
 
@@ -100,9 +100,7 @@ class RouterConfig(CamelModel):
     """What the ingress needs to turn a user id into candidates and a ranked list."""
 
     model_name: str = Field(..., min_length=1, description="The name in /v2/models/{name}.")
-    data_dir: str = Field(
-        ..., min_length=1, description="The MovieLens folder used for histories and titles."
-    )
+    data_dir: str = Field(..., min_length=1, description="The Dataset folder used for histories and titles.")
     index_dir: str = Field(..., min_length=1, description="Where the item-embedding index is cached.")
     retrieval: RetrievalSpec = RetrievalSpec()
     max_history: int = Field(

@@ -18,7 +18,7 @@ else's. Nothing here logs, so explanations never reach a log with raw ids.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,10 +29,10 @@ from recserve_serving.serve.api_models import Explanation, Reason, RecommendedIt
 from recserve_serving.serve.catalog import Catalog
 from recserve_serving.serve.config import RouterConfig
 from recserve_serving.serve.occlusion import Occlusion, because, plan_occlusion, top_reasons
-from recserve_serving.serve.oip import check_text, inputs_by_name, integer_data, show_value
+from recserve_serving.serve.oip import check_text, id_data, inputs_by_name, show_value
 from recserve_serving.serving_spec import ExplainSpec
 
-EXPLAIN_INPUTS = ("movie_id", "user_id", "history")
+EXPLAIN_INPUTS = ("item_id", "user_id", "history")
 
 
 def require_explain(spec: ExplainSpec) -> None:
@@ -46,28 +46,26 @@ def require_explain(spec: ExplainSpec) -> None:
 
 def occlude(
     catalog: Catalog,
-    user_id: int | None,
+    user_id: int | str | None,
     history: Sequence[int],
     user_text: str,
-    movie_ids: Sequence[int],
+    item_ids: Sequence[int],
     spec: ExplainSpec,
 ) -> Occlusion:
-    """The occlusion of ``movie_ids`` for the user whose text ``user_text`` was built from
+    """The occlusion of ``item_ids`` for the user whose text ``user_text`` was built from
     ``history``; each left-out text is built the way the catalog built the full one."""
 
     def without(left_out: int) -> str:
         return catalog.user_text(user_id, [m for m in history if m != left_out])
 
-    item_texts = [catalog.item_text(m) for m in movie_ids]
+    item_texts = [catalog.item_text(m) for m in item_ids]
     return plan_occlusion(user_text, history, item_texts, without, spec.max_history)
 
 
-def explanation(
-    considered: Sequence[int], contributions: Sequence[float], title: Callable[[int], str]
-) -> Explanation:
+def explanation(considered: Sequence[int], contributions: Sequence[float], catalog: Catalog) -> Explanation:
     reasons = [
-        Reason(movie_id=movie_id, title=title(movie_id), contribution=contribution)
-        for movie_id, contribution in top_reasons(considered, contributions)
+        Reason(item_id=catalog.item_id(item), title=catalog.title(item), contribution=contribution)
+        for item, contribution in top_reasons(considered, contributions)
     ]
     return Explanation(reasons=reasons, text=because([r.title for r in reasons]))
 
@@ -80,7 +78,7 @@ def explain_items(
     if len(rows) != len(items):
         raise ValueError(f"an occlusion of {len(rows)} items for {len(items)} recommended items")
     return [
-        item.model_copy(update={"explanation": explanation(occlusion.considered, row, catalog.title)})
+        item.model_copy(update={"explanation": explanation(occlusion.considered, row, catalog)})
         for item, row in zip(items, rows, strict=True)
     ]
 
@@ -89,14 +87,14 @@ def explain_items(
 class ExplainPairs:
     """A valid OIP explain request: one user's movies and the occlusion that explains them."""
 
-    user_id: int | None
+    user_id: int | str | None
     occlusion: Occlusion
 
 
-def _one_user(inputs: dict[str, RequestInput]) -> int | None:
+def _one_user(inputs: dict[str, RequestInput]) -> int | str | None:
     if "user_id" not in inputs:
         return None
-    users = integer_data(inputs, "user_id")
+    users = id_data(inputs, "user_id")
     if len(users) != 1:
         raise InvalidRequest(
             f"input 'user_id': one user per explain request, shape [1], got shape [{len(users)}]"
@@ -104,10 +102,10 @@ def _one_user(inputs: dict[str, RequestInput]) -> int | None:
     return users[0]
 
 
-def _history(inputs: dict[str, RequestInput], max_history: int) -> list[int] | None:
+def _history(inputs: dict[str, RequestInput], max_history: int) -> list[int | str] | None:
     if "history" not in inputs:
         return None
-    history = integer_data(inputs, "history")
+    history = id_data(inputs, "history")
     if not history:
         raise InvalidRequest("input 'history' is empty; omit it to use the stored history of user_id")
     # As in /v1/recommend: only the most recent max_history items are read.
@@ -117,7 +115,7 @@ def _history(inputs: dict[str, RequestInput], max_history: int) -> list[int] | N
 def explain_pairs(request: InferenceRequest, catalog: Catalog, config: RouterConfig) -> ExplainPairs:
     """The occlusion an OIP explain request asks for, or ``InvalidRequest`` naming what is wrong.
 
-    Inputs: ``movie_id`` (INT64/INT32, shape [n]) with ``user_id`` (shape [1]: the stored
+    Inputs: ``item_id`` (INT64/INT32, shape [n]) with ``user_id`` (shape [1]: the stored
     history) and/or ``history`` (liked movie ids, oldest first, shape [h]).
     """
     require_explain(config.explain)
@@ -125,15 +123,15 @@ def explain_pairs(request: InferenceRequest, catalog: Catalog, config: RouterCon
     if request.id is not None:
         check_text("id", request.id)
     unknown = sorted(set(inputs) - set(EXPLAIN_INPUTS))
-    if unknown or "movie_id" not in inputs:
+    if unknown or "item_id" not in inputs:
         got = ", ".join(map(show_value, sorted(inputs))) or "none"
         raise InvalidRequest(
-            "explain inputs are movie_id (INT64, shape [n]) with user_id (INT64, shape [1]) "
+            "explain inputs are item_id (INT64, shape [n]) with user_id (INT64, shape [1]) "
             f"and/or history (INT64, shape [h]), got {got}"
         )
-    movies = integer_data(inputs, "movie_id")
+    movies = id_data(inputs, "item_id")
     if not movies:
-        raise InvalidRequest("input 'movie_id' is empty; name the movies to explain")
+        raise InvalidRequest("input 'item_id' is empty; name the movies to explain")
     if len(movies) > config.max_infer_pairs:  # each movie is at least one pair: refuse before any text
         raise InvalidRequest(
             f"at most {config.max_infer_pairs} pairs per request, and {len(movies)} movies are more"
@@ -142,15 +140,16 @@ def explain_pairs(request: InferenceRequest, catalog: Catalog, config: RouterCon
     history = _history(inputs, config.max_history)
     if user_id is None and history is None:
         raise InvalidRequest("give user_id (to use the stored history) or history (liked movie ids)")
-    catalog.check_items(movies, "movie_id")
-    user_text = catalog.user_text(user_id, history)
-    liked = catalog.history(user_id, history)
-    occlusion = occlude(catalog, user_id, liked, user_text, movies, config.explain)
+    items = catalog.codes(movies, "item_id")
+    given = None if history is None else catalog.codes(history, "history")
+    user_text = catalog.user_text(user_id, given)
+    liked = catalog.history(user_id, given)
+    occlusion = occlude(catalog, user_id, liked, user_text, items, config.explain)
     pairs = occlusion.width * len(movies)
     if pairs > config.max_infer_pairs:
         raise InvalidRequest(
             f"explaining {len(movies)} movies takes {pairs} pairs ({occlusion.width} each), over the "
-            f"limit of {config.max_infer_pairs}; send fewer movie_id values"
+            f"limit of {config.max_infer_pairs}; send fewer item_id values"
         )
     return ExplainPairs(user_id, occlusion)
 
@@ -161,21 +160,28 @@ def explain_response(
     request_id: str | None,
     occlusion: Occlusion,
     scores: Sequence[float],
-    title: Callable[[int], str],
+    catalog: Catalog,
 ) -> dict[str, Any]:
     """The OIP answer: ``score`` [n] (with the whole history), ``history`` [m] (the movies that can
     be reasons, most recent first), ``contribution`` [n, m] (row-major: the drop of movie i's
     score when history movie j is left out) and ``explanation`` [n] (the reasons in a line)."""
     rows = occlusion.contributions(scores)
     n, m = len(rows), len(occlusion.considered)
-    lines = [explanation(occlusion.considered, row, title).text for row in rows]
+    lines = [explanation(occlusion.considered, row, catalog).text for row in rows]
+    considered = [catalog.item_id(m) for m in occlusion.considered]
+    strings = any(isinstance(m, str) for m in considered)
     return {
         "model_name": model,
         "model_version": version,
         "id": request_id or "",
         "outputs": [
             {"name": "score", "shape": [n], "datatype": "FP32", "data": occlusion.full_scores(scores)},
-            {"name": "history", "shape": [m], "datatype": "INT64", "data": list(occlusion.considered)},
+            {
+                "name": "history",
+                "shape": [m],
+                "datatype": "BYTES" if strings else "INT64",
+                "data": considered,
+            },
             {
                 "name": "contribution",
                 "shape": [n, m],

@@ -82,7 +82,7 @@ def plan_occlusion(
     """The occlusion of ``item_texts`` for a user whose text is ``user_text``.
 
     ``history`` is the liked movie ids the text was built from, oldest first; the
-    ``max_history`` most recent distinct ones can be reasons. ``text_without(movie_id)`` is the
+    ``max_history`` most recent distinct ones can be reasons. ``text_without(item_id)`` is the
     user's text with every occurrence of that movie left out of the history.
     """
     if max_history < 1:
@@ -90,8 +90,8 @@ def plan_occlusion(
     considered = tuple(dict.fromkeys(reversed(history)))[:max_history]
     texts: dict[str, int] = {}
     columns: list[int | None] = []
-    for movie_id in considered:
-        text = text_without(movie_id)
+    for item_id in considered:
+        text = text_without(item_id)
         columns.append(None if text == user_text else texts.setdefault(text, len(texts)))
     return Occlusion(user_text, tuple(item_texts), considered, tuple(columns), tuple(texts))
 

@@ -1,6 +1,6 @@
 """Open Inference Protocol (v2) for pairwise scoring.
 
-Inputs are either ids (``user_id`` and ``movie_id``, INT64/INT32, shape [n]) resolved
+Inputs are either ids (``user_id`` and ``item_id``, INT64/INT32, shape [n]) resolved
 through the catalog, or raw texts (``user_text`` and ``item_text``, BYTES, shape [n]).
 The output is ``score`` (FP32, shape [n]). Request and response types are kserve's; they
 accept any JSON in ``data``, so the values are checked here.
@@ -25,7 +25,7 @@ _SHOWN_CHARS = 40
 class Pairs:
     user_texts: list[str]
     item_texts: list[str]
-    sticky_user: int | None
+    sticky_user: int | str | None
 
 
 def show_value(value: Any) -> str:
@@ -78,6 +78,15 @@ def integer_data(inputs: dict[str, RequestInput], name: str) -> list[int]:
     return data
 
 
+def id_data(inputs: dict[str, RequestInput], name: str) -> list[int | str]:
+    """User or item ids: INT64/INT32 integers (``integer_data``'s rules), or BYTES strings for
+    catalogs whose ids are strings."""
+    if name in inputs and inputs[name].datatype == "BYTES":
+        data = _tensor(inputs, name, {"BYTES"})
+        return [check_text(f"input {name!r}: data[{i}]", value, 256) for i, value in enumerate(data)]
+    return list(integer_data(inputs, name))
+
+
 def check_text(name: str, value: Any, max_chars: int | None = None) -> str:
     """A client's text: a string the tokenizer can encode (UTF-8, so no lone surrogate) and,
     when bounded, at most ``max_chars`` long, so that one text cannot hold a replica for seconds."""
@@ -126,19 +135,19 @@ def infer_pairs(request: InferenceRequest, catalog: Catalog, max_pairs: int, max
         item_texts = _texts(inputs, "item_text", max_text_chars)
         _check_lengths(user_texts, item_texts, max_pairs)
         return Pairs(user_texts, item_texts, sticky_user=None)
-    if not {"user_id", "movie_id"} <= inputs.keys():
+    if not {"user_id", "item_id"} <= inputs.keys():
         raise InvalidRequest(
-            "inputs must be user_id+movie_id (INT64) or user_text+item_text (BYTES), "
+            "inputs must be user_id+item_id (INT64, or BYTES for string ids) or user_text+item_text (BYTES), "
             f"got {', '.join(map(show_value, sorted(inputs))) or 'none'}"
         )
-    users = integer_data(inputs, "user_id")
-    movies = integer_data(inputs, "movie_id")
-    _check_lengths(users, movies, max_pairs)
-    catalog.check_items(movies, "movie_id")
+    users = id_data(inputs, "user_id")
+    items = id_data(inputs, "item_id")
+    _check_lengths(users, items, max_pairs)
+    codes = catalog.codes(items, "item_id")
     texts = {u: catalog.user_text(u, None) for u in set(users)}
     return Pairs(
         [texts[u] for u in users],
-        [catalog.item_text(m) for m in movies],
+        [catalog.item_text(m) for m in codes],
         sticky_user=users[0] if len(set(users)) == 1 else None,
     )
 
@@ -159,7 +168,7 @@ def model_metadata(model: str, versions: list[str]) -> dict[str, Any]:
         "platform": "recserve-cross-encoder",
         "inputs": [
             {"name": "user_id", "datatype": "INT64", "shape": [-1]},
-            {"name": "movie_id", "datatype": "INT64", "shape": [-1]},
+            {"name": "item_id", "datatype": "INT64", "shape": [-1]},
         ],
         "outputs": [{"name": "score", "datatype": "FP32", "shape": [-1]}],
     }

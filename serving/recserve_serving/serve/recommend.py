@@ -13,7 +13,12 @@ import numpy as np
 from recserve_serving.diversity import mmr
 from recserve_serving.errors import InvalidRequest
 from recserve_serving.fusion import FusionHead
-from recserve_serving.serve.api_models import RecommendedItem, RecommendRequest, RecommendResponse
+from recserve_serving.serve.api_models import (
+    ExternalId,
+    RecommendedItem,
+    RecommendRequest,
+    RecommendResponse,
+)
 from recserve_serving.serve.catalog import Catalog
 from recserve_serving.serve.config import RouterConfig
 from recserve_serving.serve.explain import require_explain
@@ -22,11 +27,14 @@ from recserve_serving.serving_spec import DiversitySpec
 
 @dataclass(frozen=True)
 class RecommendationPlan:
-    user_id: int | None
+    user_id: ExternalId | None
     history: list[int]
-    """The liked movie ids the user's text was built from, oldest first: what reasons come from."""
+    """The liked item codes the user's text was built from, oldest first: what reasons come from."""
     user_text: str
-    movie_ids: list[int]
+    item_ids: list[int]
+    """The candidates' item codes."""
+    external_ids: list[ExternalId]
+    """The candidates' ids as the platform writes them: what the answer carries."""
     user_texts: list[str]
     item_texts: list[str]
     titles: list[str]
@@ -36,7 +44,7 @@ class RecommendationPlan:
     diversity: DiversitySpec | None = None
     """spec.serving.retrieval.diversity: when set, the top k is re-ranked by MMR."""
     vectors: np.ndarray | None = None
-    """The candidates' L2-normalised item embeddings, row i for movie_ids[i]; only with diversity."""
+    """The candidates' L2-normalised item embeddings, row i for item_ids[i]; only with diversity."""
 
     def respond(
         self, scores: list[float], version: str, fusion: FusionHead | None = None
@@ -48,7 +56,8 @@ class RecommendationPlan:
             scores = [float(s) for s in fusion.apply(np.asarray(scores), self.features)]
         order = self._order(scores)
         items = [
-            RecommendedItem(movie_id=self.movie_ids[i], title=self.titles[i], score=scores[i]) for i in order
+            RecommendedItem(item_id=self.external_ids[i], title=self.titles[i], score=scores[i])
+            for i in order
         ]
         return RecommendResponse(user_id=self.user_id, version=version, items=items)
 
@@ -74,19 +83,18 @@ def plan_recommendation(
     k = _k(request, config)
     if request.explain:
         require_explain(config.explain)
-    history = request.history
-    if history is not None:
-        if not history:
+    history = None
+    if request.history is not None:
+        if not request.history:
             raise InvalidRequest("history is empty; omit it to use the stored history of user_id")
         # Documented behaviour: only the most recent max_history items are read.
-        history = history[-config.max_history :]
+        history = catalog.codes(request.history[-config.max_history :], "history")
     user_text = catalog.user_text(request.user_id, history)
     seen = set(history or ())
-    if request.user_id is not None and catalog.knows_user(request.user_id):
+    if request.user_id is not None:
         seen |= catalog.seen(request.user_id)
     if request.exclude:
-        catalog.check_items(request.exclude, "exclude")
-        seen |= set(request.exclude)
+        seen |= set(catalog.codes(request.exclude, "exclude"))
     liked = catalog.history(request.user_id, history)
     if request.candidates is not None:
         if not request.candidates:
@@ -95,21 +103,22 @@ def plan_recommendation(
             raise InvalidRequest(
                 f"at most {config.retrieval.candidates} candidates, got {len(request.candidates)}"
             )
-        catalog.check_items(request.candidates, "candidates")
-        movie_ids, features = catalog.retrieve(liked, seen, 0, list(dict.fromkeys(request.candidates)))
+        given = catalog.codes(request.candidates, "candidates")
+        item_ids, features = catalog.retrieve(liked, seen, 0, list(dict.fromkeys(given)))
     else:
-        movie_ids, features = catalog.retrieve(liked, seen, config.retrieval.candidates)
+        item_ids, features = catalog.retrieve(liked, seen, config.retrieval.candidates)
     diversity = config.retrieval.diversity
     return RecommendationPlan(
         user_id=request.user_id,
         history=liked,
         user_text=user_text,
-        movie_ids=movie_ids,
-        user_texts=[user_text] * len(movie_ids),
-        item_texts=[catalog.item_text(m) for m in movie_ids],
-        titles=[catalog.title(m) for m in movie_ids],
-        k=min(k, len(movie_ids)),
+        item_ids=item_ids,
+        external_ids=[catalog.item_id(m) for m in item_ids],
+        user_texts=[user_text] * len(item_ids),
+        item_texts=[catalog.item_text(m) for m in item_ids],
+        titles=[catalog.title(m) for m in item_ids],
+        k=min(k, len(item_ids)),
         features=features,
         diversity=diversity,
-        vectors=None if diversity is None else catalog.item_vectors(movie_ids),
+        vectors=None if diversity is None else catalog.item_vectors(item_ids),
     )
