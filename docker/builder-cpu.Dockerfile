@@ -24,7 +24,7 @@ RUN grep -vE '^(torch|triton|nvidia-[a-z0-9-]+|cuda-[a-z-]+)==' requirements.loc
        "torch==$(sed -n 's/^torch==//p' requirements.lock)"
 COPY operator/ operator/
 COPY serving/ serving/
-COPY data/movielens-small/ /opt/recserve-data/movielens-small/
+COPY data/ /opt/recserve-data/
 RUN uv pip install --python /opt/recserve/bin/python --no-deps . \
     && /opt/recserve/bin/python -c "import torch, onnxruntime; assert not torch.cuda.is_available()"
 
@@ -45,7 +45,7 @@ ENV PATH=/opt/recserve/bin:$PATH \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
     RAY_USAGE_STATS_ENABLED=0 \
-    RECSERVE_DATA=/opt/recserve-data/movielens-small
+    RECSERVE_BUNDLED_DATA=/opt/recserve-data
 # Build pods run as the serving pods' uid, with the same home (the planners' HOME_MOUNT).
 USER 1000:1000
 WORKDIR /home/ray

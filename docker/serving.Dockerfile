@@ -23,7 +23,7 @@ RUN grep -v '^onnxruntime==' requirements.lock > /tmp/serving.lock \
        -r docker/serving-gpu-requirements.txt
 COPY operator/ operator/
 COPY serving/ serving/
-COPY data/movielens-small/ /opt/recserve-data/movielens-small/
+COPY data/ /opt/recserve-data/
 RUN uv pip install --python /opt/recserve/bin/python --no-deps . \
     && /opt/recserve/bin/python -c "import onnxruntime as o; assert 'CUDAExecutionProvider' in o.get_available_providers(), o.get_available_providers()"
 
@@ -49,7 +49,7 @@ ENV PATH=/opt/recserve/bin:$PATH \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
     RAY_USAGE_STATS_ENABLED=0 \
-    RECSERVE_DATA=/opt/recserve-data/movielens-small
+    RECSERVE_BUNDLED_DATA=/opt/recserve-data
 # On a KubeRay head: Ray's GCS, Serve's HTTP proxy and the dashboard (with the Serve REST API).
 EXPOSE 6379 8000 8265
 # uid 1000 is what KubeRay's pod templates and Ray's own images expect.

@@ -13,18 +13,21 @@ LIKED = {8: [7, 5, 12]}
 class FakeCatalog:
     """Users 1..9 and movies 1..99, each with a fixed text; a user's text lists their likes."""
 
-    def check_items(self, item_ids: list[int], field: str) -> None:
-        unknown = [m for m in item_ids if not 1 <= m <= 99]
+    def codes(self, item_ids: list[object], field: str) -> list[int]:
+        """Item ids are their own codes here."""
+        unknown = [m for m in item_ids if not (isinstance(m, int) and 1 <= m <= 99)]
         if unknown:
-            raise InvalidRequest(f"{field}: unknown movie ids {unknown}")
+            raise InvalidRequest(f"{field}: unknown item ids {unknown}")
+        return [int(m) for m in item_ids]  # type: ignore[call-overload]
+
+    def item_id(self, item: int) -> int:
+        return item
 
     def user_text(self, user_id: int | None, history: list[int] | None) -> str:
         if history is None:
             if user_id is None or not 1 <= user_id <= 9:
                 raise NotFound(f"unknown user {user_id}")
             history = LIKED.get(user_id, [])
-        else:
-            self.check_items(history, "history")
         return f"user {user_id}" + (f" likes {' '.join(map(str, history))}" if history else "")
 
     def history(self, user_id: int | None, history: list[int] | None) -> list[int]:
@@ -35,8 +38,8 @@ class FakeCatalog:
     def item_text(self, item_id: int) -> str:
         return f"movie {item_id}"
 
-    def knows_user(self, user_id: int) -> bool:
-        return False
+    def seen(self, user_id: int) -> set[int]:
+        return set()
 
     def title(self, item_id: int) -> str:
         return f"Movie {item_id}"

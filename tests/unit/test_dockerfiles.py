@@ -24,7 +24,7 @@ from recserve_operator.planners.k8s_common import IMAGE_UID
 from recserve_operator.planners.rayservice import DASHBOARD_PORT, GCS_PORT, HOME_MOUNT
 from recserve_operator.settings import OperatorSettings
 from recserve_serving.offline import OFFLINE_ENV
-from recserve_serving.paths import DATA_ENV, IMAGE_DATA_DIR
+from recserve_serving.paths import BUNDLED_ENV, IMAGE_DATA_DIR
 from recserve_serving.serve.config import SERVE_PORT
 
 REPO = Path(__file__).resolve().parents[2]
@@ -289,10 +289,10 @@ def test_serving_images_run_offline_and_expose_the_head_pod_ports(name: str) -> 
 
 @pytest.mark.parametrize("name", CATALOG_IMAGES)
 def test_serving_images_ship_the_catalog_where_the_operator_points_routers(name: str) -> None:
-    assert runtime_env(name)[DATA_ENV] == IMAGE_DATA_DIR == OperatorSettings().data_dir
+    assert runtime_env(name)[BUNDLED_ENV] == IMAGE_DATA_DIR == OperatorSettings().data_dir
     _, stages = parse(DOCKER / name)
     build_copies = [c for s in stages[:-1] for c in s.all("COPY")]
-    assert f"data/movielens-small/ {IMAGE_DATA_DIR}/" in build_copies
+    assert f"data/ {IMAGE_DATA_DIR}/" in build_copies
 
 
 @pytest.mark.parametrize("name", CATALOG_IMAGES)

@@ -232,7 +232,7 @@ def test_oip_explain_reads_an_anonymous_history(client):
         ({"history": ints("history", [])}, "'history' is empty"),
         ({"user_id": None}, "give user_id"),
         ({"item_id": ints("item_id", [])}, "'item_id' is empty"),
-        ({"item_id": ints("item_id", [40, 1000])}, "unknown movie ids [1000]"),
+        ({"item_id": ints("item_id", [40, 1000])}, "unknown item ids [1000]"),
         (
             {"item_id": {"name": "item_id", "datatype": "INT64", "shape": [1], "data": ["40"]}},
             "not an integer",

@@ -131,6 +131,7 @@ def test_a_plan_ranks_by_the_fusion_head_when_its_ranker_has_one() -> None:
         history=[],
         user_text="u",
         item_ids=[1, 2, 3],
+        external_ids=[1, 2, 3],
         user_texts=["u"] * 3,
         item_texts=["a", "b", "c"],
         titles=["A", "B", "C"],

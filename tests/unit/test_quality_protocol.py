@@ -31,7 +31,8 @@ def ratings(users: int = 40, items: int = 30, per_user: int = 12, seed: int = 0)
     for user in range(1, users + 1):
         for t, item in enumerate(rng.choice(np.arange(1, items + 1), size=per_user, replace=False)):
             rows.append((user, int(item), float(rng.choice([2.0, 4.0, 5.0])), 1000 * user + t))
-    return pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"])
+    frame = pd.DataFrame(rows, columns=["user", "item", "weight", "timestamp"])
+    return frame.assign(liked=frame.weight >= 4.0)
 
 
 def test_no_held_out_interaction_reaches_the_snapshot_and_cold_users_are_absent() -> None:
