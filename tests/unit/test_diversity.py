@@ -135,7 +135,9 @@ def test_genre_diversity_is_the_mean_pairwise_jaccard_distance() -> None:
 
 def test_ranking_metrics_report_the_genre_diversity_of_each_top_10() -> None:
     genres = {1: ["Drama"], 2: ["Drama"], 3: ["Comedy"]}
-    data = SimpleNamespace(train=pd.DataFrame({"user": [7, 8]}), popularity={}, categories=lambda m: genres[m])
+    data = SimpleNamespace(
+        train=pd.DataFrame({"user": [7, 8]}), popularity={}, categories=lambda m: genres[m]
+    )
     cases = (
         EvalCase(7, "u7", (1, 2), frozenset({1})),  # Drama, Drama: 0
         EvalCase(8, "u8", (1, 3), frozenset({3})),  # Drama, Comedy: 1
