@@ -1,7 +1,7 @@
 """Offline evaluation shared by training, the quality gate, reports and the benchmark.
 
 Protocol: for each sampled held-out user, the candidates are their held-out likes plus
-uniformly sampled movies they never rated; every scorer (cross-encoder engine, most-popular,
+uniformly sampled items they never rated; every scorer (cross-encoder engine, most-popular,
 ALS) ranks the same candidates, built from the same training side of the temporal split.
 Sampled candidates instead of the full catalogue keep a cross-encoder evaluation within
 seconds on 2 cores; the comparison stays fair because every scorer sees the same lists.
@@ -118,11 +118,11 @@ def genre_diversity(genre_sets: Sequence[frozenset[str]]) -> float:
 def ranking_metrics(data: Dataset, evals: EvalSet, scores: Sequence[np.ndarray]) -> dict[str, float]:
     """NDCG@10, HitRate@10, AUC (per user, averaged), coverage, novelty and diversity of the top 10s.
 
-    Coverage is the share of all candidate movies that reach some user's top 10; novelty the
-    mean self-information -log2(share of training users who rated it) of top-10 movies.
+    Coverage is the share of all candidate items that reach some user's top 10; novelty the
+    mean self-information -log2(share of training users who rated it) of top-10 items.
     Both say whether a scorer recommends beyond the few blockbusters. Diversity is the
     intra-list genre diversity of each top 10 (``genre_diversity``), averaged over users: it
-    says whether one user's list is more than one kind of movie.
+    says whether one user's list is more than one kind of item.
     """
     if len(scores) != len(evals.cases):
         raise ValueError(f"{len(scores)} score lists for {len(evals.cases)} users")

@@ -1,6 +1,6 @@
 """Hybrid retrieval: collaborative stages (ALS, item-kNN) fused with the content stage.
 
-Content similarity alone finds movies that *read* like what a user liked; on Dataset that
+Content similarity alone finds items that *read* like what a user liked; on the bundled example that
 recalls far less than collaborative filtering, which finds what people with the same taste
 watched next. Each stage ranks the catalog for the user's history, and the ranks are fused
 with weighted reciprocal-rank fusion (RRF): scale-free, so an ALS score and a cosine need no

@@ -4,7 +4,7 @@ A ranker only ever sees what retrieval hands it, so it is trained on exactly tha
 of the protocol's validation slice, the retriever (fitted on the validation snapshot, never
 on anything held out) proposes candidates; a group is one held-out like found among them and
 negatives drawn from the same candidates — the hard negatives the served ranker must tell
-apart, not random movies it would never be shown. The validation users are split in two:
+apart, not random items it would never be shown. The validation users are split in two:
 the encoder trains on one half, and the fusion head is fitted on the other, so that the head
 weighs the encoder by how it does on users it never saw.
 """

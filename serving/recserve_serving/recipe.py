@@ -73,7 +73,7 @@ class MetricMinimum(CamelModel):
     metric: MinimumMetric = Field(
         ...,
         description="ndcg@10, hitrate@10 or auc (ranking quality); coverage (share of candidates that "
-        "reach some top 10), novelty (mean bits of self-information of top-10 movies) or diversity "
+        "reach some top 10), novelty (mean bits of self-information of top-10 items) or diversity "
         "(mean pairwise genre Jaccard distance within each top 10).",
     )
     minimum: float = Field(..., alias="min", ge=0.0, description="The lowest value the engine may ship with.")

@@ -281,7 +281,7 @@ class ParallelismSpec(CamelModel):
 
 class DiversitySpec(CamelModel):
     """Maximal Marginal Relevance re-ranking of the ranker's answer, so that a top k is not k
-    near-copies of one movie.
+    near-copies of one item.
 
     The ranker scores each candidate alone and cannot see that its best ten are the same
     franchise; MMR trades a little relevance for variety, one pick at a time.
@@ -433,7 +433,7 @@ class ExplainSpec(CamelModel):
         default=10,
         ge=1,
         le=50,
-        description="Most recent liked movies that can be a reason; each adds at most one scored pair "
+        description="Most recent liked items that can be a reason; each adds at most one scored pair "
         "per explained item (fewer when leaving it out does not change the user's text).",
     )
 

@@ -42,7 +42,7 @@ def encode(
 
 
 DEFAULT_ITEM_MAX_LEN = 32
-"""Tokens of a candidate in the shared-prefix shape (``item [SEP]``); Dataset item texts
+"""Tokens of a candidate in the shared-prefix shape (``item [SEP]``); the example's item texts
 average 16. The user gets the rest of ``max_len``."""
 
 

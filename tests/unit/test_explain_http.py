@@ -257,7 +257,7 @@ def test_oip_explain_of_too_many_pairs_is_400(monkeypatch, engine):
     with TestClient(serve_app.http_app, raise_server_exceptions=False) as client:
         response = client.post("/v2/models/m/explain", json=explain_body())
     assert response.status_code == 400
-    assert "2 movies" in response.json()["error"]
+    assert "2 items" in response.json()["error"]
     assert engine.calls == []
 
 

@@ -142,7 +142,7 @@ class Router:
 
     def __init__(self, config: dict[str, Any], catalog: Catalog | None = None) -> None:
         """``catalog`` is loaded from the config's data when not given (Serve never gives one;
-        in-process tests do, to check the HTTP behaviour without Dataset and its index)."""
+        in-process tests do, to check the HTTP behaviour without real data and its index)."""
         self.config = RouterConfig.model_validate(config)
         self.traffic = TrafficConfig()
         self.handles: dict[str, DeploymentHandle[Ranker]] = {}
@@ -319,7 +319,7 @@ class Router:
 
     @http_app.post("/v2/models/{name}/explain")
     async def explain(self, name: str, body: InferenceRequest, request: Request) -> dict[str, Any]:
-        """Open Inference Protocol explain: one user's movies with each history item's contribution."""
+        """Open Inference Protocol explain: one user's items with each history item's contribution."""
         self._check_model(name)
         pairs = explain_pairs(body, self.catalog, self.config)
         route = self._route(self._version_for(pairs.user_id))

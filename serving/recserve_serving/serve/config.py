@@ -92,7 +92,7 @@ class RankerConfig(CamelModel):
 
 MAX_REQUEST_HISTORY = 500
 """Likes of a request the router reads, most recent last. Retrieval folds every one of them in
-(ALS, item-kNN), and on Dataset reading only the last 50 cost a tenth of the served NDCG@10;
+(ALS, item-kNN), and on the bundled example reading only the last 50 cost a tenth of the served NDCG@10;
 the ranker's text uses only the last few titles, so a long history costs retrieval microseconds."""
 
 

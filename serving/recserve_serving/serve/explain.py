@@ -7,11 +7,11 @@ Two ways in, one mechanism (``occlusion``):
   ranked: k × (1 + the left-out texts) pairs, one engine call (or one batch of it). Folding the
   occlusion into the ranking call would save the call but occlude every candidate: with 200
   candidates and five left-out texts, 1,200 more pairs instead of 60 at k=10.
-- ``/v2/models/{name}/explain`` explains given movies for one user in the Open Inference
+- ``/v2/models/{name}/explain`` explains given items for one user in the Open Inference
   Protocol's shape. It is a single ranker call: the full-history pairs it scores for the
   contributions are also the scores it answers with.
 
-Privacy: a reason is always a movie of the history that the request's own user text was built
+Privacy: a reason is always a item of the history that the request's own user text was built
 from (the request's ``history``, else the stored likes of its ``user_id``), never anyone
 else's. Nothing here logs, so explanations never reach a log with raw ids.
 """
@@ -85,7 +85,7 @@ def explain_items(
 
 @dataclass(frozen=True)
 class ExplainPairs:
-    """A valid OIP explain request: one user's movies and the occlusion that explains them."""
+    """A valid OIP explain request: one user's items and the occlusion that explains them."""
 
     user_id: int | str | None
     occlusion: Occlusion
@@ -116,7 +116,7 @@ def explain_pairs(request: InferenceRequest, catalog: Catalog, config: RouterCon
     """The occlusion an OIP explain request asks for, or ``InvalidRequest`` naming what is wrong.
 
     Inputs: ``item_id`` (INT64/INT32, shape [n]) with ``user_id`` (shape [1]: the stored
-    history) and/or ``history`` (liked movie ids, oldest first, shape [h]).
+    history) and/or ``history`` (liked item ids, oldest first, shape [h]).
     """
     require_explain(config.explain)
     inputs = inputs_by_name(request)
@@ -129,26 +129,26 @@ def explain_pairs(request: InferenceRequest, catalog: Catalog, config: RouterCon
             "explain inputs are item_id (INT64, shape [n]) with user_id (INT64, shape [1]) "
             f"and/or history (INT64, shape [h]), got {got}"
         )
-    movies = id_data(inputs, "item_id")
-    if not movies:
-        raise InvalidRequest("input 'item_id' is empty; name the movies to explain")
-    if len(movies) > config.max_infer_pairs:  # each movie is at least one pair: refuse before any text
+    items = id_data(inputs, "item_id")
+    if not items:
+        raise InvalidRequest("input 'item_id' is empty; name the items to explain")
+    if len(items) > config.max_infer_pairs:  # each item is at least one pair: refuse before any text
         raise InvalidRequest(
-            f"at most {config.max_infer_pairs} pairs per request, and {len(movies)} movies are more"
+            f"at most {config.max_infer_pairs} pairs per request, and {len(items)} items are more"
         )
     user_id = _one_user(inputs)
     history = _history(inputs, config.max_history)
     if user_id is None and history is None:
-        raise InvalidRequest("give user_id (to use the stored history) or history (liked movie ids)")
-    items = catalog.codes(movies, "item_id")
+        raise InvalidRequest("give user_id (to use the stored history) or history (liked item ids)")
+    items = catalog.codes(items, "item_id")
     given = None if history is None else catalog.codes(history, "history")
     user_text = catalog.user_text(user_id, given)
     liked = catalog.history(user_id, given)
     occlusion = occlude(catalog, user_id, liked, user_text, items, config.explain)
-    pairs = occlusion.width * len(movies)
+    pairs = occlusion.width * len(items)
     if pairs > config.max_infer_pairs:
         raise InvalidRequest(
-            f"explaining {len(movies)} movies takes {pairs} pairs ({occlusion.width} each), over the "
+            f"explaining {len(items)} items takes {pairs} pairs ({occlusion.width} each), over the "
             f"limit of {config.max_infer_pairs}; send fewer item_id values"
         )
     return ExplainPairs(user_id, occlusion)
@@ -162,9 +162,9 @@ def explain_response(
     scores: Sequence[float],
     catalog: Catalog,
 ) -> dict[str, Any]:
-    """The OIP answer: ``score`` [n] (with the whole history), ``history`` [m] (the movies that can
-    be reasons, most recent first), ``contribution`` [n, m] (row-major: the drop of movie i's
-    score when history movie j is left out) and ``explanation`` [n] (the reasons in a line)."""
+    """The OIP answer: ``score`` [n] (with the whole history), ``history`` [m] (the items that can
+    be reasons, most recent first), ``contribution`` [n, m] (row-major: the drop of item i's
+    score when history item j is left out) and ``explanation`` [n] (the reasons in a line)."""
     rows = occlusion.contributions(scores)
     n, m = len(rows), len(occlusion.considered)
     lines = [explanation(occlusion.considered, row, catalog).text for row in rows]

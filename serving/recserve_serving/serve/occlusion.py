@@ -1,4 +1,4 @@
-"""Occlusion: how much each liked movie raised an item's score, measured on the served engine.
+"""Occlusion: how much each liked item raised an item's score, measured on the served engine.
 
 A history item's contribution to an item's score is the drop of that score when the user's
 text is rebuilt without it: ``score(history) - score(history without it)``. It needs nothing
@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 MAX_REASONS = 3
-NO_REASON = "No single movie you liked raised this score on its own"
+NO_REASON = "No single item you liked raised this score on its own"
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,9 @@ class Occlusion:
     user_text: str
     item_texts: tuple[str, ...]
     considered: tuple[int, ...]
-    """History movie ids that can be reasons, most recent first: the contribution columns."""
+    """History item ids that can be reasons, most recent first: the contribution columns."""
     columns: tuple[int | None, ...]
-    """Per considered movie, the index of its left-out text in ``texts``; None when leaving it
+    """Per considered item, the index of its left-out text in ``texts``; None when leaving it
     out leaves the user's text unchanged."""
     texts: tuple[str, ...]
     """Distinct user texts with one history item left out."""
@@ -65,7 +65,7 @@ class Occlusion:
         return [float(block[0]) for block in self._blocks(scores)]
 
     def contributions(self, scores: Sequence[float]) -> list[list[float]]:
-        """Per item, per considered history movie: the score's drop when that movie is left out."""
+        """Per item, per considered history item: the score's drop when that item is left out."""
         return [
             [0.0 if column is None else float(block[0] - block[1 + column]) for column in self.columns]
             for block in self._blocks(scores)
@@ -81,9 +81,9 @@ def plan_occlusion(
 ) -> Occlusion:
     """The occlusion of ``item_texts`` for a user whose text is ``user_text``.
 
-    ``history`` is the liked movie ids the text was built from, oldest first; the
+    ``history`` is the liked item ids the text was built from, oldest first; the
     ``max_history`` most recent distinct ones can be reasons. ``text_without(item_id)`` is the
-    user's text with every occurrence of that movie left out of the history.
+    user's text with every occurrence of that item left out of the history.
     """
     if max_history < 1:
         raise ValueError(f"max_history must be at least 1, got {max_history}")
@@ -99,10 +99,10 @@ def plan_occlusion(
 def top_reasons(
     considered: Sequence[int], contributions: Sequence[float], limit: int = MAX_REASONS
 ) -> list[tuple[int, float]]:
-    """The (movie id, contribution) of up to ``limit`` movies that raised the score, largest first.
+    """The (item id, contribution) of up to ``limit`` items that raised the score, largest first.
 
-    Only positive contributions are reasons: a movie whose leaving-out does not lower the score
-    did not make the item rank where it did. Ties keep the more recent movie first.
+    Only positive contributions are reasons: a item whose leaving-out does not lower the score
+    did not make the item rank where it did. Ties keep the more recent item first.
     """
     if len(considered) != len(contributions):
         raise ValueError(f"{len(contributions)} contributions for {len(considered)} history items")
