@@ -27,3 +27,18 @@ def test_import_contracts_hold():
         [str(lint_imports), "--no-cache"], cwd=REPO, env=env, capture_output=True, text=True, check=False
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_serving_package_names_the_example_data_only_in_its_adapter():
+    """Any catalog is an input (spec.data): MovieLens is one example, read through one adapter,
+    never a constant of serving."""
+    adapter = REPO / "serving/recserve_serving/example_data.py"
+    naming = [
+        f"{path.relative_to(REPO)}:{number}"
+        for path in sorted((REPO / "serving/recserve_serving").rglob("*.py"))
+        if path != adapter
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "movielens" in line.lower()
+    ]
+    assert not naming, f"MovieLens named outside {adapter.name}: {naming}"
+    assert "movielens" in adapter.read_text().lower(), "the adapter moved: point this test at it"
