@@ -18,12 +18,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from recserve_serving.errors import NotFound, RecserveError
 from recserve_serving.loaded_data import LoadedData
+
+if TYPE_CHECKING:
+    from recserve_serving.dataspec import DataSpec
 
 HISTORY_TITLES = 5
 TOP_CATEGORIES = 3
@@ -273,6 +277,13 @@ class Dataset:
     def held_out_likes(self, user: int) -> list[int]:
         frame = self.test[self.test.user == user]
         return [int(m) for m in frame.item[frame.liked]]
+
+
+def load_dataset(spec: DataSpec, *, holdout_fraction: float = 0.2) -> Dataset:
+    """``spec.data``'s tables, read and checked (``DataError`` names what is wrong), as a Dataset."""
+    from recserve_serving.tabular import load_data
+
+    return Dataset(load_data(spec), holdout_fraction)
 
 
 def temporal_split(

@@ -1,62 +1,37 @@
 """The bundled example: MovieLens ml-latest-small as one ``spec.data`` among any.
 
-The only place in the serving package that knows the example's name and files: commands
-and tests that need "some real data" without a manifest (``recserve train`` with no
-``--data``, the test models, the benchmarks) read it through here, exactly as a manifest's
-``spec.data`` would read any other catalog.
+The only place in the serving package that knows the example's name and files. A
+RecommenderModel without ``spec.data`` serves it, and commands and tests that need "some real
+data" without a manifest (``recserve train`` with no ``--data``, the test models, the
+benchmarks) read it through here, exactly as a manifest's ``spec.data`` reads any other catalog.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-from pathlib import Path
+from recserve_serving.data import Dataset, load_dataset
+from recserve_serving.dataspec import CatalogSpec, DataSpec, InteractionsSpec
 
-import pandas as pd
-
-from recserve_serving.data import Dataset
-from recserve_serving.loaded_data import LoadedData
-
-DATA_ENV = "RECSERVE_DATA"
-EXAMPLE_NAME = "movielens-small"
-
-
-def example_dir() -> Path:
-    """The MovieLens ml-latest-small copy shipped in the repository (``RECSERVE_DATA`` overrides)."""
-    from recserve_serving.paths import bundled_data_dir
-
-    env = os.environ.get(DATA_ENV)
-    return Path(env) if env else bundled_data_dir() / EXAMPLE_NAME
-
-
-def load_example_data() -> LoadedData:
-    root = example_dir()
-    movies = pd.read_csv(root / "movies.csv")
-    ratings = pd.read_csv(root / "ratings.csv")
-    digest = hashlib.sha256()
-    for name in ("movies.csv", "ratings.csv"):
-        digest.update((root / name).read_bytes())
-    items = pd.DataFrame(
-        {
-            "item_id": movies.movieId.astype("int64"),
-            "title": movies.title.astype(str).str.strip(),
-            "text": movies.title.astype(str).str.strip() + " | " + movies.genres.astype(str).str.strip(),
-            "categories": [
-                [] if g == "(no genres listed)" else str(g).split("|") for g in movies.genres.astype(str)
-            ],
-        }
-    )
-    interactions = pd.DataFrame(
-        {
-            "user_id": ratings.userId.astype("int64"),
-            "item_id": ratings.movieId.astype("int64"),
-            "timestamp": ratings.timestamp.astype("int64"),
-            "weight": ratings.rating.astype("float64"),
-        }
-    )
-    return LoadedData(items, interactions, 4.0, digest.hexdigest())
+EXAMPLE_DATA = DataSpec(
+    catalog=CatalogSpec(
+        uri="bundled://movielens-small/movies.csv",
+        id_column="movieId",
+        title_column="title",
+        text="{title} | {genres}",
+        category_column="genres",
+        category_separator="|",
+    ),
+    interactions=InteractionsSpec(
+        uri="bundled://movielens-small/ratings.csv",
+        user_column="userId",
+        item_column="movieId",
+        timestamp_column="timestamp",
+        weight_column="rating",
+        positive_threshold=4.0,
+    ),
+)
+"""MovieLens ratings out of 5: four stars and up is a like."""
 
 
 def load_example(*, holdout_fraction: float = 0.2) -> Dataset:
     """The example as a ``Dataset``."""
-    return Dataset(load_example_data(), holdout_fraction)
+    return load_dataset(EXAMPLE_DATA, holdout_fraction=holdout_fraction)

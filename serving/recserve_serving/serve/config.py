@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from recserve_serving.dataspec import DataSpec
 from recserve_serving.errors import InvalidRequest
 from recserve_serving.schema import CamelModel
 from recserve_serving.serve.api_models import VERSION_HEADER
@@ -100,8 +101,14 @@ class RouterConfig(CamelModel):
     """What the ingress needs to turn a user id into candidates and a ranked list."""
 
     model_name: str = Field(..., min_length=1, description="The name in /v2/models/{name}.")
-    data_dir: str = Field(..., min_length=1, description="The Dataset folder used for histories and titles.")
+    data: DataSpec = Field(..., description="The model's spec.data: catalog, interactions, history source.")
     index_dir: str = Field(..., min_length=1, description="Where the item-embedding index is cached.")
+    online_dir: str | None = Field(
+        None,
+        min_length=1,
+        description="Where this model's feedback log and embedded (SQLite) history store live; a "
+        "folder every router replica can write. Without it /v1/feedback answers 503.",
+    )
     retrieval: RetrievalSpec = RetrievalSpec()
     max_history: int = Field(
         MAX_REQUEST_HISTORY, ge=1, le=10_000, description="Longer client histories are truncated."
