@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from recserve_serving.errors import NotFound, RecserveError
+from recserve_serving.errors import DataError, NotFound
 from recserve_serving.loaded_data import LoadedData
 
 if TYPE_CHECKING:
@@ -44,10 +44,6 @@ _POPULARITY_BUCKETS = (
 
 ExternalId = int | str
 """An id as the platform writes it: int64 when its column holds integers, else a string."""
-
-
-class DataError(RecserveError):
-    """The data files are missing or malformed, or their mapping in ``spec.data`` is wrong."""
 
 
 @dataclass(frozen=True)

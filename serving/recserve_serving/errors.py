@@ -57,6 +57,13 @@ class CheckpointError(RecserveError):
     http_status = 422
 
 
+class DataError(RecserveError):
+    """A catalog or interaction table is missing, unreadable, or does not match its ``spec.data``
+    mapping; the message names the file, the spec field and the fix."""
+
+    http_status = 422
+
+
 class RecipeError(RecserveError):
     """An optimization recipe contradicts itself or the checkpoint it is applied to."""
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from urllib.parse import unquote, urlparse
 from recserve_serving.engine.digests import directory_digest
 from recserve_serving.errors import CheckpointError
 from recserve_serving.registry_http import NOT_FOUND_CODES, bound_registry_calls, registry_failure
-from recserve_serving.uri_paths import S3_UNSUPPORTED, SUPPORTED_CHECKPOINTS, path_problem
+from recserve_serving.uri_paths import S3_UNSUPPORTED, SUPPORTED_CHECKPOINTS, path_problem, pvc_path
 
 CHAMPION = "champion"
 DIGEST_TAG = "recserve.digest"
@@ -115,7 +114,7 @@ class Registry:
         if scheme == "file":
             return _resolve_path(uri, Path(unquote(urlparse(uri).path)))
         if scheme == "pvc":
-            return _resolve_path(uri, _pvc_path(uri))
+            return _resolve_path(uri, pvc_path(uri, CheckpointError))
         if scheme == "s3":
             raise CheckpointError(f"{uri}: {S3_UNSUPPORTED}")
         raise CheckpointError(f"unsupported checkpoint URI {uri!r}: use {SUPPORTED_CHECKPOINTS}")
@@ -192,18 +191,6 @@ class Registry:
         if not path.is_dir():
             raise CheckpointError(f"{uri}: the registered artifacts at {source} are missing")
         return path
-
-
-def _pvc_path(uri: str) -> Path:
-    root = os.environ.get("RECSERVE_PVC_ROOT")
-    if not root:
-        raise CheckpointError(f"{uri}: set RECSERVE_PVC_ROOT to where persistent volume claims are mounted")
-    parsed = urlparse(uri)
-    claim = (Path(root) / parsed.netloc).resolve()
-    path = (claim / unquote(parsed.path).lstrip("/")).resolve()
-    if not path.is_relative_to(claim):
-        raise CheckpointError(f"{uri}: resolves to {path}, outside the claim's mount {claim}")
-    return path
 
 
 def _resolve_path(uri: str, path: Path) -> ResolvedCheckpoint:

@@ -9,8 +9,14 @@ S3 is named on purpose: the syntax looks supported, but no part of recserve read
 
 from __future__ import annotations
 
+import os
 import re
-from urllib.parse import unquote
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from recserve_serving.errors import RecserveError
+
+PVC_ROOT_ENV = "RECSERVE_PVC_ROOT"
 
 SUPPORTED_CHECKPOINTS = "models:/NAME/VERSION, models:/NAME@ALIAS, file:///ABSOLUTE/PATH or pvc://CLAIM/PATH"
 S3_UNSUPPORTED = (
@@ -44,3 +50,17 @@ def path_problem(uri: str) -> str | None:
     if any(s == "" for s in segments):
         return "must not contain empty path segments ('//'): every segment is relative to the claim or root"
     return None
+
+
+def pvc_path(uri: str, error: type[RecserveError]) -> Path:
+    """The local path of ``pvc://CLAIM/PATH`` under the claims' mount root, checked to stay in
+    its claim; ``error`` is the caller's own kind (a checkpoint's, a data file's)."""
+    root = os.environ.get(PVC_ROOT_ENV)
+    if not root:
+        raise error(f"{uri}: set {PVC_ROOT_ENV} to where persistent volume claims are mounted")
+    parsed = urlparse(uri)
+    claim = (Path(root) / parsed.netloc).resolve()
+    path = (claim / unquote(parsed.path).lstrip("/")).resolve()
+    if not path.is_relative_to(claim):
+        raise error(f"{uri}: resolves to {path}, outside the claim's mount {claim}")
+    return path
