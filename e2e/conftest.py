@@ -27,10 +27,10 @@ from e2e.cluster.realnode import NodeBinaries, RealNode
 from e2e.harness import ArtifactStore, Install, install_chart, uninstall_chart
 from e2e.images import ImageBuildError, Images, ensure_images
 from recserve_serving.engine.cache import newest_cached
-from recserve_serving.example_data import example_dir
+from recserve_serving.example_data import load_example
 from recserve_serving.offline import OFFLINE_ENV
 from recserve_serving.recipe import OptimizationRecipe
-from recserve_serving.serve.catalog import Catalog
+from recserve_serving.serve.catalog import index_paths
 from recserve_serving.waiting import wait_for
 
 E2E_DIR = Path(__file__).resolve().parent
@@ -201,7 +201,7 @@ def store(test_state: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     raw = yaml.safe_load(EXAMPLE.read_text())["spec"]["optimization"]
     index = test_state / "retrieval"
     built = newest_cached(test_state / "engines", STABLE_NAME, "1", OptimizationRecipe.model_validate(raw))
-    if built is None or not all(path.is_file() for path in Catalog.index_paths(example_dir(), index)):
+    if built is None or not all(path.is_file() for path in index_paths(load_example(), index)):
         result = tmp_path_factory.mktemp("build") / "termination-log"
         env = {**os.environ, "RECSERVE_HOME": str(test_state)}
         subprocess.run(

@@ -37,20 +37,21 @@ FP32_CANARY_VERSION = {
 """The canary the rollout scenarios add: the stable checkpoint as an fp32 engine (the example is
 INT8), so both versions are cached after one build and answer with different scores."""
 
-# The serving path without Ray, as one script: the router's half (the catalog at data_dir,
+# The serving path without Ray, as one script: the router's half (the bundled example catalog,
 # retrieval from the index) and the ranker's half (the engine) for one user, with what the
 # process may do (uid, a writable root, torch) as JSON on its last line. Run in the serving image
 # (a podman container, a pod on the real node) and, with the repository's code and data, on the host.
-# Arguments: engine_dir data_dir index_dir user_id candidates.
+# Arguments: engine_dir index_dir user_id candidates.
 RECOMMEND = textwrap.dedent(
     """
     import importlib.util, json, os, sys
     from recserve_serving.engine.runtime import load_engine
+    from recserve_serving.example_data import load_example
     from recserve_serving.serve.catalog import Catalog
-    engine_dir, data_dir, index_dir, user = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    catalog = Catalog.load(data_dir, index_dir)
+    engine_dir, index_dir, user = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    catalog = Catalog.open(load_example(), index_dir)
     engine = load_engine(engine_dir)
-    candidates = catalog.candidates(catalog.history(user, None), catalog.seen(user), int(sys.argv[5]))
+    candidates = catalog.candidates(catalog.history(user, None), catalog.seen(user), int(sys.argv[4]))
     text = catalog.user_text(user, None)
     scores = engine.score([text] * len(candidates), [catalog.item_text(m) for m in candidates])
     try:
@@ -71,7 +72,7 @@ def apply_stable(target: ServeRestTarget, engine_in_store: str) -> tuple[Any, An
     """Apply the example model's serve config for ``engine_in_store`` as version "1", with the
     data and index paths a cluster's routers use; returns (desired, hand_over) for polling."""
     settings = OperatorSettings()
-    site = ServeSite(data_dir=settings.data_dir, index_dir=settings.index_dir)  # as ClusterPlatform's
+    site = ServeSite(index_dir=settings.index_dir, online_dir=settings.online_dir)  # as ClusterPlatform's
     plan = DeployPlan(stable=ServedVersion("1", engine_in_store))
     desired = plan_serve_config(load_model(EXAMPLE), plan, site)
     hand_over = plan_hand_over(desired, ServeObservation())

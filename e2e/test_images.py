@@ -7,8 +7,7 @@ escalation, ``/tmp`` and the home directory as scratch, and the artifact store m
 at the operator's path, holding a real engine and retrieval index that ``recserve build`` (what
 a build Job runs) wrote for the test registry's ``movielens-ranker``.
 
-In it, the router's half of the data path (the catalog shipped in the image at the operator's
-``data_dir``, and retrieval from the index in the store) and the ranker's half (the ONNX Runtime
+In it, the router's half of the data path (the bundled catalog shipped in the image, and retrieval from the index in the store) and the ranker's half (the ONNX Runtime
 engine from the store) answer one recommendation. The same code on the same engine and index
 outside the container must give the same candidates and the same scores: what the image runs
 is what the test suite checks. The image has no torch, and the container no network.
@@ -76,7 +75,7 @@ def test_the_serving_image_recommends_like_the_test_suite_read_only_and_without_
         f"--volume={store['index']}:{settings.index_dir}:ro",
         "--entrypoint=python",
     ]  # fmt: skip
-    args = [engine_in_store, settings.data_dir, settings.index_dir, str(USER_ID), str(CANDIDATES)]
+    args = [engine_in_store, settings.index_dir, str(USER_ID), str(CANDIDATES)]
     proc = images.run(image, ["-c", RECOMMEND, *args], options=options, timeout=180)
     assert proc.returncode == 0, f"in the container:\n{proc.stderr}"
     inside: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])

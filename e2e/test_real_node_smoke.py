@@ -46,7 +46,7 @@ def recommend_pod(image: str, engine: Path, engine_in_store: str, index: Path) -
     deleted while running has its containers removed by the kubelet at once, where a completed
     one's wait for the kubelet's garbage collection (up to a minute)."""
     settings = OperatorSettings()
-    args = [engine_in_store, settings.data_dir, settings.index_dir, str(USER_ID), str(CANDIDATES)]
+    args = [engine_in_store, settings.index_dir, str(USER_ID), str(CANDIDATES)]
     container = {
         "name": "recommend",
         "image": image,

@@ -193,9 +193,9 @@ def explain_blocks(
             plan = plan_recommendation(request, catalog, router)
             response = plan.respond(engine.score(plan.user_texts, plan.item_texts).tolist(), "direct")
             if explain:
-                item_ids = [item.item_id for item in response.items]
+                codes = catalog.codes([item.item_id for item in response.items], "items")
                 occlusion = occlude(
-                    catalog, plan.user_id, plan.history, plan.user_text, item_ids, router.explain
+                    catalog, plan.user_id, plan.history, plan.user_text, codes, router.explain
                 )
                 explain_items(response.items, occlusion, engine.score(*occlusion.pairs()).tolist(), catalog)
             side.append(time.perf_counter() - start)

@@ -53,7 +53,6 @@ class Bench:
     engine: Any
     engine_dir: Path
     checkpoint_dir: Path
-    data_dir: str
     index_dir: str
     recommend_bodies: list[bytes]
     explain_bodies: list[bytes]  # the same recommend requests with "explain": true
@@ -266,7 +265,6 @@ def baseline_phase(bench: Bench) -> None:
     settings = bench.settings
     config = {
         "checkpoint": str(bench.checkpoint_dir),
-        "data_dir": bench.data_dir,
         "index_dir": bench.index_dir,
         "max_len": bench.engine.manifest.max_sequence_length,
         "batch": 64,

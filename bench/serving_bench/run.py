@@ -219,7 +219,8 @@ def reading_notes(bench: Bench) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from recserve_serving.paths import example_dir, state_dir
+    from recserve_serving.example_data import EXAMPLE_DATA, load_example
+    from recserve_serving.paths import state_dir
     from recserve_serving.serve.api_models import RecommendRequest
     from recserve_serving.serve.catalog import Catalog
     from recserve_serving.serve.config import RouterConfig
@@ -248,19 +249,19 @@ def run(args: argparse.Namespace) -> int:
     candidates = settings.candidates or spec.serving.retrieval.candidates
     engine = optimized.engine
 
-    data_dir, index_dir = str(example_dir()), str(state / "retrieval")
-    catalog = Catalog.load(data_dir, index_dir)
+    index_dir = str(state / "retrieval")
+    catalog = Catalog.open(load_example(), index_dir)
     max_k = min(spec.serving.retrieval.max_k, candidates)
     retrieval = spec.serving.retrieval.model_copy(update={"candidates": candidates, "max_k": max_k})
     router = RouterConfig(
         model_name=name,
-        data_dir=data_dir,
+        data=EXAMPLE_DATA,
         index_dir=index_dir,
         retrieval=retrieval,
         explain=spec.serving.explain,
     )
     rng = random.Random(SEED)
-    known = catalog.dataset.user_codes()
+    known = [catalog.dataset.user_id(c) for c in catalog.dataset.user_codes()]
     users = [rng.choice(known) for _ in range(settings.users)]
     plans = [plan_recommendation(RecommendRequest(user_id=u, k=K), catalog, router) for u in users]
     say(f"{len(users)} users, {candidates} candidates each, k={K}; load average {load_start[0]:.1f}")
@@ -278,13 +279,12 @@ def run(args: argparse.Namespace) -> int:
         engine=engine,
         engine_dir=optimized.engine_dir,
         checkpoint_dir=optimized.checkpoint_dir,
-        data_dir=data_dir,
         index_dir=index_dir,
         recommend_bodies=[json.dumps({"user_id": u, "k": K}).encode() for u in users],
         explain_bodies=[json.dumps({"user_id": u, "k": K, "explain": True}).encode() for u in users],
         pair_bodies=[json.dumps(oip_pairs_body(p.user_texts, p.item_texts)).encode() for p in plans],
         one_pair_bodies=[
-            json.dumps(oip_ids_body(u, p.item_ids[0])).encode() for u, p in zip(users, plans, strict=True)
+            json.dumps(oip_ids_body(u, p.external_ids[0])).encode() for u, p in zip(users, plans, strict=True)
         ],
         today=today,
     )

@@ -234,11 +234,12 @@ def baseline_child(config: dict[str, Any]) -> None:
     import uvicorn
     from fastapi import FastAPI
 
+    from recserve_serving.example_data import load_example
     from recserve_serving.model import load_checkpoint
     from recserve_serving.serve.catalog import Catalog
 
     torch.set_num_threads(2)
-    catalog = Catalog.load(config["data_dir"], config["index_dir"])
+    catalog = Catalog.open(load_example(), config["index_dir"])
     checkpoint = load_checkpoint(Path(config["checkpoint"]))
     model = checkpoint.model.eval()
     max_len = int(config["max_len"])
@@ -271,7 +272,8 @@ def baseline_child(config: dict[str, Any]) -> None:
         candidates = [m for m in item_ids if m not in seen][:limit]
         scores = score(catalog.user_text(user_id, None), candidates)
         order = sorted(range(len(scores)), key=lambda i: -scores[i])[:k_items]
-        return {"user_id": user_id, "items": [{"item_id": candidates[i], "score": scores[i]} for i in order]}
+        items = [{"item_id": catalog.item_id(candidates[i]), "score": scores[i]} for i in order]
+        return {"user_id": user_id, "items": items}
 
     score("likes: warm", item_ids[:batch])
     uvicorn.run(app, host="127.0.0.1", port=int(config["port"]), log_level="warning")

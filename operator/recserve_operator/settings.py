@@ -52,7 +52,10 @@ class OperatorSettings:
     serve_port: int = SERVE_PORT
     local_state: str | None = None
     data_dir: str = IMAGE_DATA_DIR
-    """The catalog inside the serving image, read by every router."""
+    """Where ``bundled://`` data sets are inside the serving and builder images."""
+    online_dir: str = "/online"
+    """Where routers (on the Ray head) mount the artifact claim's ``online/`` folder, writable:
+    each model's feedback log and embedded history store live under it."""
     network_policy: dict[str, list[dict[str, Any]]] | None = field(default=None, hash=False)
     """Peers per ``NETWORK_POLICY_PEERS`` key; None: the operator plans no NetworkPolicy."""
     ray_head_cpu: str = "2"

@@ -99,10 +99,10 @@ def engines(test_state) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def catalog(test_state):
-    from recserve_serving.example_data import example_dir
+    from recserve_serving.example_data import load_example
     from recserve_serving.serve.catalog import Catalog
 
-    return Catalog.load(example_dir(), test_state / "retrieval")
+    return Catalog.open(load_example(), test_state / "retrieval")
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,7 @@ def held_out(catalog) -> list[HeldOut]:
 @pytest.fixture(scope="module")
 def explain(catalog):
     """Recommend with ``"explain": true`` through the router's HTTP app, on a given engine."""
-    config = RouterConfig(model_name="explain", data_dir="unused", index_dir="unused")
+    config = RouterConfig(model_name="explain", index_dir="unused")
     router = serve_app.Router(config.to_dict(), catalog=catalog)
     router.traffic = TrafficConfig(stable=ROUTE)
     context = SimpleNamespace(servable_object=router)

@@ -20,7 +20,7 @@ from recserve_operator.embedded.local_ray import RayClusterInfo, start_local_ray
 from recserve_operator.embedded.processes import free_port, pid_alive, process_tree, processes_in_groups
 from recserve_operator.loadgen import BackgroundTraffic
 from recserve_operator.rollout.serve_rest import ServeRestTarget
-from recserve_serving.example_data import example_dir
+from recserve_serving.example_data import EXAMPLE_DATA
 from recserve_serving.recipe import OptimizationRecipe
 from recserve_serving.serve.config import RankerConfig, RouterConfig, ServeAppConfig, render_serve_config
 from recserve_serving.serve.metrics import QUEUE_LENGTH, RANKER_RETRIES, REQUESTS
@@ -57,7 +57,7 @@ def cluster(tmp_path, tmp_path_factory, monkeypatch):
 
 
 def app_config(engine: str, port: int) -> ServeAppConfig:
-    router = RouterConfig(model_name="rk", data_dir=str(example_dir()), index_dir=str(STATE / "retrieval"))
+    router = RouterConfig(model_name="rk", data=EXAMPLE_DATA, index_dir=str(STATE / "retrieval"))
     two = ServingSpec(autoscaling=AutoscalingSpec(min_replicas=2, max_replicas=2))
     return ServeAppConfig(
         name="rk", port=port, router=router, stable=RankerConfig(label=LABEL, engine_dir=engine, serving=two)

@@ -23,7 +23,7 @@ from recserve_operator.embedded.processes import free_port
 from recserve_operator.loadgen import BackgroundTraffic, generate
 from recserve_operator.planners.serve_config import plan_hand_over
 from recserve_operator.rollout.serve_rest import ServeRestTarget
-from recserve_serving.example_data import example_dir
+from recserve_serving.example_data import EXAMPLE_DATA
 from recserve_serving.recipe import OptimizationRecipe
 from recserve_serving.serve.config import (
     RankerConfig,
@@ -70,7 +70,7 @@ FAST = ServingSpec(
 
 
 def config(engines, port: int, weight: int, *, promoted: bool = False) -> ServeAppConfig:
-    router = RouterConfig(model_name="rt", data_dir=str(example_dir()), index_dir=str(STATE / "retrieval"))
+    router = RouterConfig(model_name="rt", data=EXAMPLE_DATA, index_dir=str(STATE / "retrieval"))
     stable = RankerConfig(label="rt/int8", engine_dir=engines[0], serving=FAST)
     canary = RankerConfig(label="rt/fp32", engine_dir=engines[1], serving=ServingSpec())
     if promoted:

@@ -88,7 +88,6 @@ def test_a_pool_smaller_than_max_k_is_refused_with_the_fix() -> None:
 def plan(diversity: DiversitySpec | None, k: int = 2):
     config = RouterConfig(
         model_name="m",
-        data_dir="unused",
         index_dir="unused",
         retrieval=RetrievalSpec(max_k=50, diversity=diversity),
     )

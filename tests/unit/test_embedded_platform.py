@@ -13,6 +13,7 @@ from recserve_operator.embedded.runner import ray_cpus
 from recserve_operator.platform import CheckpointInfo
 from recserve_operator.validate import load_model
 from recserve_serving.errors import EngineError, QualityGateFailed
+from recserve_serving.example_data import EXAMPLE_DATA
 from recserve_serving.recipe import OptimizationRecipe
 
 pytestmark = pytest.mark.unit
@@ -23,7 +24,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "manifests/examples/movielens-ra
 def platform_failing_with(monkeypatch, tmp_path, error: Exception) -> tuple[EmbeddedPlatform, list[str]]:
     attempts: list[str] = []
 
-    def build_best(resolved, recipe, cache_root, workload):
+    def build_best(resolved, recipe, cache_root, workload, data):
         attempts.append(recipe.precision)
         raise error
 
@@ -36,6 +37,7 @@ def platform_failing_with(monkeypatch, tmp_path, error: Exception) -> tuple[Embe
         EmbeddedPlatform
     )  # without its registry: MLflow takes seconds to import
     platform.state, platform.say, platform._engines = tmp_path, lambda line: None, {}
+    platform._datasets = {EXAMPLE_DATA.model_dump_json(): SimpleNamespace(digest="example")}
     monkeypatch.setattr(platform, "_resolve_local", lambda uri: SimpleNamespace(uri=uri))
     return platform, attempts
 

@@ -74,9 +74,7 @@ async def no_head() -> None:
 
 
 def make_router(monkeypatch, engine, explain: ExplainSpec | None = None) -> serve_app.Router:
-    config = RouterConfig(
-        model_name="m", data_dir="unused", index_dir="unused", explain=explain or ExplainSpec()
-    )
+    config = RouterConfig(model_name="m", index_dir="unused", explain=explain or ExplainSpec())
     router = serve_app.Router(config.to_dict(), catalog=FakeCatalog())
     ranker = object.__new__(serve_app.Ranker)
     ranker.config = RankerArgs(label=STABLE.label, engine_dir="unused")
@@ -280,7 +278,7 @@ def test_spec_explain_reaches_the_router_args():
     serving = ServingSpec.model_validate({**loaded.spec.serving.to_dict(), "explain": explain})
     model = loaded.model_copy(update={"spec": loaded.spec.model_copy(update={"serving": serving})})
     plan = DeployPlan(stable=ServedVersion(label="movielens-ranker/1", engine_dir="/engines/a"))
-    config = plan_serve_config(model, plan, ServeSite(data_dir="/data", index_dir="/index"))
+    config = plan_serve_config(model, plan, ServeSite(index_dir="/index", online_dir="/online"))
     assert config.router.explain == ExplainSpec(enabled=False, max_history=4)
     assert json.loads(json.dumps(config.router.to_dict()))["explain"] == explain
 

@@ -193,7 +193,7 @@ def test_each_stage_of_the_gpu_example_reserves_and_requests_its_gpu() -> None:
     ranker = RankerConfig(label="m/1", engine_dir="/engines/e", serving=spec.serving)
     app = ServeAppConfig(
         name="movielens-ranker-gpu",
-        router=RouterConfig(model_name="m", data_dir="/d", index_dir="/i"),
+        router=RouterConfig(model_name="m", index_dir="/i"),
         stable=ranker,
     )
     rendered = render_serve_config(app)

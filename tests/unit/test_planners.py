@@ -34,7 +34,7 @@ from recserve_serving.serving_spec import FaultInjectionSpec, ResourcesSpec
 pytestmark = pytest.mark.unit
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests/examples"
 SETTINGS = OperatorSettings(serving_image="reg/serving:1", builder_image="reg/builder:1")
-SITE = ServeSite(data_dir="/data", index_dir="/index")
+SITE = ServeSite(index_dir="/index", online_dir="/online")
 
 
 def model(name: str, **meta):
@@ -156,7 +156,8 @@ def test_serve_config_maps_autoscaling_and_batching_from_the_spec():
     apps = _apps(rendered)
     router = apps["movielens-ranker"]
     assert router["import_path"] == "recserve_serving.serve.app:build_router"
-    assert router["route_prefix"] == "/" and router["args"]["dataDir"] == "/data"
+    assert router["route_prefix"] == "/" and router["args"]["onlineDir"] == "/online/movielens-ranker"
+    assert router["args"]["data"]["catalog"]["uri"] == "bundled://movielens-small/movies.csv"
     (ranker_app,) = [a for name, a in apps.items() if name != "movielens-ranker"]
     assert ranker_app["import_path"] == "recserve_serving.serve.app:build_ranker"
     assert ranker_app["route_prefix"] is None, "rankers are reached through the router only"

@@ -99,7 +99,6 @@ def failing(error: Exception):
 def router(monkeypatch) -> serve_app.Router:
     config = RouterConfig(
         model_name="m",
-        data_dir="unused",
         index_dir="unused",
         limits=LimitsSpec(max_text_chars=50, request_timeout_seconds=2.0),
     )

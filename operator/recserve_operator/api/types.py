@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from recserve_operator.api.placement import PlacementSpec
 from recserve_operator.api.status import RecommenderModelStatus
+from recserve_serving.dataspec import DataSpec
 from recserve_serving.gpu_support import Combination, combination_problems
 from recserve_serving.recipe import OptimizationRecipe
 from recserve_serving.schema import CamelModel
@@ -410,10 +411,22 @@ class RecommenderModelSpec(CamelModel):
     task: Literal["ranking"] = Field(
         default="ranking", description="ranking: a cross-encoder scores (user, item) pairs."
     )
+    data: DataSpec | None = Field(
+        default=None,
+        description="The catalog, the interactions and where users' histories come from. Without it, "
+        "the bundled example catalog (MovieLens ml-latest-small) is served.",
+    )
     optimization: OptimizationRecipe = OptimizationRecipe()
     serving: ServingSpec = ServingSpec()
     placement: PlacementSpec = PlacementSpec()
     rollout: RolloutSpec = RolloutSpec()
+
+    @property
+    def data_or_example(self) -> DataSpec:
+        """``data``, or the bundled example's when the spec names none."""
+        from recserve_serving.example_data import EXAMPLE_DATA
+
+        return self.data or EXAMPLE_DATA
 
     @model_validator(mode="after")
     def _consistent(self) -> RecommenderModelSpec:

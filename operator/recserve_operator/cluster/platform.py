@@ -58,7 +58,7 @@ class ClusterPlatform:
     def __init__(self, settings: OperatorSettings) -> None:
         self.settings = settings
         self.scrape = ScrapeProvider()
-        self.site = ServeSite(data_dir=settings.data_dir, index_dir=settings.index_dir)
+        self.site = ServeSite(index_dir=settings.index_dir, online_dir=settings.online_dir)
 
     def resolve(self, uri: str) -> CheckpointInfo:
         return describe(uri, self.settings.mlflow_tracking_uri)

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recserve_operator.commands.data_option import add_data_arguments, data_spec
+
 if TYPE_CHECKING:
     from recserve_serving.engine.throughput import Workload
     from recserve_serving.recipe import OptimizationRecipe
@@ -35,9 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--index-dir",
         type=Path,
         default=None,
-        help="also make sure the catalog's retrieval index is in this directory (build Jobs: routers, "
-        "whose image has no torch, only read it)",
+        help="also make sure the data's retrieval indexes are in this directory (build Jobs: routers, "
+        "whose image has no torch, only read them)",
     )
+    add_data_arguments(parser)
     parser.add_argument(
         "--threads",
         type=int,
@@ -153,20 +156,23 @@ def run(args: argparse.Namespace) -> int:
         raise CheckpointError(
             f"{args.checkpoint}: digest {resolved.digest} differs from the expected {args.expect_digest}"
         )
-    from recserve_serving.errors import EngineError
+    from recserve_serving.data import load_dataset
+    from recserve_serving.errors import DataError, EngineError
 
     try:
-        built = build_best(resolved, recipe, args.cache or state / "engines", workload=workload(args))
-    except EngineError as error:
+        data = load_dataset(data_spec(args))
+        built = build_best(
+            resolved, recipe, args.cache or state / "engines", workload=workload(args), data=data
+        )
+    except (EngineError, DataError) as error:
         if args.termination_log is not None:
             write_failure(args.termination_log, error)
         raise
     index = None
     if args.index_dir is not None:
-        from recserve_serving.example_data import load_example
         from recserve_serving.serve.catalog import ensure_index
 
-        index = ensure_index(load_example(), args.index_dir)
+        index = ensure_index(data, args.index_dir)
     if args.termination_log is not None:
         write_result(args.termination_log, built)
     manifest = built.manifest

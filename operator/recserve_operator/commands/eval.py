@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from recserve_operator.commands.data_option import add_data_arguments, data_spec
+
 if TYPE_CHECKING:
     from recserve_serving.quality.run import RankerUnderTest
 
@@ -21,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="rank with this checkpoint (models:/NAME/VERSION, models:/NAME@ALIAS, file://...)",
     )
     ranker.add_argument("--engine", type=Path, help="rank with this built engine directory")
+    add_data_arguments(parser)
     parser.add_argument(
         "--endpoint",
         help="also evaluate a live router at this base URL (http://127.0.0.1:8000): each held-out user's "
@@ -86,7 +89,7 @@ def _ranker(args: argparse.Namespace, state: Path) -> RankerUnderTest | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recserve_serving.example_data import load_example
+    from recserve_serving.data import load_dataset
     from recserve_serving.paths import state_dir
     from recserve_serving.quality.run import EvalOptions, evaluate, setup
 
@@ -106,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    context = setup(load_example(), state / "retrieval", options)
+    context = setup(load_dataset(data_spec(args)), state / "retrieval", options)
     report = evaluate(
         context,
         options,

@@ -98,12 +98,10 @@ def _platform(args: argparse.Namespace) -> Platform:
         return ClusterPlatform(settings)
     from recserve_operator.embedded.platform import EmbeddedPlatform
     from recserve_operator.rollout.serve_rest import ServeRestTarget
-    from recserve_serving.example_data import example_dir
     from recserve_serving.paths import state_dir
 
     embedded = EmbeddedPlatform(
         state_dir(settings.local_state),
-        str(example_dir()),
         "127.0.0.1",
         settings.serve_port,
         logging.getLogger("recserve.operator").info,

@@ -1,10 +1,13 @@
-"""``recserve train``: fine-tune the MovieLens ranker, register it, make it the champion."""
+"""``recserve train``: fine-tune a ranker on a catalog's interactions (``--data``; the bundled
+MovieLens example by default), register it, make it the champion."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+
+from recserve_operator.commands.data_option import add_data_arguments, data_spec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--state", default=None, help="state directory (default $RECSERVE_HOME or ./.recserve)"
     )
+    add_data_arguments(parser)
     parser.add_argument(
         "--if-missing",
         action="store_true",
@@ -62,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recserve_serving.example_data import load_example
+    from recserve_serving.data import load_dataset
     from recserve_serving.paths import state_dir
     from recserve_serving.registry import Registry
     from recserve_serving.train import train_and_register
@@ -76,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     resolved, metrics = train_and_register(
         registry,
         args.name,
-        load_example(),
+        load_dataset(data_spec(args)),
         steps=args.steps,
         batch_size=args.batch_size,
         max_len=args.max_len,

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -24,6 +24,10 @@ from recserve_operator.platform import CheckpointInfo, DeployOutcome, EngineOutc
 from recserve_operator.rollout.serve_rest import ServeRestTarget
 from recserve_serving.errors import EngineError, QualityGateFailed, Unavailable
 from recserve_serving.recipe import OptimizationRecipe
+
+if TYPE_CHECKING:
+    from recserve_serving.data import Dataset
+    from recserve_serving.dataspec import DataSpec
 
 RESOLVE_TTL_SECONDS = 30.0
 _GATE_METRICS = ("ndcg@10", "auc", "ndcg@10_drop", "auc_drop")
@@ -57,7 +61,6 @@ class EmbeddedPlatform:
     def __init__(
         self,
         state: Path,
-        data_dir: str,
         host: str,
         port: int,
         say: Callable[[str], None],
@@ -65,13 +68,16 @@ class EmbeddedPlatform:
         from recserve_serving.registry import Registry
 
         self.state = state
-        self.site = ServeSite(data_dir=data_dir, index_dir=str(state / "retrieval"), host=host, port=port)
+        self.site = ServeSite(
+            index_dir=str(state / "retrieval"), online_dir=str(state / "online"), host=host, port=port
+        )
         self.say = say
         self.registry = Registry(state)
         self.target: ServeRestTarget | None = None
         self.metrics = ScrapeProvider()
         self._resolved: dict[str, tuple[float, Any]] = {}
-        self._engines: dict[tuple[str, str, str], EngineOutcome] = {}
+        self._engines: dict[tuple[str, str, str, str], EngineOutcome] = {}
+        self._datasets: dict[str, Dataset] = {}
         self._applied: dict[str, dict[str, Any]] = {}
 
     @property
@@ -92,6 +98,15 @@ class EmbeddedPlatform:
         resolved = self._resolve_local(uri)
         return CheckpointInfo(uri=uri, name=resolved.name, version=resolved.version, digest=resolved.digest)
 
+    def dataset(self, spec: DataSpec) -> Dataset:
+        """The model's data, read and checked once per mapping (DataError names what is wrong)."""
+        from recserve_serving.data import load_dataset
+
+        key = spec.model_dump_json()
+        if key not in self._datasets:
+            self._datasets[key] = load_dataset(spec)
+        return self._datasets[key]
+
     def ensure_engine(
         self, model: RecommenderModel, version: str, checkpoint: CheckpointInfo, recipe: OptimizationRecipe
     ) -> EngineOutcome:
@@ -100,13 +115,19 @@ class EmbeddedPlatform:
 
         serving = model.spec.serving
         workload = Workload(pairs=serving.retrieval.candidates, threads=serving.resources.engine_threads)
-        memo = (checkpoint.digest, recipe.model_dump_json(), workload.describe())
+        memo = (
+            checkpoint.digest,
+            recipe.model_dump_json(),
+            workload.describe(),
+            model.spec.data_or_example.model_dump_json(),
+        )
         if memo in self._engines:
             return self._engines[memo]
         resolved = self._resolve_local(checkpoint.uri)
         self.say(f"{version}: building engine for {checkpoint.uri} ({recipe.backend}, {recipe.precision})")
         try:
-            built = build_best(resolved, recipe, self.state / "engines", workload=workload)
+            data = self.dataset(model.spec.data_or_example)
+            built = build_best(resolved, recipe, self.state / "engines", workload=workload, data=data)
         except EngineError as error:
             # Remembered like a success: the same checkpoint and recipe fail the same way, and a
             # fixed manifest (another recipe or checkpoint) is another memo key.

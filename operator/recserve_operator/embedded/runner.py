@@ -32,8 +32,8 @@ from recserve_operator.embedded.local_ray import (
 )
 from recserve_operator.embedded.runs import RunRecord
 from recserve_operator.validate import load_model
+from recserve_serving.data import load_dataset
 from recserve_serving.errors import EngineError, InvalidRequest, RecserveError, Unavailable
-from recserve_serving.example_data import example_dir, load_example
 from recserve_serving.serve.config import SERVE_PORT
 
 Say = Callable[[str], None]
@@ -84,7 +84,7 @@ class EmbeddedRun:
         self.model = model
         self.name = model_name(model)
         self.say = say
-        self.platform = EmbeddedPlatform(options.state, str(example_dir()), options.host, options.port, say)
+        self.platform = EmbeddedPlatform(options.state, options.host, options.port, say)
         self.ray: RayClusterInfo | None = None
         self.generation = 1
         self.model = self._with_generation(model)
@@ -137,7 +137,7 @@ class EmbeddedRun:
             "retrieval indexes: content and collaborative (built once per catalog and interaction "
             "snapshot, about a minute on 2 cores)"
         )
-        ensure_index(load_example(), Path(self.platform.site.index_dir))
+        ensure_index(load_dataset(spec.data_or_example), Path(self.platform.site.index_dir))
 
     def start(self, record: RunRecord) -> None:
         from recserve_operator.rollout.serve_rest import ServeRestTarget

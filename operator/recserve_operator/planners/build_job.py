@@ -29,6 +29,7 @@ from recserve_operator.planners.k8s_common import (
     scratch_volume,
 )
 from recserve_operator.settings import OperatorSettings
+from recserve_serving.dataspec import DataSpec
 from recserve_serving.recipe import OptimizationRecipe
 
 TERMINATION_LOG = "/dev/termination-log"
@@ -47,6 +48,9 @@ class BuildRequest:
     search_workload: tuple[int, int] | None = None
     """(pairs, threads) of the search benchmark, when the recipe searches: the retrieval
     candidates and engine threads of a replica, since that is what the winner must be fast at."""
+    data: DataSpec | None = None
+    """The model's ``spec.data``: what the build gates the engine on and indexes for routers
+    (None: the bundled example)."""
 
     @property
     def hardware_class(self) -> str:
@@ -61,6 +65,8 @@ class BuildRequest:
         }
         if self.search_workload is not None:
             fields["searchWorkload"] = list(self.search_workload)
+        if self.data is not None:
+            fields["data"] = self.data.model_dump(mode="json", by_alias=True, exclude_none=True)
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
     def search_args(self) -> list[str]:
@@ -68,6 +74,12 @@ class BuildRequest:
             return []
         pairs, threads = self.search_workload
         return ["--pairs", str(pairs), "--threads", str(threads)]
+
+    def data_args(self) -> list[str]:
+        if self.data is None:
+            return []
+        block = self.data.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return ["--data-json", json.dumps(block, sort_keys=True)]
 
 
 def needs_gpu(recipe: OptimizationRecipe, gpus: float) -> bool:
@@ -90,7 +102,7 @@ def build_request(
     workload = None
     if recipe.search is not None:
         workload = (model.spec.serving.retrieval.candidates, resources.engine_threads)
-    return BuildRequest(version, checkpoint_uri, digest, recipe, product, workload)
+    return BuildRequest(version, checkpoint_uri, digest, recipe, product, workload, model.spec.data)
 
 
 def job_name(model: RecommenderModel, request: BuildRequest) -> str:
@@ -126,6 +138,7 @@ def plan_build_job(
                     "--termination-log",
                     TERMINATION_LOG,
                     *request.search_args(),
+                    *request.data_args(),
                 ],
                 "env": [*common_env(settings), *mlflow_env(settings), *store_env],
                 "resources": {"requests": dict(limits), "limits": limits},

@@ -71,6 +71,15 @@ def artifact_volume(
     return volumes, mounts, [{"name": "RECSERVE_PVC_ROOT", "value": settings.artifact_mount}]
 
 
+def online_volume(settings: OperatorSettings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(volume, volumeMount) of the artifact claim's ``online/`` folder, writable, at
+    ``settings.online_dir``: where routers append the feedback log and keep an embedded history
+    store. Only that folder is writable there; engines and indexes stay read-only."""
+    claim = settings.artifact_store.removeprefix(PVC_PREFIX).split("/", 1)[0]
+    volume = {"name": "online", "persistentVolumeClaim": {"claimName": claim}}
+    return volume, {"name": "online", "mountPath": settings.online_dir, "subPath": "online"}
+
+
 def pod_security_context() -> dict[str, Any]:
     """Every pod the operator plans runs as the images' unprivileged user under the runtime's
     default seccomp filter; ``fsGroup`` lets that user read and write the shared volumes."""

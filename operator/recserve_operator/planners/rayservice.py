@@ -33,6 +33,7 @@ from recserve_operator.planners.k8s_common import (
     gpu_tolerations,
     labels,
     metadata,
+    online_volume,
     pod_security_context,
     scratch_volume,
 )
@@ -200,6 +201,9 @@ def plan_rayservice(
     for name, path in (("tmp", TMP_MOUNT), ("home", HOME_MOUNT)):
         volume, mount = scratch_volume(name, path)
         volumes, mounts = [*volumes, volume], [*mounts, mount]
+    # Wherever Serve places the router (it asks for a tenth of a CPU), it can append feedback.
+    online, online_mount = online_volume(settings)
+    volumes, mounts = [*volumes, online], [*mounts, online_mount]
     env = [*common_env(settings), *store_env]
     versions = max(1, len(serve_config["applications"]) - 1)  # every app but the router
     workers = _worker_group(model, settings, versions, mounts, volumes, env)

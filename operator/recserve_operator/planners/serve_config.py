@@ -54,10 +54,12 @@ class DeployPlan:
 
 @dataclass(frozen=True)
 class ServeSite:
-    """Where a platform's serve app reads its catalog and index, and where it listens."""
+    """Where a platform's serve app reads its retrieval indexes, keeps its online data (the
+    feedback log, an embedded history store: one folder per model under ``online_dir``), and
+    where it listens."""
 
-    data_dir: str
     index_dir: str
+    online_dir: str | None = None
     host: str = "0.0.0.0"
     port: int = SERVE_PORT
 
@@ -88,8 +90,9 @@ def plan_serve_config(model: RecommenderModel, plan: DeployPlan, site: ServeSite
         port=site.port,
         router=RouterConfig(
             model_name=name,
-            data_dir=site.data_dir,
+            data=model.spec.data_or_example,
             index_dir=site.index_dir,
+            online_dir=None if site.online_dir is None else f"{site.online_dir}/{name}",
             retrieval=model.spec.serving.retrieval,
             limits=model.spec.serving.limits,
             explain=model.spec.serving.explain,

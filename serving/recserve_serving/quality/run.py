@@ -213,7 +213,7 @@ def served_variants(setup_: Setup, ranker: RankerUnderTest, lambdas: Sequence[fl
     """The served pipeline as configured by default, and with MMR diversity at each λ.
 
     The ranker's scores do not depend on λ, so every variant re-ranks one cached scoring."""
-    base = RouterConfig(model_name="eval", data_dir="-", index_dir="-")
+    base = RouterConfig(model_name="eval", index_dir="-")
     head = "" if ranker.fusion is None else " + fusion head"
     cached = cache_scores(ranker.scorer)
     variants: list[mt.Method] = [

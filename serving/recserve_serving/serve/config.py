@@ -101,7 +101,11 @@ class RouterConfig(CamelModel):
     """What the ingress needs to turn a user id into candidates and a ranked list."""
 
     model_name: str = Field(..., min_length=1, description="The name in /v2/models/{name}.")
-    data: DataSpec = Field(..., description="The model's spec.data: catalog, interactions, history source.")
+    data: DataSpec | None = Field(
+        None,
+        description="The model's spec.data: catalog, interactions, history source. Only in-process "
+        "routers given their catalog (evaluation, tests) go without.",
+    )
     index_dir: str = Field(..., min_length=1, description="Where the item-embedding index is cached.")
     online_dir: str | None = Field(
         None,

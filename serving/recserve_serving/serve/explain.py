@@ -129,18 +129,18 @@ def explain_pairs(request: InferenceRequest, catalog: Catalog, config: RouterCon
             "explain inputs are item_id (INT64, shape [n]) with user_id (INT64, shape [1]) "
             f"and/or history (INT64, shape [h]), got {got}"
         )
-    items = id_data(inputs, "item_id")
-    if not items:
+    asked = id_data(inputs, "item_id")
+    if not asked:
         raise InvalidRequest("input 'item_id' is empty; name the items to explain")
-    if len(items) > config.max_infer_pairs:  # each item is at least one pair: refuse before any text
+    if len(asked) > config.max_infer_pairs:  # each item is at least one pair: refuse before any text
         raise InvalidRequest(
-            f"at most {config.max_infer_pairs} pairs per request, and {len(items)} items are more"
+            f"at most {config.max_infer_pairs} pairs per request, and {len(asked)} items are more"
         )
     user_id = _one_user(inputs)
     history = _history(inputs, config.max_history)
     if user_id is None and history is None:
         raise InvalidRequest("give user_id (to use the stored history) or history (liked item ids)")
-    items = catalog.codes(items, "item_id")
+    items = catalog.codes(asked, "item_id")
     given = None if history is None else catalog.codes(history, "history")
     user_text = catalog.user_text(user_id, given)
     liked = catalog.history(user_id, given)
