@@ -23,14 +23,18 @@ class FakeCatalog:
     def item_id(self, item: int) -> int:
         return item
 
-    def user_text(self, user_id: int | None, history: list[int] | None) -> str:
+    def past(self, user_id: object) -> None:
+        """Stored pasts are read through user_text and history here."""
+        return None
+
+    def user_text(self, user_id: int | None, history: list[int] | None, past: object = None) -> str:
         if history is None:
             if user_id is None or not 1 <= user_id <= 9:
                 raise NotFound(f"unknown user {user_id}")
             history = LIKED.get(user_id, [])
         return f"user {user_id}" + (f" likes {' '.join(map(str, history))}" if history else "")
 
-    def history(self, user_id: int | None, history: list[int] | None) -> list[int]:
+    def history(self, user_id: int | None, history: list[int] | None, past: object = None) -> list[int]:
         if history is not None:
             return history
         return LIKED.get(user_id, []) if user_id is not None else []

@@ -94,6 +94,19 @@ class EmbeddedPlatform:
         self._resolved[uri] = (time.monotonic(), resolved)
         return resolved
 
+    def train_if_missing(self, model: RecommenderModel) -> None:
+        """Train the checkpoints a manifest opts in to training (``recserve.dev/train-if-missing``)
+        on its own data when the registry lacks them: a fresh machine serves any example."""
+        from recserve_operator.embedded.checkpoints import TRAIN_IF_MISSING, ensure_checkpoint
+
+        if model.metadata.annotations.get(TRAIN_IF_MISSING) != "true":
+            return
+        uris = [model.spec.checkpoint.uri]
+        if model.spec.rollout.canary is not None:
+            uris.append(model.spec.rollout.canary.checkpoint.uri)
+        for uri in uris:
+            ensure_checkpoint(self.registry, uri, self.say, train_if_missing=True, data=model.spec.data)
+
     def resolve(self, uri: str) -> CheckpointInfo:
         resolved = self._resolve_local(uri)
         return CheckpointInfo(uri=uri, name=resolved.name, version=resolved.version, digest=resolved.digest)

@@ -32,7 +32,6 @@ from recserve_operator.embedded.local_ray import (
 )
 from recserve_operator.embedded.runs import RunRecord
 from recserve_operator.validate import load_model
-from recserve_serving.data import load_dataset
 from recserve_serving.errors import EngineError, InvalidRequest, RecserveError, Unavailable
 from recserve_serving.serve.config import SERVE_PORT
 
@@ -120,6 +119,8 @@ class EmbeddedRun:
         from recserve_serving.serve.catalog import ensure_index
 
         spec = self.model.spec
+        dataset = self.platform.dataset(spec.data_or_example)  # bad data fails here, before any build
+        self.platform.train_if_missing(self.model)
         stable = self.platform.resolve(spec.checkpoint.uri)
         self.say(f"stable checkpoint {stable.uri} -> {stable.name} v{stable.version} ({stable.digest[:12]})")
         engine = self.platform.ensure_engine(self.model, "stable", stable, spec.optimization)
@@ -137,7 +138,7 @@ class EmbeddedRun:
             "retrieval indexes: content and collaborative (built once per catalog and interaction "
             "snapshot, about a minute on 2 cores)"
         )
-        ensure_index(load_dataset(spec.data_or_example), Path(self.platform.site.index_dir))
+        ensure_index(dataset, Path(self.platform.site.index_dir))
 
     def start(self, record: RunRecord) -> None:
         from recserve_operator.rollout.serve_rest import ServeRestTarget

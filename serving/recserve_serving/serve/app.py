@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import re
+import socket
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,7 @@ from ray.serve.handle import DeploymentHandle
 
 from recserve_serving.errors import InvalidRequest, NotFound, Overloaded, RecserveError, Unavailable
 from recserve_serving.fusion import FusionHead, read_fusion
+from recserve_serving.online.feedback_log import FeedbackLog
 from recserve_serving.serve.api_models import RecommendRequest, RecommendResponse
 from recserve_serving.serve.catalog import Catalog
 from recserve_serving.serve.config import (
@@ -39,6 +43,7 @@ from recserve_serving.serve.config import (
     TrafficConfig,
 )
 from recserve_serving.serve.explain import explain_items, explain_pairs, explain_response, occlude
+from recserve_serving.serve.feedback import FeedbackRequest, FeedbackResponse, record_feedback
 from recserve_serving.serve.frontdoor import FrontDoor, Gate, configure, mark_version
 from recserve_serving.serve.http_errors import install_error_handlers
 from recserve_serving.serve.metrics import ServingMetrics
@@ -137,6 +142,15 @@ class Ranker:
         return result
 
 
+def feedback_log(config: RouterConfig) -> FeedbackLog | None:
+    """This replica's own writer of the model's interaction log (one per process, so replicas
+    never share a file)."""
+    if config.online_dir is None:
+        return None
+    writer = re.sub(r"[^A-Za-z0-9._-]", "-", f"router-{socket.gethostname()}-{os.getpid()}")
+    return FeedbackLog(Path(config.online_dir) / "feedback", writer)
+
+
 class Router:
     """HTTP ingress: validation, retrieval, version choice, and the Open Inference Protocol."""
 
@@ -152,6 +166,7 @@ class Router:
         configure(Gate(self.config.model_name, self.metrics, self.config.limits))
         self._background: set[asyncio.Task[None]] = set()
         self._fusion: dict[str, FusionHead | None] = {}
+        self.feedback_log = feedback_log(self.config)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Point each role at its ranker application; requests already sent keep their handle."""
@@ -278,6 +293,11 @@ class Router:
 
     def _version_for(self, user_id: int | str | None) -> str:
         return choose_version(user_id, self.traffic.canary_weight, self.rng)
+
+    @http_app.post("/v1/feedback", response_model=FeedbackResponse)
+    async def feedback(self, body: FeedbackRequest) -> FeedbackResponse:
+        """Off the event loop: the append waits for the disk (fsync) and the store."""
+        return await asyncio.to_thread(record_feedback, body, self.catalog, self.feedback_log)
 
     @http_app.post("/v1/recommend", response_model=RecommendResponse)
     async def recommend(self, body: RecommendRequest, request: Request) -> RecommendResponse:

@@ -30,18 +30,28 @@ from recserve_serving.quality.split import protocol_split
 from recserve_serving.retrieval import ItemIndex, index_path, load_or_build_index
 
 
+@dataclass(frozen=True)
+class Past:
+    """A user's past as item codes: ``liked`` (oldest first) builds their text, ``seen`` is never
+    recommended back."""
+
+    liked: list[int]
+    seen: set[int]
+
+
 class Histories(Protocol):
-    """A user's past at serving time, as item codes."""
+    """Where users' pasts come from at serving time."""
 
-    def liked(self, user_id: ExternalId) -> list[int] | None:
-        """Liked items, oldest first; None for a user this source does not know."""
+    def past(self, user_id: ExternalId) -> Past | None:
+        """None for a user this source does not know."""
 
-    def seen(self, user_id: ExternalId) -> set[int]:
-        """Everything the user interacted with: never recommended back."""
+    def record(self, user_id: ExternalId, items: Sequence[tuple[int, bool]]) -> bool:
+        """Add ``(item code, liked)`` interactions in order; False when this source is fixed."""
 
 
 class DatasetHistories:
-    """Histories from the interaction table, fixed when the router starts."""
+    """Pasts from the interaction table, fixed when the router starts (``history.source:
+    request``: requests bring any history newer than the data)."""
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
@@ -49,19 +59,15 @@ class DatasetHistories:
         positives = ordered[ordered.liked]
         self._liked = {int(u): [int(m) for m in frame.item] for u, frame in positives.groupby("user")}
 
-    def _code(self, user_id: ExternalId) -> int | None:
+    def past(self, user_id: ExternalId) -> Past | None:
         try:
-            return self.dataset.user_code(user_id)
+            code = self.dataset.user_code(user_id)
         except NotFound:
             return None
+        return Past(self._liked.get(code, []), self.dataset.interacted_items(code))
 
-    def liked(self, user_id: ExternalId) -> list[int] | None:
-        code = self._code(user_id)
-        return None if code is None else self._liked.get(code, [])
-
-    def seen(self, user_id: ExternalId) -> set[int]:
-        code = self._code(user_id)
-        return set() if code is None else self.dataset.interacted_items(code)
+    def record(self, user_id: ExternalId, items: Sequence[tuple[int, bool]]) -> bool:
+        return False
 
 
 def item_texts(dataset: Dataset) -> dict[int, str]:
@@ -134,25 +140,33 @@ class Catalog:
     def item_id(self, item: int) -> ExternalId:
         return self.dataset.item_id(item)
 
+    def past(self, user_id: ExternalId | None) -> Past | None:
+        """The user's past (one read of the history source), None for no or an unknown user."""
+        return None if user_id is None else self.histories.past(user_id)
+
     def knows_user(self, user_id: ExternalId) -> bool:
-        return self.histories.liked(user_id) is not None
+        return self.past(user_id) is not None
 
     def seen(self, user_id: ExternalId) -> set[int]:
-        return self.histories.seen(user_id)
+        past = self.past(user_id)
+        return set() if past is None else past.seen
 
-    def user_text(self, user_id: ExternalId | None, history: list[int] | None) -> str:
-        """The user's text from an explicit history (codes), else from everything they liked."""
+    def user_text(
+        self, user_id: ExternalId | None, history: list[int] | None, past: Past | None = None
+    ) -> str:
+        """The user's text from an explicit history (codes), else from everything they liked
+        (``past``, when the caller has read it already)."""
         if history is not None:
             return self.dataset.user_text(None, history=history)
         if user_id is None:
             raise InvalidRequest("give a user_id or a history")
-        liked = self.histories.liked(user_id)
-        if liked is None:
+        past = past or self.past(user_id)
+        if past is None:
             raise NotFound(
                 f"unknown user {user_id!r}: no interactions and no history given; "
                 "send a 'history' of liked item ids for a new user"
             )
-        return self.dataset.user_text(None, history=liked)
+        return self.dataset.user_text(None, history=past.liked)
 
     def item_text(self, item: int) -> str:
         return self.dataset.item_text(item)
@@ -166,13 +180,14 @@ class Catalog:
         which is built from the same catalog."""
         return self.index.vectors[[self.index.row[m] for m in items]]
 
-    def history(self, user_id: ExternalId | None, history: list[int] | None) -> list[int]:
+    def history(
+        self, user_id: ExternalId | None, history: list[int] | None, past: Past | None = None
+    ) -> list[int]:
         """Liked item codes, oldest first: the request's own, else the stored ones."""
         if history is not None:
             return history
-        if user_id is None:
-            return []
-        return self.histories.liked(user_id) or []
+        past = past or self.past(user_id)
+        return [] if past is None else past.liked
 
     def retrieve(
         self, history: list[int], seen: set[int], n: int, candidates: list[int] | None = None

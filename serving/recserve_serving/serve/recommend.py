@@ -89,13 +89,14 @@ def plan_recommendation(
             raise InvalidRequest("history is empty; omit it to use the stored history of user_id")
         # Documented behaviour: only the most recent max_history items are read.
         history = catalog.codes(request.history[-config.max_history :], "history")
-    user_text = catalog.user_text(request.user_id, history)
+    past = catalog.past(request.user_id)
+    user_text = catalog.user_text(request.user_id, history, past)
     seen = set(history or ())
-    if request.user_id is not None:
-        seen |= catalog.seen(request.user_id)
+    if past is not None:
+        seen |= past.seen
     if request.exclude:
         seen |= set(catalog.codes(request.exclude, "exclude"))
-    liked = catalog.history(request.user_id, history)
+    liked = catalog.history(request.user_id, history, past)
     if request.candidates is not None:
         if not request.candidates:
             raise InvalidRequest("candidates is empty; omit it to let retrieval choose")
