@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -37,7 +38,9 @@ def env(test_state, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def served(env):
+def served(env, test_state):
+    # A fresh online store and feedback log each run: the store refills from the ratings.
+    shutil.rmtree(test_state / "online", ignore_errors=True)
     port = free_port()
     up = Up(EXAMPLE, env, port)
     try:
@@ -60,11 +63,41 @@ def test_recommend_returns_ten_unseen_titles(served, dataset):
     assert response.headers["X-Recserve-Version"] == "movielens-ranker/1"
     items = body["items"]
     assert len(items) == 10
-    seen = dataset.interacted_items(42)
+    seen = {dataset.item_id(code) for code in dataset.interacted_items(dataset.user_code(42))}
     assert not {item["item_id"] for item in items} & seen
-    assert all(item["title"] == dataset.title(item["item_id"]) for item in items)
+    assert all(item["title"] == dataset.title(dataset.item_code(item["item_id"])) for item in items)
     scores = [item["score"] for item in items]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_feedback_is_logged_and_the_next_recommendation_reflects_it(served, test_state):
+    _, url, _ = served
+    before = httpx.post(f"{url}/v1/recommend", json={"user_id": 99, "k": 10}, timeout=60).json()["items"]
+    clicked, viewed = before[0]["item_id"], before[1]["item_id"]
+    events = [
+        {"user_id": 99, "item_id": clicked, "event": "click"},
+        {"user_id": 99, "item_id": viewed, "event": "view"},
+    ]
+    answer = httpx.post(f"{url}/v1/feedback", json={"events": events}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"accepted": 2, "history_updated": True}
+    after = httpx.post(f"{url}/v1/recommend", json={"user_id": 99, "k": 10}, timeout=60).json()["items"]
+    shown = [item["item_id"] for item in after]
+    assert clicked not in shown and viewed not in shown, "what the user saw is not recommended back"
+    assert shown != [item["item_id"] for item in before][2:12], "the clicked item changed the user's text"
+    logged = [
+        json.loads(line)
+        for path in sorted((test_state / "online/movielens-ranker/feedback").glob("*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+    assert [(e["userId"], e["itemId"], e["event"]) for e in logged][-2:] == [
+        (99, clicked, "click"),
+        (99, viewed, "view"),
+    ]
+    bad = httpx.post(
+        f"{url}/v1/feedback", json={"events": [{"user_id": 99, "item_id": -5, "event": "click"}]}, timeout=60
+    )
+    assert bad.status_code == 400 and "events[0].item_id: item -5 is not in the catalog" in bad.text
 
 
 def test_metrics_count_requests_by_version(served):
