@@ -1,0 +1,253 @@
+"""The durable feedback log: every event ``POST /v1/feedback`` acknowledged, as JSON lines.
+
+The log is the record training reads later, so an acknowledged event must survive a crash of the
+replica (and of the machine): ``append`` writes the lines, flushes, and ``fsync``s the file (and
+the directory when it created the segment) before it returns, and the endpoint acknowledges only
+after that.
+
+Layout: one directory shared by every replica; each process appends to its own segment files,
+``<writer>-<seq>.jsonl``, so replicas never write to one file and need no coordination. An
+exclusive ``flock`` on ``.<writer>.lock`` refuses a second live log with the same writer name.
+A segment is closed at ``SEGMENT_BYTES``, by ``rotate``, and whenever the process restarts or a
+write fails: appends never follow a line a crash may have torn, so a torn line can only be the
+last of a segment.
+
+Each line is one event in the request's camelCase form, ``ts`` filled with the receipt time when
+the client gave none, plus ``received`` (the server's Unix time when it took the event).
+
+``read`` skips a torn last line (a crash mid-write: that append never returned, so the event was
+never acknowledged) with a warning; a bad line anywhere else is corruption and raises, naming the
+file and line. An append that crashed part-way may leave its first events readable although the
+client got no acknowledgement; a retry then logs them twice (at-least-once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from pydantic import field_validator, model_validator
+
+from recserve_serving.errors import RecserveError
+from recserve_serving.schema import CamelModel
+
+SEGMENT_BYTES = 64 * 1024 * 1024
+_SEGMENT = re.compile(r"^(?P<writer>.+)-(?P<seq>\d{8})\.jsonl$")
+_WRITER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+log = logging.getLogger(__name__)
+
+
+class FeedbackLogError(RecserveError):
+    """The log cannot be written (writer name taken or invalid) or read (a corrupt line)."""
+
+
+class FeedbackEvent(CamelModel):
+    """One interaction a client reports: the body item of ``POST /v1/feedback``."""
+
+    user_id: int | str
+    item_id: int | str
+    event: Literal["view", "click", "rating", "skip"]
+    value: float | None = None
+    ts: float | None = None
+
+    @field_validator("user_id", "item_id", mode="before")
+    @classmethod
+    def _id(cls, value: Any) -> Any:
+        if isinstance(value, bool) or (isinstance(value, str) and not value.strip()):
+            raise ValueError(f"must be a non-empty string or an integer id (got {value!r})")
+        return value
+
+    @field_validator("value", "ts", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"must be a number (got {value!r})")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> FeedbackEvent:
+        if self.event == "rating" and self.value is None:
+            raise ValueError(
+                "value is required for a rating event: give the rating as a finite number, e.g. 4.5"
+            )
+        if self.value is not None and not math.isfinite(self.value):
+            raise ValueError(
+                f"value must be a finite number (got {self.value}); omit it unless event is rating"
+            )
+        if self.ts is not None and not (math.isfinite(self.ts) and self.ts > 0):
+            raise ValueError(
+                f"ts must be a finite Unix time in seconds, greater than 0 (got {self.ts}); "
+                "omit it to use the time the server receives the event"
+            )
+        return self
+
+
+class FeedbackLog:
+    """Append events durably to this process's segments; read every writer's segments back."""
+
+    def __init__(self, directory: Path, writer: str) -> None:
+        if not _WRITER.match(writer):
+            raise FeedbackLogError(
+                f"feedback log writer name {writer!r} is not usable in a file name: use 1-128 letters, "
+                "digits, '.', '_' or '-', starting with a letter or digit (e.g. the replica id)"
+            )
+        self.directory = directory
+        self.writer = writer
+        self._lock = threading.Lock()
+        self._claim: IO[bytes] | None = None
+        self._segment: IO[bytes] | None = None
+        self._size = 0
+
+    def append(self, events: Sequence[FeedbackEvent]) -> int:
+        """Write ``events`` and make them durable before returning how many were written."""
+        if not events:
+            return 0
+        received = time.time()
+        data = b"".join(_line(event, received) for event in events)
+        with self._lock:
+            segment = self._writable(len(data))
+            try:
+                segment.write(data)
+                segment.flush()
+                os.fsync(segment.fileno())
+            except BaseException:
+                # The file may now end in a partial line; the next append starts a new segment.
+                self._close_segment()
+                raise
+            self._size += len(data)
+        return len(events)
+
+    def rotate(self) -> None:
+        """Close the current segment; the next append starts a new one."""
+        with self._lock:
+            self._close_segment()
+
+    def read(self) -> Iterator[dict[str, Any]]:
+        """Every event of every writer's segments, each segment in its order (writer, then seq)."""
+        for path in _segments(self.directory):
+            yield from _read_segment(path)
+
+    def close(self) -> None:
+        """Close the segment and release the writer name."""
+        with self._lock:
+            self._close_segment()
+            if self._claim is not None:
+                self._claim.close()
+                self._claim = None
+
+    def _writable(self, incoming: int) -> IO[bytes]:
+        if self._segment is not None and self._size > 0 and self._size + incoming > SEGMENT_BYTES:
+            self._close_segment()
+        if self._segment is None:
+            self._segment = self._create_segment()
+            self._size = 0
+        return self._segment
+
+    def _create_segment(self) -> IO[bytes]:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._claim_writer()
+        last = max((seq for seq, _ in _own_segments(self.directory, self.writer)), default=0)
+        path = self.directory / f"{self.writer}-{last + 1:08d}.jsonl"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        segment = os.fdopen(fd, "ab")
+        _fsync_directory(self.directory)
+        return segment
+
+    def _claim_writer(self) -> None:
+        if self._claim is not None:
+            return
+        claim = open(self.directory / f".{self.writer}.lock", "ab")  # noqa: SIM115 (held open)
+        try:
+            fcntl.flock(claim.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            claim.close()
+            raise FeedbackLogError(
+                f"feedback log writer {self.writer!r} is in use by another live process in {self.directory}: "
+                "give each replica its own writer name"
+            ) from None
+        self._claim = claim
+
+    def _close_segment(self) -> None:
+        if self._segment is not None:
+            with contextlib.suppress(OSError):
+                self._segment.close()
+            self._segment = None
+            self._size = 0
+
+
+def _line(event: FeedbackEvent, received: float) -> bytes:
+    record = event.model_dump(by_alias=True, mode="json")
+    record["ts"] = event.ts if event.ts is not None else received
+    record["received"] = received
+    return (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode()
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a new file's directory entry durable (fsync of the file alone does not)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _own_segments(directory: Path, writer: str) -> list[tuple[int, Path]]:
+    found = []
+    for path in directory.iterdir():
+        match = _SEGMENT.match(path.name)
+        if match and match["writer"] == writer:
+            found.append((int(match["seq"]), path))
+    return sorted(found)
+
+
+def _segments(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    keyed = []
+    for path in directory.iterdir():
+        match = _SEGMENT.match(path.name)
+        if match:
+            keyed.append((match["writer"], int(match["seq"]), path))
+    return [path for _, _, path in sorted(keyed)]
+
+
+def _read_segment(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, "rb") as file:
+        lines = file.read().split(b"\n")
+    # A segment ends with "\n", so the split leaves b"" last; anything else there is a line the
+    # writer never finished.
+    complete, tail = lines[:-1], lines[-1]
+    for number, raw in enumerate(complete, start=1):
+        record = _parse(raw)
+        if record is not None:
+            yield record
+            continue
+        if number == len(complete) and not tail:
+            log.warning("%s: line %d is torn (a crash mid-write, never acknowledged); skipped", path, number)
+            return
+        raise FeedbackLogError(
+            f"feedback log {path} is corrupt at line {number}: not a JSON event ({raw[:80]!r}); "
+            "move the file aside or repair that line"
+        )
+    if tail:
+        log.warning(
+            "%s: line %d is torn (a crash mid-write, never acknowledged); skipped", path, len(complete) + 1
+        )
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
