@@ -22,8 +22,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from recserve_operator.embedded.processes import free_port, pid_alive, spawn, stop_tree
+from recserve_serving.dataspec import HistoryStoreSpec
 from recserve_serving.online.feedback_log import FeedbackLog
-from recserve_serving.online.history import HistoryStore, HistoryStoreConfig, UserHistory
+from recserve_serving.online.history import HistoryStore, UserHistory
 from recserve_serving.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -83,7 +84,7 @@ def redis_server(redis_binary: str, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def open_redis(redis_server: str, tmp_path: Path) -> Iterator[Callable[[], HistoryStore]]:
     opened: list[HistoryStore] = []
-    config = HistoryStoreConfig(kind="redis", connection_string=f"{redis_server},db=0")
+    config = HistoryStoreSpec(kind="redis", connection_string=f"{redis_server},db=0")
 
     def open_store() -> HistoryStore:
         # Each opening has its own registry directory, as each replica has: Redis is what they share.
@@ -111,9 +112,7 @@ def test_replicas_share_history_through_redis(open_redis) -> None:
 
 def test_a_down_redis_fails_fast_without_retries(redis_server: str, tmp_path: Path) -> None:
     """The setting HistoryStoreConfig recommends for the request path: no redis-py retries."""
-    config = HistoryStoreConfig(
-        kind="redis", connection_string=f"{redis_server},retry=null,socket_timeout=0.5"
-    )
+    config = HistoryStoreSpec(kind="redis", connection_string=f"{redis_server},retry=null,socket_timeout=0.5")
     store = HistoryStore(config, tmp_path / "repo")
     store.record("u", [("a", True)])
     redis.Redis.from_url(f"redis://{redis_server}", retry=Retry(NoBackoff(), 0)).shutdown(nosave=True)

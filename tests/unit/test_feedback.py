@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 
 from recserve_serving.data import Dataset
+from recserve_serving.dataspec import HistoryStoreSpec
 from recserve_serving.errors import InvalidRequest, Unavailable
 from recserve_serving.loaded_data import LoadedData
 from recserve_serving.online.feedback_log import FeedbackLog
-from recserve_serving.online.history import HistoryStore, HistoryStoreConfig
+from recserve_serving.online.history import HistoryStore
 from recserve_serving.serve.catalog import Catalog, DatasetHistories
 from recserve_serving.serve.feedback import FeedbackRequest, record_feedback
 from recserve_serving.serve.sources import StoreHistories, dataset_histories
@@ -44,7 +45,7 @@ def tiny() -> Dataset:
 @pytest.fixture
 def store_catalog(tmp_path: Path) -> Catalog:
     dataset = tiny()
-    store = HistoryStore(HistoryStoreConfig(kind="sqlite"), tmp_path / "feast")
+    store = HistoryStore(HistoryStoreSpec(kind="sqlite"), tmp_path / "feast")
     store.fill(dataset_histories(dataset), dataset.digest)
     return Catalog(dataset, retriever=None, histories=StoreHistories(store, dataset))  # type: ignore[arg-type]
 
@@ -61,7 +62,9 @@ def test_the_store_is_filled_from_the_interactions(store_catalog: Catalog) -> No
     assert store_catalog.past("nobody") is None
 
 
-def test_feedback_is_logged_and_changes_the_users_past_at_once(store_catalog: Catalog, tmp_path: Path) -> None:
+def test_feedback_is_logged_and_changes_the_users_past_at_once(
+    store_catalog: Catalog, tmp_path: Path
+) -> None:
     log = FeedbackLog(tmp_path / "log", "router-1")
     answer = record_feedback(
         feedback(
@@ -87,7 +90,9 @@ def test_feedback_is_logged_and_changes_the_users_past_at_once(store_catalog: Ca
     ]
 
 
-def test_one_unknown_item_refuses_the_request_and_writes_nothing(store_catalog: Catalog, tmp_path: Path) -> None:
+def test_one_unknown_item_refuses_the_request_and_writes_nothing(
+    store_catalog: Catalog, tmp_path: Path
+) -> None:
     log = FeedbackLog(tmp_path / "log", "router-1")
     request = feedback(
         {"user_id": "u1", "item_id": "sku-a", "event": "click"},

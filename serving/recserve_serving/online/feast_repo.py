@@ -1,7 +1,7 @@
 """The Feast feature repository of the history store, defined in code.
 
 There is no ``feature_store.yaml`` and no ``feast apply`` step: the store builds its
-``RepoConfig`` from ``HistoryStoreConfig`` and applies these objects itself, so a replica needs
+``RepoConfig`` from the spec's ``HistoryStoreSpec`` and applies these objects itself, so a replica needs
 nothing on disk but a directory for the file registry (and, for SQLite, the online database).
 
 Two feature views:

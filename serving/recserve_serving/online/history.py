@@ -38,51 +38,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
-from pydantic import model_validator
-
+from recserve_serving.dataspec import HistoryStoreSpec
 from recserve_serving.online import feast_repo
-from recserve_serving.schema import CamelModel
 
 LIKED_CAP = 200
 SEEN_CAP = 5000
 FILL_BATCH = 1000
 _FILL_ROW = "user_history"
 _FEATURES = [f"{feast_repo.HISTORY_VIEW}:liked", f"{feast_repo.HISTORY_VIEW}:seen"]
-
-
-class HistoryStoreConfig(CamelModel):
-    """Where the online history lives: a SQLite file, or a Redis server shared by replicas.
-
-    ``path`` (SQLite) defaults to ``<repo_dir>/online.db``; a relative one is taken from
-    ``repo_dir``. ``connection_string`` (Redis) passes its ``name=value`` parts to redis-py as
-    JSON values. On the request path add ``retry=null`` and short ``socket_timeout`` and
-    ``socket_connect_timeout``: redis-py's default retries make every read against a Redis that
-    is down take about 5 s before it fails, against milliseconds with ``retry=null``.
-    """
-
-    kind: Literal["sqlite", "redis"] = "sqlite"
-    path: str | None = None
-    connection_string: str | None = None
-
-    @model_validator(mode="after")
-    def _fits_kind(self) -> HistoryStoreConfig:
-        if self.kind == "redis" and not self.connection_string:
-            raise ValueError(
-                "kind redis needs connectionString, the Redis server as Feast takes it: "
-                "'host:port' or 'host:port,db=0'"
-            )
-        if self.kind == "redis" and self.path is not None:
-            raise ValueError(
-                f"path is the SQLite file, not used with kind redis (got {self.path!r}); remove it"
-            )
-        if self.kind == "sqlite" and self.connection_string is not None:
-            raise ValueError(
-                f"connectionString is for kind redis (got {self.connection_string!r}); "
-                "remove it, or set kind: redis"
-            )
-        return self
 
 
 @dataclass(frozen=True)
@@ -107,12 +71,17 @@ def _normalized(history: UserHistory) -> UserHistory:
     return UserHistory(liked=_push((), history.liked, LIKED_CAP), seen=_push((), history.seen, SEEN_CAP))
 
 
-def _online_store(config: HistoryStoreConfig, repo_dir: Path) -> feast_repo.OnlineStoreConfig:
-    """Feast's online store settings; a relative SQLite path is taken from ``repo_dir``."""
-    if config.kind == "redis":
-        assert config.connection_string is not None  # the config's validator requires it
-        return feast_repo.redis_store(config.connection_string)
-    return feast_repo.sqlite_store(repo_dir / (config.path or "online.db"))
+def _online_store(spec: HistoryStoreSpec, repo_dir: Path) -> feast_repo.OnlineStoreConfig:
+    """Feast's online store settings: Redis where the spec says, else ``<repo_dir>/online.db``.
+
+    On the request path a Redis ``connectionString`` wants ``retry=null`` and a short
+    ``socket_timeout``: redis-py's default retries make every read against a Redis that is down
+    take about 5 s before it fails, against milliseconds without them.
+    """
+    if spec.kind == "redis":
+        assert spec.connection_string is not None  # the spec's validator requires it
+        return feast_repo.redis_store(spec.connection_string)
+    return feast_repo.sqlite_store(repo_dir / "online.db")
 
 
 def _now() -> datetime:
@@ -125,9 +94,9 @@ class HistoryStore:
     ``record`` and ``erase`` hold a lock, so threads of one process never lose each other's items.
     """
 
-    def __init__(self, config: HistoryStoreConfig, repo_dir: Path) -> None:
+    def __init__(self, spec: HistoryStoreSpec, repo_dir: Path) -> None:
         repo_dir.mkdir(parents=True, exist_ok=True)
-        online = _online_store(config, repo_dir)
+        online = _online_store(spec, repo_dir)
         self._store = feast_repo.open_store(feast_repo.repo_config(repo_dir, online))
         self._record_lock = threading.Lock()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from recserve_serving.data import Dataset, ExternalId, load_dataset
 from recserve_serving.errors import NotFound, RecserveError
-from recserve_serving.online.history import HistoryStore, HistoryStoreConfig, UserHistory
+from recserve_serving.online.history import HistoryStore, UserHistory
 from recserve_serving.serve.catalog import Catalog, Past
 from recserve_serving.serve.config import RouterConfig
 
@@ -64,11 +64,7 @@ def open_history_store(config: RouterConfig, dataset: Dataset) -> HistoryStore:
             f"router {config.model_name}: history.source store needs an online folder (onlineDir) "
             "for the store's Feast repository"
         )
-    spec = config.data.history.store
-    store = HistoryStore(
-        HistoryStoreConfig(kind=spec.kind, connection_string=spec.connection_string),
-        Path(config.online_dir) / "feast",
-    )
+    store = HistoryStore(config.data.history.store, Path(config.online_dir) / "feast")
     if store.fill(dataset_histories(dataset), dataset.digest):
         log.info("filled the online history store from %d interactions", len(dataset.interactions))
     return store
