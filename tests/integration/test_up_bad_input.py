@@ -55,3 +55,31 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, name, text, s
     assert says.lower() in lines[0].lower()
     assert not list((state / "runs").glob("*.json"))
     assert not (state / "ray").exists()
+
+
+def test_bad_data_is_one_line_naming_the_column_and_starts_nothing(tmp_path):
+    """spec.data is read and checked before any training, build or process: an interactions
+    table that names items the catalog lacks is refused with a count and a sample."""
+    catalog = tmp_path / "items.csv"
+    catalog.write_text("sku,name\nA-1,Kettle\nA-2,Teapot\n")
+    events = tmp_path / "events.csv"
+    events.write_text("who,what,when\nu1,A-1,1700000000\nu1,Z-9,1700000100\n")
+    data = (
+        "  data:\n"
+        f"    catalog: {{uri: 'file://{catalog}', idColumn: sku, titleColumn: name, text: '{{name}}'}}\n"
+        f"    interactions: {{uri: 'file://{events}', userColumn: who, itemColumn: what, "
+        "timestampColumn: when}\n"
+    )
+    manifest = tmp_path / "bad-data.yaml"
+    manifest.write_text(
+        EXAMPLE.split("  data:")[0] + data + "  optimization:" + EXAMPLE.split("  optimization:")[1]
+    )
+    state = tmp_path / "state"
+    completed = run_up(manifest, state)
+    assert completed.returncode == 2, completed.stdout + completed.stderr
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), completed.stderr
+    assert "Z-9" in lines[0] and "1 of 2" in lines[0], lines[0]
+    assert not list((state / "runs").glob("*.json"))
+    assert not (state / "ray").exists()
+    assert not (state / "engines").exists() and not (state / "retrieval").exists()

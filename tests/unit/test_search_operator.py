@@ -53,7 +53,8 @@ def test_a_searching_build_job_benchmarks_the_replicas_shape_and_is_another_job(
     serving = model.spec.serving
     assert request.search_workload == (serving.retrieval.candidates, serving.resources.engine_threads)
     args = plan_build_job(model, request, SETTINGS)["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[-4:] == [
+    workload = args.index("--pairs")
+    assert args[workload : workload + 4] == [
         "--pairs",
         str(serving.retrieval.candidates),
         "--threads",
