@@ -14,13 +14,19 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import yaml
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from recserve_operator.embedded.local_ray import LOCAL_RAY_ENV
+from recserve_operator.embedded.processes import free_port, pid_alive, spawn, stop_tree
 from recserve_serving.offline import OFFLINE_ENV
+from recserve_serving.waiting import wait_for
 
 for _name, _value in {**OFFLINE_ENV, **LOCAL_RAY_ENV}.items():
     os.environ.setdefault(_name, _value)
@@ -60,6 +66,56 @@ def test_state() -> Path:
 def bad_model(test_state: Path) -> str:
     """The broken canary: it serves without errors, but its scores are noise."""
     return f"models:/{BAD_MODEL}/1"
+
+
+@pytest.fixture(scope="session")
+def redis_binary() -> str:
+    """Debian's redis-server, installed by scripts/redis-server.sh when the machine has none."""
+    done = subprocess.run(
+        ["bash", "scripts/redis-server.sh"], cwd=REPO, capture_output=True, text=True, timeout=900
+    )
+    if done.returncode != 0:
+        pytest.fail(f"scripts/redis-server.sh failed:\n{done.stderr[-3000:]}", pytrace=False)
+    return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def redis_server(redis_binary: str, tmp_path: Path) -> Iterator[str]:
+    """A redis-server on 127.0.0.1 for this test only; yields Feast's connection string."""
+    port = free_port()
+    log = tmp_path / "redis.log"
+    process = spawn(
+        [
+            redis_binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        log,
+        {"PATH": "/usr/bin:/bin"},
+    )
+    # No retries: redis-py's default backoff would turn each "not up yet" into a second's wait.
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, retry=Retry(NoBackoff(), 0))
+    try:
+        wait_for(
+            lambda: process.poll() is not None or client.ping(),
+            30,
+            interval=0.05,
+            message="redis-server ready",
+        )
+        assert process.poll() is None, log.read_text()[-3000:]
+        yield f"127.0.0.1:{port}"
+    finally:
+        client.close()
+        stop_tree([process.pid], pgids=[process.pid])
+        assert not pid_alive(process.pid)
 
 
 TIERS = ("unit", "integration", "e2e")
