@@ -53,6 +53,9 @@ class OperatorSettings:
     local_state: str | None = None
     data_dir: str = IMAGE_DATA_DIR
     """Where ``bundled://`` data sets are inside the serving and builder images."""
+    history_redis: str | None = None
+    """The Redis that models' history stores use when their spec says ``kind: redis`` without a
+    ``connectionString`` (chart value ``config.historyRedis``)."""
     online_dir: str = "/online"
     """Where routers (on the Ray head) mount the artifact claim's ``online/`` folder, writable:
     each model's feedback log and embedded history store live under it."""
@@ -77,6 +80,7 @@ class OperatorSettings:
             mlflow_tracking_uri=env.get("RECSERVE_MLFLOW_TRACKING_URI") or None,
             mlflow_credentials_secret=env.get("RECSERVE_MLFLOW_CREDENTIALS_SECRET") or None,
             prometheus_url=env.get("RECSERVE_PROMETHEUS_URL") or None,
+            history_redis=env.get("RECSERVE_HISTORY_REDIS") or None,
             artifact_store=env.get("RECSERVE_ARTIFACT_STORE", base.artifact_store),
             default_gpu_product=env.get("RECSERVE_DEFAULT_GPU_PRODUCT") or None,
             serve_rest_url=env.get("RECSERVE_SERVE_REST_URL") or None,

@@ -301,11 +301,6 @@ class HistoryStoreSpec(CamelModel):
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
             CelRule(
-                "self.kind != 'redis' || has(self.connectionString)",
-                "a redis store needs connectionString (host:port)",
-                ".connectionString",
-            ),
-            CelRule(
                 "self.kind != 'sqlite' || !has(self.connectionString)",
                 "a sqlite store takes no connectionString: it lives in recserve's state directory",
                 ".connectionString",
@@ -321,7 +316,9 @@ class HistoryStoreSpec(CamelModel):
         default=None,
         max_length=512,
         pattern=REDIS_PATTERN,
-        description="Where the redis server listens, host:port (Feast's connection_string); only for redis.",
+        description="Where the redis server listens, host:port[,option=value...] (Feast's "
+        "connection_string); only for redis. Absent with redis: the operator's default Redis (chart "
+        "value config.historyRedis).",
     )
 
     @model_validator(mode="after")
@@ -331,13 +328,6 @@ class HistoryStoreSpec(CamelModel):
 
     def offline_problems(self) -> list[Problem]:
         problems = []
-        if self.kind == "redis" and self.connection_string is None:
-            problems.append(
-                Problem(
-                    ("connectionString",),
-                    "is required for a redis store: set the server's host:port, e.g. redis.recserve:6379",
-                )
-            )
         if self.kind == "sqlite" and self.connection_string is not None:
             problems.append(
                 Problem(
@@ -392,7 +382,8 @@ class HistorySpec(CamelModel):
                 Problem(
                     ("store",),
                     "is required with source: store: add store: {kind: sqlite} for one machine, or "
-                    "{kind: redis, connectionString: HOST:PORT} for a cluster",
+                    "{kind: redis, connectionString: HOST:PORT} for a cluster (or {kind: redis} for the "
+                    "operator's default Redis)",
                 )
             )
         if self.store is not None:

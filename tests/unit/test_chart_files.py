@@ -98,6 +98,7 @@ def test_values_contract_names_every_operator_env_var() -> None:
         "RECSERVE_MLFLOW_TRACKING_URI",
         "RECSERVE_MLFLOW_CREDENTIALS_SECRET",
         "RECSERVE_PROMETHEUS_URL",
+        "RECSERVE_HISTORY_REDIS",
         "RECSERVE_ARTIFACT_STORE",
         "RECSERVE_DEFAULT_GPU_PRODUCT",
         "RECSERVE_RAY_HEAD_CPU",

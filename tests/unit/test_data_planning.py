@@ -82,3 +82,18 @@ def test_data_comes_from_a_manifest_a_block_json_or_the_example(tmp_path: Path) 
         data_spec(parse("--data", str(bad)))
     with pytest.raises(InvalidRequest, match="no such file"):
         data_spec(parse("--data", str(tmp_path / "absent.yaml")))
+
+
+def test_a_redis_store_without_a_connection_string_uses_the_operators_default() -> None:
+    raw = load_model(EXAMPLES / "shop-ranker.yaml").model_dump(mode="json", by_alias=True, exclude_none=True)
+    raw["spec"]["data"]["history"]["store"] = {"kind": "redis"}
+    shop = type(load_model(EXAMPLES / "shop-ranker.yaml")).model_validate(raw)
+    plan = DeployPlan(stable=ServedVersion("shop-ranker/1", "/e"))
+    site = ServeSite("/index", "/online", history_redis="redis.recserve:6379,retry=null")
+    store = plan_serve_config(shop, plan, site).router.data.history.store  # type: ignore[union-attr]
+    assert store is not None and store.connection_string == "redis.recserve:6379,retry=null"
+    with pytest.raises(
+        InvalidRequest, match=r"spec.data.history.store: .*config.historyRedis.*set connectionString"
+    ):
+        plan_serve_config(shop, plan, ServeSite("/index", "/online"))
+    assert OperatorSettings.from_env({"RECSERVE_HISTORY_REDIS": "r:6379"}).history_redis == "r:6379"

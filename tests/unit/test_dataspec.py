@@ -209,9 +209,9 @@ def test_store_only_with_source_store() -> None:
     assert "kind: redis, connectionString" in found["history.store"]
 
 
-def test_redis_needs_a_connection_string_and_sqlite_takes_none() -> None:
-    found = problems({**MOVIES, "history": {"source": "store", "store": {"kind": "redis"}}})
-    assert "required for a redis store" in found["history.store.connectionString"]
+def test_redis_may_leave_its_server_to_the_operator_and_sqlite_takes_none() -> None:
+    default = DataSpec.model_validate({**MOVIES, "history": {"source": "store", "store": {"kind": "redis"}}})
+    assert default.history.store is not None and default.history.store.connection_string is None
     found = problems(
         {**MOVIES, "history": {"source": "store", "store": {"kind": "sqlite", "connectionString": "h:1"}}}
     )

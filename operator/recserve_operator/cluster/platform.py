@@ -58,7 +58,9 @@ class ClusterPlatform:
     def __init__(self, settings: OperatorSettings) -> None:
         self.settings = settings
         self.scrape = ScrapeProvider()
-        self.site = ServeSite(index_dir=settings.index_dir, online_dir=settings.online_dir)
+        self.site = ServeSite(
+            index_dir=settings.index_dir, online_dir=settings.online_dir, history_redis=settings.history_redis
+        )
 
     def resolve(self, uri: str) -> CheckpointInfo:
         return describe(uri, self.settings.mlflow_tracking_uri)

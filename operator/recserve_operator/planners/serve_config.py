@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from recserve_operator.api.types import RecommenderModel
+from recserve_serving.dataspec import DataSpec
+from recserve_serving.errors import InvalidRequest
 from recserve_serving.serve.config import (
     SERVE_PORT,
     RankerConfig,
@@ -60,6 +62,8 @@ class ServeSite:
 
     index_dir: str
     online_dir: str | None = None
+    history_redis: str | None = None
+    """The operator's default Redis, for history stores that name none."""
     host: str = "0.0.0.0"
     port: int = SERVE_PORT
 
@@ -70,6 +74,21 @@ class ServeObservation:
 
     deployed: dict[str, Any] | None = None
     running: frozenset[str] = field(default_factory=frozenset)
+
+
+def with_history_redis(data: DataSpec, default: str | None) -> DataSpec:
+    """``data`` with the operator's default Redis filled in where its store is redis without a
+    connection string; InvalidRequest (the spec's fix, named) when there is no default."""
+    store = data.history.store
+    if store is None or store.kind != "redis" or store.connection_string is not None:
+        return data
+    if default is None:
+        raise InvalidRequest(
+            "spec.data.history.store: kind redis without connectionString uses the operator's default "
+            "Redis (chart value config.historyRedis), and this operator has none: set connectionString"
+        )
+    filled = store.model_copy(update={"connection_string": default})
+    return data.model_copy(update={"history": data.history.model_copy(update={"store": filled})})
 
 
 def plan_serve_config(model: RecommenderModel, plan: DeployPlan, site: ServeSite) -> ServeAppConfig:
@@ -90,7 +109,7 @@ def plan_serve_config(model: RecommenderModel, plan: DeployPlan, site: ServeSite
         port=site.port,
         router=RouterConfig(
             model_name=name,
-            data=model.spec.data_or_example,
+            data=with_history_redis(model.spec.data_or_example, site.history_redis),
             index_dir=site.index_dir,
             online_dir=None if site.online_dir is None else f"{site.online_dir}/{name}",
             retrieval=model.spec.serving.retrieval,
