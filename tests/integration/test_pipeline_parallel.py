@@ -15,6 +15,7 @@ pytestmark = pytest.mark.integration
 def torch_engine(tmp_path_factory):
     from recserve_serving.engine.build import build_engine
     from recserve_serving.engine.digests import directory_digest
+    from recserve_serving.evaluate import EvalSettings
     from recserve_serving.model import new_ranker, save_checkpoint
     from recserve_serving.recipe import OptimizationRecipe
     from recserve_serving.registry import ResolvedCheckpoint
@@ -24,7 +25,13 @@ def torch_engine(tmp_path_factory):
     save_checkpoint(new_ranker(max_len=64, layers=2), checkpoint)  # one encoder layer per stage
     resolved = ResolvedCheckpoint(checkpoint.as_uri(), "ckpt", None, checkpoint, directory_digest(checkpoint))
     recipe = OptimizationRecipe(backend="torch", precision="fp32", max_sequence_length=64)
-    return build_engine(resolved, recipe, root / "engines")
+    # A small gate evaluation: what these tests compare is the stages' scores against one device,
+    # not the engine's gate (tests/integration/test_engine_build.py's). The default, 100 users x
+    # 50 candidates scored by the checkpoint and again by the engine plus 10 latency repeats, was
+    # most of this fixture's ~110 s on a loaded 2-core machine; 30 x 20 is an eighth of the pairs,
+    # and a torch fp32 engine of the checkpoint drops nothing on any of them.
+    evaluation = EvalSettings(users=30, candidates=20, latency_repeats=2)
+    return build_engine(resolved, recipe, root / "engines", evaluation=evaluation)
 
 
 @pytest.fixture(scope="module")
