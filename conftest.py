@@ -62,6 +62,28 @@ def test_state() -> Path:
     return TEST_STATE
 
 
+def example_int8_recipe() -> dict[str, object]:
+    """The example's recipe as its search's first candidate (``{precision: int8}``) builds it:
+    the engine ``recserve up`` of the example serves (tests/integration/test_up_down.py) and the
+    e2e rollouts serve. One cache key for all of them, so a cold run builds that INT8 engine once."""
+    raw = dict(yaml.safe_load(EXAMPLE.read_text())["spec"]["optimization"])
+    raw.pop("search", None)
+    return {**raw, "precision": "int8"}
+
+
+@pytest.fixture(scope="session")
+def stable_int8_engine(test_state: Path) -> str:
+    """The INT8 ONNX Runtime engine of ``movielens-ranker`` (``example_int8_recipe``), built once
+    per machine into the test registry's cache; the tests that serve an INT8 stable share it."""
+    from recserve_serving.engine.build import build_engine
+    from recserve_serving.recipe import OptimizationRecipe
+    from recserve_serving.registry import Registry
+
+    resolved = Registry(test_state).resolve(f"models:/{STABLE_MODEL}/1")
+    recipe = OptimizationRecipe.model_validate(example_int8_recipe())
+    return str(build_engine(resolved, recipe, test_state / "engines").path)
+
+
 @pytest.fixture(scope="session")
 def bad_model(test_state: Path) -> str:
     """The broken canary: it serves without errors, but its scores are noise."""

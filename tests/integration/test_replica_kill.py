@@ -21,7 +21,6 @@ from recserve_operator.embedded.processes import free_port, pid_alive, process_t
 from recserve_operator.loadgen import BackgroundTraffic
 from recserve_operator.rollout.serve_rest import ServeRestTarget
 from recserve_serving.example_data import EXAMPLE_DATA
-from recserve_serving.recipe import OptimizationRecipe
 from recserve_serving.serve.config import RankerConfig, RouterConfig, ServeAppConfig, render_serve_config
 from recserve_serving.serve.metrics import QUEUE_LENGTH, RANKER_RETRIES, REQUESTS
 from recserve_serving.serving_spec import AutoscalingSpec, ServingSpec
@@ -37,13 +36,10 @@ test kills again (after the replacement is up) until a death has met requests.""
 
 
 @pytest.fixture(scope="module")
-def engine(test_state) -> str:
-    from recserve_serving.engine.build import build_engine
-    from recserve_serving.registry import Registry
-
-    resolved = Registry(test_state).resolve("models:/movielens-ranker/1")
-    recipe = OptimizationRecipe(backend="onnxruntime", precision="int8")
-    return str(build_engine(resolved, recipe, test_state / "engines").path)
+def engine(stable_int8_engine) -> str:
+    """The example's INT8 engine of the test ranker: the one `recserve up` and the e2e rollout
+    serve, so a cold run builds it once for all of them."""
+    return stable_int8_engine
 
 
 @pytest.fixture
