@@ -121,7 +121,11 @@ def test_canary_promotes_through_an_operator_restart_then_a_broken_canary_rolls_
     port = free_port()
     stable_doc = light(yaml.safe_load((EXAMPLES / "movielens-ranker.yaml").read_text()))
     args = ("--serve-rest", local_ray.dashboard_url, "--serve-port", str(port))
-    env = {"RECSERVE_HOME": str(test_state)}
+    # The operator resyncs every 2 s instead of 10 s (recserve_operator.cluster.handlers.TICK_ENV):
+    # every transition of this rollout (readiness, each canary step's end, each hand-over pass,
+    # the removals) waits for its next tick, about twenty of them in all. A step is still judged
+    # only after its whole pause, so the analysis windows keep at least their 10 s of traffic.
+    env = {"RECSERVE_HOME": str(test_state), "RECSERVE_OPERATOR_TICK_SECONDS": "2"}
     traffic: BackgroundTraffic | None = None
     operators = [OperatorProcess(install, tmp_path, env=env, args=args).start()]
     weights: list[int] = []

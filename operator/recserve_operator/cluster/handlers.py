@@ -9,6 +9,7 @@ and a ``PermanentError``; passing failures become ``TemporaryError`` with a dela
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +28,22 @@ from recserve_serving.errors import Unavailable
 
 log = logging.getLogger("recserve.operator")
 RESOURCE = (GROUP, VERSION, PLURAL)
-TICK_SECONDS = 10.0
+TICK_ENV = "RECSERVE_OPERATOR_TICK_SECONDS"
+
+
+def _tick_seconds(raw: str | None) -> float:
+    """The resync period (default 10 s). Each canary step, rollout hand-over step and readiness
+    change is noticed on a tick, so a test that walks a whole rollout sets it shorter (e2e
+    rollout: 2 s); a step still lasts its whole pause."""
+    if not raw:
+        return 10.0
+    value = float(raw)
+    if not 0.5 <= value <= 300:
+        raise ValueError(f"{TICK_ENV}={raw!r}: must be a number of seconds from 0.5 to 300")
+    return value
+
+
+TICK_SECONDS = _tick_seconds(os.environ.get(TICK_ENV))
 _platform: Platform | None = None
 
 
