@@ -196,7 +196,12 @@ def test_webhook_off_a_checkpoint_the_registry_lacks_stalls_with_one_event_and_n
     tmp_path: Path,
 ) -> None:
     install = chart()
-    env = {"RECSERVE_MLFLOW_TRACKING_URI": tiny_registry["trackingUri"]}
+    # A 2 s resync instead of 10 s (recserve_operator.cluster.handlers.TICK_ENV): the test waits out
+    # two resyncs to see that they add no event and create nothing, whatever the period.
+    env = {
+        "RECSERVE_MLFLOW_TRACKING_URI": tiny_registry["trackingUri"],
+        "RECSERVE_OPERATOR_TICK_SECONDS": "2",
+    }
     missing = gpu_model("no-such-version")
     missing["spec"]["checkpoint"]["uri"] = "models:/movielens-ranker/7"
     too_wide = gpu_model("too-wide")
@@ -221,7 +226,7 @@ def test_webhook_off_a_checkpoint_the_registry_lacks_stalls_with_one_event_and_n
         warnings = [e for e in model_events(kube, namespace, "no-such-version") if e.type == "Warning"]
         assert [e.reason for e in warnings] == ["CheckpointNotFound"]
 
-        # Two resyncs (10 s timer) later: still one event, and still nothing created.
+        # Two resyncs (the 2 s timer) later: still one event, and still nothing created.
         generation = model["metadata"]["generation"]
         passes = operator.log.count("Timer 'on_tick' succeeded")
         wait_for(lambda: operator.log.count("Timer 'on_tick' succeeded") >= passes + 2, 60, message="resyncs")
