@@ -47,18 +47,39 @@ def recserve(*args: str, state: Path = TEST_STATE) -> None:
     )
 
 
+def _test_state_ready(recipe: dict[str, object]) -> bool:
+    """Whether both rankers are registered and the bad one's engine for ``recipe`` is cached, read
+    in this process: what the three commands of ``test_state`` would find. Each of them is a
+    process that imports torch and MLflow before it finds it has nothing to do (25 to 40 s apiece
+    on a loaded 2-core machine), and every pytest session (the integration tier, then the e2e
+    tier) asked them again."""
+    if not (TEST_STATE / "mlflow.db").is_file():
+        return False
+    from recserve_serving.engine.cache import newest_cached
+    from recserve_serving.recipe import OptimizationRecipe
+    from recserve_serving.registry import Registry
+
+    registry = Registry(TEST_STATE)
+    if not (registry.has_model(STABLE_MODEL) and registry.has_model(BAD_MODEL)):
+        return False
+    built = newest_cached(TEST_STATE / "engines", BAD_MODEL, "1", OptimizationRecipe.model_validate(recipe))
+    return built is not None
+
+
 @pytest.fixture(scope="session")
 def test_state() -> Path:
     """``.recserve-test`` with both rankers registered and the bad one's engine built (the example's
     recipe), so a canary test is about the rollback, not the build."""
     TEST_STATE.mkdir(exist_ok=True)
+    optimization = yaml.safe_load(EXAMPLE.read_text())["spec"]["optimization"]
+    if _test_state_ready(optimization):
+        return TEST_STATE
     small = ["--layers", RANKER_LAYERS, "--if-missing"]
     recserve("train", "--name", STABLE_MODEL, "--steps", "120", "--eval-users", "30", *small)
     recserve(
         "train", "--name", BAD_MODEL, "--steps", "1", "--eval-users", "10", "--negatives", "sampled", *small
     )
-    recipe = json.dumps(yaml.safe_load(EXAMPLE.read_text())["spec"]["optimization"])
-    recserve("build", "--checkpoint", f"models:/{BAD_MODEL}/1", "--recipe-json", recipe)
+    recserve("build", "--checkpoint", f"models:/{BAD_MODEL}/1", "--recipe-json", json.dumps(optimization))
     return TEST_STATE
 
 
