@@ -98,6 +98,30 @@ def local_ray(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RayCl
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
+def feedback_reaches_redis(endpoint: str, redis_server: str, tmp_path: Path) -> None:
+    """Feedback on the served model lands in Redis (read back through a store of its own, as
+    another replica would) and the user's next recommendation leaves the clicked item out."""
+    from recserve_serving.dataspec import HistoryStoreSpec
+    from recserve_serving.online.history import HistoryStore
+
+    before = httpx.post(f"{endpoint}/v1/recommend", json={"user_id": 42, "k": 10}, timeout=60).json()
+    clicked = before["items"][0]["item_id"]
+    answer = httpx.post(
+        f"{endpoint}/v1/feedback",
+        json={"events": [{"user_id": 42, "item_id": clicked, "event": "click"}]},
+        timeout=60,
+    )
+    assert answer.json() == {"accepted": 1, "history_updated": True}, answer.text
+    reader = HistoryStore(HistoryStoreSpec(kind="redis", connection_string=redis_server), tmp_path / "reader")
+    try:
+        history = reader.get("42")
+        assert history is not None and history.liked[-1] == str(clicked), history
+    finally:
+        reader.close()
+    after = httpx.post(f"{endpoint}/v1/recommend", json={"user_id": 42, "k": 10}, timeout=60).json()
+    assert clicked not in [item["item_id"] for item in after["items"]]
+
+
 def serve_apps(ray: RayClusterInfo) -> dict[str, Any]:
     reply = httpx.get(f"{ray.dashboard_url}/api/serve/applications/", timeout=10)
     reply.raise_for_status()
@@ -112,14 +136,18 @@ def test_canary_promotes_through_an_operator_restart_then_a_broken_canary_rolls_
     local_ray: RayClusterInfo,
     test_state: Path,
     bad_model: str,
+    redis_server: str,
     tmp_path: Path,
 ) -> None:
     """Scenarios 4 (rollout on real Ray, zero failed requests), 5 (the operator SIGKILLed
-    mid-canary resumes from status) and 6 (deletion removes what the model owned)."""
+    mid-canary resumes from status) and 6 (deletion removes what the model owned). Users'
+    histories live in a real Redis (Feast's Redis online store), which feedback updates."""
     install = chart()
     since = now_rfc3339()
     port = free_port()
     stable_doc = light(yaml.safe_load((EXAMPLES / "movielens-ranker.yaml").read_text()))
+    store = {"kind": "redis", "connectionString": f"{redis_server},retry=null,socket_timeout=2"}
+    stable_doc["spec"]["data"]["history"]["store"] = store
     args = ("--serve-rest", local_ray.dashboard_url, "--serve-port", str(port))
     # The operator resyncs every 2 s instead of 10 s (recserve_operator.cluster.handlers.TICK_ENV):
     # every transition of this rollout (readiness, each canary step's end, each hand-over pass,
@@ -152,10 +180,13 @@ def test_canary_promotes_through_an_operator_restart_then_a_broken_canary_rolls_
         assert model["status"]["stable"]["engine"]["precision"] == "int8"
         first = generate(endpoint, concurrency=4, requests=8, seconds=120)
         assert first.errors == 0 and first.codes == {200: 8} and set(first.versions) == {stable_label}
+        feedback_reaches_redis(endpoint, redis_server, tmp_path)
 
         # From here on every request counts: the canary's app warms up unrouted, steps, the
         # operator dies and comes back, promotion, the old app drains, a bad canary, rollback.
-        traffic = BackgroundTraffic(endpoint, concurrency=3, round_requests=100, round_seconds=5)
+        # Two clients keep requests overlapping through every hand-over without saturating the
+        # two cores the replicas start on (three made each replica start take up to a minute).
+        traffic = BackgroundTraffic(endpoint, concurrency=2, round_requests=100, round_seconds=5)
         canary_doc = copy.deepcopy(stable_doc)
         canary_doc["spec"]["rollout"] = {"canary": CANARY}
         apply(control_plane, namespace, canary_doc)
