@@ -118,18 +118,41 @@ def template_fields(template: str) -> list[str]:
     return fields
 
 
+TABLE_URI_RULES = (
+    CelRule("!self.uri.startsWith('s3://')", S3_DATA_UNSUPPORTED, ".uri"),
+    CelRule(
+        f"!({UNSAFE_DATA_PATH_CEL})",
+        "a file://, pvc:// or bundled:// path must not contain '.', '..' or empty segments, "
+        "nor a percent-encoded '.' or '/'",
+        ".uri",
+    ),
+)
+"""The CEL twins of ``uri_problem`` that every table's ``uri`` carries."""
+
+
+def _table_uri(what: str) -> Any:
+    return Field(
+        default=...,
+        max_length=1024,
+        pattern=DATA_URI_PATTERN,
+        description=f"The {what} file: file:///ABSOLUTE/PATH, pvc://CLAIM/PATH or bundled://DATASET/FILE "
+        "(a data set shipped in the images). s3:// is refused: not supported.",
+    )
+
+
+def _table_format() -> Any:
+    return Field(
+        default="auto",
+        description="csv or parquet; auto reads .csv as CSV and .parquet or .pq as Parquet.",
+    )
+
+
 class CatalogSpec(CamelModel):
     """The item table: one row per item, its id, a display title and the ranker's item text."""
 
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
-            CelRule("!self.uri.startsWith('s3://')", S3_DATA_UNSUPPORTED, ".uri"),
-            CelRule(
-                f"!({UNSAFE_DATA_PATH_CEL})",
-                "a file://, pvc:// or bundled:// path must not contain '.', '..' or empty segments, "
-                "nor a percent-encoded '.' or '/'",
-                ".uri",
-            ),
+            *TABLE_URI_RULES,
             CelRule(
                 "!has(self.categorySeparator) || has(self.categoryColumn)",
                 "categorySeparator needs categoryColumn",
@@ -138,17 +161,8 @@ class CatalogSpec(CamelModel):
         )
     )
 
-    uri: str = Field(
-        default=...,
-        max_length=1024,
-        pattern=DATA_URI_PATTERN,
-        description="The catalog file: file:///ABSOLUTE/PATH, pvc://CLAIM/PATH or bundled://DATASET/FILE "
-        "(a data set shipped in the image). s3:// is refused: not supported.",
-    )
-    format: TableFormat = Field(
-        default="auto",
-        description="csv or parquet; auto reads .csv as CSV and .parquet or .pq as Parquet.",
-    )
+    uri: str = _table_uri("catalog")
+    format: TableFormat = _table_format()
     id_column: str = _column("The column of item ids (integers or strings, unique, never empty).")
     title_column: str | None = _optional_column(
         "The column of short display titles (what user texts list); the id as text when unset."
@@ -208,13 +222,7 @@ class InteractionsSpec(CamelModel):
 
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
-            CelRule("!self.uri.startsWith('s3://')", S3_DATA_UNSUPPORTED, ".uri"),
-            CelRule(
-                f"!({UNSAFE_DATA_PATH_CEL})",
-                "a file://, pvc:// or bundled:// path must not contain '.', '..' or empty segments, "
-                "nor a percent-encoded '.' or '/'",
-                ".uri",
-            ),
+            *TABLE_URI_RULES,
             CelRule(
                 "!has(self.weightColumn) || has(self.positiveThreshold)",
                 "weightColumn needs positiveThreshold: the weight at or above which an interaction is a like",
@@ -228,17 +236,8 @@ class InteractionsSpec(CamelModel):
         )
     )
 
-    uri: str = Field(
-        default=...,
-        max_length=1024,
-        pattern=DATA_URI_PATTERN,
-        description="The interactions file: file:///ABSOLUTE/PATH, pvc://CLAIM/PATH or "
-        "bundled://DATASET/FILE. s3:// is refused: not supported.",
-    )
-    format: TableFormat = Field(
-        default="auto",
-        description="csv or parquet; auto reads .csv as CSV and .parquet or .pq as Parquet.",
-    )
+    uri: str = _table_uri("interactions")
+    format: TableFormat = _table_format()
     user_column: str = _column("The column of user ids (integers or strings).")
     item_column: str = _column("The column of item ids; every one must be in the catalog.")
     timestamp_column: str = _column(
