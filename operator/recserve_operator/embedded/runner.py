@@ -11,6 +11,7 @@ Everything started afterwards is stopped however ``up`` ends.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -189,13 +190,13 @@ class EmbeddedRun:
         clear(self.options.state, self.name)
 
 
-def _announce(name: str, say: Say) -> Callable[[str], None]:
+def _announce(name: str, user_id: object, say: Say) -> Callable[[str], None]:
+    """``user_id``: a user of the model's own data, so that the printed request works as it is."""
+    body = json.dumps({"user_id": user_id, "k": 10})
+
     def announce(endpoint: str) -> None:
         say(f"endpoint: {endpoint}")
-        say(
-            f"try: curl -s -X POST {endpoint}/v1/recommend "
-            "-H 'Content-Type: application/json' -d '{\"user_id\": 42, \"k\": 10}'"
-        )
+        say(f"try: curl -s -X POST {endpoint}/v1/recommend -H 'Content-Type: application/json' -d '{body}'")
         say(f"READY {name} serving at {endpoint} (Ctrl-C or `recserve down {name}` stops it)")
 
     return announce
@@ -212,7 +213,8 @@ def up(options: UpOptions, say: Say = say_flushed) -> int:
             run = EmbeddedRun(options, model, say)
             run.prepare()
             run.start(record)
-            run.loop(record, _announce(name, say))
+            dataset = run.platform.dataset(model.spec.data_or_example)
+            run.loop(record, _announce(name, dataset.user_id(dataset.user_codes()[0]), say))
         except KeyboardInterrupt:
             say(f"stopping {name}")
         finally:
