@@ -21,28 +21,12 @@ from recserve_serving.dataspec import (
     template_fields,
     uri_problem,
 )
+from recserve_serving.example_data import EXAMPLE_DATA
 from recserve_serving.spec_rules import CEL_KEY
 
 pytestmark = pytest.mark.unit
 
-MOVIES: dict[str, Any] = {
-    "catalog": {
-        "uri": "bundled://movielens-small/movies.csv",
-        "idColumn": "movieId",
-        "titleColumn": "title",
-        "text": "{title} | {genres}",
-        "categoryColumn": "genres",
-        "categorySeparator": "|",
-    },
-    "interactions": {
-        "uri": "bundled://movielens-small/ratings.csv",
-        "userColumn": "userId",
-        "itemColumn": "movieId",
-        "timestampColumn": "timestamp",
-        "weightColumn": "rating",
-        "positiveThreshold": 4.0,
-    },
-}
+MOVIES: dict[str, Any] = EXAMPLE_DATA.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def spec(**changes: Any) -> dict[str, Any]:

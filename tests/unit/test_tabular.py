@@ -15,6 +15,7 @@ import pytest
 from recserve_serving import synthetic
 from recserve_serving.dataspec import DataSpec
 from recserve_serving.errors import DataError, RecserveError
+from recserve_serving.example_data import EXAMPLE_DATA
 from recserve_serving.loaded_data import INTERACTION_COLUMNS, ITEM_COLUMNS, LoadedData
 from recserve_serving.paths import bundled_data_dir
 from recserve_serving.tabular import load_data
@@ -133,26 +134,7 @@ def test_crlf_bom_and_padded_headers_read_the_same(tmp_path: Path, files: tuple[
 
 
 def test_the_bundled_movie_ratings_load() -> None:
-    spec = DataSpec.model_validate(
-        {
-            "catalog": {
-                "uri": "bundled://movielens-small/movies.csv",
-                "idColumn": "movieId",
-                "titleColumn": "title",
-                "text": "{title} | {genres}",
-                "categoryColumn": "genres",
-                "categorySeparator": "|",
-            },
-            "interactions": {
-                "uri": "bundled://movielens-small/ratings.csv",
-                "userColumn": "userId",
-                "itemColumn": "movieId",
-                "timestampColumn": "timestamp",
-                "weightColumn": "rating",
-                "positiveThreshold": 4.0,
-            },
-        }
-    )
+    spec = EXAMPLE_DATA
     data = load_data(spec)
     assert (len(data.items), len(data.interactions)) == (9742, 100836)
     assert data.items.loc[0, "text"] == "Toy Story (1995) | Adventure|Animation|Children|Comedy|Fantasy"
