@@ -7,12 +7,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recserve_serving.data import Dataset, ExternalId, load_dataset
 from recserve_serving.errors import NotFound, RecserveError
-from recserve_serving.online.history import HistoryStore, UserHistory
 from recserve_serving.serve.catalog import Catalog, Past
 from recserve_serving.serve.config import RouterConfig
+
+if TYPE_CHECKING:
+    # Feast takes seconds of CPU to import: only routers whose data reads a store load it, never
+    # rankers (which import this app module too) or request-history routers.
+    from recserve_serving.online.history import HistoryStore, UserHistory
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,8 @@ class StoreHistories:
 
 def dataset_histories(dataset: Dataset) -> dict[str, UserHistory]:
     """Every user's history from the interaction table, in the store's form."""
+    from recserve_serving.online.history import UserHistory
+
     ordered = dataset.interactions.sort_values("timestamp", kind="stable")
     histories = {}
     for user, frame in ordered.groupby("user"):
@@ -58,6 +65,8 @@ def dataset_histories(dataset: Dataset) -> dict[str, UserHistory]:
 
 def open_history_store(config: RouterConfig, dataset: Dataset) -> HistoryStore:
     """The model's online store, filled from its interactions once per data digest."""
+    from recserve_serving.online.history import HistoryStore
+
     assert config.data is not None and config.data.history.store is not None
     if config.online_dir is None:
         raise RecserveError(
