@@ -193,7 +193,7 @@ def explain_blocks(
             plan = plan_recommendation(request, catalog, router)
             response = plan.respond(engine.score(plan.user_texts, plan.item_texts).tolist(), "direct")
             if explain:
-                codes = catalog.codes([item.item_id for item in response.items], "items")
+                codes = plan.codes_of(response.items)
                 occlusion = occlude(
                     catalog, plan.user_id, plan.history, plan.user_text, codes, router.explain
                 )

@@ -164,8 +164,7 @@ class ServedPipeline:
         plan = plan_recommendation(request, self.catalog, self.config)
         scores = self.scorer(plan.user_texts, plan.item_texts)
         response = plan.respond([float(s) for s in scores], "eval", self.fusion)
-        ranked = self.catalog.codes([item.item_id for item in response.items], "items")
-        return mt.Ranked(ranked, plan.item_ids)
+        return mt.Ranked(plan.codes_of(response.items), plan.item_ids)
 
 
 def external_request(catalog: Catalog, user: EvalUser) -> dict[str, Any]:

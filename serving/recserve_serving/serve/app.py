@@ -313,7 +313,7 @@ class Router:
     ) -> RecommendResponse:
         """``response`` with reasons from the version that ranked it: one more ranker call, for
         the top k only (see ``serve/explain.py``)."""
-        codes = self.catalog.codes([item.item_id for item in response.items], "items")
+        codes = plan.codes_of(response.items)
         occlusion = occlude(
             self.catalog, plan.user_id, plan.history, plan.user_text, codes, self.config.explain
         )

@@ -142,8 +142,9 @@ def explain_pairs(request: InferenceRequest, catalog: Catalog, config: RouterCon
         raise InvalidRequest("give user_id (to use the stored history) or history (liked item ids)")
     items = catalog.codes(asked, "item_id")
     given = None if history is None else catalog.codes(history, "history")
-    user_text = catalog.user_text(user_id, given)
-    liked = catalog.history(user_id, given)
+    past = None if given is not None else catalog.past(user_id)  # one read of the history source
+    user_text = catalog.user_text(user_id, given, past)
+    liked = catalog.history(user_id, given, past)
     occlusion = occlude(catalog, user_id, liked, user_text, items, config.explain)
     pairs = occlusion.width * len(items)
     if pairs > config.max_infer_pairs:

@@ -6,6 +6,7 @@ and the remote call.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +61,11 @@ class RecommendationPlan:
             for i in order
         ]
         return RecommendResponse(user_id=self.user_id, version=version, items=items)
+
+    def codes_of(self, items: Sequence[RecommendedItem]) -> list[int]:
+        """The item codes of answered items, which carry the platform's ids."""
+        code = dict(zip(self.external_ids, self.item_ids, strict=True))
+        return [code[item.item_id] for item in items]
 
     def _order(self, scores: list[float]) -> list[int]:
         by_score = sorted(range(len(scores)), key=lambda i: -scores[i])
