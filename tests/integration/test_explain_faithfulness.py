@@ -127,12 +127,29 @@ def explain(catalog):
     with pytest.MonkeyPatch.context() as patch, TestClient(serve_app.http_app) as client:
         patch.setattr(serve, "get_replica_context", lambda: context)
 
+        dataset = catalog.dataset
+
+        def as_codes(item: dict[str, Any]) -> dict[str, Any]:
+            """The answer in the data set's codes, which the held-out users are written in."""
+            reasons = [
+                {**r, "item_id": dataset.item_code(r["item_id"])} for r in item["explanation"]["reasons"]
+            ]
+            explanation = {**item["explanation"], "reasons": reasons}
+            return {**item, "item_id": dataset.item_code(item["item_id"]), "explanation": explanation}
+
         def recommend(engine: Any, user_id: int, history: list[int], candidates: list[int]) -> list[dict]:
+            """Codes in, codes out; the request itself speaks the platform's ids, as clients do."""
             router.handles = {ROUTE.app: EngineHandle(engine)}
-            body = {"user_id": user_id, "history": history, "candidates": candidates, "k": K, "explain": True}
+            body = {
+                "user_id": dataset.user_id(user_id),
+                "history": [dataset.item_id(m) for m in history],
+                "candidates": [dataset.item_id(m) for m in candidates],
+                "k": K,
+                "explain": True,
+            }
             response = client.post("/v1/recommend", json=body)
             assert response.status_code == 200, response.text
-            return response.json()["items"]
+            return [as_codes(item) for item in response.json()["items"]]
 
         yield recommend
 
