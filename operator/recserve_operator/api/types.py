@@ -17,6 +17,7 @@ from pydantic import ConfigDict, Field, model_validator
 from recserve_operator.api.placement import PlacementSpec
 from recserve_operator.api.status import RecommenderModelStatus
 from recserve_serving.dataspec import DataSpec
+from recserve_serving.trainingspec import TrainingSpec
 from recserve_serving.gpu_support import Combination, combination_problems
 from recserve_serving.recipe import OptimizationRecipe
 from recserve_serving.schema import CamelModel
@@ -292,8 +293,16 @@ class CanarySpec(CamelModel):
 
 
 class RolloutSpec(CamelModel):
-    """How a new version replaces the running one; without a canary the new version replaces it at once."""
+    """How a new version replaces the running one."""
 
+    strategy: Literal["Canary", "Immediate"] = Field(
+        default="Canary",
+        description="Canary: a new version that spec.checkpoint resolves to without spec changing (its "
+        "registry alias moved) is canaried like spec.rollout.canary, with its steps and analysis "
+        "(default steps when none); the old version serves until the new one is promoted. Immediate: "
+        "the new version replaces the old at once. An edit of spec.checkpoint itself is always "
+        "applied as written.",
+    )
     canary: CanarySpec | None = None
 
 
@@ -420,6 +429,11 @@ class RecommenderModelSpec(CamelModel):
     serving: ServingSpec = ServingSpec()
     placement: PlacementSpec = PlacementSpec()
     rollout: RolloutSpec = RolloutSpec()
+    training: TrainingSpec | None = Field(
+        default=None,
+        description="Scheduled retraining on new interactions (a CronJob in a cluster, recserve retrain "
+        "embedded); its versions reach traffic only through a canary. No retraining when unset.",
+    )
 
     @property
     def data_or_example(self) -> DataSpec:
