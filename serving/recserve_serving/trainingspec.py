@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from recserve_serving.schema import CamelModel
 from recserve_serving.spec_rules import hinted_pattern
@@ -31,8 +31,19 @@ class TrainingBudget(CamelModel):
 
     steps: int = Field(default=100, ge=1, le=100_000, description="Optimizer steps of the fine-tune.")
     batch_size: int = Field(
-        default=32, ge=4, le=1024, multiple_of=4, description="Pairs per step (a multiple of 4)."
+        default=32,
+        ge=4,
+        le=1024,
+        description="Pairs per step: a multiple of 4 (a positive and its 3 negatives).",
     )
+
+    @field_validator("batch_size")
+    @classmethod
+    def _whole_groups(cls, value: int) -> int:
+        if value % 4:
+            raise ValueError(f"must be a multiple of 4, one positive with its 3 negatives (got {value})")
+        return value
+
     max_minutes: int = Field(
         default=60,
         ge=1,
@@ -69,7 +80,9 @@ class TrainingSpec(CamelModel):
         pattern=CRON_PATTERN,
         description="When to retrain, as a cron schedule (the CronJob's schedule in a cluster).",
     )
-    suspend: bool = Field(default=False, description="Pause scheduled retrains (recserve retrain still runs).")
+    suspend: bool = Field(
+        default=False, description="Pause scheduled retrains (recserve retrain still runs)."
+    )
     window_days: float | None = Field(
         default=None,
         gt=0,

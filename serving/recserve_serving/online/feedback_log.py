@@ -15,6 +15,10 @@ last of a segment.
 Each line is one event in the request's camelCase form, ``ts`` filled with the receipt time when
 the client gave none, plus ``received`` (the server's Unix time when it took the event).
 
+Erasure appends a tombstone line, ``{"erase": PSEUDONYM, "received": T}``, to the same log:
+``read_feedback`` drops every event of that user received up to T, and reports the user as
+erased so that training also drops their rows in the platform's own interaction table.
+
 ``read`` skips a torn last line (a crash mid-write: that append never returned, so the event was
 never acknowledged) with a warning; a bad line anywhere else is corruption and raises, naming the
 file and line. An append that crashed part-way may leave its first events readable although the
@@ -33,6 +37,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -127,13 +132,34 @@ class FeedbackLog:
             self._size += len(data)
         return len(events)
 
+    def tombstone(self, users: Sequence[str]) -> int:
+        """Record the erasure of ``users`` (pseudonyms), durably, before returning how many."""
+        received = time.time()
+        data = b"".join(
+            (json.dumps({"erase": user, "received": received}, separators=(",", ":")) + "\n").encode()
+            for user in users
+        )
+        if not data:
+            return 0
+        with self._lock:
+            segment = self._writable(len(data))
+            try:
+                segment.write(data)
+                segment.flush()
+                os.fsync(segment.fileno())
+            except BaseException:
+                self._close_segment()
+                raise
+            self._size += len(data)
+        return len(users)
+
     def rotate(self) -> None:
         """Close the current segment; the next append starts a new one."""
         with self._lock:
             self._close_segment()
 
     def read(self) -> Iterator[dict[str, Any]]:
-        """Every event of every writer's segments, each segment in its order (writer, then seq)."""
+        """Every record (events and erasure tombstones) of every writer's segments, in order (writer, then seq)."""
         for path in _segments(self.directory):
             yield from _read_segment(path)
 
@@ -183,6 +209,31 @@ class FeedbackLog:
                 self._segment.close()
             self._segment = None
             self._size = 0
+
+
+@dataclass(frozen=True)
+class FeedbackRecords:
+    """What training may read from the log: the events still live, and who was erased."""
+
+    events: list[dict[str, Any]]
+    erased: frozenset[str]
+
+
+def read_feedback(directory: Path) -> FeedbackRecords:
+    """Every writer's events, less those of erased users received before their erasure."""
+    records = [record for path in _segments(directory) for record in _read_segment(path)]
+    erased_at: dict[str, float] = {}
+    for record in records:
+        if "erase" in record:
+            user = str(record["erase"])
+            erased_at[user] = max(erased_at.get(user, 0.0), float(record.get("received", math.inf)))
+    events = [
+        record
+        for record in records
+        if "erase" not in record
+        and float(record.get("received", 0.0)) > erased_at.get(str(record.get("userId")), -math.inf)
+    ]
+    return FeedbackRecords(events, frozenset(erased_at))
 
 
 def _line(event: FeedbackEvent, received: float) -> bytes:
