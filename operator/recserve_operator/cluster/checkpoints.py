@@ -47,3 +47,19 @@ def describe(uri: str, tracking_uri: str | None) -> CheckpointInfo:
             f"{uri}: version {entry.version} carries no {DIGEST_TAG} tag; register it with recserve"
         )
     return CheckpointInfo(uri, name, str(entry.version), digest)
+
+
+def move_alias(tracking_uri: str | None, name: str, alias: str, version: str) -> None:
+    """Point ``models:/name@alias`` at ``version`` in the shared registry."""
+    uri = f"models:/{name}@{alias}"
+    if not tracking_uri:
+        raise CheckpointError(f"{uri}: set the operator's MLflow tracking URI (RECSERVE_MLFLOW_TRACKING_URI)")
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    bound_registry_calls()
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        client.set_registered_model_alias(name, alias, version)
+    except (MlflowException, OSError) as error:
+        raise registry_failure(uri, tracking_uri, error) from error
