@@ -296,7 +296,7 @@ class TrainingPairs:
 def training_pairs(
     data: Dataset,
     parts: Split,
-    n_pairs: int,
+    n_pairs: int | None,
     rng: np.random.Generator,
     *,
     replay_fraction: float,
@@ -304,7 +304,11 @@ def training_pairs(
 ) -> TrainingPairs:
     """Groups of one positive and its negatives (what ``train.fit``'s listwise loss takes):
     ``replay_fraction`` of the groups from likes at or before the cutoff, the rest from the new
-    likes. Negatives are items the user never interacted with, half uniform, half by popularity."""
+    likes. Negatives are items the user never interacted with, half uniform, half by popularity.
+
+    ``n_pairs`` pairs drawn with replacement, or with None each new like once and as many
+    distinct replayed likes as keep the replay share (what DP-SGD needs: no example twice).
+    """
     likes = _Likes(data)
     new = _positives(data, likes, parts.train)
     if not new:
@@ -314,10 +318,18 @@ def training_pairs(
         )
     old = _positives(data, likes, parts.old) if replay_fraction > 0 else []
     group = 1 + negatives_per_positive
-    groups = max(1, n_pairs // group)
-    replay = round(groups * replay_fraction) if old else 0
-    chosen = [new[i] for i in rng.choice(len(new), size=groups - replay, replace=True)]
-    chosen += [old[i] for i in rng.choice(len(old), size=replay, replace=True)] if replay else []
+    if n_pairs is None:
+        replay = min(len(old), round(len(new) * replay_fraction / (1 - replay_fraction)))
+        chosen = list(new) + [old[i] for i in rng.choice(len(old), size=replay, replace=False)]
+        order = rng.permutation(len(chosen))
+        chosen = [chosen[i] for i in order]
+        new_groups = len(new)
+    else:
+        groups = max(1, n_pairs // group)
+        replay = round(groups * replay_fraction) if old else 0
+        new_groups = groups - replay
+        chosen = [new[i] for i in rng.choice(len(new), size=new_groups, replace=True)]
+        chosen += [old[i] for i in rng.choice(len(old), size=replay, replace=True)] if replay else []
     pairs: list[Pair] = []
     for user, item, ts in chosen:
         user_text = data.user_text(user, history=likes.before(user, ts))
@@ -325,7 +337,7 @@ def training_pairs(
         for k in range(negatives_per_positive):
             (negative,) = data.negatives(user, 1, rng, popular=k % 2 == 1 or rng.random() < 0.5)
             pairs.append(Pair(user_text, data.item_text(negative), 0.0))
-    return TrainingPairs(pairs, groups - replay, replay, len(new), len(old))
+    return TrainingPairs(pairs, new_groups, replay, len(new), len(old))
 
 
 def holdout_eval_set(
