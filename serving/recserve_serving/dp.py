@@ -146,7 +146,7 @@ def fit_private(
             data_loader=loader,
             target_epsilon=settings.target_epsilon,
             target_delta=settings.delta,
-            epochs=epochs,  # type: ignore[arg-type]  # opacus annotates int; it only multiplies it
+            epochs=epochs,  # a fraction of an epoch is fine: opacus only multiplies it
             max_grad_norm=settings.max_grad_norm,
             poisson_sampling=True,
             grad_sample_mode="hooks",

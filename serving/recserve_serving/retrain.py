@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 import torch
@@ -64,9 +64,9 @@ from recserve_serving.trainingspec import TrainingSpec
 
 log = logging.getLogger(__name__)
 
-PROMOTED = "promoted-to-candidate"
-REJECTED = "rejected"
-NOTHING = "nothing-to-retrain"
+PROMOTED: Final = "promoted-to-candidate"
+REJECTED: Final = "rejected"
+NOTHING: Final = "nothing-to-retrain"
 Verdict = Literal["promoted-to-candidate", "rejected", "nothing-to-retrain"]
 FREEZE_LAYERS = 3
 FINE_TUNE_LR = 5e-5

@@ -176,7 +176,7 @@ def fit(
     encoder: Any = model.encoder
     fgm = _FGM(encoder.embeddings, settings.adversarial) if settings.adversarial else None
     criterion = listwise_loss(group)
-    losses = []
+    losses: list[float] = []
     start = time.perf_counter()
     for batch in batches:
         if deadline is not None and time.monotonic() > deadline:
