@@ -124,8 +124,7 @@ def parent_cutoff(registry: Registry, parent: ResolvedCheckpoint, override: int 
     """Where the parent's training data ends: its ``recserve.data_cutoff`` tag, or ``override``."""
     if override is not None:
         return override
-    assert parent.version is not None  # resolved from models:/ URIs only
-    tags = registry.version_tags(parent.name, parent.version)
+    tags = registry.version_tags(parent.name, str(parent.version))
     raw = tags.get(DATA_CUTOFF_TAG)
     if raw is None:
         raise CheckpointError(
