@@ -43,7 +43,14 @@ from recserve_operator.planners.canary import (
 from recserve_operator.planners.conditions import ConditionSpec, merge_conditions
 from recserve_operator.planners.serve_config import DeployPlan, ServedVersion
 from recserve_operator.platform import CheckpointInfo, DeployOutcome, EngineOutcome, Platform
-from recserve_serving.errors import CheckpointError, EngineError, QualityGateFailed, RecipeError, Unavailable
+from recserve_serving.errors import (
+    AliasNotSet,
+    CheckpointError,
+    EngineError,
+    QualityGateFailed,
+    RecipeError,
+    Unavailable,
+)
 from recserve_serving.recipe import OptimizationRecipe
 from recserve_serving.redact import redact
 from recserve_serving.serve.config import TrafficSplit
@@ -140,6 +147,7 @@ class _Pass:
         """The canary this pass rolls out: spec's, or that of a moved stable alias."""
         self.champion = self.previous.champion
         self.spec_digest: str | None = None
+        self.no_canary_note = "no canary: spec names none, or its checkpoint is what stable serves"
 
     def status(
         self,
@@ -278,6 +286,10 @@ class _Pass:
             return self.without_canary(stable, stable_status)
         try:
             canary_ckpt = self.platform.resolve(canary_spec.checkpoint.uri)
+        except AliasNotSet as error:
+            # models:/NAME@candidate before any retrain set it: nothing to canary yet, not an error.
+            self.no_canary_note = f"{error}; no canary until it is set (a retrain sets it)"
+            return self.without_canary(stable, stable_status)
         except (CheckpointError, RecipeError) as error:
             return self.stalled("CanaryInvalid", str(error), engine_ready=True)
         except Unavailable as error:
@@ -533,15 +545,9 @@ class _Pass:
             )
         )
 
-    @staticmethod
-    def canary_condition(canary: CanaryStatus | None) -> ConditionSpec:
+    def canary_condition(self, canary: CanaryStatus | None) -> ConditionSpec:
         if canary is None:
-            return ConditionSpec(
-                CANARY_HEALTHY,
-                "True",
-                "NoCanary",
-                "no canary: spec names none, or its checkpoint is what stable serves",
-            )
+            return ConditionSpec(CANARY_HEALTHY, "True", "NoCanary", self.no_canary_note)
         analysis = canary.analysis
         detail = analysis.message if analysis else "no analysis yet"
         if canary.state in {"RolledBack", "Aborted"}:

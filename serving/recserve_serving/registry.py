@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from recserve_serving.engine.digests import directory_digest
-from recserve_serving.errors import CheckpointError
+from recserve_serving.errors import AliasNotSet, CheckpointError
 from recserve_serving.registry_http import NOT_FOUND_CODES, bound_registry_calls, registry_failure
 from recserve_serving.uri_paths import S3_UNSUPPORTED, SUPPORTED_CHECKPOINTS, path_problem, pvc_path
 
@@ -192,7 +192,7 @@ class Registry:
             )
             if alias is not None and alias not in (model.aliases or {}):
                 known = ", ".join(f"@{a}" for a in sorted(model.aliases or {})) or "none"
-                raise CheckpointError(f"{uri}: model {name!r} has no alias @{alias} (aliases: {known})")
+                raise AliasNotSet(f"{uri}: model {name!r} has no alias @{alias} (aliases: {known})")
             if version is not None and version not in versions:
                 raise CheckpointError(
                     f"{uri}: model {name!r} has no version {version} (versions: {', '.join(versions) or 'none'})"

@@ -15,7 +15,7 @@ from recserve_operator.planners.serve_config import DeployPlan
 from recserve_operator.platform import CheckpointInfo, DeployOutcome, EngineOutcome
 from recserve_operator.reconcile import reconcile
 from recserve_operator.validate import load_model
-from recserve_serving.errors import CheckpointError, EngineError, QualityGateFailed, Unavailable
+from recserve_serving.errors import AliasNotSet, CheckpointError, EngineError, QualityGateFailed, Unavailable
 
 pytestmark = pytest.mark.unit
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests/examples"
@@ -41,6 +41,8 @@ class World:
     def resolve(self, uri):
         if self.registry_down:
             raise Unavailable("registry unreachable")
+        if uri not in self.checkpoints and "@" in uri:
+            raise AliasNotSet(f"{uri}: model has no such alias")
         if uri not in self.checkpoints:
             raise CheckpointError(f"{uri}: no such model")
         return self.checkpoints[uri]
@@ -636,3 +638,16 @@ def test_strategy_immediate_and_spec_edits_switch_at_once():
     edited = with_spec(model, checkpoint={"uri": "models:/movielens-ranker/3"})
     _, outcome = step(edited, w, now)
     assert w.deployed[-1].stable.label == "movielens-ranker/3" and outcome.status.canary is None
+
+
+def test_a_candidate_alias_not_set_yet_is_no_canary_and_no_stall():
+    w = aliased_world(champion="1")
+    del w.checkpoints[CANDIDATE]
+    model, outcome, now = run_until(champion_model(), w, T0, lambda o: o.status.phase == "Ready")
+    healthy = condition(outcome, "CanaryHealthy")
+    assert (healthy.status, healthy.reason) == ("True", "NoCanary") and "@candidate" in healthy.message
+    move(w, CANDIDATE, "2")
+    _, outcome = step(model, w, now)
+    assert (
+        outcome.status.canary.state == "Progressing" and w.deployed[-1].canary.label == "movielens-ranker/2"
+    )
