@@ -15,11 +15,13 @@ from recserve_serving.errors import InvalidRequest, Unavailable
 from recserve_serving.loaded_data import LoadedData
 from recserve_serving.online.feedback_log import FeedbackLog
 from recserve_serving.online.history import HistoryStore
+from recserve_serving.privacy import Pseudonymizer
 from recserve_serving.serve.catalog import Catalog, DatasetHistories
 from recserve_serving.serve.feedback import FeedbackRequest, record_feedback
 from recserve_serving.serve.sources import StoreHistories, dataset_histories
 
 pytestmark = pytest.mark.unit
+PSEUDONYMS = Pseudonymizer(b"k" * 32)
 
 
 def tiny() -> Dataset:
@@ -46,8 +48,9 @@ def tiny() -> Dataset:
 def store_catalog(tmp_path: Path) -> Catalog:
     dataset = tiny()
     store = HistoryStore(HistoryStoreSpec(kind="sqlite"), tmp_path / "feast")
-    store.fill(dataset_histories(dataset), dataset.digest)
-    return Catalog(dataset, retriever=None, histories=StoreHistories(store, dataset))  # type: ignore[arg-type]
+    store.fill(dataset_histories(dataset, PSEUDONYMS), dataset.digest)
+    histories = StoreHistories(store, dataset, PSEUDONYMS)
+    return Catalog(dataset, retriever=None, histories=histories)  # type: ignore[arg-type]
 
 
 def feedback(*events: dict[str, Any]) -> FeedbackRequest:
@@ -74,6 +77,7 @@ def test_feedback_is_logged_and_changes_the_users_past_at_once(
         ),
         store_catalog,
         log,
+        PSEUDONYMS,
     )
     assert answer.accepted == 3 and answer.history_updated
     code = store_catalog.dataset.item_code
@@ -83,11 +87,14 @@ def test_feedback_is_logged_and_changes_the_users_past_at_once(
     newcomer = store_catalog.past("new")
     assert newcomer is not None and newcomer.liked == [code("sku-d")], "a rating at the threshold is a like"
     logged = list(FeedbackLog(tmp_path / "log", "reader").read())
+    u1, new = PSEUDONYMS.user("u1"), PSEUDONYMS.user("new")
     assert [(e["userId"], e["itemId"], e["event"]) for e in logged] == [
-        ("u1", "sku-c", "click"),
-        ("u1", "sku-d", "view"),
-        ("new", "sku-d", "rating"),
+        (u1, "sku-c", "click"),
+        (u1, "sku-d", "view"),
+        (new, "sku-d", "rating"),
     ]
+    raw = b"".join(path.read_bytes() for path in (tmp_path / "log").glob("*.jsonl"))
+    assert b'"u1"' not in raw and b'"new"' not in raw, "the log holds pseudonyms, never raw user ids"
 
 
 def test_one_unknown_item_refuses_the_request_and_writes_nothing(
@@ -99,7 +106,7 @@ def test_one_unknown_item_refuses_the_request_and_writes_nothing(
         {"user_id": "u1", "item_id": "sku-zz", "event": "click"},
     )
     with pytest.raises(InvalidRequest, match=r"events\[1\]\.item_id: item 'sku-zz' is not in the catalog"):
-        record_feedback(request, store_catalog, log)
+        record_feedback(request, store_catalog, log, PSEUDONYMS)
     assert list(FeedbackLog(tmp_path / "log", "reader").read()) == []
     assert store_catalog.past("u1").liked == [store_catalog.dataset.item_code("sku-a")]  # type: ignore[union-attr]
 
@@ -111,6 +118,7 @@ def test_with_histories_from_requests_feedback_is_logged_only(tmp_path: Path) ->
         feedback({"user_id": "u1", "item_id": "sku-c", "event": "click"}),
         catalog,
         FeedbackLog(tmp_path / "log", "router-1"),
+        PSEUDONYMS,
     )
     assert answer.accepted == 1 and not answer.history_updated
 
@@ -119,7 +127,9 @@ def test_a_router_without_an_online_folder_answers_503() -> None:
     dataset = tiny()
     catalog = Catalog(dataset, retriever=None, histories=DatasetHistories(dataset))  # type: ignore[arg-type]
     with pytest.raises(Unavailable, match="no onlineDir"):
-        record_feedback(feedback({"user_id": "u1", "item_id": "sku-c", "event": "click"}), catalog, None)
+        record_feedback(
+            feedback({"user_id": "u1", "item_id": "sku-c", "event": "click"}), catalog, None, None
+        )
 
 
 def test_an_unknown_event_kind_is_refused_naming_the_kinds() -> None:
