@@ -6,13 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
+from tiny_data import tiny
 
-from recserve_serving.data import Dataset
 from recserve_serving.dataspec import HistoryStoreSpec
 from recserve_serving.errors import InvalidRequest, Unavailable
-from recserve_serving.loaded_data import LoadedData
 from recserve_serving.online.feedback_log import FeedbackLog
 from recserve_serving.online.history import HistoryStore
 from recserve_serving.privacy import Pseudonymizer
@@ -22,26 +20,6 @@ from recserve_serving.serve.sources import StoreHistories, dataset_histories
 
 pytestmark = pytest.mark.unit
 PSEUDONYMS = Pseudonymizer(b"k" * 32)
-
-
-def tiny() -> Dataset:
-    items = pd.DataFrame(
-        {
-            "item_id": ["sku-a", "sku-b", "sku-c", "sku-d"],
-            "title": ["A", "B", "C", "D"],
-            "text": ["a", "b", "c", "d"],
-            "categories": [["x"], ["x"], ["y"], []],
-        }
-    )
-    interactions = pd.DataFrame(
-        {
-            "user_id": ["u1", "u1", "u2", "u2"],
-            "item_id": ["sku-a", "sku-b", "sku-b", "sku-c"],
-            "timestamp": [1, 2, 3, 4],
-            "weight": [5.0, 1.0, 5.0, 5.0],
-        }
-    )
-    return Dataset(LoadedData(items, interactions, 3.0, "f" * 64), holdout_fraction=0.5)
 
 
 @pytest.fixture
