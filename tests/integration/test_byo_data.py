@@ -153,7 +153,7 @@ def test_no_raw_user_id_or_history_reaches_logs_metrics_or_stores_and_erasure_wo
         "eventsTombstoned": True,
     }
     gone = httpx.post(f"{url}/v1/recommend", json={"user_id": user, "k": 3}, timeout=60)
-    assert gone.status_code == 400 and "unknown user" in gone.text, "an erased user's history is not served"
+    assert gone.status_code == 404 and "unknown user" in gone.text, "an erased user's history is not served"
     cli = subprocess.run(
         [*RECSERVE, "users", "erase", NEW_USER, "--endpoint", url],
         env=env,

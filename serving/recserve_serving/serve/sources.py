@@ -119,10 +119,10 @@ def open_catalog(config: RouterConfig, pseudonyms: Pseudonymizer | None) -> Cata
     feedback = config.feedback_dir()
     erased = frozenset() if feedback is None else erased_users(feedback)
     if config.data.history.source == "store":
-        if pseudonyms is None:
-            raise PrivacyKeyError(
-                f"router {config.model_name}: history.source store keys users by pseudonym, and the "
-                "config names no pseudonymKeyFile"
+        if pseudonyms is None:  # RouterConfig requires a key with an onlineDir: neither is set
+            raise RecserveError(
+                f"router {config.model_name}: history.source store needs an online folder (onlineDir) "
+                "for the store's Feast repository and a pseudonymKeyFile to key its users by"
             )
         histories = StoreHistories(
             open_history_store(config, dataset, pseudonyms, erased), dataset, pseudonyms
