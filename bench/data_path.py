@@ -109,16 +109,18 @@ def _open_side(config: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
         )
         catalog = Catalog.load(router.data_dir, router.index_dir)
     else:
-        from recserve_serving.serve.sources import open_catalog
+        from recserve_serving.privacy import ensure_key_file
+        from recserve_serving.serve.sources import open_catalog, router_pseudonyms
 
         router = RouterConfig(
             model_name="movielens-ranker",
             data=config["data"],
             index_dir=config["index_dir"],
             online_dir=config["online_dir"],
+            pseudonym_key_file=str(ensure_key_file(Path(config["online_dir"]) / "pseudonym.key")),
             retrieval=retrieval,
         )
-        catalog = open_catalog(router)
+        catalog = open_catalog(router, router_pseudonyms(router))
     engine = load_engine(config["engine"], config["threads"])
     return catalog, router, engine, read_fusion(Path(config["engine"]))
 

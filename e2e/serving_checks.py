@@ -72,7 +72,11 @@ def apply_stable(target: ServeRestTarget, engine_in_store: str) -> tuple[Any, An
     """Apply the example model's serve config for ``engine_in_store`` as version "1", with the
     data and index paths a cluster's routers use; returns (desired, hand_over) for polling."""
     settings = OperatorSettings()
-    site = ServeSite(index_dir=settings.index_dir, online_dir=settings.online_dir)  # as ClusterPlatform's
+    site = ServeSite(  # as ClusterPlatform's
+        index_dir=settings.index_dir,
+        online_dir=settings.online_dir,
+        pseudonym_key_file=settings.pseudonym_key_file,
+    )
     plan = DeployPlan(stable=ServedVersion("1", engine_in_store))
     desired = plan_serve_config(load_model(EXAMPLE), plan, site)
     hand_over = plan_hand_over(desired, ServeObservation())

@@ -98,11 +98,13 @@ def local_ray(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RayCl
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-def feedback_reaches_redis(endpoint: str, redis_server: str, tmp_path: Path) -> None:
-    """Feedback on the served model lands in Redis (read back through a store of its own, as
-    another replica would) and the user's next recommendation leaves the clicked item out."""
+def feedback_reaches_redis(endpoint: str, redis_server: str, tmp_path: Path, state: Path) -> None:
+    """Feedback on the served model lands in Redis under the user's pseudonym (read back through
+    a store of its own, as another replica would, with the operator's embedded key in ``state``)
+    and the user's next recommendation leaves the clicked item out."""
     from recserve_serving.dataspec import HistoryStoreSpec
     from recserve_serving.online.history import HistoryStore
+    from recserve_serving.privacy import embedded_key_file, pseudonymizer_from
 
     before = httpx.post(f"{endpoint}/v1/recommend", json={"user_id": 42, "k": 10}, timeout=60).json()
     clicked = before["items"][0]["item_id"]
@@ -114,7 +116,8 @@ def feedback_reaches_redis(endpoint: str, redis_server: str, tmp_path: Path) -> 
     assert answer.json() == {"accepted": 1, "history_updated": True}, answer.text
     reader = HistoryStore(HistoryStoreSpec(kind="redis", connection_string=redis_server), tmp_path / "reader")
     try:
-        history = reader.get("42")
+        assert reader.get("42") is None, "the store holds no raw user id"
+        history = reader.get(pseudonymizer_from(embedded_key_file(state)).user(42))
         assert history is not None and history.liked[-1] == str(clicked), history
     finally:
         reader.close()
@@ -180,7 +183,7 @@ def test_canary_promotes_through_an_operator_restart_then_a_broken_canary_rolls_
         assert model["status"]["stable"]["engine"]["precision"] == "int8"
         first = generate(endpoint, concurrency=4, requests=8, seconds=120)
         assert first.errors == 0 and first.codes == {200: 8} and set(first.versions) == {stable_label}
-        feedback_reaches_redis(endpoint, redis_server, tmp_path)
+        feedback_reaches_redis(endpoint, redis_server, tmp_path, test_state)
 
         # From here on every request counts: the canary's app warms up unrouted, steps, the
         # operator dies and comes back, promotion, the old app drains, a bad canary, rollback.

@@ -36,6 +36,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "promote": ("recserve_operator.commands.promote", "promote the live canary of a model now"),
     "abort": ("recserve_operator.commands.abort", "roll the live canary of a model back to 0%"),
     "operator": ("recserve_operator.commands.operator", "run the Kubernetes operator (kopf)"),
+    "users": (
+        "recserve_operator.commands.users",
+        "erase a user (users erase ID) or compact the interaction log (users compact)",
+    ),
     "autoscale": (
         "recserve_operator.commands.autoscale",
         "tune autoscaling: profile a replica, simulate a trace, recommend settings",

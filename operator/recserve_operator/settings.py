@@ -30,6 +30,11 @@ NetworkPolicyPeer): clients on the Serve HTTP port, the recserve operator on the
 port (it scrapes ``/metrics``), the KubeRay operator on the dashboard, Prometheus on both
 metrics ports."""
 CPU_QUANTITY = r"^([0-9]+(\.[0-9]{1,3})?|[0-9]+m)$"
+PSEUDONYM_MOUNT = "/var/run/recserve/pseudonym"
+"""Where Ray pods mount the pseudonym key Secret, read-only."""
+PSEUDONYM_SECRET_KEY = "key"
+"""The Secret's data key that holds the pseudonymization key."""
+SECRET_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 """What the operator accepts as a CPU request: whole or decimal cores, or millicores."""
 
 
@@ -56,6 +61,9 @@ class OperatorSettings:
     history_redis: str | None = None
     """The Redis that models' history stores use when their spec says ``kind: redis`` without a
     ``connectionString`` (chart value ``config.historyRedis``)."""
+    pseudonym_secret: str = "recserve-pseudonym-key"
+    """The Secret (key ``key``) in each model's namespace whose value keys the user-id pseudonyms
+    (HMAC-SHA256) of the interaction log and history store; the chart creates it."""
     online_dir: str = "/online"
     """Where routers (on the Ray head) mount the artifact claim's ``online/`` folder, writable:
     each model's feedback log and embedded history store live under it."""
@@ -81,6 +89,7 @@ class OperatorSettings:
             mlflow_credentials_secret=env.get("RECSERVE_MLFLOW_CREDENTIALS_SECRET") or None,
             prometheus_url=env.get("RECSERVE_PROMETHEUS_URL") or None,
             history_redis=env.get("RECSERVE_HISTORY_REDIS") or None,
+            pseudonym_secret=env.get("RECSERVE_PSEUDONYM_SECRET") or base.pseudonym_secret,
             artifact_store=env.get("RECSERVE_ARTIFACT_STORE", base.artifact_store),
             default_gpu_product=env.get("RECSERVE_DEFAULT_GPU_PRODUCT") or None,
             serve_rest_url=env.get("RECSERVE_SERVE_REST_URL") or None,
@@ -113,6 +122,12 @@ class OperatorSettings:
                 f"RECSERVE_ARTIFACT_STORE={self.artifact_store!r}: the artifact store must be "
                 "pvc://CLAIM (a ReadWriteMany claim in every model namespace); s3:// is not supported"
             )
+        if not re.fullmatch(SECRET_NAME, self.pseudonym_secret):
+            raise InvalidRequest(
+                f"RECSERVE_PSEUDONYM_SECRET={self.pseudonym_secret!r}: must be a Secret name (lowercase "
+                "letters, digits, '-' and '.', at most 253 characters), the Secret whose key 'key' holds "
+                "the user-id pseudonymization key"
+            )
         if self.mlflow_tracking_uri and has_credentials(self.mlflow_tracking_uri):
             raise InvalidRequest(
                 "RECSERVE_MLFLOW_TRACKING_URI embeds credentials, which would reach status, events and "
@@ -125,6 +140,11 @@ class OperatorSettings:
     def engine_root(self) -> str:
         """Where engines live inside every pod that mounts the artifact store."""
         return f"{self.artifact_mount}/engines"
+
+    @property
+    def pseudonym_key_file(self) -> str:
+        """The key file routers read: the pseudonym Secret's key, mounted by ``pseudonym_volume``."""
+        return f"{PSEUDONYM_MOUNT}/{PSEUDONYM_SECRET_KEY}"
 
     @property
     def index_dir(self) -> str:

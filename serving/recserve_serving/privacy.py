@@ -51,6 +51,12 @@ class Pseudonymizer:
         digest = hmac.new(self._key, str(user_id).strip().encode(), hashlib.sha256).hexdigest()
         return PREFIX + digest[:32]
 
+    @property
+    def key_id(self) -> str:
+        """A short public tag of the key (an HMAC of a fixed label, not of any id): stores keyed
+        by pseudonyms record it, so that a key rotation is seen as data that must be refilled."""
+        return hmac.new(self._key, b"recserve key id", hashlib.sha256).hexdigest()[:12]
+
 
 def load_key(path: Path) -> bytes:
     """The key in ``path``: its text with surrounding whitespace removed (a Secret's value, or a

@@ -1,7 +1,8 @@
 """A catalog that is not MovieLens, through the same code path end to end: a generated shop
 (Parquet, its own column names, string ids, implicit events) is trained on, built, served by
 `recserve up`, recommended from by string user ids, and given feedback that the next
-recommendation reflects and the log keeps after `down`."""
+recommendation reflects and the log keeps after `down`; then users are erased, and no raw user id
+or request history is found in any log, store or metric the run wrote."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ import yaml
 from up_process import RECSERVE, Up
 
 from recserve_operator.embedded.processes import free_port
+from recserve_serving.privacy import embedded_key_file, pseudonymizer_from
 from recserve_serving.synthetic import generate
+from recserve_serving.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -57,13 +60,13 @@ def served(shop):
     up = Up(path, env, free_port())
     try:
         up.wait_ready()
-        yield up.endpoint, root, customers
+        yield up.endpoint, root, customers, up
     finally:
         up.down()
 
 
 def test_string_ids_are_recommended_and_feedback_personalizes_at_once(served):
-    url, root, customers = served
+    url, root, customers, _ = served
     user = customers[0]
     before = httpx.post(f"{url}/v1/recommend", json={"user_id": user, "k": 10}, timeout=60)
     assert before.status_code == 200, before.text
@@ -85,11 +88,12 @@ def test_string_ids_are_recommended_and_feedback_personalizes_at_once(served):
         for segment in sorted((root / "state/online/shop-test/feedback").glob("*.jsonl"))
         for line in segment.read_text().splitlines()
     ]
-    assert logged[-1]["itemId"] == clicked and logged[-1]["userId"] == user
+    key = pseudonymizer_from(embedded_key_file(root / "state"))
+    assert logged[-1]["itemId"] == clicked and logged[-1]["userId"] == key.user(user)
 
 
 def test_a_new_user_with_a_string_history_and_oip_string_ids(served):
-    url, _, customers = served
+    url, _, customers, _ = served
     user = customers[1]
     first = httpx.post(f"{url}/v1/recommend", json={"user_id": user, "k": 3}, timeout=60).json()
     history = [item["item_id"] for item in first["items"]]
@@ -108,3 +112,87 @@ def test_a_new_user_with_a_string_history_and_oip_string_ids(served):
     scored = httpx.post(f"{url}/v2/models/shop-test/infer", json=body, timeout=60)
     assert scored.status_code == 200, scored.text
     assert len(scored.json()["outputs"][0]["data"]) == 2
+
+
+NEW_USER = "user-7f3c-raw"
+"""A user the data lacks, with an id that cannot occur by chance in anything the run writes."""
+
+
+def test_no_raw_user_id_or_history_reaches_logs_metrics_or_stores_and_erasure_works(served, shop):
+    """Every request kind that carries a user id (recommend with reasons, a history, OIP infer,
+    feedback, erasure by the API and by the CLI through the router), then every file the run
+    wrote (Ray's session logs, the feedback log, the history store), `up`'s own output and the
+    metrics are searched for the raw ids and the request's history list."""
+    url, root, customers, up = served
+    env = shop[1]
+    announced = {c for c in customers if any(c in line for line in up.lines if line.startswith("try: curl"))}
+    user = next(c for c in customers[3:] if c not in announced)  # `up` prints one data-set user to try
+    explained = httpx.post(f"{url}/v1/recommend", json={"user_id": user, "k": 3, "explain": True}, timeout=60)
+    assert explained.status_code == 200, explained.text
+    history = [item["item_id"] for item in explained.json()["items"]]
+    answer = httpx.post(
+        f"{url}/v1/recommend", json={"user_id": NEW_USER, "history": history, "k": 3}, timeout=60
+    )
+    assert answer.status_code == 200, answer.text
+    events = [{"user_id": NEW_USER, "item_id": item, "event": "click"} for item in history]
+    assert httpx.post(f"{url}/v1/feedback", json={"events": events}, timeout=60).status_code == 200
+    oip = {
+        "inputs": [
+            {"name": "user_id", "shape": [1], "datatype": "BYTES", "data": [user]},
+            {"name": "item_id", "shape": [1], "datatype": "BYTES", "data": history[:1]},
+        ]
+    }
+    assert httpx.post(f"{url}/v2/models/shop-test/infer", json=oip, timeout=60).status_code == 200
+    key = pseudonymizer_from(embedded_key_file(root / "state"))
+
+    erased = httpx.delete(f"{url}/v1/users/{user}", timeout=60)
+    assert erased.json() == {
+        "erased": True,
+        "userPseudonym": key.user(user),
+        "historyErased": True,
+        "eventsTombstoned": True,
+    }
+    gone = httpx.post(f"{url}/v1/recommend", json={"user_id": user, "k": 3}, timeout=60)
+    assert gone.status_code == 404 and "unknown user" in gone.text, "an erased user's history is not served"
+    cli = subprocess.run(
+        [*RECSERVE, "users", "erase", NEW_USER, "--endpoint", url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert f"erased user {key.user(NEW_USER)} through {url}: online history emptied" in cli.stdout
+    metrics = httpx.get(f"{url}/metrics", timeout=30).text
+    assert 'endpoint="/v1/users/{user_id:path}"' in metrics
+
+    ray_logs = root / "ray"
+
+    def access_logged() -> bool:
+        """Ray Serve writes its access lines asynchronously: wait until the erasures are there, which
+        also shows that they are logged, under the route template."""
+        text = "\n".join(p.read_text(errors="replace") for p in ray_logs.rglob("*.log") if "serve" in p.parts)
+        return text.count("DELETE /v1/users/{user_id:path} 200") >= 2
+
+    wait_for(access_logged, 60, interval=1.0, message="Ray Serve's access log lines of the two erasures")
+    written = [p for p in [*ray_logs.rglob("*"), *(root / "state/online").rglob("*")] if p.is_file()]
+    assert any(p.suffix == ".jsonl" for p in written) and any(p.name == "online.db" for p in written)
+    sources = {str(p): p.read_bytes() for p in written}
+    sources["recserve up output"] = "\n".join(up.lines).encode()
+    sources["/metrics"] = metrics.encode()
+    sources["recserve users erase output"] = (cli.stdout + cli.stderr).encode()
+    lists = [json.dumps(history), json.dumps(history, separators=(",", ":")), str(history)]
+    leaks = [
+        (name, needle)
+        for name, data in sources.items()
+        for needle in [user, NEW_USER, *lists]
+        if needle.encode() in data
+    ]
+    assert not leaks, f"raw user ids or histories written: {leaks[:5]}"
+    logged = [
+        json.loads(line)
+        for segment in sorted((root / "state/online/shop-test/feedback").glob("*.jsonl"))
+        for line in segment.read_text().splitlines()
+    ]
+    assert {r["erase"] for r in logged if "erase" in r} == {key.user(user), key.user(NEW_USER)}

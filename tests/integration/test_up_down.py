@@ -22,6 +22,7 @@ from up_process import RECSERVE, Up
 from recserve_operator.embedded.processes import free_port
 from recserve_serving.engine.cache import newest_cached
 from recserve_serving.example_data import load_example
+from recserve_serving.privacy import embedded_key_file, pseudonymizer_from
 from recserve_serving.recipe import OptimizationRecipe
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -90,9 +91,10 @@ def test_feedback_is_logged_and_the_next_recommendation_reflects_it(served, test
         for path in sorted((test_state / "online/movielens-ranker/feedback").glob("*.jsonl"))
         for line in path.read_text().splitlines()
     ]
+    user = pseudonymizer_from(embedded_key_file(test_state)).user(99)
     assert [(e["userId"], e["itemId"], e["event"]) for e in logged][-2:] == [
-        (99, clicked, "click"),
-        (99, viewed, "view"),
+        (user, clicked, "click"),
+        (user, viewed, "view"),
     ]
     bad = httpx.post(
         f"{url}/v1/feedback", json={"events": [{"user_id": 99, "item_id": -5, "event": "click"}]}, timeout=60

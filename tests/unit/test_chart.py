@@ -476,7 +476,11 @@ def test_the_operators_planned_serving_manifests_are_schema_valid(tmp_path) -> N
         model = loaded.model_copy(
             update={"metadata": loaded.metadata.model_copy(update={"namespace": "ml", "uid": "u-1"})}
         )
-        site = ServeSite(index_dir=settings.index_dir, online_dir=settings.online_dir)
+        site = ServeSite(
+            index_dir=settings.index_dir,
+            online_dir=settings.online_dir,
+            pseudonym_key_file=settings.pseudonym_key_file,
+        )
         app = plan_serve_config(model, DeployPlan(ServedVersion("m/1", "/artifacts/engines/a")), site)
         config = render_serve_config(app)
         request = build_request(model, "stable", "models:/m/1", "d1", model.spec.optimization, settings)

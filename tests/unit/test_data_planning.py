@@ -39,12 +39,12 @@ def test_a_build_job_reads_the_models_data_and_a_data_change_is_another_job() ->
     assert again.key != request.key
 
 
-def test_routers_get_the_data_and_a_writable_online_folder_only() -> None:
+def test_routers_get_the_data_a_writable_online_folder_and_the_pseudonym_key_only() -> None:
     shop = load_model(EXAMPLES / "shop-ranker.yaml")
-    config = plan_serve_config(
-        shop, DeployPlan(stable=ServedVersion("shop-ranker/1", "/e")), ServeSite("/index", "/online")
-    )
+    site = ServeSite("/index", "/online", pseudonym_key_file=SETTINGS.pseudonym_key_file)
+    config = plan_serve_config(shop, DeployPlan(stable=ServedVersion("shop-ranker/1", "/e")), site)
     assert config.router.data == shop.spec.data and config.router.online_dir == "/online/shop-ranker"
+    assert config.router.pseudonym_key_file == "/var/run/recserve/pseudonym/key"
     service = plan_rayservice(shop, render_serve_config(config), SETTINGS)
     head = service["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
     mounts = {m["name"]: m for m in head["containers"][0]["volumeMounts"]}
@@ -52,6 +52,30 @@ def test_routers_get_the_data_and_a_writable_online_folder_only() -> None:
     assert mounts["artifacts"]["readOnly"] is True
     claims = {v["name"]: v["persistentVolumeClaim"] for v in head["volumes"] if "persistentVolumeClaim" in v}
     assert claims["artifacts"]["readOnly"] is True and "readOnly" not in claims["online"]
+    key = {"name": "pseudonym-key", "mountPath": "/var/run/recserve/pseudonym", "readOnly": True}
+    assert mounts["pseudonym-key"] == key
+    (secret,) = [v["secret"] for v in head["volumes"] if v["name"] == "pseudonym-key"]
+    assert secret == {
+        "secretName": "recserve-pseudonym-key",
+        "items": [{"key": "key", "path": "key"}],
+        "defaultMode": 0o440,
+    }
+    workers = service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
+    assert key in workers["containers"][0]["volumeMounts"], "Serve may place the router on a worker"
+    renamed = OperatorSettings.from_env({"RECSERVE_PSEUDONYM_SECRET": "shop-keys"})
+    again = plan_rayservice(shop, render_serve_config(config), renamed)["spec"]["rayClusterConfig"]
+    volumes = again["headGroupSpec"]["template"]["spec"]["volumes"]
+    assert [v["secret"]["secretName"] for v in volumes if v["name"] == "pseudonym-key"] == ["shop-keys"]
+
+
+def test_a_router_that_would_write_raw_user_ids_is_refused() -> None:
+    shop = load_model(EXAMPLES / "shop-ranker.yaml")
+    with pytest.raises(ValueError, match=r"onlineDir /online/shop-ranker is set.*pseudonymKeyFile is not"):
+        plan_serve_config(
+            shop, DeployPlan(stable=ServedVersion("shop-ranker/1", "/e")), ServeSite("/i", "/online")
+        )
+    with pytest.raises(InvalidRequest, match="RECSERVE_PSEUDONYM_SECRET='Bad_Name': must be a Secret name"):
+        OperatorSettings.from_env({"RECSERVE_PSEUDONYM_SECRET": "Bad_Name"})
 
 
 def test_a_model_without_data_serves_the_bundled_example() -> None:
@@ -89,11 +113,12 @@ def test_a_redis_store_without_a_connection_string_uses_the_operators_default() 
     raw["spec"]["data"]["history"]["store"] = {"kind": "redis"}
     shop = type(load_model(EXAMPLES / "shop-ranker.yaml")).model_validate(raw)
     plan = DeployPlan(stable=ServedVersion("shop-ranker/1", "/e"))
-    site = ServeSite("/index", "/online", history_redis="redis.recserve:6379,retry=null")
+    key = SETTINGS.pseudonym_key_file
+    site = ServeSite("/index", "/online", key, history_redis="redis.recserve:6379,retry=null")
     store = plan_serve_config(shop, plan, site).router.data.history.store  # type: ignore[union-attr]
     assert store is not None and store.connection_string == "redis.recserve:6379,retry=null"
     with pytest.raises(
         InvalidRequest, match=r"spec.data.history.store: .*config.historyRedis.*set connectionString"
     ):
-        plan_serve_config(shop, plan, ServeSite("/index", "/online"))
+        plan_serve_config(shop, plan, ServeSite("/index", "/online", key))
     assert OperatorSettings.from_env({"RECSERVE_HISTORY_REDIS": "r:6379"}).history_redis == "r:6379"

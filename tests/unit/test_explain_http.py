@@ -278,7 +278,9 @@ def test_spec_explain_reaches_the_router_args():
     serving = ServingSpec.model_validate({**loaded.spec.serving.to_dict(), "explain": explain})
     model = loaded.model_copy(update={"spec": loaded.spec.model_copy(update={"serving": serving})})
     plan = DeployPlan(stable=ServedVersion(label="movielens-ranker/1", engine_dir="/engines/a"))
-    config = plan_serve_config(model, plan, ServeSite(index_dir="/index", online_dir="/online"))
+    config = plan_serve_config(
+        model, plan, ServeSite(index_dir="/index", online_dir="/online", pseudonym_key_file="/keys/pseudonym")
+    )
     assert config.router.explain == ExplainSpec(enabled=False, max_history=4)
     assert json.loads(json.dumps(config.router.to_dict()))["explain"] == explain
 

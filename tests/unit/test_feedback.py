@@ -6,48 +6,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
+from tiny_data import tiny
 
-from recserve_serving.data import Dataset
 from recserve_serving.dataspec import HistoryStoreSpec
 from recserve_serving.errors import InvalidRequest, Unavailable
-from recserve_serving.loaded_data import LoadedData
 from recserve_serving.online.feedback_log import FeedbackLog
 from recserve_serving.online.history import HistoryStore
+from recserve_serving.privacy import Pseudonymizer
 from recserve_serving.serve.catalog import Catalog, DatasetHistories
 from recserve_serving.serve.feedback import FeedbackRequest, record_feedback
 from recserve_serving.serve.sources import StoreHistories, dataset_histories
 
 pytestmark = pytest.mark.unit
-
-
-def tiny() -> Dataset:
-    items = pd.DataFrame(
-        {
-            "item_id": ["sku-a", "sku-b", "sku-c", "sku-d"],
-            "title": ["A", "B", "C", "D"],
-            "text": ["a", "b", "c", "d"],
-            "categories": [["x"], ["x"], ["y"], []],
-        }
-    )
-    interactions = pd.DataFrame(
-        {
-            "user_id": ["u1", "u1", "u2", "u2"],
-            "item_id": ["sku-a", "sku-b", "sku-b", "sku-c"],
-            "timestamp": [1, 2, 3, 4],
-            "weight": [5.0, 1.0, 5.0, 5.0],
-        }
-    )
-    return Dataset(LoadedData(items, interactions, 3.0, "f" * 64), holdout_fraction=0.5)
+PSEUDONYMS = Pseudonymizer(b"k" * 32)
 
 
 @pytest.fixture
 def store_catalog(tmp_path: Path) -> Catalog:
     dataset = tiny()
     store = HistoryStore(HistoryStoreSpec(kind="sqlite"), tmp_path / "feast")
-    store.fill(dataset_histories(dataset), dataset.digest)
-    return Catalog(dataset, retriever=None, histories=StoreHistories(store, dataset))  # type: ignore[arg-type]
+    store.fill(dataset_histories(dataset, PSEUDONYMS), dataset.digest)
+    histories = StoreHistories(store, dataset, PSEUDONYMS)
+    return Catalog(dataset, retriever=None, histories=histories)  # type: ignore[arg-type]
 
 
 def feedback(*events: dict[str, Any]) -> FeedbackRequest:
@@ -74,6 +55,7 @@ def test_feedback_is_logged_and_changes_the_users_past_at_once(
         ),
         store_catalog,
         log,
+        PSEUDONYMS,
     )
     assert answer.accepted == 3 and answer.history_updated
     code = store_catalog.dataset.item_code
@@ -83,11 +65,14 @@ def test_feedback_is_logged_and_changes_the_users_past_at_once(
     newcomer = store_catalog.past("new")
     assert newcomer is not None and newcomer.liked == [code("sku-d")], "a rating at the threshold is a like"
     logged = list(FeedbackLog(tmp_path / "log", "reader").read())
+    u1, new = PSEUDONYMS.user("u1"), PSEUDONYMS.user("new")
     assert [(e["userId"], e["itemId"], e["event"]) for e in logged] == [
-        ("u1", "sku-c", "click"),
-        ("u1", "sku-d", "view"),
-        ("new", "sku-d", "rating"),
+        (u1, "sku-c", "click"),
+        (u1, "sku-d", "view"),
+        (new, "sku-d", "rating"),
     ]
+    raw = b"".join(path.read_bytes() for path in (tmp_path / "log").glob("*.jsonl"))
+    assert b'"u1"' not in raw and b'"new"' not in raw, "the log holds pseudonyms, never raw user ids"
 
 
 def test_one_unknown_item_refuses_the_request_and_writes_nothing(
@@ -99,7 +84,7 @@ def test_one_unknown_item_refuses_the_request_and_writes_nothing(
         {"user_id": "u1", "item_id": "sku-zz", "event": "click"},
     )
     with pytest.raises(InvalidRequest, match=r"events\[1\]\.item_id: item 'sku-zz' is not in the catalog"):
-        record_feedback(request, store_catalog, log)
+        record_feedback(request, store_catalog, log, PSEUDONYMS)
     assert list(FeedbackLog(tmp_path / "log", "reader").read()) == []
     assert store_catalog.past("u1").liked == [store_catalog.dataset.item_code("sku-a")]  # type: ignore[union-attr]
 
@@ -111,6 +96,7 @@ def test_with_histories_from_requests_feedback_is_logged_only(tmp_path: Path) ->
         feedback({"user_id": "u1", "item_id": "sku-c", "event": "click"}),
         catalog,
         FeedbackLog(tmp_path / "log", "router-1"),
+        PSEUDONYMS,
     )
     assert answer.accepted == 1 and not answer.history_updated
 
@@ -119,7 +105,9 @@ def test_a_router_without_an_online_folder_answers_503() -> None:
     dataset = tiny()
     catalog = Catalog(dataset, retriever=None, histories=DatasetHistories(dataset))  # type: ignore[arg-type]
     with pytest.raises(Unavailable, match="no onlineDir"):
-        record_feedback(feedback({"user_id": "u1", "item_id": "sku-c", "event": "click"}), catalog, None)
+        record_feedback(
+            feedback({"user_id": "u1", "item_id": "sku-c", "event": "click"}), catalog, None, None
+        )
 
 
 def test_an_unknown_event_kind_is_refused_naming_the_kinds() -> None:

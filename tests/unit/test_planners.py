@@ -34,7 +34,7 @@ from recserve_serving.serving_spec import FaultInjectionSpec, ResourcesSpec
 pytestmark = pytest.mark.unit
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests/examples"
 SETTINGS = OperatorSettings(serving_image="reg/serving:1", builder_image="reg/builder:1")
-SITE = ServeSite(index_dir="/index", online_dir="/online")
+SITE = ServeSite(index_dir="/index", online_dir="/online", pseudonym_key_file="/keys/pseudonym")
 
 
 def model(name: str, **meta):

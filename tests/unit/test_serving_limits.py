@@ -52,7 +52,9 @@ def configured():
     spec = loaded.spec.model_copy(update={"serving": serving})
     model = loaded.model_copy(update={"spec": spec})
     plan = DeployPlan(stable=ServedVersion(label="movielens-ranker/1", engine_dir="/engines/a"))
-    return plan_serve_config(model, plan, ServeSite(index_dir="/index", online_dir="/online"))
+    return plan_serve_config(
+        model, plan, ServeSite(index_dir="/index", online_dir="/online", pseudonym_key_file="/keys/pseudonym")
+    )
 
 
 def test_spec_limits_reach_the_router_args():

@@ -59,7 +59,10 @@ class ClusterPlatform:
         self.settings = settings
         self.scrape = ScrapeProvider()
         self.site = ServeSite(
-            index_dir=settings.index_dir, online_dir=settings.online_dir, history_redis=settings.history_redis
+            index_dir=settings.index_dir,
+            online_dir=settings.online_dir,
+            pseudonym_key_file=settings.pseudonym_key_file,
+            history_redis=settings.history_redis,
         )
 
     def resolve(self, uri: str) -> CheckpointInfo:

@@ -23,6 +23,7 @@ from recserve_operator.planners.serve_config import DeployPlan, ServeSite
 from recserve_operator.platform import CheckpointInfo, DeployOutcome, EngineOutcome, serve_step
 from recserve_operator.rollout.serve_rest import ServeRestTarget
 from recserve_serving.errors import EngineError, QualityGateFailed, Unavailable
+from recserve_serving.privacy import embedded_key_file, ensure_key_file
 from recserve_serving.recipe import OptimizationRecipe
 
 if TYPE_CHECKING:
@@ -69,7 +70,12 @@ class EmbeddedPlatform:
 
         self.state = state
         self.site = ServeSite(
-            index_dir=str(state / "retrieval"), online_dir=str(state / "online"), host=host, port=port
+            index_dir=str(state / "retrieval"),
+            online_dir=str(state / "online"),
+            # Generated once per state (0600); routers key the log and history store with it.
+            pseudonym_key_file=str(ensure_key_file(embedded_key_file(state))),
+            host=host,
+            port=port,
         )
         self.say = say
         self.registry = Registry(state)

@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from recserve_operator.api.types import API_VERSION, KIND, RecommenderModel
-from recserve_operator.settings import MLFLOW_SECRET_KEYS, PVC_PREFIX, OperatorSettings
+from recserve_operator.settings import (
+    MLFLOW_SECRET_KEYS,
+    PSEUDONYM_MOUNT,
+    PSEUDONYM_SECRET_KEY,
+    PVC_PREFIX,
+    OperatorSettings,
+)
 from recserve_serving.offline import OFFLINE_ENV
 
 MANAGED_BY = "recserve-operator"
@@ -78,6 +84,22 @@ def online_volume(settings: OperatorSettings) -> tuple[dict[str, Any], dict[str,
     claim = settings.artifact_store.removeprefix(PVC_PREFIX).split("/", 1)[0]
     volume = {"name": "online", "persistentVolumeClaim": {"claimName": claim}}
     return volume, {"name": "online", "mountPath": settings.online_dir, "subPath": "online"}
+
+
+def pseudonym_volume(settings: OperatorSettings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(volume, volumeMount) of the pseudonym key Secret, read-only at ``PSEUDONYM_MOUNT``: what
+    routers key users' log lines and history entries with. Mode 0440 with the pods' ``fsGroup``
+    lets the images' user read it and nobody else; the Secret must exist (the chart creates it),
+    or the pods wait for it rather than start a router that could write raw ids."""
+    volume = {
+        "name": "pseudonym-key",
+        "secret": {
+            "secretName": settings.pseudonym_secret,
+            "items": [{"key": PSEUDONYM_SECRET_KEY, "path": PSEUDONYM_SECRET_KEY}],
+            "defaultMode": 0o440,
+        },
+    }
+    return volume, {"name": "pseudonym-key", "mountPath": PSEUDONYM_MOUNT, "readOnly": True}
 
 
 def pod_security_context() -> dict[str, Any]:

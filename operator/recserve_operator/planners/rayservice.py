@@ -35,6 +35,7 @@ from recserve_operator.planners.k8s_common import (
     metadata,
     online_volume,
     pod_security_context,
+    pseudonym_volume,
     scratch_volume,
 )
 from recserve_operator.settings import OperatorSettings
@@ -204,6 +205,9 @@ def plan_rayservice(
     # Wherever Serve places the router (it asks for a tenth of a CPU), it can append feedback.
     online, online_mount = online_volume(settings)
     volumes, mounts = [*volumes, online], [*mounts, online_mount]
+    # ...and key the users it writes down, for which it reads the pseudonym Secret.
+    key, key_mount = pseudonym_volume(settings)
+    volumes, mounts = [*volumes, key], [*mounts, key_mount]
     env = [*common_env(settings), *store_env]
     versions = max(1, len(serve_config["applications"]) - 1)  # every app but the router
     workers = _worker_group(model, settings, versions, mounts, volumes, env)

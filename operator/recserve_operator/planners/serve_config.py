@@ -62,6 +62,8 @@ class ServeSite:
 
     index_dir: str
     online_dir: str | None = None
+    pseudonym_key_file: str | None = None
+    """The key of the user-id pseudonyms, as routers see it (required with ``online_dir``)."""
     history_redis: str | None = None
     """The operator's default Redis, for history stores that name none."""
     host: str = "0.0.0.0"
@@ -112,6 +114,7 @@ def plan_serve_config(model: RecommenderModel, plan: DeployPlan, site: ServeSite
             data=with_history_redis(model.spec.data_or_example, site.history_redis),
             index_dir=site.index_dir,
             online_dir=None if site.online_dir is None else f"{site.online_dir}/{name}",
+            pseudonym_key_file=site.pseudonym_key_file,
             retrieval=model.spec.serving.retrieval,
             limits=model.spec.serving.limits,
             explain=model.spec.serving.explain,

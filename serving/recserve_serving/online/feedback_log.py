@@ -19,6 +19,9 @@ Erasure appends a tombstone line, ``{"erase": PSEUDONYM, "received": T}``, to th
 ``read_feedback`` drops every event of that user received up to T, and reports the user as
 erased so that training also drops their rows in the platform's own interaction table.
 
+``compact`` rewrites closed segments without the erased users' events (keeping the tombstones),
+which is how an erasure leaves the log itself and not only what training reads.
+
 ``read`` skips a torn last line (a crash mid-write: that append never returned, so the event was
 never acknowledged) with a warning; a bad line anywhere else is corruption and raises, naming the
 file and line. An append that crashed part-way may leave its first events readable although the
@@ -49,6 +52,7 @@ from recserve_serving.schema import CamelModel
 SEGMENT_BYTES = 64 * 1024 * 1024
 _SEGMENT = re.compile(r"^(?P<writer>.+)-(?P<seq>\d{8})\.jsonl$")
 _WRITER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_TOMBSTONE = b'{"erase":'
 log = logging.getLogger(__name__)
 
 
@@ -234,6 +238,91 @@ def read_feedback(directory: Path) -> FeedbackRecords:
         and float(record.get("received", 0.0)) > erased_at.get(str(record.get("userId")), -math.inf)
     ]
     return FeedbackRecords(events, frozenset(erased_at))
+
+
+def erased_users(directory: Path) -> frozenset[str]:
+    """The pseudonyms every tombstone in the log names: what a router starting up must never
+    serve or refill from the platform's own data. Only tombstone lines are parsed, so a router
+    start reads a large log at disk speed."""
+    found: set[str] = set()
+    for path in _segments(directory):
+        with open(path, "rb") as file:
+            for raw in file:
+                if raw.startswith(_TOMBSTONE):
+                    record = _parse(raw)
+                    if record is not None:  # a torn tombstone was never acknowledged
+                        found.add(str(record["erase"]))
+    return frozenset(found)
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """What ``compact`` did: segments rewritten, events removed, and live segments left alone."""
+
+    rewritten: int
+    removed: int
+    skipped_live: int
+
+
+def compact(directory: Path) -> Compaction:
+    """Rewrite the log's closed segments without the events of erased users.
+
+    An event goes when a tombstone of its user was received after it (``read_feedback``'s rule),
+    so a user who comes back after an erasure keeps their new events. Tombstones stay: training
+    still leaves the erased users' rows out of the platform's own table. Each rewritten segment
+    is written beside the old one, fsynced, and renamed over it, so a crash leaves either the old
+    file or the new one. A segment a live writer may still append to (the newest segment of a
+    writer whose ``.<writer>.lock`` is held) is left as it is; the next compaction takes it once
+    the writer has moved on. Writers that are not live are locked for the rewrite, so none can
+    start appending under the same name meanwhile.
+    """
+    erased_at: dict[str, float] = {}
+    for path in _segments(directory):
+        for record in _read_segment(path):
+            if "erase" in record:
+                user = str(record["erase"])
+                erased_at[user] = max(erased_at.get(user, 0.0), float(record.get("received", math.inf)))
+    rewritten = removed = skipped = 0
+    if not erased_at:
+        return Compaction(0, 0, 0)
+    by_writer: dict[str, list[Path]] = {}
+    for path in _segments(directory):
+        match = _SEGMENT.match(path.name)
+        assert match is not None  # _segments lists only segment names
+        by_writer.setdefault(match["writer"], []).append(path)
+    for writer, paths in by_writer.items():
+        with open(directory / f".{writer}.lock", "ab") as claim:
+            try:
+                fcntl.flock(claim.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                closed = paths
+            except BlockingIOError:
+                closed, skipped = paths[:-1], skipped + 1  # the newest may be open for appending
+            for path in closed:
+                dropped = _rewrite_without(path, erased_at)
+                if dropped:
+                    rewritten, removed = rewritten + 1, removed + dropped
+    return Compaction(rewritten, removed, skipped)
+
+
+def _rewrite_without(path: Path, erased_at: dict[str, float]) -> int:
+    """Rewrite ``path`` without the erased users' earlier events; how many were dropped."""
+    records = list(_read_segment(path))
+    kept = [
+        record
+        for record in records
+        if "erase" in record
+        or float(record.get("received", 0.0)) > erased_at.get(str(record.get("userId")), -math.inf)
+    ]
+    if len(kept) == len(records):
+        return 0
+    temporary = path.with_name(f".{path.name}.compact.tmp")
+    with open(temporary, "wb") as file:
+        file.write(b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in kept))
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+    _fsync_directory(path.parent)
+    return len(records) - len(kept)
 
 
 def _line(event: FeedbackEvent, received: float) -> bytes:

@@ -42,6 +42,7 @@ from recserve_serving.serve.config import (
     RouterConfig,
     TrafficConfig,
 )
+from recserve_serving.serve.erasure import ErasureResponse, erase_user
 from recserve_serving.serve.explain import explain_items, explain_pairs, explain_response, occlude
 from recserve_serving.serve.feedback import FeedbackRequest, FeedbackResponse, record_feedback
 from recserve_serving.serve.frontdoor import FrontDoor, Gate, configure, mark_version
@@ -52,12 +53,14 @@ from recserve_serving.serve.oip import check_text, infer_pairs, infer_response, 
 from recserve_serving.serve.recommend import RecommendationPlan, plan_recommendation
 from recserve_serving.serve.routing import choose_version
 from recserve_serving.serve.scoring import score_each
-from recserve_serving.serve.sources import open_catalog
+from recserve_serving.serve.sources import open_catalog, router_pseudonyms
 
 if TYPE_CHECKING:
     from recserve_serving.engine.base import Engine
 
 log = logging.getLogger("recserve.serve")
+ERASE_ROUTE = "/v1/users/{user_id:path}"
+"""Any id, even one with a slash (sent as %2F): the path convertor takes the rest of the path."""
 
 http_app = FastAPI(title="recserve", docs_url=None, redoc_url=None)
 install_error_handlers(http_app)
@@ -145,10 +148,11 @@ class Ranker:
 def feedback_log(config: RouterConfig) -> FeedbackLog | None:
     """This replica's own writer of the model's interaction log (one per process, so replicas
     never share a file)."""
-    if config.online_dir is None:
+    directory = config.feedback_dir()
+    if directory is None:
         return None
     writer = re.sub(r"[^A-Za-z0-9._-]", "-", f"router-{socket.gethostname()}-{os.getpid()}")
-    return FeedbackLog(Path(config.online_dir) / "feedback", writer)
+    return FeedbackLog(directory, writer)
 
 
 class Router:
@@ -160,7 +164,8 @@ class Router:
         self.config = RouterConfig.model_validate(config)
         self.traffic = TrafficConfig()
         self.handles: dict[str, DeploymentHandle[Ranker]] = {}
-        self.catalog = catalog or open_catalog(self.config)
+        self.pseudonyms = router_pseudonyms(self.config)
+        self.catalog = catalog or open_catalog(self.config, self.pseudonyms)
         self.rng = random.Random()
         self.metrics = ServingMetrics()
         configure(Gate(self.config.model_name, self.metrics, self.config.limits))
@@ -297,7 +302,18 @@ class Router:
     @http_app.post("/v1/feedback", response_model=FeedbackResponse)
     async def feedback(self, body: FeedbackRequest) -> FeedbackResponse:
         """Off the event loop: the append waits for the disk (fsync) and the store."""
-        return await asyncio.to_thread(record_feedback, body, self.catalog, self.feedback_log)
+        return await asyncio.to_thread(
+            record_feedback, body, self.catalog, self.feedback_log, self.pseudonyms
+        )
+
+    @http_app.delete(ERASE_ROUTE, response_model=ErasureResponse, response_model_by_alias=True)
+    async def erase(self, user_id: str) -> ErasureResponse:
+        """Erase one user (``serve/erasure.py``). The id travels in the path, so Ray Serve's access
+        log and the request metrics name the route template, never the path (``route_template``).
+        Off the event loop: the tombstone waits for the disk, the erasure for the store."""
+        return await asyncio.to_thread(
+            erase_user, user_id, self.catalog.histories, self.feedback_log, self.pseudonyms
+        )
 
     @http_app.post("/v1/recommend", response_model=RecommendResponse)
     async def recommend(self, body: RecommendRequest, request: Request) -> RecommendResponse:

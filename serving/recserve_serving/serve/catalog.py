@@ -20,12 +20,13 @@ import numpy as np
 import pandas as pd
 
 from recserve_serving.data import Dataset, ExternalId
-from recserve_serving.errors import InvalidRequest, NotFound
+from recserve_serving.errors import InvalidRequest, NotFound, Unavailable
 from recserve_serving.hybrid import (
     HybridRetriever,
     collaborative_path,
     load_or_build_collaborative,
 )
+from recserve_serving.privacy import Pseudonymizer
 from recserve_serving.quality.split import protocol_split
 from recserve_serving.retrieval import ItemIndex, index_path, load_or_build_index
 
@@ -48,18 +49,31 @@ class Histories(Protocol):
     def record(self, user_id: ExternalId, items: Sequence[tuple[int, bool]]) -> bool:
         """Add ``(item code, liked)`` interactions in order; False when this source is fixed."""
 
+    def erase(self, user_id: ExternalId) -> bool:
+        """Forget the user's past (``DELETE /v1/users/{id}``); True when there was one."""
+
 
 class DatasetHistories:
     """Pasts from the interaction table, fixed when the router starts (``history.source:
-    request``: requests bring any history newer than the data)."""
+    request``: requests bring any history newer than the data).
 
-    def __init__(self, dataset: Dataset) -> None:
+    The table is the platform's own and is not rewritten here: a user erased (``erased``, the
+    log's tombstones when the router started, and each erasure this replica takes since) reads as
+    unknown, and the retrain leaves their rows out."""
+
+    def __init__(
+        self, dataset: Dataset, pseudonyms: Pseudonymizer | None = None, erased: frozenset[str] = frozenset()
+    ) -> None:
         self.dataset = dataset
+        self.pseudonyms = pseudonyms
+        self._erased = set(erased)
         ordered = dataset.interactions.sort_values("timestamp", kind="stable")
         positives = ordered[ordered.liked]
         self._liked = {int(u): [int(m) for m in frame.item] for u, frame in positives.groupby("user")}
 
     def past(self, user_id: ExternalId) -> Past | None:
+        if self._erased and self.pseudonyms is not None and self.pseudonyms.user(user_id) in self._erased:
+            return None
         try:
             code = self.dataset.user_code(user_id)
         except NotFound:
@@ -68,6 +82,16 @@ class DatasetHistories:
 
     def record(self, user_id: ExternalId, items: Sequence[tuple[int, bool]]) -> bool:
         return False
+
+    def erase(self, user_id: ExternalId) -> bool:
+        if self.pseudonyms is None:
+            raise Unavailable(
+                "this router cannot erase users: its config names no pseudonymKeyFile, so it cannot "
+                "tell which logged user the id is"
+            )
+        known = self.past(user_id) is not None
+        self._erased.add(self.pseudonyms.user(user_id))
+        return known
 
 
 def item_texts(dataset: Dataset) -> dict[int, str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, model_validator
@@ -113,6 +114,13 @@ class RouterConfig(CamelModel):
         description="Where this model's feedback log and embedded (SQLite) history store live; a "
         "folder every router replica can write. Without it /v1/feedback answers 503.",
     )
+    pseudonym_key_file: str | None = Field(
+        None,
+        min_length=1,
+        description="The key file of the user-id pseudonyms (HMAC-SHA256) that the feedback log and "
+        "the history store are keyed by: a mounted Secret in clusters, a generated 0600 file embedded. "
+        "Required with onlineDir.",
+    )
     retrieval: RetrievalSpec = RetrievalSpec()
     max_history: int = Field(
         MAX_REQUEST_HISTORY, ge=1, le=10_000, description="Longer client histories are truncated."
@@ -120,6 +128,23 @@ class RouterConfig(CamelModel):
     max_infer_pairs: int = Field(4_096, ge=1, le=1_000_000, description="Largest OIP infer request.")
     limits: LimitsSpec = LimitsSpec()
     explain: ExplainSpec = ExplainSpec()
+
+    def feedback_dir(self) -> Path | None:
+        """Where the model's interaction log is (every replica's segments and tombstones)."""
+        return None if self.online_dir is None else Path(self.online_dir) / "feedback"
+
+    @model_validator(mode="after")
+    def _writes_only_pseudonyms(self) -> RouterConfig:
+        """A router with an online folder writes user ids (the interaction log, the history store),
+        and without a key it could only write them raw: such a config is refused rather than run."""
+        if self.online_dir is not None and self.pseudonym_key_file is None:
+            raise ValueError(
+                f"router {self.model_name}: onlineDir {self.online_dir} is set, so the router writes user "
+                "ids to the interaction log and history store, but pseudonymKeyFile is not, and raw user "
+                "ids are never written: set pseudonymKeyFile (recserve up generates "
+                "<state>/secrets/pseudonym.key; the operator mounts its pseudonym Secret), or drop onlineDir"
+            )
+        return self
 
 
 class Route(CamelModel):

@@ -4,7 +4,8 @@ Every event is checked against the catalog before anything is written, so a requ
 unknown item writes nothing. Then the events are appended to the interaction log and fsynced (a
 2xx means they survive a crash of this process or machine), and then the users' online
 histories are updated, so the next ``/v1/recommend`` for them excludes what they saw and reads
-what they liked. Delivery is at least once: a client that retries after a 503 may log an event
+what they liked. Both are keyed by the user's pseudonym (``privacy.py``): the raw id is never
+written. Delivery is at least once: a client that retries after a 503 may log an event
 twice, which training de-duplicates by (user, item, ts).
 """
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recserve_serving.errors import InvalidRequest, NotFound, Unavailable
 from recserve_serving.online.feedback_log import FeedbackEvent, FeedbackLog
+from recserve_serving.privacy import Pseudonymizer
 from recserve_serving.serve.catalog import Catalog
 
 MAX_EVENTS = 1000
@@ -43,10 +45,17 @@ def liked(event: FeedbackEvent, positive_threshold: float) -> bool:
     return event.event == "rating" and event.value is not None and event.value >= positive_threshold
 
 
-def record_feedback(request: FeedbackRequest, catalog: Catalog, log: FeedbackLog | None) -> FeedbackResponse:
+def record_feedback(
+    request: FeedbackRequest, catalog: Catalog, log: FeedbackLog | None, pseudonyms: Pseudonymizer | None
+) -> FeedbackResponse:
+    """Log and apply the events; the log and the store see each user's pseudonym, never their id."""
     if log is None:
         raise Unavailable(
             "feedback is not recorded by this router: its config has no onlineDir for the interaction log"
+        )
+    if pseudonyms is None:  # RouterConfig refuses an onlineDir without a key; this is the last guard
+        raise Unavailable(
+            "feedback is not recorded by this router: it has no pseudonym key (pseudonymKeyFile)"
         )
     codes = []
     for position, event in enumerate(request.events):
@@ -55,7 +64,7 @@ def record_feedback(request: FeedbackRequest, catalog: Catalog, log: FeedbackLog
         except NotFound as error:
             raise InvalidRequest(f"events[{position}].item_id: {error}; nothing was recorded") from None
     canonical = [
-        event.model_copy(update={"item_id": catalog.item_id(code)})
+        event.model_copy(update={"user_id": pseudonyms.user(event.user_id), "item_id": catalog.item_id(code)})
         for event, code in zip(request.events, codes, strict=True)
     ]
     log.append(canonical)

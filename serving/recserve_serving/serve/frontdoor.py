@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recserve_serving.errors import DeadlineExceeded, PayloadTooLarge, RecserveError
 from recserve_serving.serve.api_models import UNROUTED, VERSION_HEADER
-from recserve_serving.serve.http_errors import domain_answer, unexpected_answer
+from recserve_serving.serve.http_errors import domain_answer, route_template, unexpected_answer
 from recserve_serving.serve.metrics import ServingMetrics
 from recserve_serving.serving_spec import LimitsSpec
 
@@ -163,11 +163,11 @@ def _failure_answer(error: Exception, *, expired: bool, limits: LimitsSpec, scop
                 "large: retry later, send fewer pairs, or raise the limit"
             )
         )
-    return unexpected_answer(scope["method"], scope["path"], error)
+    return unexpected_answer(scope["method"], route_template(scope), error)
 
 
 def _observe(gate: Gate, scope: Scope, status: int, seconds: float) -> None:
-    endpoint = getattr(scope.get("route"), "path", "unmatched")
+    endpoint = route_template(scope)
     if endpoint in UNOBSERVED:
         return
     labels = (gate.model, scope.get(VERSION_KEY, UNROUTED))

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import Scope
 
 from recserve_serving.errors import Overloaded, RecserveError
 
@@ -34,8 +35,16 @@ def domain_answer(error: RecserveError) -> JSONResponse:
     return JSONResponse({"error": str(error)}, status_code=error.http_status, headers=headers)
 
 
-def unexpected_answer(method: str, path: str, error: BaseException) -> JSONResponse:
-    log.error("unhandled error on %s %s", method, path, exc_info=error)
+def route_template(scope: Scope) -> str:
+    """The matched route's template (``/v1/users/{user_id:path}``), never the request's path: a
+    path can hold a user id, and whatever names a request in logs and metrics must not."""
+    return str(getattr(scope.get("route"), "path", "unmatched"))
+
+
+def unexpected_answer(method: str, route: str, error: BaseException) -> JSONResponse:
+    """500 for a bug, logged with the route template and the traceback. The exception's own
+    message is logged too: recserve's errors name pseudonyms and fields, never raw user ids."""
+    log.error("unhandled error on %s %s", method, route, exc_info=error)
     return JSONResponse({"error": f"internal error: {type(error).__name__}"}, status_code=500)
 
 
@@ -56,4 +65,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-        return unexpected_answer(request.method, request.url.path, error)
+        return unexpected_answer(request.method, route_template(request.scope), error)
