@@ -17,12 +17,12 @@ from pydantic import ConfigDict, Field, model_validator
 from recserve_operator.api.placement import PlacementSpec
 from recserve_operator.api.status import RecommenderModelStatus
 from recserve_serving.dataspec import DataSpec
-from recserve_serving.trainingspec import TrainingSpec
 from recserve_serving.gpu_support import Combination, combination_problems
 from recserve_serving.recipe import OptimizationRecipe
 from recserve_serving.schema import CamelModel
 from recserve_serving.serving_spec import FaultInjectionSpec, ServingSpec
 from recserve_serving.spec_rules import CelRule, Loc, Problem, cel_rules, hinted_pattern, raise_if_any
+from recserve_serving.trainingspec import TrainingSpec
 from recserve_serving.uri_paths import S3_UNSUPPORTED, UNSAFE_PATH_CEL, path_problem
 
 GROUP = "recserve.dev"
