@@ -108,3 +108,27 @@ The operator's own pods are one of the peers: they scrape the serving apps' /met
   "metrics" $np.metrics
   "operator" (list $operator)) -}}
 {{- end -}}
+
+{{/* The retrain pods' ServiceAccount (in each model namespace); empty: the namespace's default. */}}
+{{- define "recserve.trainerServiceAccountName" -}}
+{{- if .Values.training.serviceAccount.create -}}
+{{- default (printf "%s-trainer" (include "recserve.fullname" .) | trunc 63 | trimSuffix "-") .Values.training.serviceAccount.name -}}
+{{- else -}}
+{{- .Values.training.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The pseudonymization key Secret routers and retrains mount (key `key`). */}}
+{{- define "recserve.pseudonymSecretName" -}}
+{{- default (printf "%s-pseudonym-key" (include "recserve.fullname" .) | trunc 63 | trimSuffix "-") .Values.privacy.pseudonymKey.existingSecret -}}
+{{- end -}}
+
+{{/* Namespaces that get the chart's per-namespace objects of models (trainer account, key):
+the watched ones, or the release namespace in `cluster` scope, where others are the user's. */}}
+{{- define "recserve.modelNamespaces" -}}
+{{- if include "recserve.clusterScope" . -}}
+{{- toJson (list .Release.Namespace) -}}
+{{- else -}}
+{{- include "recserve.watchedNamespaces" . -}}
+{{- end -}}
+{{- end -}}
