@@ -520,7 +520,11 @@ def test_retrain_settings_reach_the_operator_and_match_what_it_parses(tmp_path) 
     assert env["RECSERVE_PSEUDONYM_SECRET"] == "my-key"
     assert "RECSERVE_TRAINER_SERVICE_ACCOUNT" not in env  # the namespace's default account, no token
     parsed = OperatorSettings.from_env({k: v for k, v in env.items() if isinstance(v, str)})
-    assert parsed.trainer_resources == {"requests": {"cpu": "4", "memory": "16Gi"}}
+    # Helm merges maps into the defaults: the default limits stay unless set (or nulled).
+    assert parsed.trainer_resources == {
+        "requests": {"cpu": "4", "memory": "16Gi"},
+        "limits": {"cpu": "2", "memory": "8Gi"},
+    }
     # Bring-your-own key and no trainer account: the chart creates neither.
     assert not by_kind(docs, "Secret")
     assert [sa["metadata"]["name"] for sa in by_kind(docs, "ServiceAccount")] == ["rs-recserve"]

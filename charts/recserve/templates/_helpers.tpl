@@ -31,6 +31,19 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: recserve
 {{- end -}}
 
+{{/* Labels of objects that are not the operator's (list root component): the same set, with
+their own component, so no selector of the operator's matches them. */}}
+{{- define "recserve.componentLabels" -}}
+{{- $root := index . 0 -}}
+helm.sh/chart: {{ printf "%s-%s" $root.Chart.Name $root.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ include "recserve.name" $root }}
+app.kubernetes.io/instance: {{ $root.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+app.kubernetes.io/version: {{ $root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ $root.Release.Service }}
+app.kubernetes.io/part-of: recserve
+{{- end -}}
+
 {{- define "recserve.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "recserve.fullname" .) .Values.serviceAccount.name -}}
