@@ -126,7 +126,10 @@ def test_the_feedback_log_data_and_key_are_mounted_read_only_and_only_scratch_is
     assert by_path["/artifacts"]["readOnly"] is True
     assert by_path[PSEUDONYM_DIR]["readOnly"] is True
     volumes = {v["name"]: v for v in pod(cronjob)["volumes"]}
-    assert volumes["artifacts"]["persistentVolumeClaim"] == {"claimName": "recserve-artifacts", "readOnly": True}
+    assert volumes["artifacts"]["persistentVolumeClaim"] == {
+        "claimName": "recserve-artifacts",
+        "readOnly": True,
+    }
     key = volumes["pseudonym-key"]["secret"]
     assert key["secretName"] == "recserve-pseudonym-key"
     assert key["items"] == [{"key": "key", "path": "key"}]
@@ -157,7 +160,9 @@ def test_resources_and_pull_policy_follow_the_settings() -> None:
             "RECSERVE_PSEUDONYM_SECRET": "k",
             "RECSERVE_BUILDER_IMAGE": "reg/builder:2",
             "RECSERVE_TRAINER_PULL_POLICY": "Always",
-            "RECSERVE_TRAINER_RESOURCES": json.dumps({"requests": {"cpu": "4"}, "limits": {"memory": "16Gi"}}),
+            "RECSERVE_TRAINER_RESOURCES": json.dumps(
+                {"requests": {"cpu": "4"}, "limits": {"memory": "16Gi"}}
+            ),
         }
     )
     container = pod(plan_training_cronjob(TRAINED, settings))["containers"][0]
@@ -221,7 +226,7 @@ def test_the_spec_hash_is_stable_and_moves_with_the_spec() -> None:
 
 def test_nothing_is_planned_without_spec_training_or_without_registry_and_key() -> None:
     assert training_blocker(model(None), SETTINGS) == "spec.training is not set"
-    with pytest.raises(ValueError, match="spec.training is not set"):
+    with pytest.raises(ValueError, match=r"spec\.training is not set"):
         plan_training_cronjob(model(None), SETTINGS)
     no_registry = OperatorSettings(pseudonym_secret="k")
     assert "config.mlflowTrackingUri" in (training_blocker(TRAINED, no_registry) or "")
@@ -352,7 +357,9 @@ def test_an_api_failure_keeps_the_last_training_status_and_is_retried(
     assert "retrain CronJob not applied" in (kept.message or "")
 
 
-def test_without_a_scheduler_status_says_to_run_recserve_retrain_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_a_scheduler_status_says_to_run_recserve_retrain_by_hand(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(handlers, "_training", None)
     status, error = handlers.sync_training(TRAINED)
     assert error is None and status is not None and status.cron_job is None
