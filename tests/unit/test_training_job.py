@@ -317,10 +317,17 @@ def test_the_platform_creates_keeps_patches_and_deletes_the_cronjob(fake: FakeKu
     assert fake.writes[-1] == ("patch", "movielens-ranker-retrain")
     assert status is not None and status.schedule == "30 2 * * *"
     assert fake.objects[("ml", "movielens-ranker-retrain")]["spec"]["schedule"] == "30 2 * * *"
-    assert platform.sync_training(model(None)) is None
+    removed = model(None).model_copy(update={"status": RecommenderModelStatus(training=status)})
+    assert platform.sync_training(removed) is None
     assert fake.writes[-1] == ("delete", "movielens-ranker-retrain") and not fake.objects
-    assert platform.sync_training(model(None)) is None
+    assert platform.sync_training(removed) is None
     assert fake.writes[-1] == ("delete", "movielens-ranker-retrain")  # nothing more to delete
+
+
+def test_a_model_without_training_or_a_recorded_retrain_costs_no_api_call(fake: FakeKube) -> None:
+    fake.fail = Unavailable("no call was expected")
+    assert ClusterPlatform(SETTINGS).sync_training(model(None)) is None
+    assert fake.writes == []
 
 
 def test_the_platform_leaves_a_cronjob_it_does_not_own(fake: FakeKube) -> None:
@@ -330,7 +337,8 @@ def test_the_platform_leaves_a_cronjob_it_does_not_own(fake: FakeKube) -> None:
     status = ClusterPlatform(SETTINGS).sync_training(TRAINED)
     assert status is not None and status.cron_job is None
     assert "is not this model's" in (status.message or "")
-    assert ClusterPlatform(SETTINGS).sync_training(model(None)) is None
+    removed = model(None).model_copy(update={"status": RecommenderModelStatus(training=status)})
+    assert ClusterPlatform(SETTINGS).sync_training(removed) is None
     assert fake.writes == []
 
 

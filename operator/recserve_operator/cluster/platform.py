@@ -133,6 +133,11 @@ class ClusterPlatform:
         planned form changed, deleted when the block is gone or cannot be scheduled) and returns
         ``status.training``. One read and at most one write, like every method here; API failures
         raise ``Unavailable``. Serving does not wait on it: the handler runs it after the pass."""
+        if model.spec.training is None and (model.status is None or model.status.training is None):
+            # Status is the operator's memory: without spec.training and with no retrain recorded
+            # there is nothing of ours to remove, and most models need no read per pass for it.
+            # (A CronJob created but never recorded still goes with the model: owner reference.)
+            return None
         namespace = model.metadata.namespace or "default"
         name = cronjob_name(model.metadata.name or "")
         current = kube.get_cronjob(namespace, name)
