@@ -80,6 +80,7 @@ def test_spec_training_becomes_an_owned_cronjob_kept_in_line_with_the_spec(
         assert owner["controller"] is True
         spec = created["spec"]
         assert (spec["schedule"], spec["suspend"], spec["concurrencyPolicy"]) == (SCHEDULE, False, "Forbid")
+        assert spec["timeZone"] == "Etc/UTC"
         job = spec["jobTemplate"]["spec"]
         assert job["activeDeadlineSeconds"] == 45 * 60
         pod = job["template"]["spec"]

@@ -74,6 +74,7 @@ def test_schedule_suspend_and_concurrency_come_from_spec_training() -> None:
     assert cronjob["apiVersion"] == "batch/v1" and cronjob["kind"] == "CronJob"
     spec = cronjob["spec"]
     assert (spec["schedule"], spec["suspend"], spec["concurrencyPolicy"]) == ("0 3 * * 0", False, "Forbid")
+    assert spec["timeZone"] == "Etc/UTC"
     assert spec["startingDeadlineSeconds"] > 0
     assert spec["successfulJobsHistoryLimit"] >= 1 and spec["failedJobsHistoryLimit"] >= 1
     suspended = plan_training_cronjob(model({"schedule": "@daily", "suspend": True}), SETTINGS)
@@ -220,7 +221,7 @@ def test_the_spec_hash_is_stable_and_moves_with_the_spec() -> None:
     # A hand edit of the schedule or suspension (which spec owns) is put back; API defaults are not.
     edited = {**first, "spec": {**first["spec"], "suspend": True}}
     assert needs_update(edited, first)
-    defaulted = {**first, "spec": {**first["spec"], "timeZone": None}}
+    defaulted = {**first, "spec": {**first["spec"], "successfulJobsHistoryLimit": 3, "extra": None}}
     assert not needs_update(defaulted, first)
 
 

@@ -49,6 +49,8 @@ STARTING_DEADLINE_SECONDS = 3600
 slot instead of starting at an unplanned hour, and missed slots never pile up."""
 BACKOFF_LIMIT = 1
 """One retry: a retrain is deterministic on its data, so a second failure is not a flake."""
+SCHEDULE_TIME_ZONE = "Etc/UTC"
+"""spec.training.schedule is read in UTC."""
 SUCCESSFUL_HISTORY, FAILED_HISTORY = 3, 3
 TTL_SECONDS_AFTER_FINISHED = 7 * 24 * 3600
 
@@ -179,6 +181,8 @@ def plan_training_cronjob(model: RecommenderModel, settings: OperatorSettings) -
     meta = metadata(model, cronjob_name(name), TRAINING_COMPONENT)
     spec: dict[str, Any] = {
         "schedule": training.schedule,
+        # Pinned, so that a schedule means the same hour whatever zone the controller-manager runs in.
+        "timeZone": SCHEDULE_TIME_ZONE,
         "suspend": training.suspend,
         "concurrencyPolicy": "Forbid",
         "startingDeadlineSeconds": STARTING_DEADLINE_SECONDS,
