@@ -21,6 +21,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("recserve_operator.commands.validate", "check RecommenderModel manifests"),
     "crd": ("recserve_operator.commands.crd", "print or check the generated CRD YAML"),
     "train": ("recserve_operator.commands.train", "fine-tune the MovieLens ranker and register it"),
+    "retrain": (
+        "recserve_operator.commands.retrain",
+        "fine-tune a model's stable version on its new feedback; a version no worse moves to the candidate",
+    ),
     "eval": (
         "recserve_operator.commands.eval",
         "measure ranking quality on the full-catalog temporal split (offline or a live endpoint)",

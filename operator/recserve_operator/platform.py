@@ -74,6 +74,11 @@ class Platform(Protocol):
 
     def deploy(self, model: RecommenderModel, plan: DeployPlan) -> DeployOutcome: ...
 
+    def move_alias(self, name: str, alias: str, version: str) -> None:
+        """Point registered model ``name``'s ``alias`` at ``version`` (a promotion); ``Unavailable``
+        when the registry cannot be reached, so the pass tries again."""
+        ...
+
     def teardown(self, model: RecommenderModel) -> None:
         """Remove what serves ``model`` where no owner reference will (the model is being deleted)."""
         ...

@@ -9,6 +9,7 @@ default (``recserve up``), each through its own ``Platform``.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -19,11 +20,12 @@ from recserve_operator.api.status import (
     RECONCILING,
     STALLED,
     CanaryStatus,
+    ChampionStatus,
     Phase,
     RecommenderModelStatus,
     VersionStatus,
 )
-from recserve_operator.api.types import RecommenderModel
+from recserve_operator.api.types import AnalysisSpec, CanarySpec, CanaryStep, CheckpointRef, RecommenderModel
 from recserve_operator.planners.analysis import WindowMetrics, judge
 from recserve_operator.planners.canary import (
     FINISHED,
@@ -41,7 +43,14 @@ from recserve_operator.planners.canary import (
 from recserve_operator.planners.conditions import ConditionSpec, merge_conditions
 from recserve_operator.planners.serve_config import DeployPlan, ServedVersion
 from recserve_operator.platform import CheckpointInfo, DeployOutcome, EngineOutcome, Platform
-from recserve_serving.errors import CheckpointError, EngineError, QualityGateFailed, RecipeError, Unavailable
+from recserve_serving.errors import (
+    AliasNotSet,
+    CheckpointError,
+    EngineError,
+    QualityGateFailed,
+    RecipeError,
+    Unavailable,
+)
 from recserve_serving.recipe import OptimizationRecipe
 from recserve_serving.redact import redact
 from recserve_serving.serve.config import TrafficSplit
@@ -96,6 +105,29 @@ def _failed(error: EngineError) -> EngineOutcome:
 
 
 PROMOTION_NOT_IN_SPEC = "PromotionNotInSpec"
+CHAMPION = "champion"
+_MODELS_ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[\w.-]+)/?$")
+MOVED_ALIAS_STEPS = (CanaryStep(weight=10, pause="2m"), CanaryStep(weight=50, pause="2m"))
+MOVED_ALIAS_ANALYSIS = AnalysisSpec(max_error_rate=0.01, min_requests=100)
+"""How a moved stable alias is canaried when spec names no canary to borrow steps and analysis from."""
+
+
+def moved_alias_canary(model: RecommenderModel) -> CanarySpec:
+    """The canary of the version spec.checkpoint now resolves to: spec's own canary settings when it
+    has a canary (its steps, analysis, stickiness; the stable recipe), else ``MOVED_ALIAS_*``."""
+    spec = model.spec
+    own = spec.rollout.canary
+    ref = CheckpointRef(uri=spec.checkpoint.uri)
+    if own is None:
+        return CanarySpec(checkpoint=ref, steps=list(MOVED_ALIAS_STEPS), analysis=MOVED_ALIAS_ANALYSIS)
+    return own.model_copy(update={"checkpoint": ref, "optimization": None, "fault_injection": None})
+
+
+def promotion_alias(model: RecommenderModel, registered: str) -> str:
+    """The alias a promotion of ``registered``'s version moves: the one spec.checkpoint follows when
+    it names an alias of the same registered model (so stable follows the promotion), else champion."""
+    match = _MODELS_ALIAS.match(model.spec.checkpoint.uri)
+    return match["alias"] if match and match["name"] == registered else CHAMPION
 
 
 class _Pass:
@@ -111,6 +143,11 @@ class _Pass:
         self.previous = model.status or RecommenderModelStatus()
         self.generation = model.metadata.generation
         self.events: list[Event] = []
+        self.canary_spec: CanarySpec | None = model.spec.rollout.canary
+        """The canary this pass rolls out: spec's, or that of a moved stable alias."""
+        self.champion = self.previous.champion
+        self.spec_digest: str | None = None
+        self.no_canary_note = "no canary: spec names none, or its checkpoint is what stable serves"
 
     def status(
         self,
@@ -121,13 +158,19 @@ class _Pass:
         canary: CanaryStatus | None = None,
         endpoint: str | None = None,
     ) -> RecommenderModelStatus:
-        return RecommenderModelStatus(
-            observed_generation=self.generation,
-            phase=phase,
-            conditions=merge_conditions(self.previous.conditions, conditions, self.generation, self.now),
-            stable=stable if stable is not None else self.previous.stable,
-            canary=canary,
-            endpoint=endpoint if endpoint is not None else self.previous.endpoint,
+        # Fields this pass does not own (written beside it, e.g. training) are carried over.
+        return self.previous.model_copy(
+            update={
+                "observed_generation": self.generation,
+                "phase": phase,
+                "conditions": merge_conditions(
+                    self.previous.conditions, conditions, self.generation, self.now
+                ),
+                "stable": stable if stable is not None else self.previous.stable,
+                "canary": canary,
+                "endpoint": endpoint if endpoint is not None else self.previous.endpoint,
+                "champion": self.champion,
+            }
         )
 
     def stalled(self, reason: str, message: str, *, engine_ready: bool = False) -> Outcome:
@@ -159,7 +202,9 @@ class _Pass:
 
     def recipe(self, canary: bool) -> OptimizationRecipe:
         spec = self.model.spec
-        return spec.canary_recipe if canary and spec.canary_recipe else spec.optimization
+        if canary and self.canary_spec is not None and self.canary_spec.optimization is not None:
+            return self.canary_spec.optimization
+        return spec.optimization
 
     def engine(self, version: str, checkpoint: CheckpointInfo, canary: bool) -> EngineOutcome:
         try:
@@ -176,6 +221,13 @@ class _Pass:
             return self.stalled("CheckpointNotFound", str(error))
         except Unavailable as error:
             return self.waiting("Pending", "RegistryUnavailable", str(error), 30, retry=True)
+        served = self.serving_before_alias_moved(stable_ckpt)
+        if served is not None:
+            # spec.checkpoint is unchanged but names another version now (its alias moved): the
+            # version serving keeps serving, and the new one earns its traffic as a canary.
+            self.canary_spec = moved_alias_canary(self.model)
+            assert served.engine_dir is not None
+            return self.rollout(ServedVersion(served.label or _label(stable_ckpt), served.engine_dir), served)
         try:
             stable_engine = self.engine("stable", stable_ckpt, canary=False)
         except (RecipeError, CheckpointError) as error:
@@ -190,6 +242,29 @@ class _Pass:
         stable_status = _version_status(stable_ckpt, stable_engine, self.recipe(canary=False), stable.label)
         self.note_new_engine(stable.label, stable_status)
         return self.rollout(stable, stable_status)
+
+    def serving_before_alias_moved(self, resolved: CheckpointInfo) -> VersionStatus | None:
+        """What serves now, when unchanged spec.checkpoint resolves to another version and the
+        strategy is Canary; None when there is nothing to guard (first deploy, same version, a
+        promotion that moved the alias itself, an edit of spec.checkpoint, strategy Immediate)."""
+        if self.model.spec.rollout.strategy == "Immediate":
+            return None
+        served = self.previous.stable
+        if served is None or served.engine_dir is None or served.digest == resolved.digest:
+            return None
+        canary = self.previous.canary
+        promoted = canary is not None and canary.state == "Promoted"
+        if promoted and canary is not None and canary.digest == resolved.digest:
+            return None  # the promotion moved the alias: stable now names what already serves
+        written_as, was = served.checkpoint, served.digest
+        if promoted and canary is not None and canary.digest == served.digest:
+            if canary.replaced is None:
+                return None
+            # A promoted canary serves in place of what spec.checkpoint named then.
+            written_as, was = canary.replaced.checkpoint, canary.replaced.digest
+        if resolved.digest == was:
+            return None
+        return served if written_as == self.model.spec.checkpoint.uri else None
 
     def note_new_engine(self, label: str, version: VersionStatus) -> None:
         engine = version.engine
@@ -206,15 +281,24 @@ class _Pass:
             self.events.append(Event("Normal", "EngineBuilt", message))
 
     def rollout(self, stable: ServedVersion, stable_status: VersionStatus) -> Outcome:
-        canary_spec = self.model.spec.rollout.canary
+        canary_spec = self.canary_spec
         if canary_spec is None:
             return self.without_canary(stable, stable_status)
         try:
             canary_ckpt = self.platform.resolve(canary_spec.checkpoint.uri)
+        except AliasNotSet as error:
+            # models:/NAME@candidate before any retrain set it: nothing to canary yet, not an error.
+            self.no_canary_note = f"{error}; no canary until it is set (a retrain sets it)"
+            return self.without_canary(stable, stable_status)
         except (CheckpointError, RecipeError) as error:
             return self.stalled("CanaryInvalid", str(error), engine_ready=True)
         except Unavailable as error:
             return self.waiting("Pending", "RegistryUnavailable", str(error), 30, retry=True)
+        canary_recipe = recipe_fingerprint(self.recipe(canary=True))
+        if canary_ckpt.digest == stable_status.digest and canary_recipe == stable_status.recipe:
+            # The canary names what stable serves (a candidate alias right after its promotion
+            # moved champion, or before any retrain): there is nothing to roll out.
+            return self.without_canary(stable, stable_status)
         identity = CanaryIdentity(
             canary_ckpt.uri,
             canary_ckpt.version,
@@ -280,6 +364,15 @@ class _Pass:
         the version it replaced keeps serving: going back must be asked for, never implied."""
         promoted = self.previous.canary
         if (
+            self.canary_spec is not None
+            and promoted is not None
+            and promoted.state == "Promoted"
+            and promoted.digest == stable_status.digest
+        ):
+            # Spec's canary and stable both name the promoted version now (the promotion moved
+            # the stable alias): keep the record of the promotion while spec keeps its canary.
+            return self.deploy(stable, stable_status, CanaryDecision(promoted), None, "")
+        if (
             promoted is not None
             and promoted.state == "Promoted"
             and promoted.engine_dir
@@ -297,7 +390,7 @@ class _Pass:
             return None
 
     def canary_step(self, identity: CanaryIdentity, stable_label: str, canary_label: str) -> CanaryDecision:
-        canary_spec = self.model.spec.rollout.canary
+        canary_spec = self.canary_spec
         assert canary_spec is not None
         current = self.previous.canary
         analysis = None
@@ -334,13 +427,16 @@ class _Pass:
     ) -> Outcome:
         canary = decision.status
         serving_canary = canary is not None and canary.state in {"Progressing", "Paused"}
+        self.spec_digest = stable_status.digest  # what spec.checkpoint names, before a promotion stands in
         if decision.promoted and canary_served is not None and canary is not None:
             if canary.replaced is None:
                 canary = canary.model_copy(update={"replaced": stable_status})
                 decision = replace(decision, status=canary)
             stable, stable_status = canary_served, _as_version(canary)
+        if decision.promoted and canary is not None:
+            self.record_promotion(canary)
         plan = DeployPlan(stable)
-        canary_spec = self.model.spec.rollout.canary
+        canary_spec = self.canary_spec
         if serving_canary and canary_served is not None and canary_spec is not None:
             split = TrafficSplit(canary_weight=decision.weight, shadow_percent=canary_spec.shadow_percent)
             # A drill's faults live only while the version is a canary: promoted, it serves clean.
@@ -364,7 +460,10 @@ class _Pass:
         progressing = canary is not None and canary.state in {"Progressing", "Paused"}
         failed_canary = canary is not None and canary.state in {"RolledBack", "Aborted"}
         promotion_not_in_spec = (
-            canary is not None and canary.state == "Promoted" and self.model.spec.rollout.canary is None
+            canary is not None
+            and canary.state == "Promoted"
+            and self.canary_spec is None
+            and canary.digest != self.spec_digest
         )
         if not deployed.ready:
             phase: Phase = "Deploying"
@@ -412,10 +511,43 @@ class _Pass:
             requeue = BUILD_POLL_SECONDS
         return Outcome(status, self.events, requeue_after=requeue)
 
-    @staticmethod
-    def canary_condition(canary: CanaryStatus | None) -> ConditionSpec:
+    def record_promotion(self, canary: CanaryStatus) -> None:
+        """Move the registry alias to a promoted registry version, once per promotion: later passes
+        see it in status.champion and leave the registry alone, so a person who moves the alias
+        again is not overruled (that move is canaried like any other)."""
+        match = re.match(r"^models:/(?P<name>[^/@]+)", canary.checkpoint)
+        if match is None or canary.version is None:
+            return
+        name = match["name"]
+        alias = promotion_alias(self.model, name)
+        done = self.champion
+        if done is not None and (done.model, done.alias, done.version) == (name, alias, canary.version):
+            return
+        try:
+            self.platform.move_alias(name, alias, canary.version)
+        except (Unavailable, CheckpointError) as error:
+            self.events.append(
+                Event(
+                    "Warning",
+                    "ChampionNotMoved",
+                    f"models:/{name}@{alias} not moved to {canary.version}: {error}",
+                )
+            )
+            return
+        self.champion = ChampionStatus(
+            model=name, alias=alias, version=canary.version, moved_at=self.now, from_canary=canary.checkpoint
+        )
+        self.events.append(
+            Event(
+                "Normal",
+                "ChampionMoved",
+                f"models:/{name}@{alias} now names version {canary.version} (promoted canary {canary.checkpoint})",
+            )
+        )
+
+    def canary_condition(self, canary: CanaryStatus | None) -> ConditionSpec:
         if canary is None:
-            return ConditionSpec(CANARY_HEALTHY, "True", "NoCanary", "no canary in spec")
+            return ConditionSpec(CANARY_HEALTHY, "True", "NoCanary", self.no_canary_note)
         analysis = canary.analysis
         detail = analysis.message if analysis else "no analysis yet"
         if canary.state in {"RolledBack", "Aborted"}:

@@ -275,11 +275,30 @@ class Dataset:
         return [int(m) for m in frame.item[frame.liked]]
 
 
-def load_dataset(spec: DataSpec, *, holdout_fraction: float = 0.2) -> Dataset:
-    """``spec.data``'s tables, read and checked (``DataError`` names what is wrong), as a Dataset."""
+def load_dataset(spec: DataSpec, *, holdout_fraction: float = 0.2, until: int | None = None) -> Dataset:
+    """``spec.data``'s tables, read and checked (``DataError`` names what is wrong), as a Dataset.
+
+    ``until`` (Unix seconds) keeps only interactions at or before it: a model trained "as of" a
+    past moment, which a retrain then brings up to date with what came later."""
     from recserve_serving.tabular import load_data
 
-    return Dataset(load_data(spec), holdout_fraction)
+    loaded = load_data(spec)
+    return Dataset(loaded if until is None else interactions_until(loaded, until), holdout_fraction)
+
+
+def interactions_until(loaded: LoadedData, until: int) -> LoadedData:
+    """``loaded`` without the interactions after ``until``; its digest says where it was cut."""
+    import hashlib
+    from dataclasses import replace
+
+    kept = loaded.interactions[loaded.interactions.timestamp <= until].reset_index(drop=True)
+    if kept.empty:
+        first = int(loaded.interactions.timestamp.min())
+        raise DataError(
+            f"no interactions at or before {until} (the data starts at {first}): choose a later --until"
+        )
+    digest = hashlib.sha256(f"{loaded.digest}\nuntil={int(until)}".encode()).hexdigest()
+    return replace(loaded, interactions=kept, digest=digest)
 
 
 def temporal_split(

@@ -57,6 +57,10 @@ class CheckpointError(RecserveError):
     http_status = 422
 
 
+class AliasNotSet(CheckpointError):
+    """A registered model exists but has no such alias yet (e.g. @candidate before any retrain)."""
+
+
 class DataError(RecserveError):
     """A catalog or interaction table is missing, unreadable, or does not match its ``spec.data``
     mapping; the message names the file, the spec field and the fix."""

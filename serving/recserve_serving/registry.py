@@ -12,19 +12,24 @@ import contextlib
 import io
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from recserve_serving.engine.digests import directory_digest
-from recserve_serving.errors import CheckpointError
+from recserve_serving.errors import AliasNotSet, CheckpointError
 from recserve_serving.registry_http import NOT_FOUND_CODES, bound_registry_calls, registry_failure
 from recserve_serving.uri_paths import S3_UNSUPPORTED, SUPPORTED_CHECKPOINTS, path_problem, pvc_path
 
 CHAMPION = "champion"
 DIGEST_TAG = "recserve.digest"
+LINEAGE_PREFIX = "recserve."
+"""Every tag recserve writes on a model version starts with this: lineage (``data_cutoff``,
+``parent_version``, ...) next to the digest, apart from whatever else a shared MLflow holds."""
+DATA_CUTOFF_TAG = "recserve.data_cutoff"
+"""Unix seconds of the newest interaction a version was trained on: where its retrain starts."""
 EXPERIMENT = "recserve-training"
 ARTIFACT_PATH = "checkpoint"
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w.-]+))/?$")
@@ -78,14 +83,29 @@ class Registry:
     def has_model(self, name: str) -> bool:
         return name in self.model_names()
 
-    def register(self, name: str, checkpoint_dir: Path, metrics: dict[str, float]) -> ResolvedCheckpoint:
-        """Log ``checkpoint_dir`` as a run's artifacts, make it the newest version, alias it champion."""
+    def register(
+        self,
+        name: str,
+        checkpoint_dir: Path,
+        metrics: dict[str, float],
+        *,
+        tags: Mapping[str, str] | None = None,
+        aliases: Sequence[str] = (CHAMPION,),
+    ) -> ResolvedCheckpoint:
+        """Log ``checkpoint_dir`` as a run's artifacts and make it the newest version.
+
+        ``tags`` (lineage: ``recserve.parent_version``, ``recserve.data_cutoff``, ...) go on the
+        model version, where a resolver reads them; ``metrics`` on the run. The new version takes
+        ``aliases``: champion by default, as a first ``recserve train`` wants; a retrain passes its
+        candidate alias, or none when it is rejected.
+        """
         from mlflow.exceptions import MlflowException
 
         checkpoint_dir = Path(checkpoint_dir)
         if not checkpoint_dir.is_dir():
             raise CheckpointError(f"cannot register {checkpoint_dir}: not a directory")
         digest = directory_digest(checkpoint_dir)
+        version_tags = {**{k: str(v) for k, v in (tags or {}).items()}, DIGEST_TAG: digest}
         with _quiet():
             run = self.client.create_run(self._experiment_id(), run_name=f"train-{name}")
             run_id = run.info.run_id
@@ -99,9 +119,30 @@ class Registry:
             except MlflowException:
                 self.client.create_registered_model(name)
             source = f"{run.info.artifact_uri}/{ARTIFACT_PATH}"
-            version = self.client.create_model_version(name, source, run_id=run_id, tags={DIGEST_TAG: digest})
-            self.client.set_registered_model_alias(name, CHAMPION, version.version)
+            version = self.client.create_model_version(name, source, run_id=run_id, tags=version_tags)
+            for alias in aliases:
+                self.client.set_registered_model_alias(name, alias, version.version)
         return self.resolve(f"models:/{name}/{version.version}")
+
+    def set_alias(self, name: str, alias: str, version: str | int) -> None:
+        """Point ``models:/name@alias`` at ``version`` (which must exist)."""
+        self._entry(f"models:/{name}/{version}", name, str(version), None)
+        with _quiet():
+            self.client.set_registered_model_alias(name, alias, str(version))
+
+    def version_tags(self, name: str, version: str | int) -> dict[str, str]:
+        """The tags of one model version (the digest and lineage among them)."""
+        entry = self._entry(f"models:/{name}/{version}", name, str(version), None)
+        return {str(k): str(v) for k, v in (entry.tags or {}).items()}
+
+    def latest_version(self, name: str) -> str:
+        """The highest version number of ``name``; CheckpointError when it has none."""
+        with _quiet():
+            versions = [int(v.version) for v in self.client.search_model_versions(f"name='{name}'")]
+        if not versions:
+            known = ", ".join(self.model_names()) or "none"
+            raise CheckpointError(f"models:/{name}: no registered model {name!r} (registered: {known})")
+        return str(max(versions))
 
     def resolve(self, uri: str) -> ResolvedCheckpoint:
         """A local, digest-verified checkpoint for any supported URI."""
@@ -151,7 +192,7 @@ class Registry:
             )
             if alias is not None and alias not in (model.aliases or {}):
                 known = ", ".join(f"@{a}" for a in sorted(model.aliases or {})) or "none"
-                raise CheckpointError(f"{uri}: model {name!r} has no alias @{alias} (aliases: {known})")
+                raise AliasNotSet(f"{uri}: model {name!r} has no alias @{alias} (aliases: {known})")
             if version is not None and version not in versions:
                 raise CheckpointError(
                     f"{uri}: model {name!r} has no version {version} (versions: {', '.join(versions) or 'none'})"

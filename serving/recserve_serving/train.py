@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from recserve_serving.data import Dataset, Pair
+from recserve_serving.errors import RecserveError
 from recserve_serving.evaluate import EvalSet, eval_set, evaluate_scorer, popularity_scores, ranking_metrics
 from recserve_serving.model import Checkpoint, new_ranker, save_checkpoint, score_pairs
 from recserve_serving.registry import Registry, ResolvedCheckpoint
@@ -41,6 +42,10 @@ PREFIX_MAX_LEN = 128
 
 def default_max_len(shape: str) -> int:
     return PREFIX_MAX_LEN if shape == "prefix" else DEFAULT_MAX_LEN
+
+
+class TrainingBudgetExceeded(RecserveError):
+    """Training ran past its wall-clock deadline; the caller registers nothing."""
 
 
 LabelLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -136,11 +141,14 @@ def fit(
     *,
     loss_for: InputsLoss | None = None,
     pairs: list[Pair] | None = None,
+    deadline: float | None = None,
 ) -> dict[str, float]:
     """Train ``checkpoint.model`` in place on freshly sampled pairs; distillation passes ``loss_for``.
 
     ``loss_for(logits, labels, inputs)`` replaces the default listwise loss so the same loop
     (threads, schedule, FGM, seeding) serves fine-tuning, pruning recovery and distillation.
+    ``deadline`` (a ``time.monotonic()`` instant): past it, ``TrainingBudgetExceeded`` is raised
+    between steps, so a retrain with a wall-clock budget stops without a half-trained result.
     """
     torch.set_num_threads(2)
     seed_everything(settings.seed)
@@ -168,9 +176,14 @@ def fit(
     encoder: Any = model.encoder
     fgm = _FGM(encoder.embeddings, settings.adversarial) if settings.adversarial else None
     criterion = listwise_loss(group)
-    losses = []
+    losses: list[float] = []
     start = time.perf_counter()
     for batch in batches:
+        if deadline is not None and time.monotonic() > deadline:
+            raise TrainingBudgetExceeded(
+                f"training stopped after {len(losses)} of {len(batches)} steps: the time budget ran out; "
+                "raise spec.training.budget.maxMinutes or lower budget.steps"
+            )
         inputs = checkpoint.encode(
             [p.user_text for p in batch], [p.item_text for p in batch], settings.max_len
         )
@@ -317,11 +330,20 @@ def train_ranker(
 def train_and_register(
     registry: Registry, name: str, data: Dataset | None = None, **settings: Any
 ) -> tuple[ResolvedCheckpoint, dict[str, float]]:
-    """Train (``train_ranker`` keyword settings) in a scratch dir under the state, register, return both."""
-    from recserve_serving.example_data import load_example
+    """Train (``train_ranker`` keyword settings) in a scratch dir under the state, register, return both.
 
+    The version records its data's newest timestamp (``recserve.data_cutoff``): a later retrain
+    fine-tunes on what arrived after it."""
+    from recserve_serving.example_data import load_example
+    from recserve_serving.lineage import training_tags
+
+    data = data if data is not None else load_example()
     settings.setdefault("index_dir", registry.state / "retrieval")
+    timestamps = data.interactions.timestamp
+    tags = training_tags(
+        data_cutoff=int(timestamps.max()), data_digest=data.digest, data_start=int(timestamps.min())
+    )
     with tempfile.TemporaryDirectory(prefix="recserve-train-", dir=registry.state) as scratch:
         out = Path(scratch) / "checkpoint"
-        metrics = train_ranker(data if data is not None else load_example(), out, **settings)
-        return registry.register(name, out, metrics), metrics
+        metrics = train_ranker(data, out, **settings)
+        return registry.register(name, out, metrics, tags=tags), metrics

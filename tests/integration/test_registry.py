@@ -83,3 +83,23 @@ def test_a_pvc_uri_that_climbs_out_of_its_claim_is_refused(registry, tmp_path, m
     (tmp_path / "claims" / "models" / "link").symlink_to(tmp_path / "secret")
     with pytest.raises(CheckpointError, match="outside the claim"):
         registry.resolve("pvc://models/link")
+
+
+def test_tags_aliases_and_the_latest_version(registry, tmp_path) -> None:
+    first = registry.register(
+        "ranker", _checkpoint(tmp_path / "a", "one"), {}, tags={"recserve.data_cutoff": "10"}
+    )
+    second = registry.register(
+        "ranker", _checkpoint(tmp_path / "b", "two"), {}, tags={"recserve.parent_version": "1"}, aliases=()
+    )
+    assert registry.resolve("models:/ranker@champion").version == first.version == "1"
+    tags = registry.version_tags("ranker", "2")
+    assert tags["recserve.parent_version"] == "1" and tags["recserve.digest"] == second.digest
+    assert registry.version_tags("ranker", 1)["recserve.data_cutoff"] == "10"
+    assert registry.latest_version("ranker") == "2"
+    registry.set_alias("ranker", "candidate", 2)
+    assert registry.resolve("models:/ranker@candidate").digest == second.digest
+    with pytest.raises(CheckpointError, match=r"no version 9 \(versions: 1, 2\)"):
+        registry.set_alias("ranker", "candidate", 9)
+    with pytest.raises(CheckpointError, match="no registered model 'nope'"):
+        registry.latest_version("nope")

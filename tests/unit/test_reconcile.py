@@ -15,7 +15,7 @@ from recserve_operator.planners.serve_config import DeployPlan
 from recserve_operator.platform import CheckpointInfo, DeployOutcome, EngineOutcome
 from recserve_operator.reconcile import reconcile
 from recserve_operator.validate import load_model
-from recserve_serving.errors import CheckpointError, EngineError, QualityGateFailed, Unavailable
+from recserve_serving.errors import AliasNotSet, CheckpointError, EngineError, QualityGateFailed, Unavailable
 
 pytestmark = pytest.mark.unit
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests/examples"
@@ -36,10 +36,13 @@ class World:
     deployed: list[DeployPlan] = field(default_factory=list)
     builds: list[tuple[str, str]] = field(default_factory=list)
     windows: list[tuple[datetime, datetime]] = field(default_factory=list)
+    moves: list[tuple[str, str, str]] = field(default_factory=list)
 
     def resolve(self, uri):
         if self.registry_down:
             raise Unavailable("registry unreachable")
+        if uri not in self.checkpoints and "@" in uri:
+            raise AliasNotSet(f"{uri}: model has no such alias")
         if uri not in self.checkpoints:
             raise CheckpointError(f"{uri}: no such model")
         return self.checkpoints[uri]
@@ -64,6 +67,12 @@ class World:
     def canary_metrics(self, model, stable, canary, since, now):
         self.windows.append((since, now))
         return self.metrics
+
+    def move_alias(self, name, alias, version):
+        if self.registry_down:
+            raise Unavailable("registry unreachable")
+        self.moves.append((name, alias, version))
+        self.checkpoints[f"models:/{name}@{alias}"] = self.checkpoints[f"models:/{name}/{version}"]
 
 
 def world() -> World:
@@ -498,3 +507,147 @@ def test_a_fault_drill_reaches_the_canary_alone_and_ends_with_promotion():
         now += timedelta(minutes=1)
     assert w.deployed[-1].stable.label == "movielens-ranker/2"
     assert w.deployed[-1].stable.fault_injection is None and w.deployed[-1].canary is None
+
+
+# Registry aliases: a retrain moves @candidate, a promotion moves @champion, and a move of the
+# stable alias itself never bypasses a canary unless spec opts out (rollout.strategy: Immediate).
+
+CHAMPION = "models:/movielens-ranker@champion"
+CANDIDATE = "models:/movielens-ranker@candidate"
+
+
+def aliased_world(champion="1", candidate="2"):
+    w = world()
+    w.checkpoints["models:/movielens-ranker/3"] = CheckpointInfo(
+        "models:/movielens-ranker/3", "movielens-ranker", "3", "d3"
+    )
+    w.checkpoints[CHAMPION] = replace(w.checkpoints[f"models:/movielens-ranker/{champion}"], uri=CHAMPION)
+    w.checkpoints[CANDIDATE] = replace(w.checkpoints[f"models:/movielens-ranker/{candidate}"], uri=CANDIDATE)
+    return w
+
+
+def move(w, uri, version):
+    w.checkpoints[uri] = replace(w.checkpoints[f"models:/movielens-ranker/{version}"], uri=uri)
+
+
+def run_until(model, w, now, done, passes=20):
+    outcome = None
+    for _ in range(passes):
+        model, outcome = step(model, w, now)
+        now += timedelta(minutes=1)
+        if done(outcome):
+            return model, outcome, now
+    raise AssertionError(f"not reached after {passes} passes: {outcome.status if outcome else None}")
+
+
+def champion_model(strategy="Canary", canary=True):
+    model = with_spec(stable_model(), checkpoint={"uri": CHAMPION})
+    rollout = {"strategy": strategy}
+    if canary:
+        rollout["canary"] = {**canary_model().spec.rollout.canary.to_dict(), "checkpoint": {"uri": CANDIDATE}}
+    return with_spec(model, rollout=rollout)
+
+
+def test_a_moved_candidate_alias_is_canaried_and_its_promotion_moves_champion_not_spec():
+    w = aliased_world(champion="1", candidate="1")
+    w.metrics = GOOD
+    model = champion_model()
+    spec_before = model.spec
+    model, outcome, now = run_until(model, w, T0, lambda o: o.status.phase == "Ready")
+    move(w, CANDIDATE, "2")  # a retrain registered version 2 and moved @candidate
+    model, outcome = step(model, w, now)
+    assert outcome.status.canary.state == "Progressing" and outcome.status.canary.version == "2"
+    assert "CanaryStarted" in reasons(outcome) and w.deployed[-1].stable.label == "movielens-ranker/1"
+    model, outcome, now = run_until(model, w, now, lambda o: o.status.canary.state == "Promoted")
+    assert w.moves == [("movielens-ranker", "champion", "2")] and "ChampionMoved" in reasons(outcome)
+    champion = outcome.status.champion
+    assert (champion.model, champion.alias, champion.version) == ("movielens-ranker", "champion", "2")
+    assert model.spec == spec_before  # GitOps: spec is never written
+    # The next passes see @champion at version 2: what already serves; nothing restarts or moves again.
+    model, outcome = step(model, w, now)
+    model, outcome = step(model, w, now + timedelta(minutes=1))
+    assert outcome.status.phase == "Ready" and outcome.status.canary.state == "Promoted"
+    assert w.deployed[-1].stable.label == "movielens-ranker/2" and w.deployed[-1].canary is None
+    assert w.moves == [("movielens-ranker", "champion", "2")] and "CanaryStarted" not in reasons(outcome)
+
+
+def test_a_registry_that_cannot_move_champion_is_retried_on_the_next_pass():
+    w = aliased_world(champion="1", candidate="2")
+    w.metrics = GOOD
+    model, outcome, now = run_until(
+        champion_model(), w, T0, lambda o: o.status.canary.state == "Promoted" if o.status.canary else False
+    )
+    w.moves.clear()
+    model = model.model_copy(update={"status": outcome.status.model_copy(update={"champion": None})})
+    w.registry_down = True
+    w.checkpoints[CHAMPION] = w.checkpoints["models:/movielens-ranker/1"]
+    # resolving fails while the registry is down, so the pass waits; nothing is moved or lost
+    _, waiting = step(model, w, now)
+    assert waiting.retry_reason and w.moves == []
+    w.registry_down = False
+    _, outcome = step(model, w, now + timedelta(minutes=1))
+    assert w.moves == [("movielens-ranker", "champion", "2")] and outcome.status.champion.version == "2"
+
+
+def test_a_moved_stable_alias_is_canaried_with_default_steps_and_the_old_version_serves_meanwhile():
+    w = aliased_world(champion="1")
+    w.metrics = GOOD
+    model, outcome, now = run_until(champion_model(canary=False), w, T0, lambda o: o.status.phase == "Ready")
+    move(w, CHAMPION, "2")  # someone moved @champion in the registry by hand
+    model, outcome = step(model, w, now)
+    plan = w.deployed[-1]
+    assert plan.stable.label == "movielens-ranker/1" and plan.canary.label == "movielens-ranker/2"
+    assert plan.traffic.canary_weight == 10 and outcome.status.stable.version == "1"
+    assert outcome.status.canary.checkpoint == CHAMPION and outcome.status.phase == "Progressing"
+    model, outcome, now = run_until(model, w, now, lambda o: o.status.canary.state == "Promoted")
+    assert w.deployed[-1].stable.label == "movielens-ranker/2" and w.moves == [
+        ("movielens-ranker", "champion", "2")
+    ]
+    model, outcome = step(model, w, now)
+    assert outcome.status.phase == "Ready" and outcome.status.stable.version == "2"
+    assert w.deployed[-1].stable.label == "movielens-ranker/2" and w.deployed[-1].canary is None
+
+
+def test_a_failing_stable_alias_move_rolls_back_and_the_old_version_keeps_serving():
+    w = aliased_world(champion="1")
+    w.metrics = GOOD
+    model, _, now = run_until(champion_model(canary=False), w, T0, lambda o: o.status.phase == "Ready")
+    w.metrics = BAD
+    move(w, CHAMPION, "3")
+    model, outcome, now = run_until(model, w, now, lambda o: o.status.canary.state == "RolledBack")
+    for _ in range(2):
+        model, outcome = step(model, w, now)
+        now += timedelta(minutes=1)
+        assert w.deployed[-1].stable.label == "movielens-ranker/1" and w.deployed[-1].canary is None
+        assert outcome.status.phase == "Degraded" and outcome.status.stable.version == "1"
+    assert w.moves == []
+
+
+def test_strategy_immediate_and_spec_edits_switch_at_once():
+    w = aliased_world(champion="1")
+    model, _, now = run_until(
+        champion_model("Immediate", canary=False), w, T0, lambda o: o.status.phase == "Ready"
+    )
+    move(w, CHAMPION, "2")
+    _, outcome = step(model, w, now)
+    assert w.deployed[-1].stable.label == "movielens-ranker/2" and w.deployed[-1].canary is None
+    assert outcome.status.canary is None
+
+    w = aliased_world(champion="1")
+    model, _, now = run_until(champion_model(canary=False), w, T0, lambda o: o.status.phase == "Ready")
+    edited = with_spec(model, checkpoint={"uri": "models:/movielens-ranker/3"})
+    _, outcome = step(edited, w, now)
+    assert w.deployed[-1].stable.label == "movielens-ranker/3" and outcome.status.canary is None
+
+
+def test_a_candidate_alias_not_set_yet_is_no_canary_and_no_stall():
+    w = aliased_world(champion="1")
+    del w.checkpoints[CANDIDATE]
+    model, outcome, now = run_until(champion_model(), w, T0, lambda o: o.status.phase == "Ready")
+    healthy = condition(outcome, "CanaryHealthy")
+    assert (healthy.status, healthy.reason) == ("True", "NoCanary") and "@candidate" in healthy.message
+    move(w, CANDIDATE, "2")
+    _, outcome = step(model, w, now)
+    assert (
+        outcome.status.canary.state == "Progressing" and w.deployed[-1].canary.label == "movielens-ranker/2"
+    )

@@ -184,6 +184,20 @@ class TrainingStatus(CamelModel):
     )
 
 
+class ChampionStatus(CamelModel):
+    """The registry alias the operator last moved, when a canary of a registry version was promoted."""
+
+    model: str = Field(..., max_length=256, description="The registered model name in the MLflow registry.")
+    alias: str = Field(
+        ..., max_length=256, description="The alias moved: spec.checkpoint's alias, else champion."
+    )
+    version: str = Field(..., max_length=64, description="The version the alias now names.")
+    moved_at: datetime = Field(..., description="When the operator moved it.")
+    from_canary: str = Field(
+        ..., max_length=1024, description="The promoted canary's checkpoint URI, as in spec."
+    )
+
+
 class RecommenderModelStatus(CamelModel):
     """Written only by the operator; never tracked in git."""
 
@@ -203,6 +217,11 @@ class RecommenderModelStatus(CamelModel):
     endpoint: str | None = Field(default=None, max_length=2048, description="URL of the serving endpoint.")
     training: TrainingStatus | None = Field(
         default=None, description="Scheduled retraining (spec.training); absent when spec has none."
+    )
+    champion: ChampionStatus | None = Field(
+        default=None,
+        description="Where a promotion moved the registry's champion alias; spec is never written, so "
+        "GitOps sources that name models:/NAME@champion follow the promotion without a commit.",
     )
 
     @field_validator("conditions")

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Any
 
 from recserve_operator.platform import CheckpointInfo
-from recserve_serving.errors import CheckpointError
-from recserve_serving.registry_http import bound_registry_calls, registry_failure
+from recserve_serving.errors import AliasNotSet, CheckpointError
+from recserve_serving.registry_http import NOT_FOUND_CODES, bound_registry_calls, registry_failure
 
 DIGEST_TAG = "recserve.digest"
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w.-]+))/?$")
@@ -40,6 +41,8 @@ def describe(uri: str, tracking_uri: str | None) -> CheckpointInfo:
             else client.get_model_version(name, version)
         )
     except (MlflowException, OSError) as error:
+        if alias and getattr(error, "error_code", "") in NOT_FOUND_CODES and _has_model(client, name):
+            raise AliasNotSet(f"{uri}: model {name!r} has no alias @{alias}") from None
         raise registry_failure(uri, tracking_uri, error) from error
     digest = (entry.tags or {}).get(DIGEST_TAG)
     if not digest:
@@ -47,3 +50,29 @@ def describe(uri: str, tracking_uri: str | None) -> CheckpointInfo:
             f"{uri}: version {entry.version} carries no {DIGEST_TAG} tag; register it with recserve"
         )
     return CheckpointInfo(uri, name, str(entry.version), digest)
+
+
+def move_alias(tracking_uri: str | None, name: str, alias: str, version: str) -> None:
+    """Point ``models:/name@alias`` at ``version`` in the shared registry."""
+    uri = f"models:/{name}@{alias}"
+    if not tracking_uri:
+        raise CheckpointError(f"{uri}: set the operator's MLflow tracking URI (RECSERVE_MLFLOW_TRACKING_URI)")
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    bound_registry_calls()
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        client.set_registered_model_alias(name, alias, version)
+    except (MlflowException, OSError) as error:
+        raise registry_failure(uri, tracking_uri, error) from error
+
+
+def _has_model(client: Any, name: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except (MlflowException, OSError):
+        return False
+    return True

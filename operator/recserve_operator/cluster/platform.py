@@ -17,7 +17,7 @@ from recserve_operator.analysis.prometheus import PrometheusProvider
 from recserve_operator.analysis.scrape import ScrapeProvider
 from recserve_operator.api.status import EngineStatus, TrainingStatus
 from recserve_operator.api.types import RecommenderModel
-from recserve_operator.cluster.checkpoints import describe
+from recserve_operator.cluster.checkpoints import describe, move_alias
 from recserve_operator.planners.analysis import WindowMetrics
 from recserve_operator.planners.build_job import build_request, job_name, plan_build_job
 from recserve_operator.planners.network_policy import plan_network_policy
@@ -72,6 +72,9 @@ class ClusterPlatform:
 
     def resolve(self, uri: str) -> CheckpointInfo:
         return describe(uri, self.settings.mlflow_tracking_uri)
+
+    def move_alias(self, name: str, alias: str, version: str) -> None:
+        move_alias(self.settings.mlflow_tracking_uri, name, alias, version)
 
     def ensure_engine(
         self, model: RecommenderModel, version: str, checkpoint: CheckpointInfo, recipe: OptimizationRecipe

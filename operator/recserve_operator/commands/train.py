@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from datetime import UTC, datetime
 
 from recserve_operator.commands.data_option import add_data_arguments, data_spec
 
@@ -59,10 +60,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_data_arguments(parser)
     parser.add_argument(
+        "--until",
+        type=timestamp,
+        default=None,
+        metavar="TIMESTAMP",
+        help="train only on interactions at or before this moment: Unix seconds or an ISO date/time "
+        "(UTC unless it names a zone), e.g. 2018-09-01; a later retrain adds what came after",
+    )
+    parser.add_argument(
         "--if-missing",
         action="store_true",
         help="do nothing when the registry already holds a version of --name (idempotent set-up)",
     )
+
+
+def timestamp(text: str) -> int:
+    """Unix seconds from ``1536000000`` or an ISO date/time (``2018-09-01``, ``2018-09-01T12:00+02:00``)."""
+    value = text.strip()
+    if value.lstrip("-").isdigit():
+        return int(value)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither Unix seconds nor an ISO date/time (e.g. 1536000000 or 2018-09-01)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     resolved, metrics = train_and_register(
         registry,
         args.name,
-        load_dataset(data_spec(args)),
+        load_dataset(data_spec(args), until=args.until),
         steps=args.steps,
         batch_size=args.batch_size,
         max_len=args.max_len,

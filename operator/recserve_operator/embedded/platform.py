@@ -111,6 +111,17 @@ class EmbeddedPlatform:
         resolved = self._resolve_local(uri)
         return CheckpointInfo(uri=uri, name=resolved.name, version=resolved.version, digest=resolved.digest)
 
+    def move_alias(self, name: str, alias: str, version: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        from recserve_serving.registry_http import registry_failure
+
+        try:
+            self.registry.client.set_registered_model_alias(name, alias, version)
+        except MlflowException as error:
+            raise registry_failure(f"models:/{name}@{alias}", self.registry.tracking_uri, error) from error
+        self._resolved.clear()  # a cached resolution of the alias is now stale
+
     def dataset(self, spec: DataSpec) -> Dataset:
         """The model's data, read and checked once per mapping (DataError names what is wrong)."""
         from recserve_serving.data import load_dataset
