@@ -374,3 +374,25 @@ def test_without_a_scheduler_status_says_to_run_recserve_retrain_by_hand(
     assert error is None and status is not None and status.cron_job is None
     assert "recserve retrain movielens-ranker" in (status.message or "")
     assert handlers.sync_training(model(None)) == (None, None)
+
+
+def test_recserve_retrain_accepts_the_planned_command_and_reads_the_same_model() -> None:
+    """The contract with the retrain CLI, checked against its real parser and model loader."""
+    import argparse
+
+    from recserve_operator.cli import SUBCOMMANDS
+    from recserve_operator.commands import retrain
+
+    args_list = pod(plan_training_cronjob(TRAINED, SETTINGS))["containers"][0]["args"]
+    assert SUBCOMMANDS[args_list[0]][0] == retrain.__name__
+    parser = argparse.ArgumentParser(prog="recserve retrain", exit_on_error=False)
+    retrain.add_arguments(parser)
+    args, unknown = parser.parse_known_args(args_list[1:])
+    assert unknown == []
+    assert (args.name, args.tracking_uri, str(args.key_file)) == (
+        "movielens-ranker",
+        "http://mlflow.mlops:5000",
+        "/var/run/recserve/pseudonym/key",
+    )
+    assert str(args.feedback_dir) == "/online/movielens-ranker/feedback"
+    assert retrain.load_model(args).spec == TRAINED.spec
