@@ -64,7 +64,8 @@ def install_chart(plane: ControlPlane, namespace: str, workdir: Path, *, webhook
         "--wait", "--timeout", "120s",
     )  # fmt: skip
     account = plane.kubectl(
-        "get", "serviceaccount", "-n", namespace, "-l", f"app.kubernetes.io/instance={RELEASE}",
+        "get", "serviceaccount", "-n", namespace,
+        "-l", f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator",
         "-o", "jsonpath={.items[0].metadata.name}",
     ).stdout  # fmt: skip
     token = plane.kubectl("create", "token", account, "-n", namespace, "--duration=2h").stdout.strip()

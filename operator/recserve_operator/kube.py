@@ -69,6 +69,50 @@ def create_job(body: dict[str, Any]) -> None:
     _call(f"create Job {namespace}/{body['metadata']['name']}", batch.create_namespaced_job, namespace, body)
 
 
+def get_cronjob(namespace: str, name: str) -> dict[str, Any] | None:
+    batch, _, _ = _apis()
+    found = _call(f"read CronJob {namespace}/{name}", batch.read_namespaced_cron_job, name, namespace)
+    return None if found is None else _api_client().sanitize_for_serialization(found)
+
+
+def create_cronjob(body: dict[str, Any]) -> None:
+    batch, _, _ = _apis()
+    namespace = body["metadata"]["namespace"]
+    _call(
+        f"create CronJob {namespace}/{body['metadata']['name']}",
+        batch.create_namespaced_cron_job,
+        namespace,
+        body,
+    )
+
+
+def patch_cronjob(namespace: str, name: str, body: dict[str, Any]) -> None:
+    """A JSON merge patch of the CronJob's spec and annotations: lists (containers, volumes, args)
+    are replaced whole, so a mount or flag the planner dropped is dropped here too."""
+    batch, _, _ = _apis()
+    patch = {"metadata": {"annotations": body["metadata"]["annotations"]}, "spec": body["spec"]}
+    _call(
+        f"patch CronJob {namespace}/{name}",
+        batch.patch_namespaced_cron_job,
+        name,
+        namespace,
+        patch,
+        _content_type="application/merge-patch+json",
+    )
+
+
+def delete_cronjob(namespace: str, name: str) -> None:
+    """Deletes the CronJob and, in the background, the Jobs and pods it started."""
+    batch, _, _ = _apis()
+    _call(
+        f"delete CronJob {namespace}/{name}",
+        batch.delete_namespaced_cron_job,
+        name,
+        namespace,
+        propagation_policy="Background",
+    )
+
+
 def job_pod_outputs(namespace: str, job_name: str, tail_lines: int = 20) -> tuple[str | None, str]:
     """(termination message of a succeeded pod, last log lines of the newest failed pod)."""
     _, core, _ = _apis()

@@ -30,12 +30,18 @@ NetworkPolicyPeer): clients on the Serve HTTP port, the recserve operator on the
 port (it scrapes ``/metrics``), the KubeRay operator on the dashboard, Prometheus on both
 metrics ports."""
 CPU_QUANTITY = r"^([0-9]+(\.[0-9]{1,3})?|[0-9]+m)$"
+"""What the operator accepts as a CPU request: whole or decimal cores, or millicores."""
 PSEUDONYM_MOUNT = "/var/run/recserve/pseudonym"
 """Where Ray pods mount the pseudonym key Secret, read-only."""
 PSEUDONYM_SECRET_KEY = "key"
 """The Secret's data key that holds the pseudonymization key."""
 SECRET_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
-"""What the operator accepts as a CPU request: whole or decimal cores, or millicores."""
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+TRAINER_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "2", "memory": "8Gi"},
+    "limits": {"cpu": "2", "memory": "8Gi"},
+}
+"""A retrain pod's default size: a fine-tune of the MiniLM ranker on CPU, like a build Job."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,18 @@ class OperatorSettings:
     ray_worker_overhead_cpu: float = 1.0
     """CPUs each worker pod requests beyond its replica's shards: the raylet, the object store and
     a placement group's coordinator. Lower it where nodes are small and replicas light."""
+    trainer_image: str = BUILDER_IMAGE
+    """Image of retrain CronJobs: a fine-tune needs torch, which the builder image has."""
+    trainer_pull_policy: str | None = None
+    """imagePullPolicy of retrain pods; None leaves Kubernetes' default for the tag."""
+    trainer_resources: dict[str, dict[str, str]] = field(
+        default_factory=lambda: {kind: dict(values) for kind, values in TRAINER_RESOURCES.items()},
+        hash=False,
+    )
+    """Requests and limits of a retrain pod (a ResourceRequirements without claims)."""
+    trainer_service_account: str | None = None
+    """ServiceAccount of retrain pods, in each model namespace: one without RBAC bindings (the
+    chart's ``trainer``). The pods mount no token either way; None: the namespace's default."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
@@ -99,6 +117,11 @@ class OperatorSettings:
             ray_head_cpu=env.get("RECSERVE_RAY_HEAD_CPU") or base.ray_head_cpu,
             ray_head_memory=env.get("RECSERVE_RAY_HEAD_MEMORY") or base.ray_head_memory,
             ray_worker_overhead_cpu=_overhead_cpu(env.get("RECSERVE_RAY_WORKER_OVERHEAD_CPU") or None),
+            trainer_image=env.get("RECSERVE_TRAINER_IMAGE")
+            or env.get("RECSERVE_BUILDER_IMAGE", base.builder_image),
+            trainer_pull_policy=env.get("RECSERVE_TRAINER_PULL_POLICY") or None,
+            trainer_resources=_trainer_resources(env.get("RECSERVE_TRAINER_RESOURCES") or None),
+            trainer_service_account=env.get("RECSERVE_TRAINER_SERVICE_ACCOUNT") or None,
         )
         settings.check()
         return settings
@@ -127,6 +150,11 @@ class OperatorSettings:
                 f"RECSERVE_PSEUDONYM_SECRET={self.pseudonym_secret!r}: must be a Secret name (lowercase "
                 "letters, digits, '-' and '.', at most 253 characters), the Secret whose key 'key' holds "
                 "the user-id pseudonymization key"
+            )
+        if self.trainer_pull_policy is not None and self.trainer_pull_policy not in PULL_POLICIES:
+            raise InvalidRequest(
+                f"RECSERVE_TRAINER_PULL_POLICY={self.trainer_pull_policy!r}: must be one of "
+                f"{', '.join(PULL_POLICIES)} (chart value training.image.pullPolicy)"
             )
         if self.mlflow_tracking_uri and has_credentials(self.mlflow_tracking_uri):
             raise InvalidRequest(
@@ -174,6 +202,35 @@ def _overhead_cpu(raw: str | None) -> float:
             "as 1 or 0.25 (chart value config.rayWorkerOverheadCpu)"
         )
     return value
+
+
+def _trainer_resources(raw: str | None) -> dict[str, dict[str, str]]:
+    """``RECSERVE_TRAINER_RESOURCES`` (JSON, rendered by the chart from ``training.resources``),
+    refused at startup when it is not a ResourceRequirements of quantities, rather than by the API
+    server at the first scheduled retrain."""
+    if raw is None:
+        return {kind: dict(values) for kind, values in TRAINER_RESOURCES.items()}
+    fix = (
+        "RECSERVE_TRAINER_RESOURCES must be a JSON object with requests and/or limits, each mapping "
+        'resource names to quantities, e.g. {"requests": {"cpu": "2", "memory": "8Gi"}} '
+        "(chart value training.resources)"
+    )
+    try:
+        parsed = json.loads(raw)
+    except ValueError as error:
+        raise InvalidRequest(f"{fix}: {error}") from error
+    if (
+        not isinstance(parsed, dict)
+        or not set(parsed) <= {"requests", "limits"}
+        or not all(isinstance(v, dict) for v in parsed.values())
+        or not all(
+            isinstance(k, str) and isinstance(q, str | int | float)
+            for v in parsed.values()
+            for k, q in v.items()
+        )
+    ):
+        raise InvalidRequest(f"{fix}; got {raw[:200]!r}")
+    return {kind: {name: str(q) for name, q in values.items()} for kind, values in parsed.items()}
 
 
 def _network_policy(raw: str | None) -> dict[str, list[dict[str, Any]]] | None:

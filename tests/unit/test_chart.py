@@ -40,6 +40,8 @@ pytestmark = pytest.mark.integration
 
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 NS = "recserve-system"
+PSEUDONYM_SECRET = "rs-recserve-pseudonym-key"
+TRAINER = "rs-recserve-trainer"
 
 # (apiGroup, resource) -> verbs: what the operator does in a watched namespace.
 NAMESPACED = {
@@ -48,6 +50,7 @@ NAMESPACED = {
     ("recserve.dev", "recommendermodels/finalizers"): {"update"},
     ("", "events"): {"create"},
     ("batch", "jobs"): {"get", "create"},
+    ("batch", "cronjobs"): {"get", "create", "patch", "delete"},
     ("", "pods"): {"list"},
     ("", "pods/log"): {"get"},
     ("ray.io", "rayservices"): {"get", "create", "patch"},
@@ -147,6 +150,7 @@ def test_defaults_watch_the_release_namespace_with_namespaced_rbac(tmp_path) -> 
     kinds = sorted(d["kind"] for d in docs)
     expected = ["Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
     expected += ["Service", "PodDisruptionBudget", "KopfPeering", "NetworkPolicy"]
+    expected += ["ServiceAccount", "Secret"]  # retrain pods' account and the pseudonymization key
     assert kinds == sorted(expected)
     args = container(docs)["args"]
     assert args == [
@@ -326,7 +330,7 @@ def _mounted_secret(docs: list[Doc]) -> str:
 def test_webhook_with_generated_certificate(tmp_path) -> None:
     docs = helm_template({"webhook": {"enabled": True}}, tmp_path=tmp_path)
     _, service = _webhook_wiring(docs)
-    secret = one(docs, "Secret")
+    secret = one(docs, "Secret", "rs-recserve-webhook-tls")
     assert _mounted_secret(docs) == secret["metadata"]["name"]
     assert set(secret["data"]) == {"ca.crt", "tls.crt", "tls.key"}  # kopf reads ca.crt for the caBundle
     ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.crt"]))
@@ -351,7 +355,7 @@ def test_webhook_with_cert_manager(tmp_path) -> None:
     assert certificate["spec"]["issuerRef"] == {"kind": "Issuer", "name": issuer["metadata"]["name"]}
     assert f"{service['metadata']['name']}.{NS}.svc" in certificate["spec"]["dnsNames"]
     assert _mounted_secret(docs) == certificate["spec"]["secretName"]
-    assert not by_kind(docs, "Secret")
+    assert [s["metadata"]["name"] for s in by_kind(docs, "Secret")] == [PSEUDONYM_SECRET]
 
 
 def test_webhook_with_own_secret(tmp_path) -> None:
@@ -359,7 +363,8 @@ def test_webhook_with_own_secret(tmp_path) -> None:
     docs = helm_template(values, tmp_path=tmp_path)
     _webhook_wiring(docs)
     assert _mounted_secret(docs) == "my-tls"
-    assert not by_kind(docs, "Secret") and not by_kind(docs, "Certificate")
+    assert [s["metadata"]["name"] for s in by_kind(docs, "Secret")] == [PSEUDONYM_SECRET]
+    assert not by_kind(docs, "Certificate")
 
 
 def test_webhook_off_grants_nothing_on_admission(tmp_path) -> None:
@@ -490,3 +495,69 @@ def test_the_operators_planned_serving_manifests_are_schema_valid(tmp_path) -> N
             plan_network_policy(model, settings.network_policy, settings.serve_port),
         ]
     assert f"Valid: {len(docs)}, Invalid: 0" in kubeconform(docs, tmp_path, skip=())
+
+
+def test_retrain_settings_reach_the_operator_and_match_what_it_parses(tmp_path) -> None:
+    docs = helm_template()
+    env = env_of(docs)
+    assert env["RECSERVE_PSEUDONYM_SECRET"] == PSEUDONYM_SECRET
+    assert env["RECSERVE_TRAINER_SERVICE_ACCOUNT"] == TRAINER
+    assert "RECSERVE_TRAINER_IMAGE" not in env  # the builder image, chosen by the operator
+    assert "RECSERVE_TRAINER_PULL_POLICY" not in env
+    parsed = OperatorSettings.from_env({k: v for k, v in env.items() if isinstance(v, str)})
+    assert parsed.trainer_resources == {
+        "requests": {"cpu": "2", "memory": "8Gi"},
+        "limits": {"cpu": "2", "memory": "8Gi"},
+    }
+    assert parsed.trainer_image == env["RECSERVE_BUILDER_IMAGE"]
+    values = {
+        "training": {
+            "image": {"repository": "reg/trainer", "tag": "7", "pullPolicy": "Always"},
+            "resources": {"requests": {"cpu": "4", "memory": "16Gi"}},
+            "serviceAccount": {"create": False, "name": ""},
+        },
+        "privacy": {"pseudonymKey": {"existingSecret": "my-key"}},
+    }
+    docs = helm_template(values, tmp_path=tmp_path)
+    env = env_of(docs)
+    assert (env["RECSERVE_TRAINER_IMAGE"], env["RECSERVE_TRAINER_PULL_POLICY"]) == ("reg/trainer:7", "Always")
+    assert env["RECSERVE_PSEUDONYM_SECRET"] == "my-key"
+    assert "RECSERVE_TRAINER_SERVICE_ACCOUNT" not in env  # the namespace's default account, no token
+    parsed = OperatorSettings.from_env({k: v for k, v in env.items() if isinstance(v, str)})
+    # Helm merges maps into the defaults: the default limits stay unless set (or nulled).
+    assert parsed.trainer_resources == {
+        "requests": {"cpu": "4", "memory": "16Gi"},
+        "limits": {"cpu": "2", "memory": "8Gi"},
+    }
+    # Bring-your-own key and no trainer account: the chart creates neither.
+    assert not by_kind(docs, "Secret")
+    assert [sa["metadata"]["name"] for sa in by_kind(docs, "ServiceAccount")] == ["rs-recserve"]
+
+
+def test_the_trainer_account_is_bound_to_nothing_and_mounts_no_token(tmp_path) -> None:
+    for values in (None, {"watch": {"scope": "cluster"}}, {"webhook": {"enabled": True}}):
+        docs = helm_template(values, tmp_path=tmp_path)
+        trainer = one(docs, "ServiceAccount", TRAINER)
+        assert trainer["automountServiceAccountToken"] is False
+        for binding in by_kind(docs, "RoleBinding") + by_kind(docs, "ClusterRoleBinding"):
+            assert TRAINER not in {s["name"] for s in binding["subjects"]}, binding["metadata"]["name"]
+
+
+def test_each_watched_namespace_gets_a_trainer_account_and_a_kept_random_key(tmp_path) -> None:
+    docs = helm_template({"watch": {"namespaces": ["team-a", "team-b"]}}, tmp_path=tmp_path)
+    accounts = [sa for sa in by_kind(docs, "ServiceAccount") if sa["metadata"]["name"] == TRAINER]
+    assert sorted(sa["metadata"]["namespace"] for sa in accounts) == ["team-a", "team-b"]
+    secrets = by_kind(docs, "Secret")
+    assert sorted(s["metadata"]["namespace"] for s in secrets) == ["team-a", "team-b"]
+    keys = set()
+    for secret in secrets:
+        assert secret["metadata"]["name"] == PSEUDONYM_SECRET
+        assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        key = base64.b64decode(secret["data"]["key"]).decode()
+        assert len(key) == 64 and int(key, 16) >= 0  # 32 bytes, hex
+        keys.add(key)
+    assert len(keys) == 2  # one key per namespace: a tenant's pseudonyms do not link to another's
+    # `helm template` has no cluster to look the existing key up in: every render is a new key,
+    # which is why GitOps renderers are told to bring their own (privacy.pseudonymKey.existingSecret).
+    again = by_kind(helm_template({"watch": {"namespaces": ["team-a"]}}, tmp_path=tmp_path), "Secret")
+    assert base64.b64decode(again[0]["data"]["key"]).decode() not in keys

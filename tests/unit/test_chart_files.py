@@ -107,11 +107,21 @@ def test_values_contract_names_every_operator_env_var() -> None:
         "RECSERVE_SERVING_IMAGE",
         "RECSERVE_BUILDER_IMAGE",
         "RECSERVE_NETWORK_POLICY",
+        "RECSERVE_TRAINER_IMAGE",
+        "RECSERVE_TRAINER_PULL_POLICY",
+        "RECSERVE_TRAINER_RESOURCES",
+        "RECSERVE_TRAINER_SERVICE_ACCOUNT",
+        "RECSERVE_PSEUDONYM_SECRET",
     }
-    # Every env entry is fed by a config value, an image, or the networkPolicy block (templates
-    # look them up by key).
+    # Every env entry is fed by a config value, an image, the networkPolicy block, or the
+    # training and privacy blocks (templates look them up by key).
     assert set(values["contract"]["env"]) - set(values["config"]) == {
         "servingImage",
         "builderImage",
         "networkPolicy",
+        "trainerImage",
+        "trainerPullPolicy",
+        "trainerResources",
+        "trainerServiceAccount",
+        "pseudonymSecret",
     }

@@ -31,6 +31,19 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: recserve
 {{- end -}}
 
+{{/* Labels of objects that are not the operator's (list root component): the same set, with
+their own component, so no selector of the operator's matches them. */}}
+{{- define "recserve.componentLabels" -}}
+{{- $root := index . 0 -}}
+helm.sh/chart: {{ printf "%s-%s" $root.Chart.Name $root.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ include "recserve.name" $root }}
+app.kubernetes.io/instance: {{ $root.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+app.kubernetes.io/version: {{ $root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ $root.Release.Service }}
+app.kubernetes.io/part-of: recserve
+{{- end -}}
+
 {{- define "recserve.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "recserve.fullname" .) .Values.serviceAccount.name -}}
@@ -107,4 +120,28 @@ The operator's own pods are one of the peers: they scrape the serving apps' /met
   "kuberay" $np.kuberay
   "metrics" $np.metrics
   "operator" (list $operator)) -}}
+{{- end -}}
+
+{{/* The retrain pods' ServiceAccount (in each model namespace); empty: the namespace's default. */}}
+{{- define "recserve.trainerServiceAccountName" -}}
+{{- if .Values.training.serviceAccount.create -}}
+{{- default (printf "%s-trainer" (include "recserve.fullname" .) | trunc 63 | trimSuffix "-") .Values.training.serviceAccount.name -}}
+{{- else -}}
+{{- .Values.training.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The pseudonymization key Secret routers and retrains mount (key `key`). */}}
+{{- define "recserve.pseudonymSecretName" -}}
+{{- default (printf "%s-pseudonym-key" (include "recserve.fullname" .) | trunc 63 | trimSuffix "-") .Values.privacy.pseudonymKey.existingSecret -}}
+{{- end -}}
+
+{{/* Namespaces that get the chart's per-namespace objects of models (trainer account, key):
+the watched ones, or the release namespace in `cluster` scope, where others are the user's. */}}
+{{- define "recserve.modelNamespaces" -}}
+{{- if include "recserve.clusterScope" . -}}
+{{- toJson (list .Release.Namespace) -}}
+{{- else -}}
+{{- include "recserve.watchedNamespaces" . -}}
+{{- end -}}
 {{- end -}}

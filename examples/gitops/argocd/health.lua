@@ -6,6 +6,9 @@
 --   Healthy      Ready=True and the current generation observed
 --   Degraded     Ready=False with neither Reconciling nor Stalled
 --   Progressing  otherwise (conditions not written yet)
+-- Retraining (status.training) and the registry's champion (status.champion) are informational:
+-- a retrain that failed registered nothing and serving is unaffected, so they only add to the
+-- message, never change the health.
 local hs = {}
 
 local function condition_message(c, fallback)
@@ -47,37 +50,59 @@ end
 
 local phase = obj.status.phase or "Unknown"
 
-if is("Stalled", "True") then
-  hs.status = "Degraded"
-  hs.message = condition_message(conditions["Stalled"], "Stalled")
+-- What status.training and status.champion add to the message ("" when nothing to say).
+local function informational()
+  local parts = ""
+  local training = obj.status.training
+  if training ~= nil then
+    if training.lastRun == "Failed" then
+      parts = parts .. "; last retrain failed"
+      if training.lastScheduleTime ~= nil then
+        parts = parts .. " (started " .. tostring(training.lastScheduleTime) .. ")"
+      end
+      if training.cronJob ~= nil then
+        parts = parts .. ", see the Jobs of CronJob " .. tostring(training.cronJob)
+      end
+    end
+    if training.message ~= nil and training.message ~= "" then
+      parts = parts .. "; retraining: " .. training.message
+    end
+  end
+  local champion = obj.status.champion
+  if champion ~= nil and champion.model ~= nil and champion.version ~= nil then
+    parts = parts .. "; champion " .. tostring(champion.model) .. "/" .. tostring(champion.version)
+  end
+  return parts
+end
+
+local function finish(status, message)
+  hs.status = status
+  hs.message = message .. informational()
   return hs
 end
 
+if is("Stalled", "True") then
+  return finish("Degraded", condition_message(conditions["Stalled"], "Stalled"))
+end
+
 if is("Reconciling", "True") then
-  hs.status = "Progressing"
   local message = condition_message(conditions["Reconciling"], phase)
   if obj.status.canary ~= nil and obj.status.canary.weight ~= nil then
     message = message .. " (canary at " .. tostring(obj.status.canary.weight) .. "%)"
   end
-  hs.message = message
-  return hs
+  return finish("Progressing", message)
 end
 
 if is("Ready", "True") then
-  hs.status = "Healthy"
-  hs.message = condition_message(conditions["Ready"], "Ready")
+  local message = condition_message(conditions["Ready"], "Ready")
   if is("CanaryHealthy", "False") then
-    hs.message = hs.message .. "; canary unhealthy: " .. condition_message(conditions["CanaryHealthy"], "rolled back")
+    message = message .. "; canary unhealthy: " .. condition_message(conditions["CanaryHealthy"], "rolled back")
   end
-  return hs
+  return finish("Healthy", message)
 end
 
 if is("Ready", "False") then
-  hs.status = "Degraded"
-  hs.message = condition_message(conditions["Ready"], phase)
-  return hs
+  return finish("Degraded", condition_message(conditions["Ready"], phase))
 end
 
-hs.status = "Progressing"
-hs.message = "Waiting for conditions (phase " .. phase .. ")"
-return hs
+return finish("Progressing", "Waiting for conditions (phase " .. phase .. ")")

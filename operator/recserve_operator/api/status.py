@@ -19,6 +19,7 @@ from recserve_serving.schema import CamelModel
 Phase = Literal["Pending", "Building", "Deploying", "Progressing", "Ready", "Degraded", "Failed"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 CanaryState = Literal["Progressing", "Paused", "Promoted", "RolledBack", "Aborted"]
+RetrainRun = Literal["Running", "Succeeded", "Failed"]
 ResolvedBackend = Literal["onnxruntime", "torch", "tensorrt"]
 
 READY = "Ready"
@@ -153,6 +154,36 @@ class CanaryStatus(VersionStatus):
     )
 
 
+class TrainingStatus(CamelModel):
+    """Where scheduled retraining stands: the CronJob that runs it and its last runs, as the
+    CronJob reports them. Informational: a failed retrain registers nothing, so serving, Ready
+    and the phase never depend on it."""
+
+    cron_job: str | None = Field(
+        default=None,
+        max_length=63,
+        description="The retrain CronJob; null where nothing is scheduled (see message): then "
+        "recserve retrain runs by hand.",
+    )
+    schedule: str = Field(..., max_length=128, description="spec.training.schedule.")
+    suspended: bool = Field(default=False, description="spec.training.suspend.")
+    last_schedule_time: datetime | None = Field(default=None, description="When a retrain last started.")
+    last_successful_time: datetime | None = Field(
+        default=None, description="When a retrain last finished successfully."
+    )
+    active: int = Field(default=0, ge=0, description="Retrain Jobs running now (at most 1: Forbid).")
+    last_run: RetrainRun | None = Field(
+        default=None,
+        description="How the last scheduled retrain went: Running, Succeeded, or Failed (it ended "
+        "after the last success without succeeding; its Job's logs say why).",
+    )
+    message: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Why nothing is scheduled, or why the CronJob could not be applied.",
+    )
+
+
 class ChampionStatus(CamelModel):
     """The registry alias the operator last moved, when a canary of a registry version was promoted."""
 
@@ -184,6 +215,9 @@ class RecommenderModelStatus(CamelModel):
     stable: VersionStatus | None = None
     canary: CanaryStatus | None = None
     endpoint: str | None = Field(default=None, max_length=2048, description="URL of the serving endpoint.")
+    training: TrainingStatus | None = Field(
+        default=None, description="Scheduled retraining (spec.training); absent when spec has none."
+    )
     champion: ChampionStatus | None = Field(
         default=None,
         description="Where a promotion moved the registry's champion alias; spec is never written, so "

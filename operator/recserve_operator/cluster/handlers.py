@@ -12,15 +12,16 @@ import logging
 import os
 import threading
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import kopf
 
 from recserve_operator import kube, metrics
-from recserve_operator.api.status import READY, RECONCILING, STALLED, RecommenderModelStatus
-from recserve_operator.api.types import GROUP, PLURAL, VERSION
+from recserve_operator.api.status import READY, RECONCILING, STALLED, RecommenderModelStatus, TrainingStatus
+from recserve_operator.api.types import GROUP, PLURAL, VERSION, RecommenderModel
 from recserve_operator.planners.canary import Controls
 from recserve_operator.planners.conditions import ConditionSpec, merge_conditions
+from recserve_operator.planners.training_job import training_status
 from recserve_operator.platform import Platform
 from recserve_operator.reconcile import already_stalled, reconcile
 from recserve_operator.validate import check_document
@@ -44,13 +45,29 @@ def _tick_seconds(raw: str | None) -> float:
 
 
 TICK_SECONDS = _tick_seconds(os.environ.get(TICK_ENV))
+UNSCHEDULED = (
+    "not scheduled: this operator rolls out to a Ray cluster's Serve REST API (--serve-rest), whose "
+    "feedback log is on the operator's disk; run recserve retrain {name} there by hand"
+)
+
+
+class TrainingScheduler(Protocol):
+    """Keeps a model's scheduled retraining in line with ``spec.training`` (the cluster's
+    CronJob); returns ``status.training``, raises ``Unavailable`` when the API fails."""
+
+    def sync_training(self, model: RecommenderModel) -> TrainingStatus | None: ...
+
+
 _platform: Platform | None = None
+_training: TrainingScheduler | None = None
 
 
-def use_platform(chosen: Platform) -> None:
-    """Set by ``recserve operator`` before kopf starts: the command line picks the platform."""
-    global _platform
+def use_platform(chosen: Platform, training: TrainingScheduler | None = None) -> None:
+    """Set by ``recserve operator`` before kopf starts: the command line picks the platform, and
+    with it whether retrains are scheduled here (KubeRay: a CronJob per model) or not at all."""
+    global _platform, _training
     _platform = chosen
+    _training = training
 
 
 def platform() -> Platform:
@@ -146,15 +163,38 @@ def _reconcile_object(body: kopf.Body, patch: kopf.Patch) -> None:
         _reject(body, patch, [str(p) for p in problems])
         return
     outcome = reconcile(model, platform(), datetime.now(UTC), controls(body))
-    metrics.observe(body.metadata.name or "", body.metadata.namespace or "", outcome.status, outcome.events)
+    training, training_error = sync_training(model)
+    status = outcome.status.model_copy(update={"training": training})
+    metrics.observe(body.metadata.name or "", body.metadata.namespace or "", status, outcome.events)
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-    _write_status(body, patch, outcome.status)
+    _write_status(body, patch, status)
     if outcome.stalled_reason:
         log.warning("%s/%s stalled: %s", body.metadata.namespace, body.metadata.name, outcome.stalled_reason)
     elif outcome.retry_reason:
         metrics.RECONCILE_ERRORS.inc()
         raise kopf.TemporaryError(outcome.retry_reason, delay=outcome.requeue_after or 30)
+    if training_error:
+        metrics.RECONCILE_ERRORS.inc()
+        raise kopf.TemporaryError(training_error, delay=30)
+
+
+def sync_training(model: RecommenderModel) -> tuple[TrainingStatus | None, str | None]:
+    """(``status.training``, the API failure to retry on) after the serving pass, beside it
+    rather than inside the reconcile core: a retrain schedule that cannot be applied is reported
+    and retried, and never holds up or degrades serving (Ready and the phase ignore it)."""
+    if _training is None:
+        return training_status(model, None, UNSCHEDULED.format(name=model.metadata.name)), None
+    try:
+        return _training.sync_training(model), None
+    except Unavailable as error:
+        message = f"retrain CronJob not applied: {error}"
+        previous = model.status.training if model.status else None
+        if model.spec.training is None:
+            return (previous.model_copy(update={"message": message}) if previous else None), message
+        if previous is not None:
+            return previous.model_copy(update={"message": message}), message
+        return training_status(model, None, message), message
 
 
 @kopf.on.resume(*RESOURCE)

@@ -15,7 +15,7 @@ import yaml
 from recserve_operator import kube
 from recserve_operator.analysis.prometheus import PrometheusProvider
 from recserve_operator.analysis.scrape import ScrapeProvider
-from recserve_operator.api.status import EngineStatus
+from recserve_operator.api.status import EngineStatus, TrainingStatus
 from recserve_operator.api.types import RecommenderModel
 from recserve_operator.cluster.checkpoints import describe, move_alias
 from recserve_operator.planners.analysis import WindowMetrics
@@ -23,6 +23,14 @@ from recserve_operator.planners.build_job import build_request, job_name, plan_b
 from recserve_operator.planners.network_policy import plan_network_policy
 from recserve_operator.planners.rayservice import plan_rayservice
 from recserve_operator.planners.serve_config import DeployPlan, ServeObservation, ServeSite
+from recserve_operator.planners.training_job import (
+    cronjob_name,
+    needs_update,
+    owned_by,
+    plan_training_cronjob,
+    training_blocker,
+    training_status,
+)
 from recserve_operator.platform import CheckpointInfo, DeployOutcome, EngineOutcome, serve_step
 from recserve_operator.settings import OperatorSettings
 from recserve_serving.recipe import OptimizationRecipe
@@ -126,9 +134,46 @@ class ClusterPlatform:
         elif _subset_differs(wanted["spec"], current.get("spec") or {}):
             kube.patch_network_policy_spec(namespace, name, wanted["spec"])
 
+    def sync_training(self, model: RecommenderModel) -> TrainingStatus | None:
+        """Makes the model's retrain CronJob match ``spec.training`` (created, patched when its
+        planned form changed, deleted when the block is gone or cannot be scheduled) and returns
+        ``status.training``. One read and at most one write, like every method here; API failures
+        raise ``Unavailable``. Serving does not wait on it: the handler runs it after the pass."""
+        if model.spec.training is None and (model.status is None or model.status.training is None):
+            # Status is the operator's memory: without spec.training and with no retrain recorded
+            # there is nothing of ours to remove, and most models need no read per pass for it.
+            # (A CronJob created but never recorded still goes with the model: owner reference.)
+            return None
+        namespace = model.metadata.namespace or "default"
+        name = cronjob_name(model.metadata.name or "")
+        current = kube.get_cronjob(namespace, name)
+        if current is not None and not owned_by(current, model):
+            if model.spec.training is None:
+                return None
+            return training_status(
+                model,
+                None,
+                f"not scheduled: CronJob {namespace}/{name} exists and is not this model's; "
+                "rename or delete it, recserve leaves it alone",
+            )
+        blocker = None if model.spec.training is None else training_blocker(model, self.settings)
+        if model.spec.training is None or blocker is not None:
+            if current is not None:
+                kube.delete_cronjob(namespace, name)
+            return training_status(model, None, blocker)
+        wanted = plan_training_cronjob(model, self.settings)
+        if current is None:
+            kube.create_cronjob(wanted)
+            return training_status(model, wanted)
+        if needs_update(current, wanted):
+            kube.patch_cronjob(namespace, name, wanted)
+            current = {**current, "spec": {**(current.get("spec") or {}), **wanted["spec"]}}
+        return training_status(model, current)
+
     def teardown(self, model: RecommenderModel) -> None:
-        """Nothing to do: the RayService and build Jobs carry owner references, so the garbage
-        collector deletes them with the model; engines stay in the store for other models."""
+        """Nothing to do: the RayService, build Jobs and the retrain CronJob carry owner references,
+        so the garbage collector deletes them with the model; engines stay in the store for other
+        models."""
 
     def canary_metrics(
         self, model: RecommenderModel, stable: str, canary: str, since: datetime, now: datetime

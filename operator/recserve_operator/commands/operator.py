@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from recserve_operator.settings import OperatorSettings
 
 if TYPE_CHECKING:
+    from recserve_operator.cluster.handlers import TrainingScheduler
     from recserve_operator.platform import Platform
 
 from recserve_serving.serve.config import SERVE_PORT
@@ -65,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         import recserve_operator.cluster.admission  # noqa: F401 - registers the webhook
 
         _configure_webhook(args)
-    handlers.use_platform(_platform(args))
+    chosen = _platform(args)
+    handlers.use_platform(chosen, training=_scheduler(chosen))
     if args.metrics_port is not None:
         from recserve_operator import metrics
 
@@ -108,6 +110,14 @@ def _platform(args: argparse.Namespace) -> Platform:
     )
     embedded.target = ServeRestTarget(settings.serve_rest_url)
     return embedded
+
+
+def _scheduler(chosen: Platform) -> TrainingScheduler | None:
+    """KubeRay installs schedule retrains as CronJobs; a ``--serve-rest`` operator keeps the
+    feedback log on its own disk, where no CronJob could read it, so it schedules none."""
+    from recserve_operator.cluster.platform import ClusterPlatform
+
+    return chosen if isinstance(chosen, ClusterPlatform) else None
 
 
 _NAMESPACE_PATTERN_CHARS = set("!*?,")  # kopf globs, negations and lists

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from recserve_operator.api.types import RecommenderModel
 from recserve_operator.embedded.controls import clear, read_controls
@@ -33,8 +34,11 @@ from recserve_operator.embedded.local_ray import (
 )
 from recserve_operator.embedded.runs import RunRecord
 from recserve_operator.validate import load_model
-from recserve_serving.errors import EngineError, InvalidRequest, RecserveError, Unavailable
+from recserve_serving.errors import AliasNotSet, EngineError, InvalidRequest, RecserveError, Unavailable
 from recserve_serving.serve.config import SERVE_PORT
+
+if TYPE_CHECKING:
+    from recserve_serving.data import Dataset
 
 Say = Callable[[str], None]
 MAX_TICK_SECONDS = 5.0
@@ -117,8 +121,6 @@ class EmbeddedRun:
 
     def prepare(self) -> None:
         """Resolve and build every version the spec names, and the retrieval index, before any process starts."""
-        from recserve_serving.serve.catalog import ensure_index
-
         spec = self.model.spec
         dataset = self.platform.dataset(spec.data_or_example)  # bad data fails here, before any build
         self.platform.train_if_missing(self.model)
@@ -128,13 +130,23 @@ class EmbeddedRun:
         if engine.state == "Failed":
             raise EngineError(engine.message)
         if spec.rollout.canary is not None and spec.canary_recipe is not None:
-            canary = self.platform.resolve(spec.rollout.canary.checkpoint.uri)
+            try:
+                canary = self.platform.resolve(spec.rollout.canary.checkpoint.uri)
+            except AliasNotSet as error:
+                # A candidate alias no retrain has set yet: no canary until one does.
+                self.say(f"canary: {error}; none until it is set")
+                return self.prepare_index(dataset)
             self.say(
                 f"canary checkpoint {canary.uri} -> {canary.name} v{canary.version} ({canary.digest[:12]})"
             )
             # A canary engine that fails is the canary's failure: reconcile rolls the canary back
             # and stable starts and serves regardless.
             self.platform.ensure_engine(self.model, "canary", canary, spec.canary_recipe)
+        self.prepare_index(dataset)
+
+    def prepare_index(self, dataset: Dataset) -> None:
+        from recserve_serving.serve.catalog import ensure_index
+
         self.say(
             "retrieval indexes: content and collaborative (built once per catalog and interaction "
             "snapshot, about a minute on 2 cores)"
