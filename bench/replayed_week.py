@@ -157,6 +157,9 @@ def run(work: Path, env: dict[str, str], *, train_steps: int = 120, retrain_step
         str(train_steps),
         "--eval-users",
         "30",
+        "--if-missing",
+        "--until",
+        T0,
     )
     seconds["train_to_t0"] = time.monotonic() - started
 

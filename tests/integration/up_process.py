@@ -53,9 +53,21 @@ class Up:
 
     def wait_printed(self, pattern: str, timeout: float) -> None:
         try:
-            wait_for(lambda: self.printed(pattern), timeout, interval=1.0, message=pattern)
+            # An exit ends the wait at once (printed() then says so), not after the whole timeout.
+            wait_for(
+                lambda: self.process.poll() is not None or self.printed(pattern),
+                timeout,
+                interval=1.0,
+                message=pattern,
+            )
         except TimeoutError as error:
             raise AssertionError(f"{error}; recserve up printed:\n" + "\n".join(self.lines[-30:])) from None
+        if self.process.poll() is not None:
+            self.reader.join(timeout=5)  # so that the error shows its last lines
+        if not self.printed(pattern):
+            raise AssertionError(
+                f"{pattern!r} not printed; recserve up printed:\n" + "\n".join(self.lines[-30:])
+            )
 
     def ready(self) -> bool:
         return self.printed(r"^READY ")
