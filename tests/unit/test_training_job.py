@@ -225,14 +225,12 @@ def test_the_spec_hash_is_stable_and_moves_with_the_spec() -> None:
     assert not needs_update(defaulted, first)
 
 
-def test_nothing_is_planned_without_spec_training_or_without_registry_and_key() -> None:
+def test_nothing_is_planned_without_spec_training_or_without_a_registry() -> None:
     assert training_blocker(model(None), SETTINGS) == "spec.training is not set"
     with pytest.raises(ValueError, match=r"spec\.training is not set"):
         plan_training_cronjob(model(None), SETTINGS)
     no_registry = OperatorSettings(pseudonym_secret="k")
     assert "config.mlflowTrackingUri" in (training_blocker(TRAINED, no_registry) or "")
-    no_key = OperatorSettings(mlflow_tracking_uri="http://m")
-    assert "RECSERVE_PSEUDONYM_SECRET" in (training_blocker(TRAINED, no_key) or "")
     assert training_status(model(None), None) is None
 
 

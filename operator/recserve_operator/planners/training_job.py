@@ -78,11 +78,6 @@ def training_blocker(model: RecommenderModel, settings: OperatorSettings) -> str
             "not scheduled: the operator has no MLflow tracking URI (chart value config.mlflowTrackingUri), "
             "and a retrain registers its version there"
         )
-    if not settings.pseudonym_secret:
-        return (
-            "not scheduled: the operator has no pseudonymization key Secret (RECSERVE_PSEUDONYM_SECRET, "
-            "chart values privacy.pseudonymKey.*), and the feedback log's users are keyed with it"
-        )
     return None
 
 
@@ -114,7 +109,7 @@ def plan_training_cronjob(model: RecommenderModel, settings: OperatorSettings) -
         raise ValueError(f"{model.metadata.namespace}/{model.metadata.name}: {blocker}")
     training = model.spec.training
     assert training is not None  # training_blocker checked it
-    assert settings.pseudonym_secret is not None and settings.mlflow_tracking_uri is not None
+    assert settings.mlflow_tracking_uri is not None
 
     volumes, mounts, store_env = artifact_volume(settings, read_only=True)
     # The routers' online/ folder of the same claim, at the path they write it, read-only here.
