@@ -119,10 +119,24 @@ class FeedbackLog:
 
     def append(self, events: Sequence[FeedbackEvent]) -> int:
         """Write ``events`` and make them durable before returning how many were written."""
-        if not events:
-            return 0
         received = time.time()
-        data = b"".join(_line(event, received) for event in events)
+        self._write_durably(b"".join(_line(event, received) for event in events))
+        return len(events)
+
+    def tombstone(self, users: Sequence[str]) -> int:
+        """Record the erasure of ``users`` (pseudonyms), durably, before returning how many."""
+        received = time.time()
+        self._write_durably(
+            b"".join(
+                (json.dumps({"erase": user, "received": received}, separators=(",", ":")) + "\n").encode()
+                for user in users
+            )
+        )
+        return len(users)
+
+    def _write_durably(self, data: bytes) -> None:
+        if not data:
+            return
         with self._lock:
             segment = self._writable(len(data))
             try:
@@ -134,28 +148,6 @@ class FeedbackLog:
                 self._close_segment()
                 raise
             self._size += len(data)
-        return len(events)
-
-    def tombstone(self, users: Sequence[str]) -> int:
-        """Record the erasure of ``users`` (pseudonyms), durably, before returning how many."""
-        received = time.time()
-        data = b"".join(
-            (json.dumps({"erase": user, "received": received}, separators=(",", ":")) + "\n").encode()
-            for user in users
-        )
-        if not data:
-            return 0
-        with self._lock:
-            segment = self._writable(len(data))
-            try:
-                segment.write(data)
-                segment.flush()
-                os.fsync(segment.fileno())
-            except BaseException:
-                self._close_segment()
-                raise
-            self._size += len(data)
-        return len(users)
 
     def rotate(self) -> None:
         """Close the current segment; the next append starts a new one."""
