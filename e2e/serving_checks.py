@@ -6,6 +6,7 @@ answer."""
 
 from __future__ import annotations
 
+import secrets
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from recserve_operator.planners.serve_config import (
     plan_serve_config,
 )
 from recserve_operator.rollout.serve_rest import ServeRestTarget
-from recserve_operator.settings import OperatorSettings
+from recserve_operator.settings import PSEUDONYM_SECRET_KEY, OperatorSettings
 from recserve_operator.validate import load_model
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "manifests" / "examples" / "movielens-ranker.yaml"
@@ -66,6 +67,18 @@ RECOMMEND = textwrap.dedent(
     }))
     """
 )
+
+
+def pseudonym_key_dir(parent: Path) -> Path:
+    """A folder holding a test pseudonymization key (``key``), readable by the image's uid: what the
+    key Secret's mount is to a cluster's routers, which refuse to record feedback without it."""
+    folder = parent / "pseudonym"
+    folder.mkdir(mode=0o755, exist_ok=True)
+    key = folder / PSEUDONYM_SECRET_KEY
+    key.write_text(secrets.token_hex(32) + "\n")
+    key.chmod(0o644)
+    folder.chmod(0o755)
+    return folder
 
 
 def apply_stable(target: ServeRestTarget, engine_in_store: str) -> tuple[Any, Any]:

@@ -36,13 +36,13 @@ import pytest
 from e2e.cluster.controlplane import ControlPlane
 from e2e.harness import PEERING, apply, build_jobs, condition_summary, get_model, registry_free_model
 from e2e.images import Images
-from e2e.serving_checks import RECOMMEND, apply_stable, assert_recommendations
+from e2e.serving_checks import RECOMMEND, apply_stable, assert_recommendations, pseudonym_key_dir
 from recserve_operator.embedded.local_ray import LOCAL_RAY_ENV
 from recserve_operator.embedded.processes import free_port
 from recserve_operator.planners.k8s_common import IMAGE_UID
 from recserve_operator.planners.rayservice import DASHBOARD_PORT, GCS_PORT, HOME_MOUNT
 from recserve_operator.rollout.serve_rest import ServeRestTarget
-from recserve_operator.settings import OperatorSettings
+from recserve_operator.settings import PSEUDONYM_MOUNT, OperatorSettings
 from recserve_serving.offline import OFFLINE_ENV
 from recserve_serving.serve.config import SERVE_PORT
 from recserve_serving.waiting import wait_for
@@ -98,7 +98,7 @@ def test_the_serving_image_recommends_like_the_test_suite_read_only_and_without_
 
 
 def test_the_serving_image_runs_ray_serve_and_answers_recommend(
-    images: Images, store: dict[str, Path], leftover_check: None
+    images: Images, store: dict[str, Path], leftover_check: None, tmp_path: Path
 ) -> None:
     """The serving path itself in the image, as on a KubeRay head pod: ``ray start --head`` on the
     head pod's ports, the serve config the operator renders for the cluster (router + ranker
@@ -124,6 +124,8 @@ def test_the_serving_image_runs_ray_serve_and_answers_recommend(
         f"--tmpfs={HOME_MOUNT}:rw,size=64m,mode=1777",
         f"--volume={store['engine']}:{engine_in_store}:ro",
         f"--volume={store['index']}:{settings.index_dir}:ro",
+        f"--tmpfs={settings.online_dir}:rw,size=64m,mode=1777",
+        f"--volume={pseudonym_key_dir(tmp_path)}:{PSEUDONYM_MOUNT}:ro",
         *env, "--entrypoint=bash",
     ]  # fmt: skip
     image = images.named("recserve-serving")

@@ -26,12 +26,12 @@ from e2e.cluster.controlplane import ControlPlane
 from e2e.cluster.realnode import RealNode
 from e2e.images import Images
 from e2e.realpods import store_pod, wait_containers_gone
-from e2e.serving_checks import apply_stable, assert_recommendations
+from e2e.serving_checks import apply_stable, assert_recommendations, pseudonym_key_dir
 from recserve_operator.embedded.local_ray import LOCAL_RAY_ENV
 from recserve_operator.planners.k8s_common import IMAGE_UID
 from recserve_operator.planners.rayservice import DASHBOARD_PORT, GCS_PORT
 from recserve_operator.rollout.serve_rest import ServeRestTarget
-from recserve_operator.settings import OperatorSettings
+from recserve_operator.settings import PSEUDONYM_MOUNT, OperatorSettings
 from recserve_serving.serve.config import SERVE_PORT
 from recserve_serving.waiting import wait_for
 
@@ -41,7 +41,7 @@ POD = "serving"
 USER_ID = 42
 
 
-def serving_pod(image: str, engine: Path, index: Path) -> dict[str, Any]:
+def serving_pod(image: str, engine: Path, index: Path, key_dir: Path) -> dict[str, Any]:
     """A Ray head pod for the real node, secured as the operator's pod templates are; Ray binds
     the pod's IP (from the downward API) so that the dashboard and Serve are reachable on it."""
     ray_start = [
@@ -63,7 +63,15 @@ def serving_pod(image: str, engine: Path, index: Path) -> dict[str, Any]:
         {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}},
         {"name": "shm", "mountPath": "/dev/shm"},
     )
-    pod = store_pod(POD, container, engine, index, tmp_size="1Gi", extra_volumes=(shm,))
+    online = (
+        {"name": "online", "emptyDir": {"sizeLimit": "64Mi"}},
+        {"name": "online", "mountPath": OperatorSettings().online_dir},
+    )
+    key = (  # the key Secret's stand-in, as engine and index stand in for the artifact claim
+        {"name": "pseudonym", "hostPath": {"path": str(key_dir), "type": "Directory"}},
+        {"name": "pseudonym", "mountPath": PSEUDONYM_MOUNT, "readOnly": True},
+    )
+    pod = store_pod(POD, container, engine, index, tmp_size="1Gi", extra_volumes=(shm, online, key))
     pod["spec"]["terminationGracePeriodSeconds"] = 10
     return pod
 
@@ -75,6 +83,7 @@ def test_the_serving_image_runs_as_a_pod_on_the_real_node_and_recommends(
     images: Images,
     store: dict[str, Path],
     record_property: Any,
+    tmp_path: Path,
 ) -> None:
     settings = OperatorSettings()
     image = images.named("recserve-serving")
@@ -82,7 +91,8 @@ def test_the_serving_image_runs_as_a_pod_on_the_real_node_and_recommends(
     engine_in_store = f"{settings.engine_root}/{store['engine'].name}"
     core = client.CoreV1Api(control_plane.api_client())
     created = time.monotonic()
-    core.create_namespaced_pod(namespace, serving_pod(image, store["engine"], store["index"]))
+    key_dir = pseudonym_key_dir(tmp_path)
+    core.create_namespaced_pod(namespace, serving_pod(image, store["engine"], store["index"], key_dir))
 
     def status() -> Any:
         found = core.read_namespaced_pod(POD, namespace).status
