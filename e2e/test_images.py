@@ -84,8 +84,7 @@ def test_the_serving_image_recommends_like_the_test_suite_read_only_and_without_
     assert inside["torch"] is False, "the serving image must not ship torch"
     assert len(inside["candidates"]) == CANDIDATES
 
-    data = REPO / "data" / "movielens-small"
-    host_args = [str(store["engine"]), str(data), str(store["index"]), str(USER_ID), str(CANDIDATES)]
+    host_args = [str(store["engine"]), str(store["index"]), str(USER_ID), str(CANDIDATES)]
     host = subprocess.run(
         [sys.executable, "-c", RECOMMEND, *host_args], capture_output=True, text=True, timeout=300, cwd=REPO
     )
