@@ -178,6 +178,26 @@ def condition_summary(model: dict[str, Any]) -> dict[str, str]:
     return summary
 
 
+def cluster_diagnosis(plane: ControlPlane, namespace: str, name: str) -> str:
+    """What a failed wait needs to be understood: the model's conditions and events, the pods
+    with their container states, the namespace's events and the Ray containers' last log lines."""
+
+    def run(*args: str) -> str:
+        done = plane.kubectl(*args, "-n", namespace, check=False, timeout=60)
+        return (done.stdout + done.stderr).strip()
+
+    parts = [
+        run("get", "recommendermodel", name, "-o", "jsonpath={.status}"),
+        run("get", "pods,rayservices,rayclusters", "-o", "wide"),
+        run("get", "events", "--sort-by=.lastTimestamp"),
+    ]
+    pods = run("get", "pods", "-l", "ray.io/is-ray-node=yes", "-o", "name").split()
+    for pod in pods:
+        parts.append(f"--- {pod}\n" + run("describe", pod)[-3000:])
+        parts.append(run("logs", pod, "--all-containers", "--tail=60"))
+    return "\n\n".join(parts)
+
+
 def model_events(kube: Any, namespace: str, name: str) -> list[Any]:
     """Events the operator posted about the model (kopf posts core/v1 Events)."""
     found = client.CoreV1Api(kube).list_namespaced_event(

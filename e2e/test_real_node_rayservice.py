@@ -45,6 +45,7 @@ from e2e.harness import (
     OperatorProcess,
     apply,
     build_jobs,
+    cluster_diagnosis,
     condition_summary,
     get_model,
     hand_result_to_pod,
@@ -57,7 +58,7 @@ from e2e.serving_checks import EXAMPLE, FP32_CANARY_VERSION
 from recserve_operator.loadgen import BackgroundTraffic
 from recserve_operator.settings import OperatorSettings
 from recserve_serving.serve.config import SERVE_PORT
-from recserve_serving.waiting import wait_for
+from recserve_serving.waiting import WaitTimeout, wait_for
 
 pytestmark = pytest.mark.long
 
@@ -228,7 +229,13 @@ def test_a_model_on_the_real_node_serves_through_its_service_steps_a_canary_and_
                         assert container.restart_count < 3, (pod.metadata.name, container)
                 return status().get("Ready") == "True"
 
-            wait_for(ready, 900, interval=2.0, message=f"model {NAME} Ready (a RayService on the real node)")
+            try:
+                wait_for(
+                    ready, 900, interval=2.0, message=f"model {NAME} Ready (a RayService on the real node)"
+                )
+            except WaitTimeout:
+                print(cluster_diagnosis(control_plane, namespace, NAME))
+                raise
             timings["apply_to_ready_s"] = time.monotonic() - started
             pods = ray_pods()
             assert {p.spec.node_name for p in pods} == {real_node.name}, [
