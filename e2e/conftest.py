@@ -26,6 +26,7 @@ from e2e.cluster.nodejoin import node_ready, registration
 from e2e.cluster.realnode import NodeBinaries, RealNode
 from e2e.harness import ArtifactStore, Install, install_chart, uninstall_chart
 from e2e.images import ImageBuildError, Images, ensure_images
+from recserve_operator.planners.k8s_common import IMAGE_UID
 from recserve_serving.engine.cache import newest_cached
 from recserve_serving.example_data import load_example
 from recserve_serving.offline import OFFLINE_ENV
@@ -214,6 +215,11 @@ def store(test_state: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     engine = shutil.copytree(built, root / "engines" / built.name)
     shutil.copytree(index, root / "retrieval", ignore=shutil.ignore_patterns("*.lock", ".*"))
     subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
+    # Routers write the feedback log and history store under online/: the pods' fsGroup makes a
+    # real claim writable to them, but kubelets apply no fsGroup to the hostPath volume here.
+    online = root / "online"
+    online.mkdir()
+    os.chown(online, IMAGE_UID, IMAGE_UID)
     return {"engine": engine, "index": root / "retrieval"}
 
 
