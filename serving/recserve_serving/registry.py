@@ -20,7 +20,12 @@ from urllib.parse import unquote, urlparse
 
 from recserve_serving.engine.digests import directory_digest
 from recserve_serving.errors import AliasNotSet, CheckpointError
-from recserve_serving.registry_http import NOT_FOUND_CODES, bound_registry_calls, registry_failure
+from recserve_serving.registry_http import (
+    NOT_FOUND_CODES,
+    bound_registry_calls,
+    import_mlflow,
+    registry_failure,
+)
 from recserve_serving.uri_paths import S3_UNSUPPORTED, SUPPORTED_CHECKPOINTS, path_problem, pvc_path
 
 CHAMPION = "champion"
@@ -60,6 +65,7 @@ class Registry:
 
     def __init__(self, state: Path, tracking_uri: str | None = None) -> None:
         """The embedded registry under ``state``, or a shared MLflow server at ``tracking_uri``."""
+        import_mlflow()
         from mlflow.tracking import MlflowClient
 
         bound_registry_calls()

@@ -9,6 +9,7 @@ is made, unless the deployment already chose its own.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import MutableMapping
 
 from recserve_serving.errors import CheckpointError, RecserveError, Unavailable
@@ -22,6 +23,19 @@ HTTP_BOUNDS = {
 """10 s per attempt, 3 attempts, 2 s of backoff: a dead registry answers within about 35 s."""
 
 NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
+
+
+_MLFLOW_IMPORT = threading.Lock()
+
+
+def import_mlflow() -> None:
+    """Import the whole ``mlflow`` package once, one thread at a time, before any of its
+    submodules. Its modules import each other in cycles: threads that first enter it through
+    different submodules (an operator reconciling 200 models at once) deadlock on the import
+    locks, Python breaks the deadlock by handing out half-initialised modules, and ``mlflow``
+    stays broken for the life of the process."""
+    with _MLFLOW_IMPORT:
+        import mlflow  # noqa: F401
 
 
 def bound_registry_calls(env: MutableMapping[str, str] | None = None) -> None:
