@@ -20,12 +20,7 @@ from urllib.parse import unquote, urlparse
 
 from recserve_serving.engine.digests import directory_digest
 from recserve_serving.errors import AliasNotSet, CheckpointError
-from recserve_serving.registry_http import (
-    NOT_FOUND_CODES,
-    bound_registry_calls,
-    import_mlflow,
-    registry_failure,
-)
+from recserve_serving.registry_http import NOT_FOUND_CODES, registry_client, registry_failure
 from recserve_serving.uri_paths import S3_UNSUPPORTED, SUPPORTED_CHECKPOINTS, path_problem, pvc_path
 
 CHAMPION = "champion"
@@ -65,16 +60,12 @@ class Registry:
 
     def __init__(self, state: Path, tracking_uri: str | None = None) -> None:
         """The embedded registry under ``state``, or a shared MLflow server at ``tracking_uri``."""
-        import_mlflow()
-        from mlflow.tracking import MlflowClient
-
-        bound_registry_calls()
         self.state = Path(state)
         self.state.mkdir(parents=True, exist_ok=True)
         self.artifacts = self.state / "mlartifacts"
         self.tracking_uri = tracking_uri or f"sqlite:///{self.state / 'mlflow.db'}"
         with _quiet():
-            self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            self.client = registry_client(self.tracking_uri)
 
     def _experiment_id(self) -> str:
         found = self.client.get_experiment_by_name(EXPERIMENT)

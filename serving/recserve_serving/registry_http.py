@@ -2,7 +2,7 @@
 
 MLflow's HTTP client waits 120 s per request and retries 7 times with backoff by default, so
 one hung registry could hold an operator worker for many minutes. Its bounds are read from
-the environment on every request; ``bound_registry_calls`` sets them once, before any client
+the environment on every request; ``registry_client`` sets them once, before the first client
 is made, unless the deployment already chose its own.
 """
 
@@ -11,9 +11,13 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import MutableMapping
+from typing import TYPE_CHECKING
 
 from recserve_serving.errors import CheckpointError, RecserveError, Unavailable
 from recserve_serving.redact import redact
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 HTTP_BOUNDS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
@@ -28,14 +32,19 @@ NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE
 _MLFLOW_IMPORT = threading.Lock()
 
 
-def import_mlflow() -> None:
-    """Import the whole ``mlflow`` package once, one thread at a time, before any of its
-    submodules. Its modules import each other in cycles: threads that first enter it through
-    different submodules (an operator reconciling 200 models at once) deadlock on the import
-    locks, Python breaks the deadlock by handing out half-initialised modules, and ``mlflow``
-    stays broken for the life of the process."""
+def registry_client(tracking_uri: str) -> MlflowClient:
+    """A client of the registry at ``tracking_uri`` with its calls bounded: the one place clients
+    are made. The whole ``mlflow`` package is imported first, one thread at a time. Its modules
+    import each other in cycles: threads that first enter it through different submodules (an
+    operator reconciling 200 models at once) deadlock on the import locks, Python breaks the
+    deadlock by handing out half-initialised modules, and ``mlflow`` stays broken for the life
+    of the process."""
     with _MLFLOW_IMPORT:
         import mlflow  # noqa: F401
+    from mlflow.tracking import MlflowClient
+
+    bound_registry_calls()
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
 def bound_registry_calls(env: MutableMapping[str, str] | None = None) -> None:

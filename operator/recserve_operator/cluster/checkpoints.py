@@ -15,12 +15,7 @@ from typing import Any
 
 from recserve_operator.platform import CheckpointInfo
 from recserve_serving.errors import AliasNotSet, CheckpointError
-from recserve_serving.registry_http import (
-    NOT_FOUND_CODES,
-    bound_registry_calls,
-    import_mlflow,
-    registry_failure,
-)
+from recserve_serving.registry_http import NOT_FOUND_CODES, registry_client, registry_failure
 
 DIGEST_TAG = "recserve.digest"
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w.-]+))/?$")
@@ -33,12 +28,9 @@ def describe(uri: str, tracking_uri: str | None) -> CheckpointInfo:
         return CheckpointInfo(uri, name, None, "uri:" + hashlib.sha256(uri.encode()).hexdigest())
     if not tracking_uri:
         raise CheckpointError(f"{uri}: set the operator's MLflow tracking URI (RECSERVE_MLFLOW_TRACKING_URI)")
-    import_mlflow()
+    client = registry_client(tracking_uri)
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    bound_registry_calls()
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     name, version, alias = match["name"], match["version"], match["alias"]
     try:
         entry = (
@@ -63,12 +55,9 @@ def move_alias(tracking_uri: str | None, name: str, alias: str, version: str) ->
     uri = f"models:/{name}@{alias}"
     if not tracking_uri:
         raise CheckpointError(f"{uri}: set the operator's MLflow tracking URI (RECSERVE_MLFLOW_TRACKING_URI)")
-    import_mlflow()
+    client = registry_client(tracking_uri)
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    bound_registry_calls()
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     try:
         client.set_registered_model_alias(name, alias, version)
     except (MlflowException, OSError) as error:
