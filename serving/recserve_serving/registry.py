@@ -20,7 +20,12 @@ from urllib.parse import unquote, urlparse
 
 from recserve_serving.engine.digests import directory_digest
 from recserve_serving.errors import AliasNotSet, CheckpointError
-from recserve_serving.registry_http import NOT_FOUND_CODES, registry_client, registry_failure
+from recserve_serving.registry_http import (
+    NOT_FOUND_CODES,
+    import_mlflow,
+    registry_client,
+    registry_failure,
+)
 from recserve_serving.uri_paths import S3_UNSUPPORTED, SUPPORTED_CHECKPOINTS, path_problem, pvc_path
 
 CHAMPION = "champion"
@@ -48,7 +53,9 @@ class ResolvedCheckpoint:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """MLflow and alembic log and print on first use; none of that belongs on our stdout."""
+    """MLflow and alembic log and print on first use; none of that belongs on our stdout or
+    stderr. Importing mlflow sets its loggers' levels, so the import comes before ours."""
+    import_mlflow()
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     with contextlib.redirect_stdout(io.StringIO()):

@@ -32,15 +32,20 @@ NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE
 _MLFLOW_IMPORT = threading.Lock()
 
 
-def registry_client(tracking_uri: str) -> MlflowClient:
-    """A client of the registry at ``tracking_uri`` with its calls bounded: the one place clients
-    are made. The whole ``mlflow`` package is imported first, one thread at a time. Its modules
-    import each other in cycles: threads that first enter it through different submodules (an
-    operator reconciling 200 models at once) deadlock on the import locks, Python breaks the
-    deadlock by handing out half-initialised modules, and ``mlflow`` stays broken for the life
-    of the process."""
+def import_mlflow() -> None:
+    """Import the whole ``mlflow`` package, one thread at a time. Its modules import each other in
+    cycles: threads that first enter it through different submodules (an operator reconciling 200
+    models at once) deadlock on the import locks, Python breaks the deadlock by handing out
+    half-initialised modules, and ``mlflow`` stays broken for the life of the process. The import
+    also configures mlflow's loggers, so whoever quietens them must do so after this."""
     with _MLFLOW_IMPORT:
         import mlflow  # noqa: F401
+
+
+def registry_client(tracking_uri: str) -> MlflowClient:
+    """A client of the registry at ``tracking_uri`` with its calls bounded: the one place clients
+    are made, after the one safe import of ``mlflow``."""
+    import_mlflow()
     from mlflow.tracking import MlflowClient
 
     bound_registry_calls()
