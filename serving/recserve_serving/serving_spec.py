@@ -438,6 +438,27 @@ class ExplainSpec(CamelModel):
     )
 
 
+class FeedbackLogSpec(CamelModel):
+    """How long the interaction log (``/v1/feedback`` events) keeps events, and how often the
+    routers compact it: compaction is also what removes an erased user's events from its files."""
+
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=3650,
+        description="Events received longer ago than this are deleted by the next compaction "
+        "(erasure tombstones are kept). Unset: events are kept until deleted by hand. Retraining "
+        "reads only what is kept, so keep at least spec.training.windowDays.",
+    )
+    compact_every_minutes: int = Field(
+        default=60,
+        ge=1,
+        le=1440,
+        description="How often each router replica compacts the log (and once when it starts): the "
+        "longest an erased user's events or expired events stay in the log's files.",
+    )
+
+
 class ServingSpec(CamelModel):
     """Everything about running an engine that does not change the engine itself."""
 
@@ -465,6 +486,7 @@ class ServingSpec(CamelModel):
     retrieval: RetrievalSpec = RetrievalSpec()
     limits: LimitsSpec = LimitsSpec()
     explain: ExplainSpec = ExplainSpec()
+    feedback_log: FeedbackLogSpec = FeedbackLogSpec()
 
     @model_validator(mode="after")
     def _consistent(self) -> ServingSpec:

@@ -166,6 +166,9 @@ def test_no_raw_user_id_or_history_reaches_logs_metrics_or_stores_and_erasure_wo
     assert f"erased user {key.user(NEW_USER)} through {url}: online history emptied" in cli.stdout
     metrics = httpx.get(f"{url}/metrics", timeout=30).text
     assert 'endpoint="/v1/users/{user_id:path}"' in metrics
+    assert 'recserve_feedback_events_compacted_total{model="shop-test",reason="erased"}' in metrics, (
+        "the router's log maintenance made its first pass in the real replica"
+    )
 
     ray_logs = root / "ray"
 

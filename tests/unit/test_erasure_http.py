@@ -5,46 +5,18 @@ without a log, and that the metrics and the log name the route and pseudonyms, n
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
-from fastapi.testclient import TestClient
-from ray import serve
+from erasure_router import serve_in_process, store_router
 from tiny_data import tiny
 
-from recserve_serving.dataspec import HistoryStoreSpec
 from recserve_serving.online.feedback_log import read_feedback
-from recserve_serving.online.history import HistoryStore
-from recserve_serving.privacy import ensure_key_file, pseudonymizer_from
 from recserve_serving.serve import app as serve_app
 from recserve_serving.serve.catalog import Catalog, DatasetHistories
 from recserve_serving.serve.config import RouterConfig
-from recserve_serving.serve.sources import StoreHistories, dataset_histories, fill_marker
 
 pytestmark = pytest.mark.unit
 RAW = "u1"
-
-
-def serve_in_process(monkeypatch: pytest.MonkeyPatch, router: serve_app.Router) -> TestClient:
-    context = SimpleNamespace(
-        servable_object=router, _deployment_config=SimpleNamespace(max_ongoing_requests=8)
-    )
-    monkeypatch.setattr(serve, "get_replica_context", lambda: context)
-    return TestClient(serve_app.http_app, raise_server_exceptions=False)
-
-
-def store_router(tmp_path: Path) -> serve_app.Router:
-    key_file = ensure_key_file(tmp_path / "secrets" / "pseudonym.key")
-    pseudonyms = pseudonymizer_from(key_file)
-    online = tmp_path / "online" / "m"
-    dataset = tiny()
-    store = HistoryStore(HistoryStoreSpec(kind="sqlite"), online / "feast")
-    store.fill(dataset_histories(dataset, pseudonyms), fill_marker(dataset, pseudonyms))
-    catalog = Catalog(dataset, retriever=None, histories=StoreHistories(store, dataset, pseudonyms))  # type: ignore[arg-type]
-    config = RouterConfig(
-        model_name="m", index_dir="unused", online_dir=str(online), pseudonym_key_file=str(key_file)
-    )
-    return serve_app.Router(config.to_dict(), catalog=catalog)
 
 
 def test_erase_empties_the_history_tombstones_the_log_and_is_idempotent(

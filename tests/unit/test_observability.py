@@ -217,6 +217,7 @@ def test_contract_serving_metrics_are_what_the_serving_app_exports(contract: Con
     m.queue_length.labels(*labels).set(2)
     m.ranker_retries.labels(*labels).inc()
     m.shadow_diff.labels("ranker").observe(0.05)
+    m.feedback_compacted.labels("ranker", "expired").inc()
     exported: dict[str, tuple[str, set[str], str]] = {}
     for fam in text_string_to_metric_families(m.exposition().decode()):
         names = {s.name for s in fam.samples}

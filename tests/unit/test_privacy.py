@@ -105,7 +105,9 @@ def test_compaction_removes_erased_users_events_keeps_tombstones_and_live_segmen
 
     done = compact(tmp_path)
 
-    assert (done.rewritten, done.removed, done.skipped_live) == (2, 2, 1)
+    assert (done.rewritten, done.deleted, done.removed, done.skipped_live) == (1, 1, 2, 1), (
+        "a segment left empty is deleted"
+    )
     assert read_feedback(tmp_path) == before, "training reads the same thing before and after"
     kept = lines(tmp_path)
     assert [r.get("itemId") for r in kept if r.get("userId") == KEY.user("u2")] == ["sku-b"]
@@ -157,7 +159,7 @@ def test_cli_erases_a_user_in_an_embedded_state(tmp_path: Path, capsys: pytest.C
     assert main(["users", "erase", "u1", "--state", str(state)]) == 0
     out = capsys.readouterr().out
     assert f"erased user {key.user('u1')} of shop" in out and "online history emptied" in out
-    assert "1 event(s) of erased users removed from 1 segment(s)" in out and "u1 " not in out
+    assert "1 event(s) of erased users removed; 1 segment(s) rewritten, 0 deleted" in out and "u1 " not in out
     logged = lines(online / "feedback")
     assert [r["userId"] for r in logged if "userId" in r] == [key.user("u2")]
     assert [r["erase"] for r in logged if "erase" in r] == [key.user("u1")]

@@ -13,6 +13,7 @@ training reads. ``compact`` does that alone, e.g. after erasures through a clust
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import socket
@@ -41,13 +42,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     compaction = sub.add_parser("compact", help="rewrite the interaction log without erased users' events")
     compaction.add_argument("--model", help="the model (default: the only one with online data in the state)")
     compaction.add_argument("--state", help="state directory (default: $RECSERVE_HOME or ./.recserve)")
+    compaction.add_argument(
+        "--retention-days",
+        type=_positive_days,
+        help="also remove events received more than this many days ago (the model's "
+        "spec.serving.feedbackLog.retentionDays, which its routers apply by themselves)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     state = state_dir(args.state)
     if args.action == "compact":
         model = _model(state, args.model)
-        print(_compacted(model, compact(_online(state, model) / "feedback")))
+        done = compact(_online(state, model) / "feedback", retention_days=args.retention_days)
+        print(_compacted(model, done))
         return 0
     user_id = str(args.user_id).strip()
     if not user_id:
@@ -65,6 +73,16 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(_in_state(state, model, user_id))
     return 0
+
+
+def _positive_days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        days = math.nan
+    if not days > 0 or math.isinf(days):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days above 0 (e.g. 30)")
+    return days
 
 
 def _online(state: Path, model: str) -> Path:
@@ -160,7 +178,8 @@ def _erase_sqlite_history(repo_dir: Path, pseudonym: str) -> bool | None:
 
 def _compacted(model: str, done: Compaction) -> str:
     live = f"; {done.skipped_live} live segment(s) left for the next compaction" if done.skipped_live else ""
+    expired = f", {done.expired} past retention" if done.expired else ""
     return (
-        f"compacted {model}'s interaction log: {done.removed} event(s) of erased users removed from "
-        f"{done.rewritten} segment(s){live}"
+        f"compacted {model}'s interaction log: {done.removed} event(s) of erased users{expired} removed; "
+        f"{done.rewritten} segment(s) rewritten, {done.deleted} deleted{live}"
     )

@@ -118,6 +118,7 @@ def plan_serve_config(model: RecommenderModel, plan: DeployPlan, site: ServeSite
             retrieval=model.spec.serving.retrieval,
             limits=model.spec.serving.limits,
             explain=model.spec.serving.explain,
+            feedback_log=model.spec.serving.feedback_log,
         ),
         stable=ranker(plan.stable),
         canary=None if plan.canary is None else ranker(plan.canary),

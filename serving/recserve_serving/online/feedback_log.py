@@ -20,7 +20,10 @@ Erasure appends a tombstone line, ``{"erase": PSEUDONYM, "received": T}``, to th
 erased so that training also drops their rows in the platform's own interaction table.
 
 ``compact`` rewrites closed segments without the erased users' events (keeping the tombstones),
-which is how an erasure leaves the log itself and not only what training reads.
+which is how an erasure leaves the log itself and not only what training reads, and, given a
+retention, without events received longer ago than that; a segment left with nothing is deleted.
+A router compacts on a schedule (``online/maintenance.py``); compactions of one log take turns
+(``.compact.lock``).
 
 ``read`` skips a torn last line (a crash mid-write: that append never returned, so the event was
 never acknowledged) with a warning; a bad line anywhere else is corruption and raises, naming the
@@ -39,8 +42,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -53,6 +56,9 @@ SEGMENT_BYTES = 64 * 1024 * 1024
 _SEGMENT = re.compile(r"^(?P<writer>.+)-(?P<seq>\d{8})\.jsonl$")
 _WRITER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TOMBSTONE = b'{"erase":'
+COMPACTION_LOCK = ".compact.lock"
+CLAIM_WAIT_SECONDS = 5.0
+DAY_SECONDS = 86_400
 log = logging.getLogger(__name__)
 
 
@@ -185,18 +191,37 @@ class FeedbackLog:
         _fsync_directory(self.directory)
         return segment
 
+    def compact(self, retention_days: float | None = None) -> Compaction:
+        """Compact the whole log, this writer's segments included: its open segment is closed
+        first (the next append starts a new one), so every event it wrote so far can go. Appends
+        wait only for the close, not for the compaction."""
+        with self._lock:
+            self._close_segment()
+            if not self.directory.is_dir():
+                return Compaction()
+            closed = max((seq for seq, _ in _own_segments(self.directory, self.writer)), default=0)
+        return compact(self.directory, retention_days=retention_days, closed_own=(self.writer, closed))
+
     def _claim_writer(self) -> None:
         if self._claim is not None:
             return
         claim = open(self.directory / f".{self.writer}.lock", "ab")  # noqa: SIM115 (held open)
-        try:
-            fcntl.flock(claim.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            claim.close()
-            raise FeedbackLogError(
-                f"feedback log writer {self.writer!r} is in use by another live process in {self.directory}: "
-                "give each replica its own writer name"
-            ) from None
+        # A compaction holds a stopped writer's name only while it rewrites that writer's
+        # segments; a process resuming that name (a restarted container keeps its host name and
+        # often its pid) waits that long rather than failing its first append.
+        deadline = time.monotonic() + CLAIM_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(claim.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    claim.close()
+                    raise FeedbackLogError(
+                        f"feedback log writer {self.writer!r} is in use by another live process in "
+                        f"{self.directory}: give each replica its own writer name"
+                    ) from None
+                time.sleep(0.05)
         self._claim = claim
 
     def _close_segment(self) -> None:
@@ -218,11 +243,7 @@ class FeedbackRecords:
 def read_feedback(directory: Path) -> FeedbackRecords:
     """Every writer's events, less those of erased users received before their erasure."""
     records = [record for path in _segments(directory) for record in _read_segment(path)]
-    erased_at: dict[str, float] = {}
-    for record in records:
-        if "erase" in record:
-            user = str(record["erase"])
-            erased_at[user] = max(erased_at.get(user, 0.0), float(record.get("received", math.inf)))
+    erased_at = _erasures(records)
     events = [
         record
         for record in records
@@ -238,7 +259,11 @@ def erased_users(directory: Path) -> frozenset[str]:
     start reads a large log at disk speed."""
     found: set[str] = set()
     for path in _segments(directory):
-        with open(path, "rb") as file:
+        try:
+            file = open(path, "rb")  # noqa: SIM115 (closed below)
+        except FileNotFoundError:
+            continue  # deleted by a compaction since it was listed; it held no tombstone
+        with file:
             for raw in file:
                 if raw.startswith(_TOMBSTONE):
                     record = _parse(raw)
@@ -249,64 +274,110 @@ def erased_users(directory: Path) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class Compaction:
-    """What ``compact`` did: segments rewritten, events removed, and live segments left alone."""
+    """What ``compact`` did: segments rewritten and deleted, events removed because their user was
+    erased and because they outlived the retention, and live segments left alone."""
 
-    rewritten: int
-    removed: int
-    skipped_live: int
+    rewritten: int = 0
+    removed: int = 0
+    skipped_live: int = 0
+    expired: int = 0
+    deleted: int = 0
 
 
-def compact(directory: Path) -> Compaction:
-    """Rewrite the log's closed segments without the events of erased users.
+def compact(
+    directory: Path,
+    *,
+    retention_days: float | None = None,
+    closed_own: tuple[str, int] | None = None,
+    now: float | None = None,
+) -> Compaction:
+    """Rewrite the log's closed segments without the events of erased users and, with
+    ``retention_days``, without events received more than that many days before ``now``.
 
     An event goes when a tombstone of its user was received after it (``read_feedback``'s rule),
     so a user who comes back after an erasure keeps their new events. Tombstones stay: training
-    still leaves the erased users' rows out of the platform's own table. Each rewritten segment
-    is written beside the old one, fsynced, and renamed over it, so a crash leaves either the old
-    file or the new one. A segment a live writer may still append to (the newest segment of a
+    still leaves the erased users' rows out of the platform's own table, and a starting router
+    still refuses to serve them. Each rewritten segment is written beside the old one, fsynced,
+    and renamed over it, so a crash leaves either the old file or the new one; a segment left
+    empty is deleted. A segment a live writer may still append to (the newest segment of a
     writer whose ``.<writer>.lock`` is held) is left as it is; the next compaction takes it once
     the writer has moved on. Writers that are not live are locked for the rewrite, so none can
-    start appending under the same name meanwhile.
+    start appending under the same name meanwhile. ``closed_own`` is the calling writer's name
+    and the last of its segments it has closed (``FeedbackLog.compact``): those are rewritten
+    without taking its lock, which it holds itself.
     """
+    if not directory.is_dir():
+        return Compaction()
+    cutoff = (
+        None
+        if retention_days is None
+        else (time.time() if now is None else now) - retention_days * DAY_SECONDS
+    )
+    with open(directory / COMPACTION_LOCK, "ab") as turn:
+        fcntl.flock(turn.fileno(), fcntl.LOCK_EX)
+        erased_at = _erasures(record for path in _segments(directory) for record in _read_segment(path))
+        if not erased_at and cutoff is None:
+            return Compaction()
+        totals = Compaction()
+        for writer, paths in _segments_by_writer(directory).items():
+            if closed_own is not None and writer == closed_own[0]:
+                for path in paths:
+                    if _sequence(path) <= closed_own[1]:
+                        totals = _add(totals, _rewrite(path, erased_at, cutoff))
+                continue
+            with open(directory / f".{writer}.lock", "ab") as claim:
+                try:
+                    fcntl.flock(claim.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    closed = paths
+                except BlockingIOError:  # the newest may be open for appending
+                    closed = paths[:-1]
+                    totals = replace(totals, skipped_live=totals.skipped_live + 1)
+                for path in closed:
+                    totals = _add(totals, _rewrite(path, erased_at, cutoff))
+        return totals
+
+
+def _erasures(records: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """Each erased user's pseudonym and the receipt time of their latest tombstone."""
     erased_at: dict[str, float] = {}
-    for path in _segments(directory):
-        for record in _read_segment(path):
-            if "erase" in record:
-                user = str(record["erase"])
-                erased_at[user] = max(erased_at.get(user, 0.0), float(record.get("received", math.inf)))
-    rewritten = removed = skipped = 0
-    if not erased_at:
-        return Compaction(0, 0, 0)
-    by_writer: dict[str, list[Path]] = {}
-    for path in _segments(directory):
-        match = _SEGMENT.match(path.name)
-        assert match is not None  # _segments lists only segment names
-        by_writer.setdefault(match["writer"], []).append(path)
-    for writer, paths in by_writer.items():
-        with open(directory / f".{writer}.lock", "ab") as claim:
-            try:
-                fcntl.flock(claim.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                closed = paths
-            except BlockingIOError:
-                closed, skipped = paths[:-1], skipped + 1  # the newest may be open for appending
-            for path in closed:
-                dropped = _rewrite_without(path, erased_at)
-                if dropped:
-                    rewritten, removed = rewritten + 1, removed + dropped
-    return Compaction(rewritten, removed, skipped)
+    for record in records:
+        if "erase" in record:
+            user = str(record["erase"])
+            erased_at[user] = max(erased_at.get(user, 0.0), float(record.get("received", math.inf)))
+    return erased_at
 
 
-def _rewrite_without(path: Path, erased_at: dict[str, float]) -> int:
-    """Rewrite ``path`` without the erased users' earlier events; how many were dropped."""
+def _add(totals: Compaction, one: Compaction) -> Compaction:
+    return Compaction(
+        rewritten=totals.rewritten + one.rewritten,
+        removed=totals.removed + one.removed,
+        skipped_live=totals.skipped_live,
+        expired=totals.expired + one.expired,
+        deleted=totals.deleted + one.deleted,
+    )
+
+
+def _rewrite(path: Path, erased_at: dict[str, float], cutoff: float | None) -> Compaction:
+    """Rewrite ``path`` without the erased users' earlier events and the expired ones (or delete
+    it when nothing is left); what went, as a one-segment ``Compaction``."""
     records = list(_read_segment(path))
-    kept = [
-        record
-        for record in records
-        if "erase" in record
-        or float(record.get("received", 0.0)) > erased_at.get(str(record.get("userId")), -math.inf)
-    ]
+    kept, erased, expired = [], 0, 0
+    for record in records:
+        received = float(record.get("received", 0.0))
+        if "erase" in record:
+            kept.append(record)
+        elif received <= erased_at.get(str(record.get("userId")), -math.inf):
+            erased += 1
+        elif cutoff is not None and received < cutoff:
+            expired += 1
+        else:
+            kept.append(record)
     if len(kept) == len(records):
-        return 0
+        return Compaction()
+    if not kept:
+        path.unlink()
+        _fsync_directory(path.parent)
+        return Compaction(removed=erased, expired=expired, deleted=1)
     temporary = path.with_name(f".{path.name}.compact.tmp")
     with open(temporary, "wb") as file:
         file.write(b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in kept))
@@ -314,7 +385,7 @@ def _rewrite_without(path: Path, erased_at: dict[str, float]) -> int:
         os.fsync(file.fileno())
     os.replace(temporary, path)
     _fsync_directory(path.parent)
-    return len(records) - len(kept)
+    return Compaction(rewritten=1, removed=erased, expired=expired)
 
 
 def _line(event: FeedbackEvent, received: float) -> bytes:
@@ -342,6 +413,22 @@ def _own_segments(directory: Path, writer: str) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def _sequence(path: Path) -> int:
+    match = _SEGMENT.match(path.name)
+    assert match is not None  # only segment names are listed
+    return int(match["seq"])
+
+
+def _segments_by_writer(directory: Path) -> dict[str, list[Path]]:
+    """Each writer's segments, oldest first."""
+    by_writer: dict[str, list[Path]] = {}
+    for path in _segments(directory):
+        match = _SEGMENT.match(path.name)
+        assert match is not None  # _segments lists only segment names
+        by_writer.setdefault(match["writer"], []).append(path)
+    return by_writer
+
+
 def _segments(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
@@ -354,8 +441,11 @@ def _segments(directory: Path) -> list[Path]:
 
 
 def _read_segment(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path, "rb") as file:
-        lines = file.read().split(b"\n")
+    try:
+        with open(path, "rb") as file:
+            lines = file.read().split(b"\n")
+    except FileNotFoundError:
+        return  # a compaction deleted it since it was listed: nothing in it was kept
     # A segment ends with "\n", so the split leaves b"" last; anything else there is a line the
     # writer never finished.
     complete, tail = lines[:-1], lines[-1]

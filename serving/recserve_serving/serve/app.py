@@ -31,7 +31,8 @@ from ray.serve.handle import DeploymentHandle
 
 from recserve_serving.errors import InvalidRequest, NotFound, Overloaded, RecserveError, Unavailable
 from recserve_serving.fusion import FusionHead, read_fusion
-from recserve_serving.online.feedback_log import FeedbackLog
+from recserve_serving.online.feedback_log import Compaction, FeedbackLog
+from recserve_serving.online.maintenance import LogMaintenance
 from recserve_serving.serve.api_models import RecommendRequest, RecommendResponse
 from recserve_serving.serve.catalog import Catalog
 from recserve_serving.serve.config import (
@@ -172,6 +173,31 @@ class Router:
         self._background: set[asyncio.Task[None]] = set()
         self._fusion: dict[str, FusionHead | None] = {}
         self.feedback_log = feedback_log(self.config)
+        self.log_maintenance = self._maintain(self.feedback_log)
+
+    def _maintain(self, feedback: FeedbackLog | None) -> LogMaintenance | None:
+        """Compact the model's log now and on the spec's schedule (``online/maintenance.py``)."""
+        if feedback is None:
+            return None
+        spec, model = self.config.feedback_log, self.config.model_name
+        compacted = self.metrics.feedback_compacted
+
+        def count(done: Compaction) -> None:  # holds no reference to the router, so it can be collected
+            compacted.labels(model, "erased").inc(done.removed)
+            compacted.labels(model, "expired").inc(done.expired)
+
+        return LogMaintenance(
+            feedback,
+            retention_days=spec.retention_days,
+            every_seconds=spec.compact_every_minutes * 60,
+            on_pass=count,
+        ).start()
+
+    def __del__(self) -> None:
+        """Ray Serve calls this when it stops the replica: the pass under way finishes first."""
+        maintenance = getattr(self, "log_maintenance", None)
+        if maintenance is not None:
+            maintenance.stop()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Point each role at its ranker application; requests already sent keep their handle."""

@@ -30,6 +30,7 @@ from recserve_serving.serving_spec import (
     BatchingSpec,
     ExplainSpec,
     FaultInjectionSpec,
+    FeedbackLogSpec,
     LimitsSpec,
     ParallelismSpec,
     ResourcesSpec,
@@ -128,6 +129,7 @@ class RouterConfig(CamelModel):
     max_infer_pairs: int = Field(4_096, ge=1, le=1_000_000, description="Largest OIP infer request.")
     limits: LimitsSpec = LimitsSpec()
     explain: ExplainSpec = ExplainSpec()
+    feedback_log: FeedbackLogSpec = FeedbackLogSpec()
 
     def feedback_dir(self) -> Path | None:
         """Where the model's interaction log is (every replica's segments and tombstones)."""

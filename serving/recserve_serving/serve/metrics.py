@@ -24,6 +24,7 @@ BATCH_SIZE = "recserve_batch_size"
 QUEUE_LENGTH = "recserve_queue_length"
 SHADOW_DIFF = "recserve_shadow_score_diff"
 RANKER_RETRIES = "recserve_ranker_retries_total"
+FEEDBACK_COMPACTED = "recserve_feedback_events_compacted_total"
 
 
 class ServingMetrics:
@@ -74,6 +75,14 @@ class ServingMetrics:
             "Mean absolute score difference between canary (shadow) and stable on mirrored requests.",
             ("model",),
             buckets=SHIFT_BUCKETS,
+            registry=self.registry,
+        )
+
+        self.feedback_compacted = Counter(
+            FEEDBACK_COMPACTED,
+            "Interaction-log events this replica's compactions removed: reason erased (the user was "
+            "erased after the event) or expired (older than spec.serving.feedbackLog.retentionDays).",
+            ("model", "reason"),
             registry=self.registry,
         )
 
