@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
+import threading
 import time
 from pathlib import Path
 
@@ -69,7 +71,8 @@ def test_rotation_by_call_by_size_and_by_restart(tmp_path: Path, monkeypatch: py
     assert [r["itemId"] for r in restarted.read()] == list(range(1, 9))
 
 
-def test_a_writer_name_is_one_live_process(tmp_path: Path) -> None:
+def test_a_writer_name_is_one_live_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(feedback_log, "CLAIM_WAIT_SECONDS", 0.3)
     first = FeedbackLog(tmp_path, "replica-1")
     first.append([event(1)])
     second = FeedbackLog(tmp_path, "replica-1")
@@ -81,6 +84,20 @@ def test_a_writer_name_is_one_live_process(tmp_path: Path) -> None:
     assert [r["itemId"] for r in FeedbackLog(tmp_path, "x").read()] == [1, 2]
     with pytest.raises(FeedbackLogError, match=r"writer name '\.\./up' is not usable in a file name"):
         FeedbackLog(tmp_path, "../up")
+
+
+def test_a_resumed_writer_name_waits_out_a_compaction_holding_it(tmp_path: Path) -> None:
+    """A compaction locks a stopped writer's name while it rewrites that writer's segments; a
+    process resuming the name then (a restarted container) waits for it instead of failing."""
+    holder = open(tmp_path / ".replica-1.lock", "ab")  # noqa: SIM115 (closed by the timer)
+    fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+    release = threading.Timer(0.5, holder.close)
+    release.start()
+    resumed = FeedbackLog(tmp_path, "replica-1")
+    resumed.append([event(1)])
+    release.join()
+    resumed.close()
+    assert [r["itemId"] for r in FeedbackLog(tmp_path, "x").read()] == [1]
 
 
 @pytest.mark.parametrize(

@@ -79,7 +79,10 @@ def test_retention_removes_expired_events_keeps_tombstones_and_deletes_emptied_s
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_a_writer_compacts_its_own_segments_and_keeps_its_name_and_appending(tmp_path: Path) -> None:
+def test_a_writer_compacts_its_own_segments_and_keeps_its_name_and_appending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(feedback_log, "CLAIM_WAIT_SECONDS", 0.3)
     live = FeedbackLog(tmp_path, "router-live")
     live.append([event("u1", "sku-a"), event("u2", "sku-b")])
     live.tombstone([KEY.user("u1")])
