@@ -43,7 +43,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -184,8 +184,7 @@ class FeedbackLog:
     def _create_segment(self) -> IO[bytes]:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._claim_writer()
-        last = max((seq for seq, _ in _own_segments(self.directory, self.writer)), default=0)
-        path = self.directory / f"{self.writer}-{last + 1:08d}.jsonl"
+        path = self.directory / f"{self.writer}-{_last_sequence(self.directory, self.writer) + 1:08d}.jsonl"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         segment = os.fdopen(fd, "ab")
         _fsync_directory(self.directory)
@@ -197,9 +196,7 @@ class FeedbackLog:
         wait only for the close, not for the compaction."""
         with self._lock:
             self._close_segment()
-            if not self.directory.is_dir():
-                return Compaction()
-            closed = max((seq for seq, _ in _own_segments(self.directory, self.writer)), default=0)
+            closed = _last_sequence(self.directory, self.writer)
         return compact(self.directory, retention_days=retention_days, closed_own=(self.writer, closed))
 
     def _claim_writer(self) -> None:
@@ -255,9 +252,13 @@ def read_feedback(directory: Path) -> FeedbackRecords:
 
 def erased_users(directory: Path) -> frozenset[str]:
     """The pseudonyms every tombstone in the log names: what a router starting up must never
-    serve or refill from the platform's own data. Only tombstone lines are parsed, so a router
-    start reads a large log at disk speed."""
-    found: set[str] = set()
+    serve or refill from the platform's own data."""
+    return frozenset(_erasures(_tombstones(directory)))
+
+
+def _tombstones(directory: Path) -> Iterator[dict[str, Any]]:
+    """Every tombstone in the log. Only tombstone lines are parsed, so a router start or a
+    compaction pass reads a large log at disk speed."""
     for path in _segments(directory):
         try:
             file = open(path, "rb")  # noqa: SIM115 (closed below)
@@ -268,8 +269,7 @@ def erased_users(directory: Path) -> frozenset[str]:
                 if raw.startswith(_TOMBSTONE):
                     record = _parse(raw)
                     if record is not None:  # a torn tombstone was never acknowledged
-                        found.add(str(record["erase"]))
-    return frozenset(found)
+                        yield record
 
 
 @dataclass(frozen=True)
@@ -282,6 +282,9 @@ class Compaction:
     skipped_live: int = 0
     expired: int = 0
     deleted: int = 0
+
+    def __add__(self, other: Compaction) -> Compaction:
+        return Compaction(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
 
 def compact(
@@ -315,25 +318,25 @@ def compact(
     )
     with open(directory / COMPACTION_LOCK, "ab") as turn:
         fcntl.flock(turn.fileno(), fcntl.LOCK_EX)
-        erased_at = _erasures(record for path in _segments(directory) for record in _read_segment(path))
+        erased_at = _erasures(_tombstones(directory))
         if not erased_at and cutoff is None:
             return Compaction()
         totals = Compaction()
-        for writer, paths in _segments_by_writer(directory).items():
+        for writer, segments in _segments_by_writer(directory).items():
             if closed_own is not None and writer == closed_own[0]:
-                for path in paths:
-                    if _sequence(path) <= closed_own[1]:
-                        totals = _add(totals, _rewrite(path, erased_at, cutoff))
+                for seq, path in segments:
+                    if seq <= closed_own[1]:
+                        totals += _rewrite(path, erased_at, cutoff)
                 continue
             with open(directory / f".{writer}.lock", "ab") as claim:
                 try:
                     fcntl.flock(claim.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    closed = paths
+                    closed = segments
                 except BlockingIOError:  # the newest may be open for appending
-                    closed = paths[:-1]
-                    totals = replace(totals, skipped_live=totals.skipped_live + 1)
-                for path in closed:
-                    totals = _add(totals, _rewrite(path, erased_at, cutoff))
+                    closed = segments[:-1]
+                    totals += Compaction(skipped_live=1)
+                for _, path in closed:
+                    totals += _rewrite(path, erased_at, cutoff)
         return totals
 
 
@@ -345,16 +348,6 @@ def _erasures(records: Iterable[dict[str, Any]]) -> dict[str, float]:
             user = str(record["erase"])
             erased_at[user] = max(erased_at.get(user, 0.0), float(record.get("received", math.inf)))
     return erased_at
-
-
-def _add(totals: Compaction, one: Compaction) -> Compaction:
-    return Compaction(
-        rewritten=totals.rewritten + one.rewritten,
-        removed=totals.removed + one.removed,
-        skipped_live=totals.skipped_live,
-        expired=totals.expired + one.expired,
-        deleted=totals.deleted + one.deleted,
-    )
 
 
 def _rewrite(path: Path, erased_at: dict[str, float], cutoff: float | None) -> Compaction:
@@ -404,32 +397,8 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _own_segments(directory: Path, writer: str) -> list[tuple[int, Path]]:
-    found = []
-    for path in directory.iterdir():
-        match = _SEGMENT.match(path.name)
-        if match and match["writer"] == writer:
-            found.append((int(match["seq"]), path))
-    return sorted(found)
-
-
-def _sequence(path: Path) -> int:
-    match = _SEGMENT.match(path.name)
-    assert match is not None  # only segment names are listed
-    return int(match["seq"])
-
-
-def _segments_by_writer(directory: Path) -> dict[str, list[Path]]:
-    """Each writer's segments, oldest first."""
-    by_writer: dict[str, list[Path]] = {}
-    for path in _segments(directory):
-        match = _SEGMENT.match(path.name)
-        assert match is not None  # _segments lists only segment names
-        by_writer.setdefault(match["writer"], []).append(path)
-    return by_writer
-
-
-def _segments(directory: Path) -> list[Path]:
+def _keyed_segments(directory: Path) -> list[tuple[str, int, Path]]:
+    """Every segment as (writer, sequence number, path), by writer, then oldest first."""
     if not directory.is_dir():
         return []
     keyed = []
@@ -437,7 +406,24 @@ def _segments(directory: Path) -> list[Path]:
         match = _SEGMENT.match(path.name)
         if match:
             keyed.append((match["writer"], int(match["seq"]), path))
-    return [path for _, _, path in sorted(keyed)]
+    return sorted(keyed)
+
+
+def _segments(directory: Path) -> list[Path]:
+    return [path for _, _, path in _keyed_segments(directory)]
+
+
+def _segments_by_writer(directory: Path) -> dict[str, list[tuple[int, Path]]]:
+    """Each writer's segments as (sequence number, path), oldest first."""
+    by_writer: dict[str, list[tuple[int, Path]]] = {}
+    for writer, seq, path in _keyed_segments(directory):
+        by_writer.setdefault(writer, []).append((seq, path))
+    return by_writer
+
+
+def _last_sequence(directory: Path, writer: str) -> int:
+    """The sequence number of ``writer``'s newest segment; 0 when it has none."""
+    return max((seq for seq, _ in _segments_by_writer(directory).get(writer, [])), default=0)
 
 
 def _read_segment(path: Path) -> Iterator[dict[str, Any]]:

@@ -35,7 +35,6 @@ class LogMaintenance:
         self.retention_days = retention_days
         self.every_seconds = every_seconds
         self.on_pass = on_pass
-        self.passes = 0
         self.failures = 0
         self._stopping = threading.Event()
         self._thread = threading.Thread(
@@ -52,8 +51,7 @@ class LogMaintenance:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
-    def run_once(self) -> Compaction | None:
-        """One compaction pass; None when it failed (logged)."""
+    def _pass(self) -> None:
         try:
             done = self.feedback.compact(self.retention_days)
         except Exception:
@@ -61,8 +59,7 @@ class LogMaintenance:
             log.exception(
                 "compaction of the feedback log in %s failed; retrying next pass", self.feedback.directory
             )
-            return None
-        self.passes += 1
+            return
         if done.removed or done.expired:
             log.info(
                 "feedback log compacted: %d events of erased users and %d past retention removed "
@@ -73,9 +70,8 @@ class LogMaintenance:
                 done.deleted,
             )
         self.on_pass(done)
-        return done
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            self.run_once()
+            self._pass()
             self._stopping.wait(self.every_seconds)
